@@ -1,0 +1,109 @@
+# Amora build. `make` builds everything, `make test` runs the tests,
+# `make asan` runs them under ASan+UBSan, `make tsan` runs the in-process
+# stress programs under TSan, `make bench` runs the benchmarks, `make deps`
+# installs the Debian packages the build needs.
+#
+# Objects go to $(BUILD) (default build/); sanitizer builds use their own
+# directories so they never mix with the normal objects. Header dependencies
+# are tracked with -MMD, so touching a header rebuilds what includes it.
+
+BUILD ?= build
+CC ?= cc
+OPT ?= -O2
+CFLAGS ?= $(OPT) -g -Wall -Wextra -fno-omit-frame-pointer -std=gnu11 -msse4.2
+CFLAGS += $(EXTRA_CFLAGS)
+CPPFLAGS += -Ishm -MMD -MP -D_GNU_SOURCE
+LDFLAGS += $(EXTRA_LDFLAGS)
+SHM_LIBS = -lisal -lpthread
+
+PACKAGES = gcc make pkg-config libc6-dev clang libclang-rt-14-dev libbpf-dev bpftool \
+	systemtap-sdt-dev libcriterion-dev liblz4-dev lz4 libxxhash-dev libisal-dev valgrind \
+	liblmdb-dev
+
+SHM_SRC := $(wildcard shm/*.c)
+SHM_OBJ := $(SHM_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+STRESS_SRC := $(wildcard tests/stress_*.c)
+STRESS_BIN := $(STRESS_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard perf/*.c)
+BENCH_BIN := $(BENCH_SRC:perf/%.c=$(BUILD)/perf/%)
+FUZZ_SRC := $(wildcard tests/fuzz_*.c)
+
+LIBSHM := $(BUILD)/libshm.a
+TESTS := $(BUILD)/tests/amora-tests
+
+.PHONY: all test run-tests asan tsan bench run-bench fuzz deps clean
+.SUFFIXES:
+
+all: $(LIBSHM) $(TESTS) $(STRESS_BIN) $(BENCH_BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIBSHM): $(SHM_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(TESTS): $(TEST_OBJ) $(LIBSHM)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_OBJ) $(LIBSHM) -lcriterion $(SHM_LIBS) -o $@
+
+$(BUILD)/tests/stress_%: $(BUILD)/tests/stress_%.o $(LIBSHM)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
+
+$(BUILD)/perf/%: $(BUILD)/perf/%.o $(LIBSHM)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -llmdb -lm -o $@
+
+# The test command: installs what is missing, builds, runs every test.
+test: deps
+	@$(MAKE) --no-print-directory run-tests
+
+run-tests: $(TESTS) $(STRESS_BIN)
+	$(TESTS) --jobs 2
+	@for s in $(STRESS_BIN); do echo "== $$s"; $$s || exit 1; done
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan \
+		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" run-tests
+
+# Criterion cannot run under TSan, so TSan covers the standalone stress
+# programs (threads inside one process).
+tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build/tsan \
+		EXTRA_CFLAGS="-fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread" $(STRESS_BIN:build/%=build/tsan/%)
+	@for s in $(STRESS_SRC:tests/%.c=build/tsan/tests/%); do echo "== $$s (tsan)"; \
+		TSAN_OPTIONS=halt_on_error=1 $$s || exit 1; done
+
+bench: deps
+	@$(MAKE) --no-print-directory run-bench
+
+run-bench: $(BENCH_BIN)
+	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+
+# libFuzzer targets over the parsers of untrusted bytes; FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 30
+fuzz: deps
+	@mkdir -p $(BUILD)/fuzz
+	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+		clang -O1 -g -std=gnu11 -msse4.2 -D_GNU_SOURCE -Ishm -fsanitize=fuzzer,address,undefined \
+			$$f $(SHM_SRC) $(SHM_LIBS) -o $(BUILD)/fuzz/$$n || exit 1; \
+		echo "== $$n ($(FUZZ_SECONDS) s)"; \
+		$(BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; done
+
+# Installs missing Debian packages (as root), or says exactly what to run.
+deps:
+	@missing=""; for p in $(PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; sh -c "$$cmd" || exit 1; \
+		else echo "missing packages:$$missing"; echo "run as root: $$cmd"; exit 1; fi; \
+	fi
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

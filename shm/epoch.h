@@ -1,0 +1,98 @@
+/*
+ * epoch.h — epoch-based reclamation (EBR) across processes.
+ *
+ * Readers in other processes follow offsets into memory that a shard's
+ * writer may unlink at any moment (an updated record, a grown table). The
+ * writer must not free such memory while a reader may still be looking at
+ * it. EBR makes that cheap for readers: two stores per read section.
+ *
+ * The words:
+ *   - the global epoch, a counter in the segment header, bumped by writers;
+ *   - one struct shm_epoch_slot per reader (per client handle), living in
+ *     memory that reader can write (its channel). epoch == 0 means
+ *     "not reading"; otherwise it is the global epoch the reader saw when
+ *     it entered.
+ *
+ * Protocol (the proof is the classic store-fence-load pairing):
+ *   reader enter:  e = load(global); store(slot.epoch, e); full fence;
+ *                  ... loads of table slots and records ...
+ *   reader leave:  store-release(slot.epoch, 0)
+ *   writer:        unlink (release store of the new slot/table offset);
+ *                  shm_retire_push(item) -- the item is "unsealed";
+ *                  once per batch: shm_retire_seal(): E = ++global (seq_cst)
+ *                  tags every unsealed item with E;
+ *                  shm_retire_collect(): full fence, min = smallest non-zero
+ *                  slot epoch, free every item with tag <= min.
+ *   A reader whose slot holds e >= E loaded the global epoch after the bump,
+ *   hence after the unlink, and cannot reach the item. A reader the writer
+ *   saw as idle (0) that enters later also sees the unlink: either the
+ *   writer's scan saw its store, or its fence comes after the writer's and
+ *   its loads see the unlinked state.
+ *
+ * Dead readers: a process killed inside a read section leaves its slot
+ * non-zero and would block reclamation forever. The slot records the pid;
+ * whoever supervises readers (the coordinator, which holds a pidfd per
+ * client) calls shm_epoch_slot_clear() once the process is gone.
+ *
+ * The retire list is private to the writer process (plain malloc memory):
+ * only the writer reads or changes it.
+ */
+#ifndef AMORA_SHM_EPOCH_H
+#define AMORA_SHM_EPOCH_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "segment.h"
+
+struct shm_epoch_slot {
+	_Atomic uint64_t epoch; /* 0: idle */
+	_Atomic int32_t pid;    /* owner, 0: free slot */
+	uint32_t pad_;
+} __attribute__((aligned(SHM_CACHELINE)));
+
+/* Reader side. Enter before following any offset, leave when done with
+ * every pointer obtained inside. Not reentrant: one section at a time. */
+void shm_epoch_enter(struct shm_epoch_slot *slot, const struct shm_header *hdr);
+void shm_epoch_leave(struct shm_epoch_slot *slot);
+
+/* Claim / release a slot for process `pid` (slot owner's side). */
+void shm_epoch_slot_init(struct shm_epoch_slot *slot, int32_t pid);
+/* Supervisor side: forget a dead reader (idle and unowned afterwards). */
+void shm_epoch_slot_clear(struct shm_epoch_slot *slot);
+
+/* Smallest epoch any of the `n` slots is reading in, UINT64_MAX if all are
+ * idle. Issues the full fence the protocol needs before scanning. */
+uint64_t shm_epoch_min(struct shm_epoch_slot *const *slots, size_t n);
+
+struct shm_retired {
+	uint64_t off;
+	uint64_t size;
+	uint64_t epoch; /* 0 until sealed */
+};
+
+struct shm_retire_list {
+	struct shm_retired *items;
+	size_t n, cap;
+	size_t unsealed; /* items[n - unsealed .. n) carry epoch 0 */
+};
+
+void shm_retire_init(struct shm_retire_list *l);
+void shm_retire_destroy(struct shm_retire_list *l);
+
+/* Queue slab memory (`off`, `size` as given to shm_slab_alloc) that was
+ * just unlinked. Errors: SHM_ENOMEM if the list cannot grow; the caller then
+ * still owns the block (nothing was queued). */
+int shm_retire_push(struct shm_retire_list *l, uint64_t off, uint64_t size);
+
+/* Bump the global epoch once and tag every unsealed item with it. Does
+ * nothing when no item is unsealed. Returns the tag used (or 0). */
+uint64_t shm_retire_seal(struct shm_retire_list *l, struct shm_header *hdr);
+
+/* Free (into `slab`) every sealed item that no reader among `slots` can
+ * still see. Returns how many items were freed. */
+size_t shm_retire_collect(struct shm_retire_list *l, struct shm_seg *seg, struct shm_slab *slab,
+			  struct shm_epoch_slot *const *slots, size_t nslots);
+
+#endif

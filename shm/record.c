@@ -1,0 +1,57 @@
+/*
+ * record.c — creating records and reading them back safely.
+ *
+ * shm_record_at() is what makes reading shared memory safe: a reader takes
+ * an offset from a table slot (which a concurrent writer may have just
+ * changed, or which a bug may have damaged), so both the header and the
+ * whole key+value extent are checked against the segment before any byte
+ * is used.
+ */
+#include <string.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "record.h"
+
+uint64_t shm_hash(const void *key, size_t len)
+{
+	return XXH3_64bits(key, len);
+}
+
+int shm_record_new(struct shm_seg *seg, struct shm_slab *slab, const void *key, uint32_t klen,
+		   const void *val, uint32_t vlen, uint64_t seq, uint64_t *off)
+{
+	struct shm_record *r;
+	int rc;
+
+	if (klen == 0 || klen > SHM_KEY_MAX || vlen > SHM_VALUE_MAX)
+		return SHM_EINVAL;
+	rc = shm_slab_alloc(seg, slab, shm_record_size(klen, vlen), off);
+	if (rc != SHM_OK)
+		return rc;
+	r = (struct shm_record *)(seg->base + *off);
+	r->seq = seq;
+	r->klen = klen;
+	r->vlen = vlen;
+	memcpy(r->data, key, klen);
+	if (vlen)
+		memcpy(r->data + klen, val, vlen);
+	return SHM_OK;
+}
+
+const struct shm_record *shm_record_at(const struct shm_seg *seg, uint64_t off)
+{
+	const struct shm_record *r = shm_ptr(seg, off, sizeof(*r));
+	uint32_t klen, vlen;
+
+	if (r == NULL || (off & 15))
+		return NULL;
+	klen = r->klen;
+	vlen = r->vlen;
+	if (klen == 0 || klen > SHM_KEY_MAX || vlen > SHM_VALUE_MAX)
+		return NULL;
+	if (shm_ptr(seg, off, shm_record_size(klen, vlen)) == NULL)
+		return NULL;
+	return r;
+}

@@ -1,0 +1,135 @@
+/*
+ * ring.h — single-producer single-consumer byte ring in shared memory.
+ *
+ * The channel between a client and a shard: the client produces requests
+ * into a submission ring, the shard produces completions into a completion
+ * ring (io_uring's SQ/CQ, one producer and one consumer each). The two sides
+ * live in different processes and map the ring at different addresses.
+ *
+ * Records are variable-size byte strings. Each occupies an 8-byte header
+ * (u32 payload length, u32 reserved = 0) plus the payload, rounded up to 8
+ * bytes, contiguous in the data area. A record that would cross the end of
+ * the data area is preceded by a pad marker (length RING_PAD) that fills the
+ * rest of the area, and starts again at offset 0. Hence the largest payload
+ * is ring_max_record() = size / 2 - 8: such a record always fits somewhere
+ * once the ring is empty.
+ *
+ * Positions (head: consumed, tail: produced) are free-running byte counts;
+ * the index into the data area is position & (size - 1). The producer
+ * stages records with ring_push() and makes a batch visible with one
+ * ring_publish(); the consumer reads with ring_peek()/ring_consume() and
+ * frees space with one ring_release(). Batching is how the rings go fast on
+ * few cores: one wake-up per batch, not per record.
+ *
+ * Trust: the consumer never trusts the ring. The data size is what the
+ * consumer's own ring_attach() computed, not a value read from shared
+ * memory; every header is range-checked against the published tail; a
+ * violation is SHM_ECORRUPT and the ring should be abandoned (the peer is
+ * broken or hostile). A payload returned by ring_peek() can still be changed
+ * by a hostile producer while the consumer reads it: copy it before parsing.
+ *
+ * Wake-ups (never lost, never wasted): each direction has a bell, a futex
+ * word plus a "sleeping" flag. A side about to sleep sets its flag, issues a
+ * full fence and re-checks the ring; the other side publishes, issues a full
+ * fence and checks the flag, bumping the futex word and calling FUTEX_WAKE
+ * only if it is set. One of the two always sees the other, so no wake-up is
+ * lost, and no futex call is made while nobody sleeps.
+ */
+#ifndef AMORA_SHM_RING_H
+#define AMORA_SHM_RING_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define RING_PAD 0xffffffffu
+#define RING_MIN_SIZE 64u
+
+struct ring_bell {
+	_Atomic uint32_t seq;      /* futex word, bumped on each wake */
+	_Atomic uint32_t sleeping; /* 1 while a waiter is (about to be) asleep */
+};
+
+/* Shared part, at the start of the ring's memory. */
+struct ring_hdr {
+	_Alignas(64) _Atomic uint64_t head; /* written by the consumer */
+	struct ring_bell space;             /* producer waits here for room */
+	_Alignas(64) _Atomic uint64_t tail; /* written by the producer */
+	struct ring_bell data;              /* consumer waits here for records */
+	_Alignas(64) uint64_t size;         /* informational; never trusted */
+};
+
+/* Private view of one side. */
+struct ring {
+	struct ring_hdr *hdr;
+	uint8_t *data;
+	uint64_t size, mask;
+	uint64_t pos;   /* producer: staged tail; consumer: local head */
+	uint64_t other; /* last seen head (producer) or tail (consumer) */
+	uint32_t peeked;/* consumer: bytes of the record last peeked, 0: none */
+};
+
+/* Bytes of shared memory a ring with `size` data bytes needs. */
+size_t ring_bytes(uint64_t size);
+
+/* Initialise shared memory for a ring with the largest power-of-two data
+ * area that fits in `bytes`. Errors: SHM_EINVAL if less than RING_MIN_SIZE
+ * data bytes fit or `mem` is not 64-byte aligned. */
+int ring_format(void *mem, size_t bytes);
+
+/* Attach one side to ring memory of `bytes` bytes (the same figure given to
+ * ring_format). The geometry comes from `bytes`, never from the header.
+ * Errors: SHM_EINVAL. */
+int ring_attach(struct ring *r, void *mem, size_t bytes);
+
+/* Largest payload a record can have in this ring. */
+static inline uint32_t ring_max_record(const struct ring *r)
+{
+	return (uint32_t)(r->size / 2 - 8);
+}
+
+/* --- producer --- */
+
+/* Stage one record (not yet visible to the consumer).
+ * Errors: SHM_ETOOBIG (len > ring_max_record), SHM_EFULL (no room now). */
+int ring_push(struct ring *r, const void *rec, uint32_t len);
+
+/* Make staged records visible; wake the consumer if it sleeps. Returns 1 if
+ * a wake-up was sent, 0 if not. */
+int ring_publish(struct ring *r);
+
+/* Sleep until a record of `len` bytes fits or `timeout_ms` passes (-1: no
+ * limit). Returns 0, SHM_ETIMEDOUT, SHM_ETOOBIG, SHM_ECORRUPT (the shared
+ * head moved impossibly). */
+int ring_wait_space(struct ring *r, uint32_t len, int timeout_ms);
+
+/* --- consumer --- */
+
+/* Next record without consuming it. Returns 0 with *rec/*len set,
+ * SHM_EEMPTY, or SHM_ECORRUPT (garbage: lengths or positions impossible). */
+int ring_peek(struct ring *r, const void **rec, uint32_t *len);
+
+/* Step past the record returned by the last successful ring_peek. */
+void ring_consume(struct ring *r);
+
+/* Hand consumed space back to the producer; wake it if it sleeps.
+ * Returns 1 if a wake-up was sent, 0 if not. */
+int ring_release(struct ring *r);
+
+/* Sleep until a record is available or `timeout_ms` passes (-1: no limit).
+ * Returns 0 or SHM_ETIMEDOUT. */
+int ring_wait_data(struct ring *r, int timeout_ms);
+
+/* --- bells, usable on their own (e.g. one doorbell for many rings) --- */
+
+/* Sleep on `bell` unless ready(arg) is true after announcing the sleep.
+ * Returns 0 (ready or woken; callers re-check), SHM_ETIMEDOUT, SHM_ESYS. */
+int ring_bell_wait(struct ring_bell *bell, int (*ready)(void *), void *arg, int timeout_ms);
+
+/* Wake the sleeper of `bell`, if any; call after publishing. Returns 1 if a
+ * FUTEX_WAKE was issued. */
+int ring_bell_ring(struct ring_bell *bell);
+
+#endif

@@ -1,0 +1,138 @@
+/*
+ * segment.h — the shared-memory data segment and its chunk allocator.
+ *
+ * One memfd holds the whole store. Every process maps it at a different
+ * address, so nothing inside it is a pointer: references are byte offsets
+ * from the start of the segment, turned into pointers with shm_ptr(), which
+ * checks the bounds first. A reader (a client mapping the segment PROT_READ)
+ * must treat every offset it loads as untrusted until shm_ptr() accepted it.
+ *
+ * Layout (all offsets from the segment start):
+ *
+ *   0              struct shm_header   magic, version, layout, global epoch,
+ *                                      chunk pool state
+ *   shard_off      struct shm_shard[shard_count]   one descriptor per shard
+ *   chunk_next_off uint32_t[nchunks]   free-stack links, one per chunk
+ *   chunk_base     nchunks chunks of SHM_CHUNK_SIZE bytes, chunk_base aligned
+ *                  to SHM_CHUNK_SIZE
+ *
+ * The file is created sparse: a page costs memory only once written.
+ *
+ * Chunk pool. Writers in several processes (the shards) take 2 MiB chunks
+ * from one pool without a lock: single chunks come from a Treiber stack of
+ * freed chunks whose head carries a 32-bit ABA tag next to the chunk index,
+ * then from an atomic bump pointer over never-used chunks. Runs of several
+ * contiguous chunks (large tables, Bloom filters, oversized records) come
+ * only from the bump pointer; freeing a run pushes its chunks one by one, so
+ * they serve later single-chunk requests. Exhaustion is SHM_ENOMEM.
+ *
+ * Limits: segment size at most SHM_MAX_SIZE (64 GiB: records are addressed
+ * by 32-bit offsets in units of 16 bytes), shard count a power of two in
+ * 1..SHM_MAX_SHARDS.
+ */
+#ifndef AMORA_SHM_SEGMENT_H
+#define AMORA_SHM_SEGMENT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "slab.h"
+
+#define SHM_MAGIC 0x4d48534152524f4dULL /* "MORRASHM" */
+#define SHM_VERSION 1u
+#define SHM_CHUNK_SHIFT 21
+#define SHM_CHUNK_SIZE (1ULL << SHM_CHUNK_SHIFT) /* 2 MiB */
+#define SHM_MAX_SIZE (64ULL << 30)
+#define SHM_MAX_SHARDS 1024u
+#define SHM_CACHELINE 64
+
+/* Per-shard descriptor. Written only by the shard's writer; read by all. */
+struct shm_shard {
+	_Atomic uint64_t table_off; /* current Swiss table (0: none yet) */
+	_Atomic uint32_t bloom_on;  /* 1: lookups consult the Bloom filter */
+	uint32_t id;
+	_Atomic uint64_t seq;       /* last sequence number applied */
+	struct shm_slab slab;       /* this shard's record/table memory */
+} __attribute__((aligned(SHM_CACHELINE)));
+
+struct shm_header {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t shard_count;
+	uint64_t size;          /* bytes in the segment */
+	uint64_t chunk_size;
+	uint64_t shard_off;     /* offset of struct shm_shard[shard_count] */
+	uint64_t shard_size;    /* sizeof(struct shm_shard) when created */
+	uint64_t chunk_next_off;/* offset of uint32_t[nchunks] */
+	uint64_t chunk_base;    /* offset of chunk 0 */
+	uint32_t nchunks;
+	uint32_t pad_;
+	/* Hot words each on their own line, so bumping the epoch does not
+	 * invalidate the line every reader loads the layout from. */
+	_Alignas(SHM_CACHELINE) _Atomic uint64_t global_epoch;
+	_Alignas(SHM_CACHELINE) _Atomic uint64_t chunk_bump; /* next never-used */
+	_Atomic uint64_t chunk_free_top; /* tag << 32 | (index + 1); 0: empty */
+	_Atomic uint64_t chunks_in_use;
+};
+
+/* A process's view of a segment. */
+struct shm_seg {
+	int fd;
+	bool writable;
+	uint8_t *base;
+	uint64_t size;
+	struct shm_header *hdr;
+};
+
+/* Create a new segment: sparse memfd of `size` bytes (rounded down to whole
+ * chunks) mapped read-write, header and shard descriptors formatted.
+ * Errors: SHM_EINVAL (size too small/large, bad shard count), SHM_ESYS. */
+int shm_seg_create(struct shm_seg *seg, uint64_t size, uint32_t shard_count);
+
+/* Map an existing segment fd. The header is validated (magic, version,
+ * layout inside the file) before anything else is trusted.
+ * Errors: SHM_ESYS, SHM_ECORRUPT (bad header). */
+int shm_seg_attach(struct shm_seg *seg, int fd, bool writable);
+
+/* Forbid new writable mappings from now on (F_SEAL_FUTURE_WRITE) and fix the
+ * size. Mappings made before, and those inherited across fork(), stay
+ * writable: call it after mapping, before forking writers. */
+int shm_seg_seal(struct shm_seg *seg);
+
+/* A new read-only fd for the same memfd (what a client receives). */
+int shm_seg_reopen_rdonly(const struct shm_seg *seg);
+
+void shm_seg_close(struct shm_seg *seg);
+
+/* Pointer to `len` bytes at `off`, or NULL if any of them is outside the
+ * segment or `off` is 0 (0 is the header, never a valid reference). */
+static inline void *shm_ptr(const struct shm_seg *seg, uint64_t off, uint64_t len)
+{
+	if (off == 0 || off >= seg->size || len > seg->size - off)
+		return NULL;
+	return seg->base + off;
+}
+
+static inline uint64_t shm_off(const struct shm_seg *seg, const void *p)
+{
+	return (uint64_t)((const uint8_t *)p - seg->base);
+}
+
+/* Descriptor of shard `i`; NULL if i >= shard_count. */
+struct shm_shard *shm_shard_at(const struct shm_seg *seg, uint32_t i);
+
+/* Take `n` contiguous chunks; *off receives the offset of the first.
+ * Errors: SHM_ENOMEM, SHM_EINVAL (n == 0). Writers only. */
+int shm_chunk_alloc(struct shm_seg *seg, uint32_t n, uint64_t *off);
+
+/* Return `n` contiguous chunks starting at `off`.
+ * Errors: SHM_ERANGE if the run is not a chunk-aligned run inside the pool. */
+int shm_chunk_free(struct shm_seg *seg, uint64_t off, uint32_t n);
+
+/* Chunks that are neither free nor never-used. */
+uint64_t shm_chunks_in_use(const struct shm_seg *seg);
+
+#endif

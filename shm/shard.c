@@ -1,0 +1,222 @@
+/*
+ * shard.c — set, delete and get on one shard (shard.h).
+ *
+ * The order of a set is what keeps readers safe and failures clean:
+ *   1. allocate and fill the new record (invisible to readers);
+ *   2. make sure the table has room, rebuilding it aside if not;
+ *   3. queue the replaced record on the retire list (can fail: then undo 1);
+ *   4. publish: one release store of the slot (and control byte).
+ * Every step that can fail comes before the publication, so a failed set
+ * leaves the visible contents unchanged.
+ *
+ * Growth keeps at most half of the load limit after a rebuild (7 keys per
+ * 16-slot group), so at least 3/8 of the slots are consumed by inserts or
+ * deletes before the next rebuild: its O(n) cost is amortised over O(n)
+ * writes. A rebuild also drops tombstones, and may shrink the table when
+ * most keys were deleted.
+ */
+#include <string.h>
+
+#include "shard.h"
+
+#define KEYS_PER_GROUP_AFTER_REBUILD 7
+
+static uint64_t next_pow2(uint64_t v)
+{
+	return v <= 1 ? 1 : 1ULL << (64 - __builtin_clzll(v - 1));
+}
+
+static uint64_t groups_for(uint64_t keys)
+{
+	uint64_t g = next_pow2((keys + KEYS_PER_GROUP_AFTER_REBUILD - 1) / KEYS_PER_GROUP_AFTER_REBUILD);
+
+	return g < SHM_TABLE_MIN_GROUPS ? SHM_TABLE_MIN_GROUPS : g;
+}
+
+static struct shm_table *table(const struct shm_writer *w)
+{
+	uint64_t off = atomic_load_explicit(&w->sh->table_off, memory_order_relaxed);
+
+	return (struct shm_table *)(w->seg->base + off);
+}
+
+int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
+		    uint64_t expected_keys)
+{
+	memset(w, 0, sizeof(*w));
+	w->seg = seg;
+	w->sh = shm_shard_at(seg, index);
+	if (w->sh == NULL)
+		return SHM_EINVAL;
+	shm_retire_init(&w->retired);
+	if (atomic_load_explicit(&w->sh->table_off, memory_order_acquire) == 0) {
+		uint64_t off;
+		int rc = shm_table_create(seg, &w->sh->slab, groups_for(expected_keys), &off);
+		if (rc != SHM_OK)
+			return rc;
+		atomic_store_explicit(&w->sh->table_off, off, memory_order_release);
+	}
+	return SHM_OK;
+}
+
+void shm_writer_close(struct shm_writer *w)
+{
+	shm_writer_reclaim(w);
+	shm_retire_destroy(&w->retired);
+}
+
+size_t shm_writer_reclaim(struct shm_writer *w)
+{
+	w->since_reclaim = 0;
+	shm_retire_seal(&w->retired, w->seg->hdr);
+	return shm_retire_collect(&w->retired, w->seg, &w->sh->slab, w->readers, w->nreaders);
+}
+
+/* After a publication: reclaim now and then so the retire list stays
+ * short. Never between queueing and unlinking: sealing an item that is
+ * still reachable would let a reader that enters afterwards see it freed. */
+static void maybe_reclaim(struct shm_writer *w)
+{
+	if (++w->since_reclaim >= SHM_WRITER_RECLAIM_EVERY)
+		shm_writer_reclaim(w);
+}
+
+int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups)
+{
+	struct shm_table *old = table(w), *t;
+	uint64_t old_off = atomic_load_explicit(&w->sh->table_off, memory_order_relaxed);
+	uint64_t off;
+	int rc;
+
+	rc = shm_table_create(w->seg, &w->sh->slab, ngroups, &off);
+	if (rc != SHM_OK)
+		return rc;
+	t = (struct shm_table *)(w->seg->base + off);
+	rc = shm_table_copy(w->seg, old, t);
+	if (rc == SHM_OK)
+		rc = shm_retire_push(&w->retired, old_off, old->bytes);
+	if (rc != SHM_OK) {
+		shm_slab_free(w->seg, &w->sh->slab, off, t->bytes);
+		return rc;
+	}
+	atomic_store_explicit(&w->sh->table_off, off, memory_order_release);
+	return SHM_OK;
+}
+
+static int make_room(struct shm_writer *w)
+{
+	struct shm_table *t = table(w);
+	uint64_t live = atomic_load_explicit(&t->live, memory_order_relaxed);
+
+	if (shm_table_has_room(t))
+		return SHM_OK;
+	return shm_writer_rebuild(w, groups_for(live + 1));
+}
+
+static uint64_t record_bytes(const struct shm_writer *w, uint64_t off)
+{
+	const struct shm_record *r = (const struct shm_record *)(w->seg->base + off);
+
+	return shm_record_size(r->klen, r->vlen);
+}
+
+/* Publish record `rec` for key hash h: replace the key's slot or insert. */
+static int publish(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h, uint64_t rec)
+{
+	struct shm_table *t = table(w);
+	shm_slot_pos pos;
+	int rc;
+
+	if (shm_table_locate(w->seg, t, key, klen, h, &pos)) {
+		uint64_t old = shm_table_record(w->seg, t, pos);
+		rc = shm_retire_push(&w->retired, old, record_bytes(w, old));
+		if (rc != SHM_OK)
+			return rc;
+		shm_table_replace_at(w->seg, t, pos, h, rec);
+		return SHM_OK;
+	}
+	if (pos == UINT64_MAX || !shm_table_has_room(t)) {
+		rc = make_room(w);
+		if (rc != SHM_OK)
+			return rc;
+		t = table(w);
+		shm_table_locate(w->seg, t, key, klen, h, &pos);
+		if (pos == UINT64_MAX)
+			return SHM_ENOMEM;
+	}
+	shm_table_insert_at(w->seg, t, pos, h, rec);
+	return SHM_OK;
+}
+
+int shm_writer_set(struct shm_writer *w, const void *key, uint32_t klen, const void *val,
+		   uint32_t vlen)
+{
+	uint64_t seq = atomic_load_explicit(&w->sh->seq, memory_order_relaxed) + 1;
+	uint64_t rec;
+	int rc;
+
+	rc = shm_record_new(w->seg, &w->sh->slab, key, klen, val, vlen, seq, &rec);
+	if (rc != SHM_OK)
+		return rc;
+	rc = publish(w, key, klen, shm_hash(key, klen), rec);
+	if (rc != SHM_OK) {
+		shm_slab_free(w->seg, &w->sh->slab, rec, shm_record_size(klen, vlen));
+		return rc;
+	}
+	atomic_store_explicit(&w->sh->seq, seq, memory_order_release);
+	maybe_reclaim(w);
+	return SHM_OK;
+}
+
+int shm_writer_del(struct shm_writer *w, const void *key, uint32_t klen)
+{
+	struct shm_table *t = table(w);
+	uint64_t h, old;
+	shm_slot_pos pos;
+	int rc;
+
+	if (klen == 0 || klen > SHM_KEY_MAX)
+		return SHM_EINVAL;
+	h = shm_hash(key, klen);
+	if (!shm_table_locate(w->seg, t, key, klen, h, &pos))
+		return SHM_ENOTFOUND;
+	/* Queue the retirement first: after the delete it must not fail. */
+	old = shm_table_record(w->seg, t, pos);
+	rc = shm_retire_push(&w->retired, old, record_bytes(w, old));
+	if (rc != SHM_OK)
+		return rc;
+	shm_table_delete_at(w->seg, t, pos);
+	atomic_store_explicit(&w->sh->seq, atomic_load_explicit(&w->sh->seq, memory_order_relaxed) + 1,
+			      memory_order_release);
+	maybe_reclaim(w);
+	return SHM_OK;
+}
+
+void shm_writer_set_bloom(struct shm_writer *w, bool on)
+{
+	atomic_store_explicit(&w->sh->bloom_on, on ? 1 : 0, memory_order_release);
+}
+
+int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const void *key,
+		  uint32_t klen, const struct shm_record **rec)
+{
+	uint64_t toff, roff, h;
+	const struct shm_table *t;
+	int rc;
+
+	if (klen == 0 || klen > SHM_KEY_MAX)
+		return SHM_EINVAL;
+	h = shm_hash(key, klen);
+	toff = atomic_load_explicit(&sh->table_off, memory_order_acquire);
+	if (toff == 0)
+		return SHM_ENOTFOUND;
+	t = shm_table_at(seg, toff);
+	if (t == NULL)
+		return SHM_ECORRUPT;
+	rc = shm_table_find(seg, t, key, klen, h, atomic_load_explicit(&sh->bloom_on, memory_order_relaxed),
+			    &roff);
+	if (rc != SHM_OK)
+		return rc;
+	*rec = (const struct shm_record *)(seg->base + roff);
+	return SHM_OK;
+}

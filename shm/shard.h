@@ -1,0 +1,85 @@
+/*
+ * shard.h — one shard's key/value operations on the shared table.
+ *
+ * The writer side (struct shm_writer) is what a shard process runs: set and
+ * delete build immutable records, publish them in the Swiss table, retire
+ * what they replaced and grow the table when it fills. The reader side,
+ * shm_shard_get(), is what a client runs directly on the read-only mapping.
+ *
+ * Writer rules: exactly one shm_writer per shard at a time, used by one
+ * thread. A failed set or delete changes nothing readers can see (a grown
+ * table is not a change of contents).
+ *
+ * Reclamation: replaced records and tables go on the writer's retire list.
+ * shm_writer_reclaim() seals the pending ones (one global-epoch bump) and
+ * frees whatever no reader in w->readers can still see. The writer calls it
+ * once per batch of writes; set/delete also call it by themselves every
+ * SHM_WRITER_RECLAIM_EVERY retirements so memory is recycled even when the
+ * caller forgets.
+ */
+#ifndef AMORA_SHM_SHARD_H
+#define AMORA_SHM_SHARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "epoch.h"
+#include "record.h"
+#include "segment.h"
+#include "table.h"
+
+#define SHM_WRITER_RECLAIM_EVERY 1024
+#define SHM_TABLE_MIN_GROUPS 4
+
+struct shm_writer {
+	struct shm_seg *seg;
+	struct shm_shard *sh;
+	struct shm_retire_list retired;
+	size_t since_reclaim;
+	/* Reader epoch slots that guard reclamation; the owner keeps this
+	 * array current as readers come and go. */
+	struct shm_epoch_slot *const *readers;
+	size_t nreaders;
+};
+
+/* Become the writer of shard `index`; creates its table (sized for
+ * `expected_keys`, may be 0) if it has none. Errors: SHM_EINVAL (no such
+ * shard), SHM_ENOMEM. */
+int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
+		    uint64_t expected_keys);
+void shm_writer_close(struct shm_writer *w);
+
+/* Insert or replace. Errors: SHM_EINVAL (klen 0 or > SHM_KEY_MAX, vlen >
+ * SHM_VALUE_MAX), SHM_ENOMEM (nothing changed). */
+int shm_writer_set(struct shm_writer *w, const void *key, uint32_t klen, const void *val,
+		   uint32_t vlen);
+
+/* Remove. Errors: SHM_ENOTFOUND, SHM_EINVAL, SHM_ENOMEM (nothing changed). */
+int shm_writer_del(struct shm_writer *w, const void *key, uint32_t klen);
+
+/* Seal pending retirements and free what readers can no longer see.
+ * Returns the number of blocks freed. */
+size_t shm_writer_reclaim(struct shm_writer *w);
+
+/* Turn Bloom-filter use by readers on or off (the filter is always kept). */
+void shm_writer_set_bloom(struct shm_writer *w, bool on);
+
+/* Rebuild the table with `ngroups` groups (a power of two large enough for
+ * the live keys): drops tombstones and refreshes the Bloom filter.
+ * Errors: SHM_EINVAL, SHM_ENOMEM (nothing changed). */
+int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups);
+
+/* Reader: look `key` up in shard `sh`; *rec points into the segment and
+ * stays valid while the caller's epoch is held. Errors: SHM_ENOTFOUND,
+ * SHM_EINVAL (bad key length), SHM_ECORRUPT (the table fails validation). */
+int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const void *key,
+		  uint32_t klen, const struct shm_record **rec);
+
+/* Shard that owns a key hash among `shard_count` (a power of two). Uses the
+ * high hash bits, which the table does not use for placement. */
+static inline uint32_t shm_shard_of(uint64_t h, uint32_t shard_count)
+{
+	return (uint32_t)(h >> 52) & (shard_count - 1);
+}
+
+#endif

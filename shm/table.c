@@ -1,0 +1,320 @@
+/*
+ * table.c — Swiss table probing, writer mutations and rebuilds (table.h).
+ *
+ * The reader path (shm_table_find) is the hot path of every GET in every
+ * client, so it is written for the memory system: the group's three cache
+ * lines (control bytes and slots) are requested together before the
+ * control bytes are compared, so a hit costs one miss for the group and one
+ * for the record, and a miss usually one. Nothing the reader loads from
+ * shared memory is trusted: offsets go through shm_ptr/shm_record_at and
+ * the probe is bounded by the group count, so even a damaged table cannot
+ * make a reader loop or fault.
+ *
+ * The writer functions trust the table (only this process writes it) but
+ * still validate records they dereference.
+ */
+#include <emmintrin.h>
+#include <string.h>
+
+#include "record.h"
+#include "table.h"
+
+#define SLOT_OFF_MASK 0xffffffffULL
+
+/* Slab blocks are only 16-aligned, but groups must start on a cache line
+ * for the prefetch arithmetic: they start at the first line boundary after
+ * the header, which the allocation leaves room for. */
+_Static_assert(sizeof(struct shm_table) <= 64, "header plus alignment slack must fit in 128");
+_Static_assert(sizeof(struct shm_group) % 16 == 0, "control bytes of every group 16-aligned");
+
+static uint64_t hdr_bytes(void)
+{
+	return 128;
+}
+
+static uint64_t groups_start(uint64_t table_off)
+{
+	return (table_off + sizeof(struct shm_table) + 63) & ~63ULL;
+}
+
+static uint64_t groups_bytes(uint64_t ngroups)
+{
+	return (ngroups * sizeof(struct shm_group) + 63) & ~63ULL;
+}
+
+static bool pow2(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+uint64_t shm_table_bytes(uint64_t ngroups)
+{
+	return hdr_bytes() + groups_bytes(ngroups) +
+	       shm_bloom_blocks(ngroups) * sizeof(struct shm_bloom_block);
+}
+
+uint32_t shm_group_match_sse2(const struct shm_group *g, uint8_t byte)
+{
+	__m128i ctrl = _mm_load_si128((const __m128i *)(const void *)g->ctrl);
+	uint32_t m = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(ctrl, _mm_set1_epi8((char)byte)));
+
+	/* The vector load is not an atomic load in C11 terms; on x86 each byte
+	 * is read whole, and this fence orders the slot loads that follow. */
+	atomic_thread_fence(memory_order_acquire);
+	return m;
+}
+
+uint32_t shm_group_match_scalar(const struct shm_group *g, uint8_t byte)
+{
+	uint32_t m = 0;
+
+	for (int i = 0; i < SHM_GROUP_SLOTS; i++)
+		if (atomic_load_explicit(&g->ctrl[i], memory_order_acquire) == byte)
+			m |= 1u << i;
+	return m;
+}
+
+#if defined(SHM_SCALAR) || defined(__SANITIZE_THREAD__)
+#define group_match shm_group_match_scalar
+#else
+#define group_match shm_group_match_sse2
+#endif
+
+static struct shm_group *groups_of(const struct shm_seg *seg, const struct shm_table *t)
+{
+	return (struct shm_group *)(seg->base + t->groups_off);
+}
+
+static struct shm_bloom_block *bloom_of(const struct shm_seg *seg, const struct shm_table *t)
+{
+	return (struct shm_bloom_block *)(seg->base + t->bloom_off);
+}
+
+int shm_table_create(struct shm_seg *seg, struct shm_slab *slab, uint64_t ngroups, uint64_t *off)
+{
+	uint64_t bytes, groups_off;
+	struct shm_table *t;
+	struct shm_group *g;
+	int rc;
+
+	if (!pow2(ngroups) || ngroups > (seg->size / sizeof(struct shm_group)))
+		return SHM_EINVAL;
+	bytes = shm_table_bytes(ngroups);
+	rc = shm_slab_alloc(seg, slab, bytes, off);
+	if (rc != SHM_OK)
+		return rc;
+	t = (struct shm_table *)(seg->base + *off);
+	groups_off = groups_start(*off);
+	t->ngroups = ngroups;
+	t->nblocks = shm_bloom_blocks(ngroups);
+	t->bytes = bytes;
+	t->groups_off = groups_off;
+	t->bloom_off = groups_off + groups_bytes(ngroups);
+	atomic_store_explicit(&t->live, 0, memory_order_relaxed);
+	atomic_store_explicit(&t->dead, 0, memory_order_relaxed);
+	g = groups_of(seg, t);
+	for (uint64_t i = 0; i < ngroups; i++) {
+		memset((void *)g[i].ctrl, SHM_CTRL_EMPTY, SHM_GROUP_SLOTS);
+		memset((void *)g[i].slot, 0, sizeof(g[i].slot));
+	}
+	memset((void *)bloom_of(seg, t), 0, t->nblocks * sizeof(struct shm_bloom_block));
+	return SHM_OK;
+}
+
+const struct shm_table *shm_table_at(const struct shm_seg *seg, uint64_t off)
+{
+	const struct shm_table *t = shm_ptr(seg, off, sizeof(*t));
+	uint64_t ng;
+
+	if (t == NULL || (off & 15))
+		return NULL;
+	ng = t->ngroups;
+	if (!pow2(ng) || ng > seg->size / sizeof(struct shm_group) ||
+	    t->nblocks != shm_bloom_blocks(ng) || t->bytes != shm_table_bytes(ng))
+		return NULL;
+	if (t->groups_off != groups_start(off) || t->bloom_off != t->groups_off + groups_bytes(ng))
+		return NULL;
+	if (shm_ptr(seg, off, t->bytes) == NULL)
+		return NULL;
+	return t;
+}
+
+static void prefetch_group(const struct shm_group *g)
+{
+	__builtin_prefetch((const char *)g + 64);
+	__builtin_prefetch((const char *)g + 128);
+}
+
+/* Does slot value `sv` hold `key`? 1 yes, 0 no, SHM_ECORRUPT. */
+static int slot_holds(const struct shm_seg *seg, uint64_t sv, uint32_t shash, const void *key,
+		      uint32_t klen)
+{
+	const struct shm_record *r;
+
+	if (sv == 0 || (uint32_t)(sv >> 32) != shash)
+		return 0;
+	r = shm_record_at(seg, (sv & SLOT_OFF_MASK) << 4);
+	if (r == NULL)
+		return SHM_ECORRUPT;
+	return r->klen == klen && memcmp(r->data, key, klen) == 0;
+}
+
+int shm_table_find(const struct shm_seg *seg, const struct shm_table *t, const void *key,
+		   uint32_t klen, uint64_t h, bool use_bloom, uint64_t *rec_off)
+{
+	const struct shm_group *groups = groups_of(seg, t);
+	uint64_t mask = t->ngroups - 1;
+	uint32_t shash = shm_hash_slot(h);
+	uint8_t tag = shm_hash_tag(h);
+	uint64_t gi = shash & mask;
+
+	prefetch_group(&groups[gi]);
+	if (use_bloom && !shm_bloom_maybe(bloom_of(seg, t), t->nblocks, shm_hash_summary(h)))
+		return SHM_ENOTFOUND;
+	for (uint64_t step = 1; step <= t->ngroups; step++) {
+		const struct shm_group *g = &groups[gi];
+		for (uint32_t m = group_match(g, tag); m; m &= m - 1) {
+			int s = __builtin_ctz(m);
+			uint64_t sv = atomic_load_explicit(&g->slot[s], memory_order_acquire);
+			int rc = slot_holds(seg, sv, shash, key, klen);
+			if (rc < 0)
+				return rc;
+			if (rc) {
+				*rec_off = (sv & SLOT_OFF_MASK) << 4;
+				return SHM_OK;
+			}
+		}
+		if (group_match(g, SHM_CTRL_EMPTY))
+			return SHM_ENOTFOUND;
+		gi = (gi + step) & mask;
+	}
+	return SHM_ENOTFOUND;
+}
+
+bool shm_table_locate(const struct shm_seg *seg, struct shm_table *t, const void *key,
+		      uint32_t klen, uint64_t h, shm_slot_pos *pos)
+{
+	struct shm_group *groups = groups_of(seg, t);
+	uint64_t mask = t->ngroups - 1;
+	uint32_t shash = shm_hash_slot(h);
+	uint8_t tag = shm_hash_tag(h);
+	uint64_t gi = shash & mask;
+
+	*pos = UINT64_MAX;
+	for (uint64_t step = 1; step <= t->ngroups; step++) {
+		struct shm_group *g = &groups[gi];
+		for (uint32_t m = group_match(g, tag); m; m &= m - 1) {
+			int s = __builtin_ctz(m);
+			uint64_t sv = atomic_load_explicit(&g->slot[s], memory_order_relaxed);
+			if (slot_holds(seg, sv, shash, key, klen) == 1) {
+				*pos = gi * SHM_GROUP_SLOTS + (uint64_t)s;
+				return true;
+			}
+		}
+		uint32_t empty = group_match(g, SHM_CTRL_EMPTY);
+		uint32_t usable = empty | group_match(g, SHM_CTRL_DELETED);
+		if (*pos == UINT64_MAX && usable)
+			*pos = gi * SHM_GROUP_SLOTS + (uint64_t)__builtin_ctz(usable);
+		if (empty)
+			break;
+		gi = (gi + step) & mask;
+	}
+	return false;
+}
+
+static uint64_t slot_value(uint64_t h, uint64_t rec_off)
+{
+	return (uint64_t)shm_hash_slot(h) << 32 | (rec_off >> 4);
+}
+
+void shm_table_insert_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos pos, uint64_t h,
+			 uint64_t rec_off)
+{
+	struct shm_group *g = &groups_of(seg, t)[pos / SHM_GROUP_SLOTS];
+	unsigned s = pos % SHM_GROUP_SLOTS;
+	bool was_dead = atomic_load_explicit(&g->ctrl[s], memory_order_relaxed) == SHM_CTRL_DELETED;
+
+	shm_bloom_add(bloom_of(seg, t), t->nblocks, shm_hash_summary(h));
+	atomic_store_explicit(&g->slot[s], slot_value(h, rec_off), memory_order_release);
+	atomic_store_explicit(&g->ctrl[s], shm_hash_tag(h), memory_order_release);
+	atomic_fetch_add_explicit(&t->live, 1, memory_order_relaxed);
+	if (was_dead)
+		atomic_fetch_sub_explicit(&t->dead, 1, memory_order_relaxed);
+}
+
+uint64_t shm_table_record(const struct shm_seg *seg, const struct shm_table *t, shm_slot_pos pos)
+{
+	const struct shm_group *g = &groups_of(seg, t)[pos / SHM_GROUP_SLOTS];
+	uint64_t sv = atomic_load_explicit(&g->slot[pos % SHM_GROUP_SLOTS], memory_order_relaxed);
+
+	return (sv & SLOT_OFF_MASK) << 4;
+}
+
+void shm_table_replace_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos pos, uint64_t h,
+			  uint64_t rec_off)
+{
+	struct shm_group *g = &groups_of(seg, t)[pos / SHM_GROUP_SLOTS];
+
+	atomic_store_explicit(&g->slot[pos % SHM_GROUP_SLOTS], slot_value(h, rec_off),
+			      memory_order_release);
+}
+
+void shm_table_delete_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos pos)
+{
+	struct shm_group *g = &groups_of(seg, t)[pos / SHM_GROUP_SLOTS];
+	unsigned s = pos % SHM_GROUP_SLOTS;
+
+	atomic_store_explicit(&g->ctrl[s], SHM_CTRL_DELETED, memory_order_release);
+	atomic_store_explicit(&g->slot[s], 0, memory_order_release);
+	atomic_fetch_sub_explicit(&t->live, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&t->dead, 1, memory_order_relaxed);
+}
+
+bool shm_table_has_room(const struct shm_table *t)
+{
+	uint64_t used = atomic_load_explicit(&t->live, memory_order_relaxed) +
+			atomic_load_explicit(&t->dead, memory_order_relaxed) + 1;
+
+	return used * SHM_TABLE_MAX_LOAD_DEN <=
+	       t->ngroups * SHM_GROUP_SLOTS * SHM_TABLE_MAX_LOAD_NUM;
+}
+
+/* Place a summary in a table that has no tombstones and no duplicates:
+ * the first empty slot on its probe sequence. */
+static int place(struct shm_seg *seg, struct shm_table *t, uint64_t summary, uint64_t rec_off)
+{
+	struct shm_group *groups = groups_of(seg, t);
+	uint64_t mask = t->ngroups - 1;
+	uint64_t gi = shm_hash_slot(summary) & mask;
+
+	for (uint64_t step = 1; step <= t->ngroups; step++) {
+		uint32_t empty = group_match(&groups[gi], SHM_CTRL_EMPTY);
+		if (empty) {
+			shm_table_insert_at(seg, t, gi * SHM_GROUP_SLOTS + (uint64_t)__builtin_ctz(empty),
+					    summary, rec_off);
+			return SHM_OK;
+		}
+		gi = (gi + step) & mask;
+	}
+	return SHM_ENOMEM;
+}
+
+int shm_table_copy(struct shm_seg *seg, const struct shm_table *from, struct shm_table *to)
+{
+	const struct shm_group *groups = groups_of(seg, from);
+
+	if (atomic_load_explicit(&from->live, memory_order_relaxed) * SHM_TABLE_MAX_LOAD_DEN >
+	    to->ngroups * SHM_GROUP_SLOTS * SHM_TABLE_MAX_LOAD_NUM)
+		return SHM_ENOMEM;
+	for (uint64_t gi = 0; gi < from->ngroups; gi++) {
+		const struct shm_group *g = &groups[gi];
+		for (int s = 0; s < SHM_GROUP_SLOTS; s++) {
+			uint8_t c = atomic_load_explicit(&g->ctrl[s], memory_order_relaxed);
+			uint64_t sv = atomic_load_explicit(&g->slot[s], memory_order_relaxed);
+			if ((c & 0x80) || sv == 0)
+				continue;
+			uint64_t summary = (sv >> 32) << 7 | c;
+			int rc = place(seg, to, summary, (sv & SLOT_OFF_MASK) << 4);
+			if (rc != SHM_OK)
+				return rc;
+		}
+	}
+	return SHM_OK;
+}

@@ -1,0 +1,142 @@
+/*
+ * table.h — the per-shard Swiss table: one writer, lock-free readers.
+ *
+ * Open addressing over groups of 16 slots. A group is 16 control bytes
+ * followed by 16 slots of 8 bytes (144 bytes): a lookup loads the control
+ * bytes, compares all 16 against the key's 7-bit tag at once (SSE2, or a
+ * scalar SWAR fallback), and only for a matching tag loads the slot.
+ *
+ *   control byte   0x00..0x7f  full, holds the tag (hash bits 0..6)
+ *                  0x80        empty (never used since the table was built)
+ *                  0xfe        deleted (tombstone)
+ *   slot           bits 63..32 hash bits 7..38 ("slot hash")
+ *                  bits 31..0  record offset / 16
+ *
+ * Tag and slot hash together, the key's 39-bit "summary", are compared
+ * before the record is touched, so a lookup for a missing key dereferences a
+ * record only on a 39-bit collision (the group index also comes from the
+ * slot hash, so the bits that differ within a group are 39 - log2(groups)).
+ * The summary is all a rebuild needs to place an entry and refill the Bloom
+ * filter: growing never reads records. Record offsets in units of 16 bytes
+ * are why a segment is at most 64 GiB.
+ *
+ * Probing is triangular over groups (g, g+1, g+3, g+6, ... mod ngroups),
+ * which visits every group once when ngroups is a power of two. A probe
+ * stops at the first group holding an empty byte.
+ *
+ * Concurrency (one writer, readers in any process, no locks):
+ *   - insert: write the slot, then store the control byte with release;
+ *     readers load control bytes, then an acquire fence, then the slot.
+ *   - update: one release store of the new slot (same control byte); the
+ *     old record is retired through EBR, never freed under a reader.
+ *   - delete: control byte := deleted (release), then slot := 0. A reader
+ *     that saw the old control byte may read either slot; 0 is a miss.
+ *   - empty bytes only ever become full, never the reverse, so a reader
+ *     cannot stop early on a key that was present before it started.
+ *   - growth: build a new table aside, publish its offset in the shard
+ *     descriptor (release), retire the old one; readers finish on the old.
+ * A reader validates every offset it loads (table, groups, record), bounds
+ * its probe by the group count, and compares full keys, so a torn view or
+ * a damaged table gives a miss or SHM_ECORRUPT, never a crash.
+ *
+ * A table and its Bloom filter are one allocation:
+ *   struct shm_table | groups[ngroups] | bloom blocks[nblocks]
+ */
+#ifndef AMORA_SHM_TABLE_H
+#define AMORA_SHM_TABLE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bloom.h"
+#include "segment.h"
+
+#define SHM_GROUP_SLOTS 16
+#define SHM_CTRL_EMPTY 0x80u
+#define SHM_CTRL_DELETED 0xfeu
+#define SHM_SUMMARY_BITS 39
+/* Grow (or rebuild) when full + deleted slots would exceed 7/8. */
+#define SHM_TABLE_MAX_LOAD_NUM 7
+#define SHM_TABLE_MAX_LOAD_DEN 8
+
+struct shm_group {
+	_Atomic uint8_t ctrl[SHM_GROUP_SLOTS];
+	_Atomic uint64_t slot[SHM_GROUP_SLOTS];
+};
+
+struct shm_table {
+	uint64_t ngroups;      /* power of two */
+	uint64_t nblocks;      /* Bloom blocks, power of two */
+	uint64_t bytes;        /* size of the whole allocation */
+	uint64_t groups_off;   /* segment offset of groups[0] (64-aligned) */
+	uint64_t bloom_off;    /* segment offset of the Bloom blocks */
+	_Atomic uint64_t live; /* full slots */
+	_Atomic uint64_t dead; /* deleted slots */
+};
+
+/* The parts of a key's hash the table uses. */
+static inline uint8_t shm_hash_tag(uint64_t h) { return (uint8_t)(h & 0x7f); }
+static inline uint32_t shm_hash_slot(uint64_t h) { return (uint32_t)(h >> 7); }
+static inline uint64_t shm_hash_summary(uint64_t h)
+{
+	return h & ((1ULL << SHM_SUMMARY_BITS) - 1);
+}
+
+/* Bit i set: control byte i equals `byte`. Both versions are always built
+ * so the scalar one is tested; lookups use SSE2 unless built with
+ * SHM_SCALAR (or under TSan, which cannot see a 16-byte vector load as
+ * atomic byte loads). */
+uint32_t shm_group_match_sse2(const struct shm_group *g, uint8_t byte);
+uint32_t shm_group_match_scalar(const struct shm_group *g, uint8_t byte);
+
+/* Bytes of a table with `ngroups` groups and its Bloom filter. */
+uint64_t shm_table_bytes(uint64_t ngroups);
+
+/* Allocate an empty table from `slab`, *off its offset. Errors: SHM_EINVAL
+ * (ngroups not a power of two), SHM_ENOMEM. */
+int shm_table_create(struct shm_seg *seg, struct shm_slab *slab, uint64_t ngroups, uint64_t *off);
+
+/* Validated view of the table at `off`, or NULL. */
+const struct shm_table *shm_table_at(const struct shm_seg *seg, uint64_t off);
+
+/* Reader: find `key` (hash h) in table `t`; *rec_off receives the record
+ * offset. With use_bloom, a Bloom miss answers without probing. Returns
+ * SHM_OK, SHM_ENOTFOUND, or SHM_ECORRUPT (a matching slot points outside
+ * the segment). Caller holds an epoch (epoch.h) while it uses the record. */
+int shm_table_find(const struct shm_seg *seg, const struct shm_table *t, const void *key,
+		   uint32_t klen, uint64_t h, bool use_bloom, uint64_t *rec_off);
+
+/* --- writer side (the shard's single writer) --- */
+
+/* Position of a slot: group index * 16 + slot index. */
+typedef uint64_t shm_slot_pos;
+
+/* Look `key` up for writing. Returns true and *pos if present; otherwise
+ * false and *pos the slot an insert should use (a tombstone or empty slot),
+ * or false and *pos == UINT64_MAX if the table has no usable slot. */
+bool shm_table_locate(const struct shm_seg *seg, struct shm_table *t, const void *key,
+		      uint32_t klen, uint64_t h, shm_slot_pos *pos);
+
+/* Record offset held by present slot `pos`. */
+uint64_t shm_table_record(const struct shm_seg *seg, const struct shm_table *t, shm_slot_pos pos);
+
+/* Fill slot `pos` (from shm_table_locate) with the record at `rec_off`. */
+void shm_table_insert_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos pos, uint64_t h,
+			 uint64_t rec_off);
+
+/* Point present slot `pos` at a new record. */
+void shm_table_replace_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos pos,
+			      uint64_t h, uint64_t rec_off);
+
+/* Turn present slot `pos` into a tombstone. */
+void shm_table_delete_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos pos);
+
+/* Whether one more insert fits under the load limit. */
+bool shm_table_has_room(const struct shm_table *t);
+
+/* Copy every live entry of `from` into the empty table `to` (and its Bloom
+ * filter), reading only slots. Errors: SHM_ENOMEM if `to` is too small. */
+int shm_table_copy(struct shm_seg *seg, const struct shm_table *from, struct shm_table *to);
+
+#endif
