@@ -46,6 +46,7 @@
 
 #define RING_PAD 0xffffffffu
 #define RING_MIN_SIZE 64u
+#define RING_MAX_SIZE (1ull << 32)
 
 struct ring_bell {
 	_Atomic uint32_t seq;      /* futex word, bumped on each wake */
@@ -61,27 +62,36 @@ struct ring_hdr {
 	_Alignas(64) uint64_t size;         /* informational; never trusted */
 };
 
-/* Private view of one side. */
+/* Private view of one side. ring_attach() does not know which side it
+ * attaches, so it loads both positions (each side's own position is stable
+ * while it attaches: only that side writes it) and each side then uses the
+ * fields that belong to it. */
 struct ring {
 	struct ring_hdr *hdr;
 	uint8_t *data;
 	uint64_t size, mask;
-	uint64_t pos;   /* producer: staged tail; consumer: local head */
-	uint64_t other; /* last seen head (producer) or tail (consumer) */
-	uint32_t peeked;/* consumer: bytes of the record last peeked, 0: none */
+	uint64_t head;      /* consumer: local head; producer: last head seen */
+	uint64_t tail;      /* producer: staged tail; consumer: last tail seen */
+	uint64_t published; /* producer: tail last stored in the header */
+	uint64_t released;  /* consumer: head last stored in the header */
+	uint32_t peeked;    /* consumer: bytes of the record last peeked, 0: none */
 };
 
 /* Bytes of shared memory a ring with `size` data bytes needs. */
 size_t ring_bytes(uint64_t size);
 
 /* Initialise shared memory for a ring with the largest power-of-two data
- * area that fits in `bytes`. Errors: SHM_EINVAL if less than RING_MIN_SIZE
- * data bytes fit or `mem` is not 64-byte aligned. */
+ * area that fits in `bytes`, at most RING_MAX_SIZE (record lengths are u32).
+ * Not to be called while either side is attached. Errors: SHM_EINVAL if less
+ * than RING_MIN_SIZE data bytes fit or `mem` is not 64-byte aligned. */
 int ring_format(void *mem, size_t bytes);
 
 /* Attach one side to ring memory of `bytes` bytes (the same figure given to
- * ring_format). The geometry comes from `bytes`, never from the header.
- * Errors: SHM_EINVAL. */
+ * ring_format). The geometry comes from `bytes`, never from the header. May
+ * be called on a ring in use (e.g. by a restarted process) as long as the
+ * side being attached is not running elsewhere.
+ * Errors: SHM_EINVAL (bad `bytes` or alignment), SHM_ECORRUPT (the header's
+ * size disagrees with `bytes`, or the positions are impossible). */
 int ring_attach(struct ring *r, void *mem, size_t bytes);
 
 /* Largest payload a record can have in this ring. */
@@ -92,22 +102,25 @@ static inline uint32_t ring_max_record(const struct ring *r)
 
 /* --- producer --- */
 
-/* Stage one record (not yet visible to the consumer).
- * Errors: SHM_ETOOBIG (len > ring_max_record), SHM_EFULL (no room now). */
+/* Stage one record (not yet visible to the consumer). `rec` may be NULL
+ * when `len` is 0. Errors: SHM_ETOOBIG (len > ring_max_record), SHM_EFULL
+ * (no room now), SHM_ECORRUPT (the shared head moved impossibly). */
 int ring_push(struct ring *r, const void *rec, uint32_t len);
 
 /* Make staged records visible; wake the consumer if it sleeps. Returns 1 if
- * a wake-up was sent, 0 if not. */
+ * a wake-up was sent, 0 if not (also when nothing was staged). */
 int ring_publish(struct ring *r);
 
-/* Sleep until a record of `len` bytes fits or `timeout_ms` passes (-1: no
- * limit). Returns 0, SHM_ETIMEDOUT, SHM_ETOOBIG, SHM_ECORRUPT (the shared
- * head moved impossibly). */
+/* Sleep until a record of `len` bytes fits or `timeout_ms` passes (-1, or
+ * any negative value: no limit; 0: just check). Publishes staged records
+ * first (the consumer cannot make room while it cannot see them). Returns 0,
+ * SHM_ETIMEDOUT, SHM_ETOOBIG, SHM_ECORRUPT (the shared head moved
+ * impossibly), SHM_ESYS. */
 int ring_wait_space(struct ring *r, uint32_t len, int timeout_ms);
 
 /* --- consumer --- */
 
-/* Next record without consuming it. Returns 0 with *rec/*len set,
+/* Next record without consuming it. Returns 0 with *rec and *len set,
  * SHM_EEMPTY, or SHM_ECORRUPT (garbage: lengths or positions impossible). */
 int ring_peek(struct ring *r, const void **rec, uint32_t *len);
 
@@ -118,18 +131,23 @@ void ring_consume(struct ring *r);
  * Returns 1 if a wake-up was sent, 0 if not. */
 int ring_release(struct ring *r);
 
-/* Sleep until a record is available or `timeout_ms` passes (-1: no limit).
- * Returns 0 or SHM_ETIMEDOUT. */
+/* Sleep until a record is available or `timeout_ms` passes (-1, or any
+ * negative value: no limit; 0: just check). Releases consumed space first
+ * (the producer may be waiting for it). Returns 0 (then ring_peek; it may
+ * still report SHM_ECORRUPT), SHM_ETIMEDOUT or SHM_ESYS. */
 int ring_wait_data(struct ring *r, int timeout_ms);
 
 /* --- bells, usable on their own (e.g. one doorbell for many rings) --- */
 
 /* Sleep on `bell` unless ready(arg) is true after announcing the sleep.
- * Returns 0 (ready or woken; callers re-check), SHM_ETIMEDOUT, SHM_ESYS. */
+ * One sleeper per bell at a time; any number of ringers.
+ * Returns 0 (ready, woken or interrupted by a signal; callers re-check),
+ * SHM_ETIMEDOUT, SHM_ESYS. */
 int ring_bell_wait(struct ring_bell *bell, int (*ready)(void *), void *arg, int timeout_ms);
 
 /* Wake the sleeper of `bell`, if any; call after publishing. Returns 1 if a
- * FUTEX_WAKE was issued. */
+ * FUTEX_WAKE was issued. Clears the sleeping flag, so a burst of rings
+ * while the sleeper is still waking issues one FUTEX_WAKE, not one each. */
 int ring_bell_ring(struct ring_bell *bell);
 
 #endif

@@ -201,7 +201,7 @@ int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const v
 		  uint32_t klen, const struct shm_record **rec)
 {
 	uint64_t toff, roff, h;
-	const struct shm_table *t;
+	struct shm_table_view v;
 	int rc;
 
 	if (klen == 0 || klen > SHM_KEY_MAX)
@@ -210,10 +210,10 @@ int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const v
 	toff = atomic_load_explicit(&sh->table_off, memory_order_acquire);
 	if (toff == 0)
 		return SHM_ENOTFOUND;
-	t = shm_table_at(seg, toff);
-	if (t == NULL)
-		return SHM_ECORRUPT;
-	rc = shm_table_find(seg, t, key, klen, h, atomic_load_explicit(&sh->bloom_on, memory_order_relaxed),
+	rc = shm_table_view(seg, toff, &v);
+	if (rc != SHM_OK)
+		return rc;
+	rc = shm_table_find(seg, &v, key, klen, h, atomic_load_explicit(&sh->bloom_on, memory_order_relaxed),
 			    &roff);
 	if (rc != SHM_OK)
 		return rc;

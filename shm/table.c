@@ -118,22 +118,27 @@ int shm_table_create(struct shm_seg *seg, struct shm_slab *slab, uint64_t ngroup
 	return SHM_OK;
 }
 
-const struct shm_table *shm_table_at(const struct shm_seg *seg, uint64_t off)
+int shm_table_view(const struct shm_seg *seg, uint64_t off, struct shm_table_view *v)
 {
 	const struct shm_table *t = shm_ptr(seg, off, sizeof(*t));
-	uint64_t ng;
+	uint64_t ng, nb, bytes, goff, boff;
 
 	if (t == NULL || (off & 15))
-		return NULL;
+		return SHM_ECORRUPT;
 	ng = t->ngroups;
-	if (!pow2(ng) || ng > seg->size / sizeof(struct shm_group) ||
-	    t->nblocks != shm_bloom_blocks(ng) || t->bytes != shm_table_bytes(ng))
-		return NULL;
-	if (t->groups_off != groups_start(off) || t->bloom_off != t->groups_off + groups_bytes(ng))
-		return NULL;
-	if (shm_ptr(seg, off, t->bytes) == NULL)
-		return NULL;
-	return t;
+	nb = t->nblocks;
+	bytes = t->bytes;
+	goff = t->groups_off;
+	boff = t->bloom_off;
+	if (!pow2(ng) || ng > seg->size / sizeof(struct shm_group) || nb != shm_bloom_blocks(ng) ||
+	    bytes != shm_table_bytes(ng) || goff != groups_start(off) || boff != goff + groups_bytes(ng) ||
+	    shm_ptr(seg, off, bytes) == NULL)
+		return SHM_ECORRUPT;
+	v->groups = (const struct shm_group *)(seg->base + goff);
+	v->bloom = (const struct shm_bloom_block *)(seg->base + boff);
+	v->ngroups = ng;
+	v->nblocks = nb;
+	return SHM_OK;
 }
 
 static void prefetch_group(const struct shm_group *g)
@@ -156,19 +161,19 @@ static int slot_holds(const struct shm_seg *seg, uint64_t sv, uint32_t shash, co
 	return r->klen == klen && memcmp(r->data, key, klen) == 0;
 }
 
-int shm_table_find(const struct shm_seg *seg, const struct shm_table *t, const void *key,
+int shm_table_find(const struct shm_seg *seg, const struct shm_table_view *v, const void *key,
 		   uint32_t klen, uint64_t h, bool use_bloom, uint64_t *rec_off)
 {
-	const struct shm_group *groups = groups_of(seg, t);
-	uint64_t mask = t->ngroups - 1;
+	const struct shm_group *groups = v->groups;
+	uint64_t mask = v->ngroups - 1;
 	uint32_t shash = shm_hash_slot(h);
 	uint8_t tag = shm_hash_tag(h);
 	uint64_t gi = shash & mask;
 
 	prefetch_group(&groups[gi]);
-	if (use_bloom && !shm_bloom_maybe(bloom_of(seg, t), t->nblocks, shm_hash_summary(h)))
+	if (use_bloom && !shm_bloom_maybe(v->bloom, v->nblocks, shm_hash_summary(h)))
 		return SHM_ENOTFOUND;
-	for (uint64_t step = 1; step <= t->ngroups; step++) {
+	for (uint64_t step = 1; step <= v->ngroups; step++) {
 		const struct shm_group *g = &groups[gi];
 		for (uint32_t m = group_match(g, tag); m; m &= m - 1) {
 			int s = __builtin_ctz(m);

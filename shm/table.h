@@ -97,14 +97,24 @@ uint64_t shm_table_bytes(uint64_t ngroups);
  * (ngroups not a power of two), SHM_ENOMEM. */
 int shm_table_create(struct shm_seg *seg, struct shm_slab *slab, uint64_t ngroups, uint64_t *off);
 
-/* Validated view of the table at `off`, or NULL. */
-const struct shm_table *shm_table_at(const struct shm_seg *seg, uint64_t off);
+/* A reader's snapshot of a table's geometry: each header field is read
+ * once and validated, so a reader never re-reads a field that might have
+ * changed under it (even with reclamation gone wrong it stays in bounds). */
+struct shm_table_view {
+	const struct shm_group *groups;
+	const struct shm_bloom_block *bloom;
+	uint64_t ngroups, nblocks;
+};
 
-/* Reader: find `key` (hash h) in table `t`; *rec_off receives the record
- * offset. With use_bloom, a Bloom miss answers without probing. Returns
- * SHM_OK, SHM_ENOTFOUND, or SHM_ECORRUPT (a matching slot points outside
- * the segment). Caller holds an epoch (epoch.h) while it uses the record. */
-int shm_table_find(const struct shm_seg *seg, const struct shm_table *t, const void *key,
+/* Validate the table at `off` and fill *v. Errors: SHM_ECORRUPT. */
+int shm_table_view(const struct shm_seg *seg, uint64_t off, struct shm_table_view *v);
+
+/* Reader: find `key` (hash h) in the viewed table; *rec_off receives the
+ * record offset. With use_bloom, a Bloom miss answers without probing.
+ * Returns SHM_OK, SHM_ENOTFOUND, or SHM_ECORRUPT (a matching slot points
+ * outside the segment). The caller holds an epoch (epoch.h) while it uses
+ * the view and the record. */
+int shm_table_find(const struct shm_seg *seg, const struct shm_table_view *v, const void *key,
 		   uint32_t klen, uint64_t h, bool use_bloom, uint64_t *rec_off);
 
 /* --- writer side (the shard's single writer) --- */
