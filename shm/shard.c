@@ -198,15 +198,14 @@ void shm_writer_set_bloom(struct shm_writer *w, bool on)
 }
 
 int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const void *key,
-		  uint32_t klen, const struct shm_record **rec)
+		  uint32_t klen, uint64_t h, const struct shm_record **rec)
 {
-	uint64_t toff, roff, h;
+	uint64_t toff, roff;
 	struct shm_table_view v;
 	int rc;
 
 	if (klen == 0 || klen > SHM_KEY_MAX)
 		return SHM_EINVAL;
-	h = shm_hash(key, klen);
 	toff = atomic_load_explicit(&sh->table_off, memory_order_acquire);
 	if (toff == 0)
 		return SHM_ENOTFOUND;

@@ -69,11 +69,12 @@ void shm_writer_set_bloom(struct shm_writer *w, bool on);
  * Errors: SHM_EINVAL, SHM_ENOMEM (nothing changed). */
 int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups);
 
-/* Reader: look `key` up in shard `sh`; *rec points into the segment and
- * stays valid while the caller's epoch is held. Errors: SHM_ENOTFOUND,
- * SHM_EINVAL (bad key length), SHM_ECORRUPT (the table fails validation). */
+/* Reader: look `key` (h = shm_hash(key)) up in shard `sh`; *rec points
+ * into the segment and stays valid while the caller's epoch is held.
+ * Errors: SHM_ENOTFOUND, SHM_EINVAL (bad key length), SHM_ECORRUPT (the
+ * table fails validation). */
 int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const void *key,
-		  uint32_t klen, const struct shm_record **rec);
+		  uint32_t klen, uint64_t h, const struct shm_record **rec);
 
 /* Shard that owns a key hash among `shard_count` (a power of two). Uses the
  * high hash bits, which the table does not use for placement. */

@@ -170,9 +170,9 @@ int shm_table_find(const struct shm_seg *seg, const struct shm_table_view *v, co
 	uint8_t tag = shm_hash_tag(h);
 	uint64_t gi = shash & mask;
 
-	prefetch_group(&groups[gi]);
 	if (use_bloom && !shm_bloom_maybe(v->bloom, v->nblocks, shm_hash_summary(h)))
 		return SHM_ENOTFOUND;
+	prefetch_group(&groups[gi]);
 	for (uint64_t step = 1; step <= v->ngroups; step++) {
 		const struct shm_group *g = &groups[gi];
 		for (uint32_t m = group_match(g, tag); m; m &= m - 1) {

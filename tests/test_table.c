@@ -40,7 +40,8 @@ static uint32_t val_of(char *buf, int i, uint32_t len)
 
 static int get(const char *key, const struct shm_record **r)
 {
-	return shm_shard_get(&seg, shm_shard_at(&seg, 0), key, (uint32_t)strlen(key), r);
+	return shm_shard_get(&seg, shm_shard_at(&seg, 0), key, (uint32_t)strlen(key),
+			     shm_hash(key, strlen(key)), r);
 }
 
 static struct shm_table *cur_table(void)
@@ -109,12 +110,12 @@ Test(shard, key_and_value_limits, .init = setup, .fini = teardown)
 	cr_assert_eq(shm_writer_set(&w, key, SHM_KEY_MAX + 1, "v", 1), SHM_EINVAL);
 	cr_assert_eq(shm_writer_set(&w, "k", 1, big, SHM_VALUE_MAX + 1), SHM_EINVAL);
 	cr_assert_eq(shm_writer_del(&w, key, 0), SHM_EINVAL);
-	cr_assert_eq(shm_shard_get(&seg, w.sh, key, 0, &r), SHM_EINVAL);
-	cr_assert_eq(shm_shard_get(&seg, w.sh, key, SHM_KEY_MAX + 1, &r), SHM_EINVAL);
+	cr_assert_eq(shm_shard_get(&seg, w.sh, key, 0, 0, &r), SHM_EINVAL);
+	cr_assert_eq(shm_shard_get(&seg, w.sh, key, SHM_KEY_MAX + 1, 0, &r), SHM_EINVAL);
 
 	big[SHM_VALUE_MAX - 1] = 'z';
 	cr_assert_eq(shm_writer_set(&w, key, SHM_KEY_MAX, big, SHM_VALUE_MAX), SHM_OK);
-	cr_assert_eq(shm_shard_get(&seg, w.sh, key, SHM_KEY_MAX, &r), SHM_OK);
+	cr_assert_eq(shm_shard_get(&seg, w.sh, key, SHM_KEY_MAX, shm_hash(key, SHM_KEY_MAX), &r), SHM_OK);
 	cr_assert_eq(r->klen, SHM_KEY_MAX);
 	cr_assert_eq(r->vlen, SHM_VALUE_MAX);
 	cr_assert_eq(shm_record_val(r)[SHM_VALUE_MAX - 1], 'z');

@@ -96,7 +96,7 @@ static void reader(int id, int ro_fd, struct shared *sh)
 		const struct shm_record *r;
 
 		shm_epoch_enter(&sh->slots[id], seg.hdr);
-		int rc = shm_shard_get(&seg, shard, key, (uint32_t)klen, &r);
+		int rc = shm_shard_get(&seg, shard, key, (uint32_t)klen, shm_hash(key, (size_t)klen), &r);
 		uint32_t vlen = 0;
 		if (rc == SHM_OK) {
 			vlen = r->vlen;
