@@ -20,15 +20,19 @@
 #include "shard.h"
 
 #define KEYS_PER_GROUP_AFTER_REBUILD 7
+/* A table sized for an expected key count holds it at 3/4 load: below the
+ * 7/8 limit, so the expected keys fit without a rebuild, and dense, since
+ * the smaller the table the more of it stays in cache. */
+#define KEYS_PER_GROUP_EXPECTED 12
 
 static uint64_t next_pow2(uint64_t v)
 {
 	return v <= 1 ? 1 : 1ULL << (64 - __builtin_clzll(v - 1));
 }
 
-static uint64_t groups_for(uint64_t keys)
+static uint64_t groups_for(uint64_t keys, uint64_t per_group)
 {
-	uint64_t g = next_pow2((keys + KEYS_PER_GROUP_AFTER_REBUILD - 1) / KEYS_PER_GROUP_AFTER_REBUILD);
+	uint64_t g = next_pow2((keys + per_group - 1) / per_group);
 
 	return g < SHM_TABLE_MIN_GROUPS ? SHM_TABLE_MIN_GROUPS : g;
 }
@@ -51,7 +55,7 @@ int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
 	shm_retire_init(&w->retired);
 	if (atomic_load_explicit(&w->sh->table_off, memory_order_acquire) == 0) {
 		uint64_t off;
-		int rc = shm_table_create(seg, &w->sh->slab, groups_for(expected_keys), &off);
+		int rc = shm_table_create(seg, &w->sh->slab, groups_for(expected_keys, KEYS_PER_GROUP_EXPECTED), &off);
 		if (rc != SHM_OK)
 			return rc;
 		atomic_store_explicit(&w->sh->table_off, off, memory_order_release);
@@ -110,7 +114,7 @@ static int make_room(struct shm_writer *w)
 
 	if (shm_table_has_room(t))
 		return SHM_OK;
-	return shm_writer_rebuild(w, groups_for(live + 1));
+	return shm_writer_rebuild(w, groups_for(live + 1, KEYS_PER_GROUP_AFTER_REBUILD));
 }
 
 static uint64_t record_bytes(const struct shm_writer *w, uint64_t off)
