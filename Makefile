@@ -35,6 +35,7 @@ TESTS := $(BUILD)/tests/amora-tests
 
 .PHONY: all test run-tests asan tsan bench run-bench fuzz deps clean
 .SUFFIXES:
+.SECONDARY:
 
 all: $(LIBSHM) $(TESTS) $(STRESS_BIN) $(BENCH_BIN)
 
@@ -60,13 +61,17 @@ test: deps
 	@$(MAKE) --no-print-directory run-tests
 
 run-tests: $(TESTS) $(STRESS_BIN)
-	$(TESTS) --jobs 2
-	@for s in $(STRESS_BIN); do echo "== $$s"; $$s || exit 1; done
+	$(TEST_ENV) $(TESTS) --jobs 2
+	@for s in $(STRESS_BIN); do echo "== $$s"; $(TEST_ENV) $$s || exit 1; done
 
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan \
 		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-		EXTRA_LDFLAGS="-fsanitize=address,undefined" run-tests
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" \
+		TEST_ENV="ASAN_OPTIONS=handle_segv=0 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp" \
+		run-tests
+
+# (handle_segv=0: some tests expect a SIGSEGV, e.g. writing a read-only view.)
 
 # Criterion cannot run under TSan, so TSan covers the standalone stress
 # programs (threads inside one process).
