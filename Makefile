@@ -111,4 +111,4 @@ deps:
 clean:
 	rm -rf build
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(SHM_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(STRESS_BIN:=.d) $(BENCH_BIN:=.d)
