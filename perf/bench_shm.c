@@ -150,10 +150,10 @@ static double run_gets(struct store *s, const char *ks, int expect)
 	for (uint64_t i = 0; i < nkeys; i++) {
 		const char *k = ks + i * KLEN;
 		uint64_t h = shm_hash(k, KLEN);
-		const struct shm_record *r;
+		struct shm_kv r;
 		shm_epoch_enter(&s->slot, s->seg.hdr);
 		if (shm_shard_get(&s->seg, shm_shard_at(&s->seg, shm_shard_of(h, SHARDS)), k, KLEN, h, &r) == SHM_OK) {
-			memcpy(out, shm_record_val(r), r->vlen);
+			memcpy(out, r.val, r.vlen);
 			found++;
 		}
 		shm_epoch_leave(&s->slot);

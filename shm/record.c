@@ -1,7 +1,7 @@
 /*
  * record.c — creating records and reading them back safely.
  *
- * shm_record_at() is what makes reading shared memory safe: a reader takes
+ * shm_record_view() is what makes reading shared memory safe: a reader takes
  * an offset from a table slot (which a concurrent writer may have just
  * changed, or which a bug may have damaged), so both the header and the
  * whole key+value extent are checked against the segment before any byte
@@ -40,18 +40,23 @@ int shm_record_new(struct shm_seg *seg, struct shm_slab *slab, const void *key, 
 	return SHM_OK;
 }
 
-const struct shm_record *shm_record_at(const struct shm_seg *seg, uint64_t off)
+int shm_record_view(const struct shm_seg *seg, uint64_t off, struct shm_kv *kv)
 {
-	const struct shm_record *r = shm_ptr(seg, off, sizeof(*r));
+	const volatile struct shm_record *r = shm_ptr(seg, off, sizeof(struct shm_record));
 	uint32_t klen, vlen;
 
 	if (r == NULL || (off & 15))
-		return NULL;
+		return SHM_ECORRUPT;
+	/* volatile: the compiler must not load a length again after the check. */
 	klen = r->klen;
 	vlen = r->vlen;
-	if (klen == 0 || klen > SHM_KEY_MAX || vlen > SHM_VALUE_MAX)
-		return NULL;
-	if (shm_ptr(seg, off, shm_record_size(klen, vlen)) == NULL)
-		return NULL;
-	return r;
+	if (klen == 0 || klen > SHM_KEY_MAX || vlen > SHM_VALUE_MAX ||
+	    shm_ptr(seg, off, shm_record_size(klen, vlen)) == NULL)
+		return SHM_ECORRUPT;
+	kv->seq = r->seq;
+	kv->klen = klen;
+	kv->vlen = vlen;
+	kv->key = seg->base + off + sizeof(struct shm_record);
+	kv->val = kv->key + klen;
+	return SHM_OK;
 }

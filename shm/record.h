@@ -47,11 +47,20 @@ static inline uint64_t shm_record_size(uint32_t klen, uint32_t vlen)
 int shm_record_new(struct shm_seg *seg, struct shm_slab *slab, const void *key, uint32_t klen,
 		   const void *val, uint32_t vlen, uint64_t seq, uint64_t *off);
 
-/* The record at `off` if it lies wholly inside the segment with sane
- * lengths, else NULL. Safe on offsets read from shared memory. */
-const struct shm_record *shm_record_at(const struct shm_seg *seg, uint64_t off);
+/* A reader's validated view of a record. Each length is read from shared
+ * memory once, checked, and only the checked copy is used afterwards: even
+ * if the bytes changed later (a bug, damage), key and val stay inside the
+ * segment. */
+struct shm_kv {
+	const uint8_t *key;
+	const uint8_t *val;
+	uint32_t klen, vlen;
+	uint64_t seq;
+};
 
-static inline const uint8_t *shm_record_key(const struct shm_record *r) { return r->data; }
-static inline const uint8_t *shm_record_val(const struct shm_record *r) { return r->data + r->klen; }
+/* Fill *kv from the record at `off` if it lies wholly inside the segment
+ * with sane lengths. Returns SHM_OK or SHM_ECORRUPT. Safe on offsets read
+ * from shared memory. */
+int shm_record_view(const struct shm_seg *seg, uint64_t off, struct shm_kv *kv);
 
 #endif

@@ -23,7 +23,8 @@
  *
  * Trust: the consumer never trusts the ring. The data size is what the
  * consumer's own ring_attach() computed, not a value read from shared
- * memory; every header is range-checked against the published tail; a
+ * memory; every header is range-checked against the published tail (and
+ * its reserved word must be 0; a pad must be followed by published bytes); a
  * violation is SHM_ECORRUPT and the ring should be abandoned (the peer is
  * broken or hostile). A payload returned by ring_peek() can still be changed
  * by a hostile producer while the consumer reads it: copy it before parsing.
@@ -142,7 +143,7 @@ int ring_wait_data(struct ring *r, int timeout_ms);
 /* Sleep on `bell` unless ready(arg) is true after announcing the sleep.
  * One sleeper per bell at a time; any number of ringers.
  * Returns 0 (ready, woken or interrupted by a signal; callers re-check),
- * SHM_ETIMEDOUT, SHM_ESYS. */
+ * SHM_ETIMEDOUT, SHM_ESYS, SHM_EINVAL (NULL bell or ready). */
 int ring_bell_wait(struct ring_bell *bell, int (*ready)(void *), void *arg, int timeout_ms);
 
 /* Wake the sleeper of `bell`, if any; call after publishing. Returns 1 if a

@@ -119,6 +119,8 @@ static bool header_valid(const struct shm_header *h, uint64_t file_size)
 		return false;
 	memset(&want, 0, sizeof(want));
 	layout(&want, file_size, h->shard_count);
+	if (want.nchunks == 0 || (file_size & (SHM_CHUNK_SIZE - 1)))
+		return false; /* the layout would not fit in the file */
 	return h->chunk_size == want.chunk_size && h->shard_off == want.shard_off &&
 	       h->shard_size == want.shard_size && h->chunk_next_off == want.chunk_next_off &&
 	       h->chunk_base == want.chunk_base && h->nchunks == want.nchunks;

@@ -32,6 +32,8 @@ static uint64_t next_pow2(uint64_t v)
 
 static uint64_t groups_for(uint64_t keys, uint64_t per_group)
 {
+	if (keys > SHM_MAX_SIZE / 16) /* more than any segment holds */
+		keys = SHM_MAX_SIZE / 16;
 	uint64_t g = next_pow2((keys + per_group - 1) / per_group);
 
 	return g < SHM_TABLE_MIN_GROUPS ? SHM_TABLE_MIN_GROUPS : g;
@@ -202,7 +204,7 @@ void shm_writer_set_bloom(struct shm_writer *w, bool on)
 }
 
 int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const void *key,
-		  uint32_t klen, uint64_t h, const struct shm_record **rec)
+		  uint32_t klen, uint64_t h, struct shm_kv *kv)
 {
 	uint64_t toff, roff;
 	struct shm_table_view v;
@@ -220,6 +222,5 @@ int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const v
 			    &roff);
 	if (rc != SHM_OK)
 		return rc;
-	*rec = (const struct shm_record *)(seg->base + roff);
-	return SHM_OK;
+	return shm_record_view(seg, roff, kv);
 }

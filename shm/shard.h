@@ -14,8 +14,9 @@
  * shm_writer_reclaim() seals the pending ones (one global-epoch bump) and
  * frees whatever no reader in w->readers can still see. The writer calls it
  * once per batch of writes; set/delete also call it by themselves every
- * SHM_WRITER_RECLAIM_EVERY retirements so memory is recycled even when the
- * caller forgets.
+ * SHM_WRITER_RECLAIM_EVERY writes so memory is recycled even when the
+ * caller forgets. w->readers must list every reader slot before readers
+ * exist: with no slots listed, reclamation assumes nobody reads.
  */
 #ifndef AMORA_SHM_SHARD_H
 #define AMORA_SHM_SHARD_H
@@ -66,15 +67,16 @@ void shm_writer_set_bloom(struct shm_writer *w, bool on);
 
 /* Rebuild the table with `ngroups` groups (a power of two large enough for
  * the live keys): drops tombstones and refreshes the Bloom filter.
- * Errors: SHM_EINVAL, SHM_ENOMEM (nothing changed). */
+ * Errors: SHM_EINVAL (not a power of two), SHM_ENOMEM (no memory, or too
+ * few groups for the live keys); nothing changed. */
 int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups);
 
-/* Reader: look `key` (h = shm_hash(key)) up in shard `sh`; *rec points
+/* Reader: look `key` (h = shm_hash(key)) up in shard `sh`; *kv points
  * into the segment and stays valid while the caller's epoch is held.
  * Errors: SHM_ENOTFOUND, SHM_EINVAL (bad key length), SHM_ECORRUPT (the
  * table fails validation). */
 int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const void *key,
-		  uint32_t klen, uint64_t h, const struct shm_record **rec);
+		  uint32_t klen, uint64_t h, struct shm_kv *kv);
 
 /* Shard that owns a key hash among `shard_count` (a power of two). Uses the
  * high hash bits, which the table does not use for placement. */

@@ -128,7 +128,8 @@ int shm_slab_free(struct shm_seg *seg, struct shm_slab *s, uint64_t off, uint64_
 	uint64_t rounded = shm_slab_rounded(size);
 	const struct shm_header *h = seg->hdr;
 
-	if (size == 0 || off < h->chunk_base || (off & 15) || rounded > seg->size - off)
+	if (size == 0 || off < h->chunk_base || off >= seg->size || (off & 15) ||
+	    rounded > seg->size - off)
 		return SHM_ERANGE;
 	if (size > SHM_SLAB_MAX) {
 		int rc = shm_chunk_free(seg, off, (uint32_t)(rounded >> SHM_CHUNK_SHIFT));

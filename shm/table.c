@@ -6,7 +6,7 @@
  * lines (control bytes and slots) are requested together before the
  * control bytes are compared, so a hit costs one miss for the group and one
  * for the record, and a miss usually one. Nothing the reader loads from
- * shared memory is trusted: offsets go through shm_ptr/shm_record_at and
+ * shared memory is trusted: offsets go through shm_ptr/shm_record_view and
  * the probe is bounded by the group count, so even a damaged table cannot
  * make a reader loop or fault.
  *
@@ -120,7 +120,9 @@ int shm_table_create(struct shm_seg *seg, struct shm_slab *slab, uint64_t ngroup
 
 int shm_table_view(const struct shm_seg *seg, uint64_t off, struct shm_table_view *v)
 {
-	const struct shm_table *t = shm_ptr(seg, off, sizeof(*t));
+	/* volatile: each field is loaded once, then only the checked copy is
+	 * used, whatever happens to the shared bytes afterwards. */
+	const volatile struct shm_table *t = shm_ptr(seg, off, sizeof(struct shm_table));
 	uint64_t ng, nb, bytes, goff, boff;
 
 	if (t == NULL || (off & 15))
@@ -151,14 +153,13 @@ static void prefetch_group(const struct shm_group *g)
 static int slot_holds(const struct shm_seg *seg, uint64_t sv, uint32_t shash, const void *key,
 		      uint32_t klen)
 {
-	const struct shm_record *r;
+	struct shm_kv kv;
 
 	if (sv == 0 || (uint32_t)(sv >> 32) != shash)
 		return 0;
-	r = shm_record_at(seg, (sv & SLOT_OFF_MASK) << 4);
-	if (r == NULL)
+	if (shm_record_view(seg, (sv & SLOT_OFF_MASK) << 4, &kv) != SHM_OK)
 		return SHM_ECORRUPT;
-	return r->klen == klen && memcmp(r->data, key, klen) == 0;
+	return kv.klen == klen && memcmp(kv.key, key, klen) == 0;
 }
 
 int shm_table_find(const struct shm_seg *seg, const struct shm_table_view *v, const void *key,

@@ -43,8 +43,8 @@ static void build(void)
 		shm_writer_del(&w, k, (uint32_t)sprintf(k, "k%d", i));
 	shm_writer_close(&w);
 	/* Everything from the shard descriptor to the end of the used chunks. */
-	area_off = seg.hdr->shard_off;
-	area_len = seg.hdr->chunk_base + shm_chunks_in_use(&seg) * SHM_CHUNK_SIZE - area_off;
+	area_off = seg.hdr.shard_off;
+	area_len = seg.hdr.chunk_base + shm_chunks_in_use(&seg) * SHM_CHUNK_SIZE - area_off;
 	saved = malloc(area_len);
 	memcpy(saved, seg.base + area_off, area_len);
 }
@@ -73,11 +73,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int bloom = 0; bloom < 2; bloom++) {
 		atomic_store(&sh->bloom_on, (uint32_t)bloom);
 		for (int i = 0; i < NKEYS + 20; i++) {
-			const struct shm_record *r;
+			struct shm_kv r;
 			int kl = sprintf(k, "k%d", i);
 			if (shm_shard_get(&seg, sh, k, (uint32_t)kl, shm_hash(k, (size_t)kl), &r) == SHM_OK)
-				for (uint32_t j = 0; j < r->klen + r->vlen; j++)
-					sum += r->data[j];
+				for (uint32_t j = 0; j < r.klen + r.vlen; j++)
+					sum += r.key[j];
 		}
 	}
 	memcpy(seg.base + area_off, saved, area_len);

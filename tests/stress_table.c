@@ -57,16 +57,16 @@ static void *reader(void *arg)
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 		uint32_t k = (uint32_t)(x % NKEYS), vlen = 0;
 		int klen = sprintf(key, "k%u", k);
-		const struct shm_record *r;
+		struct shm_kv r;
 
 		shm_epoch_enter(&slots[id], seg.hdr);
 		int rc = shm_shard_get(&seg, shm_shard_at(&seg, 0), key, (uint32_t)klen,
 				       shm_hash(key, (size_t)klen), &r);
 		if (rc == SHM_OK) {
-			vlen = r->vlen;
+			vlen = r.vlen;
 			if (vlen > sizeof(v) || vlen < offsetof(struct value, pad))
 				die("bad value size", k);
-			memcpy(&v, shm_record_val(r), vlen);
+			memcpy(&v, r.val, vlen);
 		}
 		shm_epoch_leave(&slots[id]);
 		if (rc == SHM_ENOTFOUND)

@@ -89,6 +89,17 @@ Test(segment, attach_validates_header)
 	close(fd);
 	seg.hdr->magic ^= 1;
 
+	/* A header that is right in every field, in a file too small for the
+	 * layout it describes (shard descriptors past the end). */
+	fd = memfd_create("tiny", MFD_CLOEXEC);
+	cr_assert_eq(ftruncate(fd, 4096), 0);
+	struct shm_header h = *seg.hdr;
+	h.size = 4096;
+	h.shard_count = 1024;
+	cr_assert_eq(pwrite(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	cr_assert_eq(shm_seg_attach(&view, fd, false), SHM_ECORRUPT);
+	close(fd);
+
 	/* A file that is not a segment at all. */
 	fd = memfd_create("junk", MFD_CLOEXEC);
 	cr_assert_eq(ftruncate(fd, 100), 0);
@@ -265,6 +276,8 @@ Test(slab, alloc_free_reuse_and_accounting)
 	cr_assert_eq(shm_slab_free(&seg, s, 8, 100), SHM_ERANGE);
 	cr_assert_eq(shm_slab_free(&seg, s, a + 8, 100), SHM_ERANGE);
 	cr_assert_eq(shm_slab_free(&seg, s, seg.size - 16, 100), SHM_ERANGE);
+	cr_assert_eq(shm_slab_free(&seg, s, seg.size + (1ULL << 30), 32), SHM_ERANGE);
+	cr_assert_eq(shm_slab_free(&seg, s, UINT64_MAX - 15, 32), SHM_ERANGE);
 
 	/* Large blocks are whole chunks and go back to the pool. */
 	uint64_t before = shm_chunks_in_use(&seg);

@@ -38,7 +38,7 @@ static uint32_t val_of(char *buf, int i, uint32_t len)
 	return (uint32_t)n + len;
 }
 
-static int get(const char *key, const struct shm_record **r)
+static int get(const char *key, struct shm_kv *r)
 {
 	return shm_shard_get(&seg, shm_shard_at(&seg, 0), key, (uint32_t)strlen(key),
 			     shm_hash(key, strlen(key)), r);
@@ -69,26 +69,26 @@ Test(table, sse2_and_scalar_match_agree)
 
 Test(shard, set_get_update_delete, .init = setup, .fini = teardown)
 {
-	const struct shm_record *r;
+	struct shm_kv r;
 
 	cr_assert_eq(get("a", &r), SHM_ENOTFOUND);
 	cr_assert_eq(shm_writer_set(&w, "a", 1, "one", 3), SHM_OK);
 	cr_assert_eq(get("a", &r), SHM_OK);
-	cr_assert_eq(r->vlen, 3);
-	cr_assert_eq(memcmp(shm_record_val(r), "one", 3), 0);
-	cr_assert_eq(r->seq, 1);
+	cr_assert_eq(r.vlen, 3);
+	cr_assert_eq(memcmp(r.val, "one", 3), 0);
+	cr_assert_eq(r.seq, 1);
 
 	cr_assert_eq(shm_writer_set(&w, "a", 1, "uno!", 4), SHM_OK);
 	cr_assert_eq(get("a", &r), SHM_OK);
-	cr_assert_eq(r->vlen, 4);
-	cr_assert_eq(memcmp(shm_record_val(r), "uno!", 4), 0);
-	cr_assert_eq(r->seq, 2);
+	cr_assert_eq(r.vlen, 4);
+	cr_assert_eq(memcmp(r.val, "uno!", 4), 0);
+	cr_assert_eq(r.seq, 2);
 	cr_assert_eq(atomic_load(&cur_table()->live), 1);
 
 	/* An empty value is a value, not "missing". */
 	cr_assert_eq(shm_writer_set(&w, "e", 1, NULL, 0), SHM_OK);
 	cr_assert_eq(get("e", &r), SHM_OK);
-	cr_assert_eq(r->vlen, 0);
+	cr_assert_eq(r.vlen, 0);
 
 	cr_assert_eq(shm_writer_del(&w, "a", 1), SHM_OK);
 	cr_assert_eq(get("a", &r), SHM_ENOTFOUND);
@@ -96,14 +96,14 @@ Test(shard, set_get_update_delete, .init = setup, .fini = teardown)
 	cr_assert_eq(atomic_load(&cur_table()->dead), 1);
 	cr_assert_eq(shm_writer_set(&w, "a", 1, "again", 5), SHM_OK);
 	cr_assert_eq(get("a", &r), SHM_OK);
-	cr_assert_eq(memcmp(shm_record_val(r), "again", 5), 0);
+	cr_assert_eq(memcmp(r.val, "again", 5), 0);
 }
 
 Test(shard, key_and_value_limits, .init = setup, .fini = teardown)
 {
 	static char big[SHM_VALUE_MAX + 1];
 	static char key[SHM_KEY_MAX + 1];
-	const struct shm_record *r;
+	struct shm_kv r;
 
 	memset(key, 'k', sizeof(key));
 	cr_assert_eq(shm_writer_set(&w, key, 0, "v", 1), SHM_EINVAL);
@@ -116,9 +116,9 @@ Test(shard, key_and_value_limits, .init = setup, .fini = teardown)
 	big[SHM_VALUE_MAX - 1] = 'z';
 	cr_assert_eq(shm_writer_set(&w, key, SHM_KEY_MAX, big, SHM_VALUE_MAX), SHM_OK);
 	cr_assert_eq(shm_shard_get(&seg, w.sh, key, SHM_KEY_MAX, shm_hash(key, SHM_KEY_MAX), &r), SHM_OK);
-	cr_assert_eq(r->klen, SHM_KEY_MAX);
-	cr_assert_eq(r->vlen, SHM_VALUE_MAX);
-	cr_assert_eq(shm_record_val(r)[SHM_VALUE_MAX - 1], 'z');
+	cr_assert_eq(r.klen, SHM_KEY_MAX);
+	cr_assert_eq(r.vlen, SHM_VALUE_MAX);
+	cr_assert_eq(r.val[SHM_VALUE_MAX - 1], 'z');
 	cr_assert_eq(atomic_load(&cur_table()->live), 1);
 }
 
@@ -126,7 +126,7 @@ Test(shard, growth_delete_and_rebuild, .init = setup, .fini = teardown, .timeout
 {
 	enum { N = 200000 };
 	char k[32], v[128];
-	const struct shm_record *r;
+	struct shm_kv r;
 
 	uint64_t first_groups = cur_table()->ngroups;
 	for (int i = 0; i < N; i++) {
@@ -139,8 +139,8 @@ Test(shard, growth_delete_and_rebuild, .init = setup, .fini = teardown, .timeout
 		key_of(k, i);
 		cr_assert_eq(get(k, &r), SHM_OK, "key %d lost after growth", i);
 		uint32_t vl = val_of(v, i, (uint32_t)(i % 90));
-		cr_assert_eq(r->vlen, vl);
-		cr_assert_eq(memcmp(shm_record_val(r), v, vl), 0);
+		cr_assert_eq(r.vlen, vl);
+		cr_assert_eq(memcmp(r.val, v, vl), 0);
 	}
 	for (int i = 0; i < N; i += 2)
 		cr_assert_eq(shm_writer_del(&w, k, (uint32_t)key_of(k, i)), SHM_OK);
@@ -235,7 +235,7 @@ Test(table, probe_is_bounded_without_empty_slots, .init = setup, .fini = teardow
 
 Test(table, damaged_tables_are_detected, .init = setup, .fini = teardown)
 {
-	const struct shm_record *r;
+	struct shm_kv r;
 	struct shm_table *t;
 	uint64_t good;
 
@@ -275,7 +275,7 @@ Test(bloom, switchable_and_rebuilt, .init = setup, .fini = teardown, .timeout = 
 {
 	enum { N = 100000 };
 	char k[32];
-	const struct shm_record *r;
+	struct shm_kv r;
 	int maybe = 0;
 
 	for (int i = 0; i < N; i++)
@@ -316,7 +316,7 @@ Test(bloom, switchable_and_rebuilt, .init = setup, .fini = teardown, .timeout = 
 Test(shard, out_of_memory_changes_nothing, .timeout = 60)
 {
 	char k[32], v[1000];
-	const struct shm_record *r;
+	struct shm_kv r;
 	int n = 0, rc;
 
 	cr_assert_eq(shm_seg_create(&seg, 32 * MiB, 1), SHM_OK);
