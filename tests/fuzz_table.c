@@ -43,8 +43,8 @@ static void build(void)
 		shm_writer_del(&w, k, (uint32_t)sprintf(k, "k%d", i));
 	shm_writer_close(&w);
 	/* Everything from the shard descriptor to the end of the used chunks. */
-	area_off = seg.hdr.shard_off;
-	area_len = seg.hdr.chunk_base + shm_chunks_in_use(&seg) * SHM_CHUNK_SIZE - area_off;
+	area_off = seg.hdr->shard_off;
+	area_len = seg.hdr->chunk_base + shm_chunks_in_use(&seg) * SHM_CHUNK_SIZE - area_off;
 	saved = malloc(area_len);
 	memcpy(saved, seg.base + area_off, area_len);
 }
