@@ -63,6 +63,23 @@
  *     across a whole seal + collect, then stored) is covered by this case
  *     too: the scan missed it only if its loads see the unlink.
  *
+ *     The reader's fence is not free: a locked instruction that waits for
+ *     every earlier load, so a loop of GETs cannot overlap one lookup's
+ *     cache misses with the next one's (measured: 320 -> 222 ns per hit at
+ *     1 M keys without it). Reads are far more frequent than reclamation,
+ *     so the cost is moved to the writer, as liburcu's membarrier flavour
+ *     does: a reader process registers with membarrier(2)
+ *     (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) when it claims its slot,
+ *     and from then on enter needs only a compiler barrier; the writer
+ *     calls membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) before each scan,
+ *     which runs a full barrier on every CPU currently running a registered
+ *     process (one that is not running has passed a context switch, itself
+ *     a barrier). That barrier plays the reader's fence in the argument
+ *     above. If registration fails (a kernel without membarrier), that
+ *     reader keeps its fence, and the writer's own fence still pairs with
+ *     it; a writer whose membarrier call fails is on the same kernel, so
+ *     no reader there skipped its fence.
+ *
  * (3) The end of a read section. leave stores 0 with release, and the scan
  *     loads slots with acquire. When the scan reads that 0 (or a later
  *     epoch, whose store is also a release), every read the reader
@@ -97,19 +114,62 @@
  * reads unsafe, a too-small one holds memory until the supervisor drops the
  * client.
  */
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "epoch.h"
 
 #define RETIRE_MIN_CAP 64
+
+/* Set when this process registered with membarrier. A forked child
+ * inherits the variable but must not trust it (the registration belongs to
+ * the parent's address space), so fork clears it: the child fences until
+ * it claims a slot of its own. */
+static _Atomic bool reader_registered;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static long membarrier(int cmd)
+{
+	return syscall(__NR_membarrier, cmd, 0, 0);
+}
+
+static void forget_registration(void)
+{
+	atomic_store_explicit(&reader_registered, false, memory_order_relaxed);
+}
+
+static void install_atfork(void)
+{
+	pthread_atfork(NULL, NULL, forget_registration);
+}
+
+static void register_reader(void)
+{
+	pthread_once(&atfork_once, install_atfork);
+	if (!atomic_load_explicit(&reader_registered, memory_order_relaxed) &&
+	    membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0)
+		atomic_store_explicit(&reader_registered, true, memory_order_relaxed);
+}
+
+bool shm_epoch_fence_free(void)
+{
+	return atomic_load_explicit(&reader_registered, memory_order_relaxed);
+}
 
 void shm_epoch_enter(struct shm_epoch_slot *slot, const struct shm_header *hdr)
 {
 	uint64_t e = atomic_load_explicit(&hdr->global_epoch, memory_order_acquire);
 
 	atomic_store_explicit(&slot->epoch, e, memory_order_release);
-	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&reader_registered, memory_order_relaxed))
+		atomic_signal_fence(memory_order_seq_cst); /* writer's membarrier fences for us */
+	else
+		atomic_thread_fence(memory_order_seq_cst);
 }
 
 void shm_epoch_leave(struct shm_epoch_slot *slot)
@@ -119,6 +179,7 @@ void shm_epoch_leave(struct shm_epoch_slot *slot)
 
 void shm_epoch_slot_init(struct shm_epoch_slot *slot, int32_t pid)
 {
+	register_reader();
 	atomic_store_explicit(&slot->epoch, 0, memory_order_release);
 	atomic_store_explicit(&slot->pid, pid, memory_order_release);
 	slot->pad_ = 0;
@@ -136,6 +197,8 @@ uint64_t shm_epoch_min(struct shm_epoch_slot *const *slots, size_t n)
 	uint64_t min = UINT64_MAX;
 
 	atomic_thread_fence(memory_order_seq_cst);
+	if (n > 0)
+		membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
 	for (size_t i = 0; i < n; i++) {
 		if (slots[i] == NULL)
 			continue;

@@ -715,3 +715,23 @@ Test(epoch, stress_writer_two_reader_processes, .timeout = 40)
 	shm_retire_destroy(&l);
 	close(st->rdfd);
 }
+
+/* The fence-free read path is per process: a forked child must not inherit
+ * it (its address space is not registered) until it claims its own slot. */
+Test(epoch, membarrier_registration_is_per_process, .init = setup, .fini = teardown)
+{
+	struct shm_epoch_slot *s = slot_mem;
+
+	shm_epoch_slot_init(&s[0], getpid());
+	cr_assert(shm_epoch_fence_free(), "membarrier is available on this kernel");
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int bad = shm_epoch_fence_free();
+		shm_epoch_slot_init(&s[1], getpid());
+		_exit(bad || !shm_epoch_fence_free());
+	}
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
