@@ -16,7 +16,6 @@
  * allocation failure, or too little progress. Runs STRESS_SECONDS seconds
  * (environment, default 3) or until MAX_WRITES, whichever comes first.
  */
-#include <isa-l/crc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,19 +26,13 @@
 #include "segment.h"
 #include "slab.h"
 
+#include "epoch_scenario.h"
+
 #define SEG_SIZE (64ULL << 20)
 #define NREADERS 3
-#define DATA_MAX 200
 #define MAX_WRITES 2000000ULL
 #define MIN_WRITES 1000ULL
 #define MIN_READS 10000ULL
-
-struct blk {
-	uint64_t seq;
-	uint32_t len;
-	uint32_t crc; /* CRC32C of seq, len and data */
-	uint8_t data[];
-};
 
 static struct shm_seg seg;
 static struct shm_slab *slab;
@@ -71,17 +64,6 @@ static void fail(const char *what)
 	if (atomic_compare_exchange_strong(&failed, &expected, 1))
 		fprintf(stderr, "stress_epoch: FAIL: %s\n", what);
 	atomic_store(&stop, 1);
-}
-
-static uint8_t data_byte(uint64_t seq, size_t i) { return (uint8_t)(seq * 131 + i * 7 + 1); }
-static uint32_t data_len(uint64_t seq) { return 40 + (uint32_t)((seq * 37) % (DATA_MAX - 40)); }
-static uint64_t blk_size(uint64_t seq) { return sizeof(struct blk) + data_len(seq); }
-
-static uint32_t blk_crc(const struct blk *b)
-{
-	uint32_t c = crc32_iscsi((unsigned char *)b, (int)offsetof(struct blk, crc), 0xffffffff);
-
-	return ~crc32_iscsi((unsigned char *)b->data, (int)b->len, c);
 }
 
 /* NULL if the block is intact, else what is wrong with it. */
@@ -138,13 +120,7 @@ static uint64_t make_block(uint64_t seq)
 
 	if (shm_slab_alloc(&seg, slab, size, &off) != SHM_OK)
 		return 0;
-	struct blk *b = shm_ptr(&seg, off, size);
-	memset(b, 0xdd, shm_slab_rounded(size));
-	b->seq = seq;
-	b->len = data_len(seq);
-	for (uint32_t i = 0; i < b->len; i++)
-		b->data[i] = data_byte(seq, i);
-	b->crc = blk_crc(b);
+	blk_write(shm_ptr(&seg, off, size), seq);
 	return off;
 }
 
@@ -166,10 +142,7 @@ static int collect_and_poison(struct shm_retire_list *l)
 	if (had)
 		memcpy(before, l->items, had * sizeof(*before));
 	freed += shm_retire_collect(l, &seg, slab, slots, NREADERS);
-	for (size_t i = 0; i < had - l->n; i++) {
-		uint8_t *p = shm_ptr(&seg, before[i].off, before[i].size);
-		memset(p + 8, 0xdd, before[i].size - 8);
-	}
+	poison_freed(&seg, before, had - l->n);
 	if (l->n == 0) {
 		free(before);
 		before = NULL;

@@ -16,7 +16,6 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <isa-l/crc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -31,6 +30,8 @@
 #include "epoch.h"
 #include "segment.h"
 #include "slab.h"
+
+#include "epoch_scenario.h"
 
 #define SEG_SIZE (64ULL << 20)
 #define NSLOTS 4
@@ -511,15 +512,6 @@ Test(epoch, dead_reader_is_cleared_then_reclaimed, .timeout = 30)
 #define STRESS_MIN_WRITES 200000ULL
 #define STRESS_MIN_SECONDS 2.0
 #define STRESS_MAX_SECONDS 15.0
-#define DATA_MAX 200
-
-/* A published block: header then len bytes derived from seq. */
-struct blk {
-	uint64_t seq;
-	uint32_t len;
-	uint32_t crc; /* CRC32C of seq, len and data */
-	uint8_t data[];
-};
 
 struct stress {
 	_Atomic int stop;
@@ -537,16 +529,6 @@ struct reader_arg {
 	struct stress *st;
 	int who; /* slot and counter index */
 };
-
-static uint8_t data_byte(uint64_t seq, size_t i) { return (uint8_t)(seq * 131 + i * 7 + 1); }
-static uint32_t data_len(uint64_t seq) { return 40 + (uint32_t)((seq * 37) % (DATA_MAX - 40)); }
-
-static uint32_t blk_crc(const struct blk *b)
-{
-	uint32_t c = crc32_iscsi((unsigned char *)b, (int)offsetof(struct blk, crc), 0xffffffff);
-
-	return ~crc32_iscsi((unsigned char *)b->data, (int)b->len, c);
-}
 
 /* 0 if the block is intact, else a failure code. */
 static int blk_check(const struct shm_seg *s, uint64_t off)
@@ -611,16 +593,9 @@ static int stress_reader(void *arg)
 
 static uint64_t publish_new(uint64_t seq)
 {
-	uint32_t len = data_len(seq);
-	uint64_t off = alloc_ok(sizeof(struct blk) + len);
-	struct blk *b = shm_ptr(&seg, off, sizeof(*b) + len);
+	uint64_t off = alloc_ok(blk_size(seq));
 
-	memset(b, 0xdd, shm_slab_rounded(sizeof(*b) + len)); /* poison, then write */
-	b->seq = seq;
-	b->len = len;
-	for (uint32_t i = 0; i < len; i++)
-		b->data[i] = data_byte(seq, i);
-	b->crc = blk_crc(b);
+	blk_write(shm_ptr(&seg, off, blk_size(seq)), seq);
 	return off;
 }
 
@@ -640,10 +615,7 @@ static size_t collect_and_poison(struct shm_retire_list *l)
 	if (had)
 		memcpy(before, l->items, had * sizeof(*before));
 	size_t freed = shm_retire_collect(l, &seg, slab, slots, NSLOTS);
-	for (size_t i = 0; i < had - l->n; i++) {
-		uint8_t *p = shm_ptr(&seg, before[i].off, before[i].size);
-		memset(p + 8, 0xdd, before[i].size - 8);
-	}
+	poison_freed(&seg, before, had - l->n);
 	return freed;
 }
 
@@ -673,7 +645,7 @@ Test(epoch, stress_writer_two_reader_processes, .timeout = 40)
 		uint64_t old = atomic_load_explicit(cur, memory_order_relaxed);
 		uint64_t nw = publish_new(++seq);
 		atomic_store_explicit(cur, nw, memory_order_release);
-		cr_assert_eq(shm_retire_push(&l, old, sizeof(struct blk) + data_len(seq - 1)), SHM_OK);
+		cr_assert_eq(shm_retire_push(&l, old, blk_size(seq - 1)), SHM_OK);
 		shm_retire_seal(&l, seg.hdr);
 		freed += collect_and_poison(&l);
 		if ((seq & 1023) == 0) {
