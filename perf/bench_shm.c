@@ -348,7 +348,8 @@ int main(int argc, char **argv)
 
 	printf("shm table: %lu keys, %d-byte keys, %d-byte values, %d shards, median of %d runs\n",
 	       nkeys, KLEN, VLEN, SHARDS, runs);
-	printf("segment in use %.1f MiB (tables %.1f MiB)\n\n", sbytes / 1048576.0, tbytes / 1048576.0);
+	printf("segment in use %.1f MiB (tables %.1f MiB); read sections %s\n\n", sbytes / 1048576.0,
+	       tbytes / 1048576.0, shm_epoch_fence_free() ? "fence-free (membarrier)" : "with a CPU fence");
 	printf("%-30s %10s %12s\n", "phase", "ns/op", "ops/s");
 	for (int p = 0; p < NPHASES; p++) {
 		double m = median(p);

@@ -42,18 +42,23 @@ int shm_record_new(struct shm_seg *seg, struct shm_slab *slab, const void *key, 
 
 int shm_record_view(const struct shm_seg *seg, uint64_t off, struct shm_kv *kv)
 {
-	const volatile struct shm_record *r = shm_ptr(seg, off, sizeof(struct shm_record));
+	const struct shm_record *r = shm_ptr(seg, off, sizeof(struct shm_record));
+	uint64_t lens;
 	uint32_t klen, vlen;
 
 	if (r == NULL || (off & 15))
 		return SHM_ECORRUPT;
-	/* volatile: the compiler must not load a length again after the check. */
-	klen = r->klen;
-	vlen = r->vlen;
+	/* Both lengths in one atomic load: the compiler may not load them
+	 * again after the check (volatile would say the same, but also forbid
+	 * the compiler from scheduling the load well: measured +100 ns per
+	 * GET in bench_shm). */
+	lens = __atomic_load_n((const uint64_t *)(const void *)&r->klen, __ATOMIC_RELAXED);
+	klen = (uint32_t)lens;
+	vlen = (uint32_t)(lens >> 32);
 	if (klen == 0 || klen > SHM_KEY_MAX || vlen > SHM_VALUE_MAX ||
 	    shm_ptr(seg, off, shm_record_size(klen, vlen)) == NULL)
 		return SHM_ECORRUPT;
-	kv->seq = r->seq;
+	kv->seq = __atomic_load_n(&r->seq, __ATOMIC_RELAXED);
 	kv->klen = klen;
 	kv->vlen = vlen;
 	kv->key = seg->base + off + sizeof(struct shm_record);
