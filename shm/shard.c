@@ -206,7 +206,7 @@ void shm_writer_set_bloom(struct shm_writer *w, bool on)
 int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const void *key,
 		  uint32_t klen, uint64_t h, struct shm_kv *kv)
 {
-	uint64_t toff, roff;
+	uint64_t toff;
 	struct shm_table_view v;
 	int rc;
 
@@ -218,9 +218,6 @@ int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const v
 	rc = shm_table_view(seg, toff, &v);
 	if (rc != SHM_OK)
 		return rc;
-	rc = shm_table_find(seg, &v, key, klen, h, atomic_load_explicit(&sh->bloom_on, memory_order_relaxed),
-			    &roff);
-	if (rc != SHM_OK)
-		return rc;
-	return shm_record_view(seg, roff, kv);
+	return shm_table_find(seg, &v, key, klen, h,
+			      atomic_load_explicit(&sh->bloom_on, memory_order_relaxed), kv);
 }

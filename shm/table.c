@@ -149,21 +149,20 @@ static void prefetch_group(const struct shm_group *g)
 	__builtin_prefetch((const char *)g + 128);
 }
 
-/* Does slot value `sv` hold `key`? 1 yes, 0 no, SHM_ECORRUPT. */
+/* Does slot value `sv` hold `key`? 1 yes (*kv is its record), 0 no,
+ * SHM_ECORRUPT. */
 static int slot_holds(const struct shm_seg *seg, uint64_t sv, uint32_t shash, const void *key,
-		      uint32_t klen)
+		      uint32_t klen, struct shm_kv *kv)
 {
-	struct shm_kv kv;
-
 	if (sv == 0 || (uint32_t)(sv >> 32) != shash)
 		return 0;
-	if (shm_record_view(seg, (sv & SLOT_OFF_MASK) << 4, &kv) != SHM_OK)
+	if (shm_record_view(seg, (sv & SLOT_OFF_MASK) << 4, kv) != SHM_OK)
 		return SHM_ECORRUPT;
-	return kv.klen == klen && memcmp(kv.key, key, klen) == 0;
+	return kv->klen == klen && memcmp(kv->key, key, klen) == 0;
 }
 
 int shm_table_find(const struct shm_seg *seg, const struct shm_table_view *v, const void *key,
-		   uint32_t klen, uint64_t h, bool use_bloom, uint64_t *rec_off)
+		   uint32_t klen, uint64_t h, bool use_bloom, struct shm_kv *kv)
 {
 	const struct shm_group *groups = v->groups;
 	uint64_t mask = v->ngroups - 1;
@@ -179,13 +178,9 @@ int shm_table_find(const struct shm_seg *seg, const struct shm_table_view *v, co
 		for (uint32_t m = group_match(g, tag); m; m &= m - 1) {
 			int s = __builtin_ctz(m);
 			uint64_t sv = atomic_load_explicit(&g->slot[s], memory_order_acquire);
-			int rc = slot_holds(seg, sv, shash, key, klen);
-			if (rc < 0)
-				return rc;
-			if (rc) {
-				*rec_off = (sv & SLOT_OFF_MASK) << 4;
-				return SHM_OK;
-			}
+			int rc = slot_holds(seg, sv, shash, key, klen, kv);
+			if (rc != 0)
+				return rc < 0 ? rc : SHM_OK;
 		}
 		if (group_match(g, SHM_CTRL_EMPTY))
 			return SHM_ENOTFOUND;
@@ -209,7 +204,8 @@ bool shm_table_locate(const struct shm_seg *seg, struct shm_table *t, const void
 		for (uint32_t m = group_match(g, tag); m; m &= m - 1) {
 			int s = __builtin_ctz(m);
 			uint64_t sv = atomic_load_explicit(&g->slot[s], memory_order_relaxed);
-			if (slot_holds(seg, sv, shash, key, klen) == 1) {
+			struct shm_kv kv;
+			if (slot_holds(seg, sv, shash, key, klen, &kv) == 1) {
 				*pos = gi * SHM_GROUP_SLOTS + (uint64_t)s;
 				return true;
 			}

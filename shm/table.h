@@ -50,6 +50,7 @@
 #include <stdint.h>
 
 #include "bloom.h"
+#include "record.h"
 #include "segment.h"
 
 #define SHM_GROUP_SLOTS 16
@@ -109,13 +110,13 @@ struct shm_table_view {
 /* Validate the table at `off` and fill *v. Errors: SHM_ECORRUPT. */
 int shm_table_view(const struct shm_seg *seg, uint64_t off, struct shm_table_view *v);
 
-/* Reader: find `key` (hash h) in the viewed table; *rec_off receives the
- * record offset. With use_bloom, a Bloom miss answers without probing.
+/* Reader: find `key` (hash h) in the viewed table; *kv receives the
+ * validated view of its record. With use_bloom, a Bloom miss answers without probing.
  * Returns SHM_OK, SHM_ENOTFOUND, or SHM_ECORRUPT (a matching slot points
  * outside the segment). The caller holds an epoch (epoch.h) while it uses
  * the view and the record. */
 int shm_table_find(const struct shm_seg *seg, const struct shm_table_view *v, const void *key,
-		   uint32_t klen, uint64_t h, bool use_bloom, uint64_t *rec_off);
+		   uint32_t klen, uint64_t h, bool use_bloom, struct shm_kv *kv);
 
 /* --- writer side (the shard's single writer) --- */
 

@@ -180,10 +180,10 @@ static void insert_hashed(struct shm_table *t, const char *key, uint64_t h)
 static int find_hashed(const struct shm_table *t, const char *key, uint64_t h, bool bloom)
 {
 	struct shm_table_view v;
-	uint64_t off;
+	struct shm_kv kv;
 
 	cr_assert_eq(shm_table_view(&seg, shm_off(&seg, t), &v), SHM_OK);
-	return shm_table_find(&seg, &v, key, (uint32_t)strlen(key), h, bloom, &off);
+	return shm_table_find(&seg, &v, key, (uint32_t)strlen(key), h, bloom, &kv);
 }
 
 Test(table, full_hash_collisions_and_long_probes, .init = setup, .fini = teardown)
