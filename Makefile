@@ -12,7 +12,9 @@ CC ?= cc
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g -Wall -Wextra -fno-omit-frame-pointer -std=gnu11 -msse4.2
 CFLAGS += $(EXTRA_CFLAGS)
-CPPFLAGS += -Ishm -MMD -MP -D_GNU_SOURCE
+CFLAGS += -fPIC
+CPPFLAGS += -Ishm -Icoordinator -Ishardd -Ilibclient -MMD -MP -D_GNU_SOURCE \
+	-DAMORA_BUILD_DIR='"$(BUILD)"' 
 LDFLAGS += $(EXTRA_LDFLAGS)
 SHM_LIBS = -lisal -lpthread
 
@@ -22,6 +24,12 @@ PACKAGES = gcc make pkg-config libc6-dev clang libclang-rt-14-dev libbpf-dev bpf
 
 SHM_SRC := $(wildcard shm/*.c)
 SHM_OBJ := $(SHM_SRC:%.c=$(BUILD)/%.o)
+# The engine (amorad and the shard loop it forks) minus its main(), so
+# tests can link its parts; the client library minus the CLI.
+ENGINE_SRC := $(filter-out coordinator/main.c,$(wildcard coordinator/*.c shardd/*.c))
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+LIB_SRC := $(filter-out libclient/amora-cli.c,$(wildcard libclient/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 STRESS_SRC := $(wildcard tests/stress_*.c)
@@ -31,13 +39,19 @@ BENCH_BIN := $(BENCH_SRC:perf/%.c=$(BUILD)/perf/%)
 FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 
 LIBSHM := $(BUILD)/libshm.a
+LIBENGINE := $(BUILD)/libamorad.a
+LIBAMORA := $(BUILD)/libamora.a
+LIBAMORA_SO := $(BUILD)/libamora.so
+AMORAD := $(BUILD)/amorad
+CLI := $(BUILD)/amora
 TESTS := $(BUILD)/tests/amora-tests
+ALL_LIBS = $(SHM_LIBS) -llz4
 
 .PHONY: all test run-tests asan tsan bench run-bench fuzz deps clean
 .SUFFIXES:
 .SECONDARY:
 
-all: $(LIBSHM) $(TESTS) $(STRESS_BIN) $(BENCH_BIN)
+all: $(AMORAD) $(CLI) $(LIBAMORA) $(LIBAMORA_SO) $(TESTS) $(STRESS_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -47,14 +61,32 @@ $(LIBSHM): $(SHM_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(TESTS): $(TEST_OBJ) $(LIBSHM)
-	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_OBJ) $(LIBSHM) -lcriterion $(SHM_LIBS) -o $@
+$(LIBENGINE): $(ENGINE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(LIBAMORA): $(LIB_OBJ) $(SHM_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(LIBAMORA_SO): $(LIB_OBJ) $(SHM_OBJ)
+	$(CC) -shared $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
+
+$(AMORAD): $(BUILD)/coordinator/main.o $(LIBENGINE) $(LIBSHM)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(ALL_LIBS) -o $@
+
+$(CLI): $(BUILD)/libclient/amora-cli.o $(LIBAMORA)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
+
+# Tests run the real programs (amorad, amora), so they depend on them.
+$(TESTS): $(TEST_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) $(AMORAD) $(CLI)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) -lcriterion $(ALL_LIBS) -o $@
 
 $(BUILD)/tests/stress_%: $(BUILD)/tests/stress_%.o $(LIBSHM)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
 
-$(BUILD)/perf/%: $(BUILD)/perf/%.o $(LIBSHM)
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -llmdb -lm -o $@
+$(BUILD)/perf/%: $(BUILD)/perf/%.o $(LIBAMORA) $(AMORAD)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(LIBAMORA) $(SHM_LIBS) -llmdb -lm -o $@
 
 # The test command: installs what is missing, builds, runs every test.
 test: deps
@@ -92,8 +124,8 @@ FUZZ_SECONDS ?= 30
 fuzz: deps
 	@mkdir -p $(BUILD)/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-		clang -O1 -g -std=gnu11 -msse4.2 -D_GNU_SOURCE -Ishm -fsanitize=fuzzer,address,undefined \
-			$$f $(SHM_SRC) $(SHM_LIBS) -o $(BUILD)/fuzz/$$n || exit 1; \
+		clang -O1 -g -std=gnu11 -msse4.2 -D_GNU_SOURCE -Ishm -Icoordinator -Ishardd -Ilibclient -fsanitize=fuzzer,address,undefined \
+			$$f $(SHM_SRC) $(ENGINE_SRC) $(ALL_LIBS) -o $(BUILD)/fuzz/$$n || exit 1; \
 		echo "== $$n ($(FUZZ_SECONDS) s)"; \
 		$(BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; done
 
@@ -111,4 +143,5 @@ deps:
 clean:
 	rm -rf build
 
--include $(SHM_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(STRESS_BIN:=.d) $(BENCH_BIN:=.d)
+-include $(SHM_OBJ:.o=.d) $(ENGINE_OBJ:.o=.d) $(LIB_OBJ:.o=.d) $(BUILD)/coordinator/main.d \
+	$(BUILD)/libclient/amora-cli.d $(TEST_OBJ:.o=.d) $(STRESS_BIN:=.d) $(BENCH_BIN:=.d)

@@ -318,6 +318,15 @@ static int room_for(struct ring *r, uint64_t need)
 	return cost <= r->size - (r->tail - r->head);
 }
 
+int64_t ring_space(struct ring *r)
+{
+	int rc = refresh_head(r);
+
+	if (rc < 0)
+		return rc;
+	return (int64_t)(r->size - (r->tail - r->head));
+}
+
 int ring_push(struct ring *r, const void *rec, uint32_t len)
 {
 	uint64_t need, idx, room;

@@ -108,6 +108,11 @@ static inline uint32_t ring_max_record(const struct ring *r)
  * (no room now), SHM_ECORRUPT (the shared head moved impossibly). */
 int ring_push(struct ring *r, const void *rec, uint32_t len);
 
+/* Free bytes for the producer right now (the consumer's head re-read), or
+ * SHM_ECORRUPT. Records whose size divides the ring size (all of one size,
+ * a power of two) never need a pad, so `space / size` of them fit. */
+int64_t ring_space(struct ring *r);
+
 /* Make staged records visible; wake the consumer if it sleeps. Returns 1 if
  * a wake-up was sent, 0 if not (also when nothing was staged). */
 int ring_publish(struct ring *r);

@@ -42,12 +42,21 @@
 #include "slab.h"
 
 #define SHM_MAGIC 0x4d48534152524f4dULL /* "MORRASHM" */
-#define SHM_VERSION 1u
+#define SHM_VERSION 2u
 #define SHM_CHUNK_SHIFT 21
 #define SHM_CHUNK_SIZE (1ULL << SHM_CHUNK_SHIFT) /* 2 MiB */
 #define SHM_MAX_SIZE (64ULL << 30)
 #define SHM_MAX_SHARDS 1024u
 #define SHM_CACHELINE 64
+
+/* Life of a shard process, as clients see it. */
+enum shm_shard_state {
+	SHM_SHARD_STARTING = 0, /* not yet serving writes (first start) */
+	SHM_SHARD_READY = 1,    /* serving */
+	SHM_SHARD_RESTARTING = 2,/* died; being restarted (reads go on) */
+	SHM_SHARD_FAILED = 3,   /* stopped on an error it cannot recover from */
+	SHM_SHARD_STOPPED = 4,  /* shut down with amorad */
+};
 
 /* Per-shard descriptor. Written only by the shard's writer; read by all. */
 struct shm_shard {
@@ -55,6 +64,8 @@ struct shm_shard {
 	_Atomic uint32_t bloom_on;  /* 1: lookups consult the Bloom filter */
 	uint32_t id;
 	_Atomic uint64_t seq;       /* last sequence number applied */
+	_Atomic uint32_t state;     /* enum shm_shard_state, set by amorad and the shard */
+	_Atomic uint32_t restarts;  /* times the shard process was restarted */
 	struct shm_slab slab;       /* this shard's record/table memory */
 } __attribute__((aligned(SHM_CACHELINE)));
 

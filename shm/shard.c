@@ -41,9 +41,16 @@ static uint64_t groups_for(uint64_t keys, uint64_t per_group)
 
 static struct shm_table *table(const struct shm_writer *w)
 {
-	uint64_t off = atomic_load_explicit(&w->sh->table_off, memory_order_relaxed);
+	return (struct shm_table *)(w->seg->base + w->table_off);
+}
 
-	return (struct shm_table *)(w->seg->base + off);
+/* Make `off` the writer's table; readers see it unless the writer is a
+ * fresh one still filling its table. */
+static void set_table(struct shm_writer *w, uint64_t off)
+{
+	w->table_off = off;
+	if (!w->hidden)
+		atomic_store_explicit(&w->sh->table_off, off, memory_order_release);
 }
 
 int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
@@ -55,14 +62,81 @@ int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
 	if (w->sh == NULL)
 		return SHM_EINVAL;
 	shm_retire_init(&w->retired);
-	if (atomic_load_explicit(&w->sh->table_off, memory_order_acquire) == 0) {
+	w->table_off = atomic_load_explicit(&w->sh->table_off, memory_order_acquire);
+	if (w->table_off == 0) {
 		uint64_t off;
 		int rc = shm_table_create(seg, &w->sh->slab, groups_for(expected_keys, KEYS_PER_GROUP_EXPECTED), &off);
 		if (rc != SHM_OK)
 			return rc;
-		atomic_store_explicit(&w->sh->table_off, off, memory_order_release);
+		set_table(w, off);
 	}
 	return SHM_OK;
+}
+
+int shm_writer_open_fresh(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
+			  uint64_t expected_keys)
+{
+	uint64_t off;
+	int rc;
+
+	memset(w, 0, sizeof(*w));
+	w->seg = seg;
+	w->sh = shm_shard_at(seg, index);
+	if (w->sh == NULL)
+		return SHM_EINVAL;
+	shm_retire_init(&w->retired);
+	w->hidden = true;
+	w->old_table_off = atomic_load_explicit(&w->sh->table_off, memory_order_acquire);
+	rc = shm_table_create(seg, &w->sh->slab, groups_for(expected_keys, KEYS_PER_GROUP_EXPECTED), &off);
+	if (rc != SHM_OK)
+		return rc;
+	w->table_off = off;
+	return SHM_OK;
+}
+
+/* Queue every record the table at `off` references, then the table. The
+ * previous incarnation may have died anywhere, so each offset is checked
+ * as a reader would; one that fails is skipped (leaked, never freed
+ * blindly). */
+static int retire_table(struct shm_writer *w, uint64_t off)
+{
+	struct shm_table_view v;
+	const struct shm_table *t = (const struct shm_table *)(w->seg->base + off);
+	int rc = shm_table_view(w->seg, off, &v);
+
+	if (rc != SHM_OK)
+		return SHM_OK;
+	for (uint64_t g = 0; g < v.ngroups; g++) {
+		for (int i = 0; i < SHM_GROUP_SLOTS; i++) {
+			struct shm_kv kv;
+			uint64_t rec;
+
+			if (atomic_load_explicit(&v.groups[g].ctrl[i], memory_order_relaxed) & 0x80)
+				continue;
+			rec = (atomic_load_explicit(&v.groups[g].slot[i], memory_order_relaxed) & 0xffffffffu) << 4;
+			if (shm_record_view(w->seg, rec, &kv) != SHM_OK)
+				continue;
+			rc = shm_retire_push(&w->retired, rec, shm_record_size(kv.klen, kv.vlen));
+			if (rc != SHM_OK)
+				return rc;
+		}
+	}
+	return shm_retire_push(&w->retired, off, t->bytes);
+}
+
+int shm_writer_publish(struct shm_writer *w)
+{
+	uint64_t old = w->old_table_off;
+
+	/* Records replaced while hidden were never visible: free them now,
+	 * before readers are listed. */
+	shm_writer_reclaim(w);
+	w->hidden = false;
+	w->old_table_off = 0;
+	set_table(w, w->table_off);
+	if (old == 0 || old == w->table_off)
+		return SHM_OK;
+	return retire_table(w, old);
 }
 
 void shm_writer_close(struct shm_writer *w)
@@ -90,7 +164,7 @@ static void maybe_reclaim(struct shm_writer *w)
 int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups)
 {
 	struct shm_table *old = table(w), *t;
-	uint64_t old_off = atomic_load_explicit(&w->sh->table_off, memory_order_relaxed);
+	uint64_t old_off = w->table_off;
 	uint64_t off;
 	int rc;
 
@@ -105,7 +179,7 @@ int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups)
 		shm_slab_free(w->seg, &w->sh->slab, off, t->bytes);
 		return rc;
 	}
-	atomic_store_explicit(&w->sh->table_off, off, memory_order_release);
+	set_table(w, off);
 	return SHM_OK;
 }
 

@@ -41,6 +41,9 @@ struct shm_writer {
 	 * array current as readers come and go. */
 	struct shm_epoch_slot *const *readers;
 	size_t nreaders;
+	uint64_t table_off;     /* the table this writer fills */
+	uint64_t old_table_off; /* fresh writer: the table readers still use */
+	bool hidden;            /* fresh writer before shm_writer_publish */
 };
 
 /* Become the writer of shard `index`; creates its table (sized for
@@ -49,6 +52,23 @@ struct shm_writer {
 int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
 		    uint64_t expected_keys);
 void shm_writer_close(struct shm_writer *w);
+
+/* Become the writer of shard `index` with a new, empty table that readers
+ * do not see yet: a restarted shard refills it from its log while readers
+ * go on using the table its previous incarnation left. Until
+ * shm_writer_publish, replaced records are freed at once (no reader can
+ * reach them), so set w->readers only before publishing.
+ * Errors: SHM_EINVAL, SHM_ENOMEM. */
+int shm_writer_open_fresh(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
+			  uint64_t expected_keys);
+
+/* Make the fresh table the shard's table (one release store) and retire the
+ * previous table with every record it still references; they are freed
+ * once no reader in w->readers can see them. Records the previous
+ * incarnation had retired but not yet freed are lost to the slab (they are
+ * no longer referenced anywhere). Errors: SHM_ENOMEM (the retire list could
+ * not grow: the old table stays allocated, readers are not affected). */
+int shm_writer_publish(struct shm_writer *w);
 
 /* Insert or replace. Errors: SHM_EINVAL (klen 0 or > SHM_KEY_MAX, vlen >
  * SHM_VALUE_MAX), SHM_ENOMEM (nothing changed). */

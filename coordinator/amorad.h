@@ -1,0 +1,72 @@
+/*
+ * amorad.h — the coordinator's state, shared by its three parts:
+ *
+ *   main.c       start-up (options, lock file, shared memory) and the event
+ *                loop (epoll over the socket, clients, signals, a tick);
+ *   supervise.c  the shard processes: fork, restart with backoff, stop;
+ *   server.c     the control socket: RESP commands, attaching clients,
+ *                noticing their death and recycling their slots.
+ *
+ * amorad is single-threaded (shards must be forked from the thread that
+ * lives as long as amorad: PR_SET_PDEATHSIG fires when the parent *thread*
+ * exits) and holds no data of its own.
+ */
+#ifndef AMORA_AMORAD_H
+#define AMORA_AMORAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "engine.h"
+#include "resp.h"
+
+#define AMORAD_TICK_MS 20
+#define AMORAD_STOP_TIMEOUT_MS 30000
+
+struct shardproc {
+	pid_t pid;              /* 0: not running */
+	uint64_t started_ns;
+	uint64_t restart_at_ns; /* when to fork again (pid == 0, not failed) */
+	uint32_t backoff_ms;
+	bool failed;            /* stopped on a corrupt log: not restarted */
+};
+
+struct conn;
+
+struct amorad {
+	struct engine e;
+	int listen_fd, epfd, sig_fd, lock_fd;
+	struct conn **conns;
+	size_t nconns;
+	uint32_t attached;
+	struct shardproc *shards;
+	bool stopping;
+	uint64_t stop_deadline_ns;
+	uint64_t started_ns;
+	struct resp_cmd *cmd; /* parse scratch (large) */
+	int exit_code;
+};
+
+uint64_t amorad_now_ns(void);
+
+/* supervise.c */
+int sup_start_all(struct amorad *a);
+void sup_reap(struct amorad *a);       /* SIGCHLD: collect exits, schedule restarts */
+void sup_tick(struct amorad *a);       /* fork shards whose restart is due */
+void sup_stop_all(struct amorad *a);   /* SIGTERM every shard */
+bool sup_all_exited(const struct amorad *a);
+bool sup_running(const struct amorad *a, uint32_t s);
+void sup_kill_all(struct amorad *a);
+
+/* server.c */
+int srv_listen(struct amorad *a, char *err, size_t errlen);
+void srv_accept(struct amorad *a);
+void srv_event(struct amorad *a, struct conn *c, uint32_t events);
+bool srv_is_conn(const struct amorad *a, const void *ptr);
+void srv_tick(struct amorad *a);        /* recycle closed slots, drop cut-off clients */
+void srv_close_listener(struct amorad *a);
+void srv_close_all(struct amorad *a);
+void amorad_begin_stop(struct amorad *a, const char *why);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * config.h — amorad's configuration: defaults, config file, command line.
+ *
+ * Every setting has a default, may be set in a config file and may be set
+ * on the command line; later sources override earlier ones:
+ *
+ *   defaults  <  --config FILE  <  command-line options
+ *
+ * (wherever --config appears on the command line, the file is read before
+ * any other option is applied, so the command line always wins.)
+ *
+ * Command line: `--name VALUE` or `--name=VALUE`; --help (-h) and --version
+ * print and make config_load() return 1. amorad takes no other arguments.
+ *
+ * Config file: one `name = value` per line, where name is a long option
+ * name without its dashes (`data-dir = /var/lib/amora`). Blank lines and
+ * lines whose first non-blank character is '#' are ignored; spaces around
+ * name and value are trimmed; no quoting (the value is the rest of the line,
+ * so paths may contain spaces and '#'). `config`, `help` and `version` are
+ * not valid in a file.
+ *
+ * An option given twice takes its last value; for --allow-uid and
+ * --allow-gid too (give several ids in one comma-separated list).
+ *
+ * Everything is validated here, before amorad touches anything, and every
+ * refusal names what was wrong and what is allowed:
+ *   --shards 3: must be a power of two between 1 and 1024
+ *   amora.conf: line 4: unknown key 'foo'
+ * Checks that involve two settings (memory per shard, the length of the
+ * socket path derived from the data directory) run once all sources are in.
+ *
+ * See config_usage() (amorad --help) for every option and its default.
+ */
+#ifndef AMORA_CONFIG_H
+#define AMORA_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "wal.h" /* enum wal_sync_mode */
+
+#define AMORAD_VERSION "0.1"
+
+#define CONFIG_DEFAULT_DATA_DIR "amora-data"
+#define CONFIG_SOCKET_NAME "amora.sock"          /* inside the data directory */
+#define CONFIG_DEFAULT_MEMORY (4ull << 30)
+#define CONFIG_MIN_MEMORY (64ull << 20)
+#define CONFIG_MAX_MEMORY (64ull << 30)           /* SHM_MAX_SIZE */
+#define CONFIG_MIN_SHARD_MEMORY (4ull << 20)      /* two 2 MiB chunks per shard */
+#define CONFIG_DEFAULT_SHARDS 64u
+#define CONFIG_MAX_SHARDS 1024u                   /* SHM_MAX_SHARDS */
+#define CONFIG_DEFAULT_SYNC_INTERVAL_MS 100u
+#define CONFIG_MAX_SYNC_INTERVAL_MS 60000u
+#define CONFIG_DEFAULT_MAX_CLIENTS 64u
+#define CONFIG_MAX_CLIENTS 1024u
+#define CONFIG_MAX_IDS 32u                        /* entries of --allow-uid/-gid */
+
+struct amorad_config {
+	char data_dir[PATH_MAX];     /* default "amora-data" (relative to cwd) */
+	char socket_path[PATH_MAX];  /* default DATA_DIR/amora.sock; at most 107
+				      * bytes (sockaddr_un) */
+	uint64_t memory;             /* bytes of the shared segment, default 4 GiB;
+				      * 64M..64G and at least 4M per shard */
+	uint32_t shards;             /* power of two 1..1024, default 64 */
+	enum wal_sync_mode sync;     /* always | periodic (default) | none */
+	uint32_t sync_interval_ms;   /* periodic: default 100, 1..60000 */
+	uint32_t max_clients;        /* default 64, 1..1024 */
+	uid_t allow_uids[CONFIG_MAX_IDS]; /* default: amorad's own (effective) uid; */
+	size_t n_uids;                    /* root is always allowed */
+	gid_t allow_gids[CONFIG_MAX_IDS]; /* default: none */
+	size_t n_gids;
+	int log_level;               /* enum log_level from log.h, default LOG_INFO */
+};
+
+/* Defaults, then the config file (if --config FILE given), then the command
+ * line. Returns 0; 1 when --help or --version was printed on stdout (the
+ * caller exits 0); -1 on error with a message in err naming the option or
+ * the file and line (the caller prints it and exits 2). */
+int config_load(struct amorad_config *c, int argc, char **argv, char *err, size_t errlen);
+
+/* amorad --help: every option with its default. */
+void config_usage(FILE *out);
+
+#endif

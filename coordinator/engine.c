@@ -1,0 +1,132 @@
+/*
+ * engine.c — creating the memory amorad shares with its shards (engine.h).
+ *
+ * All of it exists before the first fork and lives as long as amorad. The
+ * channels of all max_clients slots are created up front: a memfd is
+ * sparse, so an unused channel costs a file descriptor and address space,
+ * not memory, and a shard restarted at any moment inherits every channel
+ * without any descriptor passing between amorad and shards.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "engine.h"
+
+static void *map_memfd(const char *name, size_t bytes, int *fd_out)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	void *p;
+
+	if (fd < 0)
+		return NULL;
+	if (ftruncate(fd, (off_t)bytes) != 0) {
+		close(fd);
+		return NULL;
+	}
+	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		close(fd);
+		return NULL;
+	}
+	*fd_out = fd;
+	return p;
+}
+
+static int create_channels(struct engine *e)
+{
+	uint32_t n = e->cfg.max_clients;
+
+	e->chan_bytes = chan_bytes(e->cfg.shards);
+	e->chan_fd = calloc(n, sizeof(*e->chan_fd));
+	e->chan = calloc(n, sizeof(*e->chan));
+	e->readers = calloc(n, sizeof(*e->readers));
+	if (e->chan_fd == NULL || e->chan == NULL || e->readers == NULL)
+		return -1;
+	for (uint32_t i = 0; i < n; i++) {
+		e->chan_fd[i] = -1;
+		e->chan[i] = map_memfd("amora-channel", e->chan_bytes, &e->chan_fd[i]);
+		if (e->chan[i] == NULL)
+			return -1;
+		e->readers[i] = &engine_chan_hdr(e, i)->epoch;
+	}
+	return 0;
+}
+
+static int create_registry(struct engine *e)
+{
+	size_t nacks = (size_t)e->cfg.max_clients * e->cfg.shards;
+	void *p;
+
+	e->reg_bytes = sizeof(struct reg) + e->cfg.max_clients * sizeof(struct reg_client) +
+		       nacks * sizeof(uint32_t);
+	p = mmap(NULL, e->reg_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	e->reg = p;
+	e->clients = (struct reg_client *)(e->reg + 1);
+	e->acks = (_Atomic uint32_t *)(e->clients + e->cfg.max_clients);
+	e->reg->amorad_pid = getpid();
+	return 0;
+}
+
+int engine_create(struct engine *e, const struct amorad_config *cfg, char *err, size_t errlen)
+{
+	int rc;
+
+	memset(e, 0, sizeof(*e));
+	e->cfg = *cfg;
+	e->bells_fd = -1;
+	e->seg.fd = -1;
+	rc = shm_seg_create(&e->seg, cfg->memory, cfg->shards);
+	if (rc != SHM_OK) {
+		snprintf(err, errlen, "cannot create the data segment (%llu bytes, %u shards): %s%s%s",
+			 (unsigned long long)cfg->memory, cfg->shards, shm_strerror(rc),
+			 rc == SHM_ESYS ? ": " : "", rc == SHM_ESYS ? strerror(errno) : "");
+		return -1;
+	}
+	e->bells_bytes = (size_t)cfg->shards * chan_doorbell_stride(cfg->max_clients);
+	e->bells = map_memfd("amora-doorbells", e->bells_bytes, &e->bells_fd);
+	if (e->bells == NULL || create_channels(e) != 0 || create_registry(e) != 0) {
+		snprintf(err, errlen, "cannot create the shared memory for %u clients: %s",
+			 cfg->max_clients, strerror(errno));
+		return -1;
+	}
+	rc = shm_seg_seal(&e->seg);
+	if (rc != SHM_OK) {
+		snprintf(err, errlen, "cannot seal the data segment: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+void engine_destroy(struct engine *e)
+{
+	for (uint32_t i = 0; e->chan != NULL && i < e->cfg.max_clients; i++) {
+		if (e->chan[i] != NULL)
+			munmap(e->chan[i], e->chan_bytes);
+		if (e->chan_fd[i] >= 0)
+			close(e->chan_fd[i]);
+	}
+	free(e->chan);
+	free(e->chan_fd);
+	free(e->readers);
+	if (e->bells != NULL)
+		munmap(e->bells, e->bells_bytes);
+	if (e->bells_fd >= 0)
+		close(e->bells_fd);
+	if (e->reg != NULL)
+		munmap(e->reg, e->reg_bytes);
+	if (e->seg.fd >= 0)
+		shm_seg_close(&e->seg);
+	memset(e, 0, sizeof(*e));
+}
+
+void engine_wake_shards(const struct engine *e)
+{
+	for (uint32_t s = 0; s < e->cfg.shards; s++)
+		ring_bell_ring(&engine_doorbell(e, s)->bell);
+}

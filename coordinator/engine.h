@@ -1,0 +1,92 @@
+/*
+ * engine.h — the memory amorad shares with the shard processes it forks.
+ *
+ * amorad creates everything before it forks a shard, and shards inherit it
+ * (fork, never exec: the data segment is sealed against new writable
+ * mappings, so inheriting is the only way a shard can write it):
+ *
+ *   seg        the data segment (segment.h): tables, records, shard
+ *              descriptors. Clients map it read-only.
+ *   bells      the doorbell memfd (chan.h), one doorbell per shard.
+ *              Clients map it read-write.
+ *   chan[i]    client slot i's channel memfd (chan.h), created for every
+ *              slot up front so a shard forked at any time maps them all.
+ *              The client attached to slot i maps only chan[i].
+ *   reg        the registry: anonymous shared memory only amorad and the
+ *              shards see (no client can forge a slot's state). Per client
+ *              slot: state, generation, pid; per (slot, shard): the
+ *              generation whose closing the shard acknowledged.
+ *
+ * Client slot life: FREE -> ACTIVE (amorad formats the channel, then
+ * publishes the state and bumps reg->version) -> CLOSING (the client died
+ * or detached: amorad clears its epoch slot and bumps the version) -> FREE
+ * once every live shard has written ack = gen, i.e. has stopped touching
+ * the channel; only then may amorad format it for the next client.
+ */
+#ifndef AMORA_ENGINE_H
+#define AMORA_ENGINE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "chan.h"
+#include "config.h"
+#include "segment.h"
+
+enum reg_state { REG_FREE = 0, REG_ACTIVE = 1, REG_CLOSING = 2 };
+
+struct reg_client {
+	_Atomic uint32_t state; /* enum reg_state */
+	_Atomic uint32_t gen;   /* bumped at each attach */
+	_Atomic int32_t pid;
+	uint32_t pad_;
+};
+
+struct reg {
+	_Atomic uint64_t version; /* bumped on every client state change */
+	pid_t amorad_pid;
+};
+
+struct engine {
+	struct amorad_config cfg;
+	struct shm_seg seg;
+	int bells_fd;
+	uint8_t *bells;
+	size_t bells_bytes;
+	int *chan_fd;
+	uint8_t **chan;
+	size_t chan_bytes;
+	struct reg *reg;
+	struct reg_client *clients;
+	_Atomic uint32_t *acks; /* [slot * shards + shard] */
+	size_t reg_bytes;
+	/* The epoch slot of every channel, for the shards' reclamation. */
+	struct shm_epoch_slot **readers;
+};
+
+/* Create every shared region for `cfg` and seal the data segment.
+ * Returns 0 or -1 with a message in err. */
+int engine_create(struct engine *e, const struct amorad_config *cfg, char *err, size_t errlen);
+void engine_destroy(struct engine *e);
+
+static inline struct chan_doorbell *engine_doorbell(const struct engine *e, uint32_t s)
+{
+	return chan_doorbell_at(e->bells, e->cfg.max_clients, s);
+}
+
+static inline _Atomic uint32_t *engine_ack(const struct engine *e, uint32_t slot, uint32_t s)
+{
+	return &e->acks[(size_t)slot * e->cfg.shards + s];
+}
+
+static inline struct chan_hdr *engine_chan_hdr(const struct engine *e, uint32_t slot)
+{
+	return (struct chan_hdr *)e->chan[slot];
+}
+
+/* Ring every shard's doorbell (after a registry change). */
+void engine_wake_shards(const struct engine *e);
+
+#endif

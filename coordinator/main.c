@@ -1,0 +1,199 @@
+/*
+ * main.c — amorad: start-up, the event loop, shutdown.
+ *
+ * Start-up order matters:
+ *   1. options and config file; the data directory; the lock file (one
+ *      amorad per data directory: flock, released by the kernel however
+ *      amorad dies, so a kill -9 never leaves a lock behind);
+ *   2. the shared memory (engine.c), data segment sealed;
+ *   3. signals become events (signalfd) before any fork, so a shard that
+ *      dies at once is still reaped;
+ *   4. the shards are forked (each recovers its log);
+ *   5. only then the control socket: a client that can connect finds every
+ *      shard forked. A shard still recovering is not yet READY: reads of
+ *      its keys find its previous table (empty on a fresh start) and writes
+ *      wait in its rings until it serves.
+ *
+ * Stop (SIGTERM, SIGINT, SHUTDOWN): close the socket, SIGTERM every shard;
+ * each drains what it has taken, syncs its log and exits 0; amorad exits
+ * 0 when all did, 1 otherwise (or after AMORAD_STOP_TIMEOUT_MS, killing
+ * the rest: their logs still hold everything they acknowledged).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "amorad.h"
+#include "log.h"
+
+uint64_t amorad_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void amorad_begin_stop(struct amorad *a, const char *why)
+{
+	if (a->stopping)
+		return;
+	log_info("stopping (%s): shards drain and sync", why);
+	a->stopping = true;
+	a->stop_deadline_ns = amorad_now_ns() + AMORAD_STOP_TIMEOUT_MS * 1000000ull;
+	srv_close_listener(a);
+	sup_stop_all(a);
+}
+
+static int lock_data_dir(struct amorad *a, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 16], pid[32];
+	int n;
+
+	if (mkdir(a->e.cfg.data_dir, 0700) != 0 && errno != EEXIST) {
+		snprintf(err, errlen, "cannot create data directory %s: %s", a->e.cfg.data_dir,
+			 strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/amorad.lock", a->e.cfg.data_dir);
+	a->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (a->lock_fd < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(a->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		n = (int)pread(a->lock_fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = 0;
+		snprintf(err, errlen, "another amorad (pid %s) is running on %s", n > 0 ? pid : "?",
+			 a->e.cfg.data_dir);
+		return -1;
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", getpid());
+	if (ftruncate(a->lock_fd, 0) != 0 || pwrite(a->lock_fd, pid, (size_t)n, 0) != n)
+		log_warn("cannot write the pid into %s: %s", path, strerror(errno));
+	return 0;
+}
+
+static int setup_signals(struct amorad *a)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	a->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (a->sig_fd < 0)
+		return -1;
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &a->sig_fd };
+	return epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->sig_fd, &ev);
+}
+
+static void on_signal(struct amorad *a)
+{
+	struct signalfd_siginfo si;
+
+	while (read(a->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGCHLD)
+			sup_reap(a);
+		else
+			amorad_begin_stop(a, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+	}
+}
+
+static void run(struct amorad *a)
+{
+	struct epoll_event ev[64];
+	uint64_t next_tick = 0;
+
+	for (;;) {
+		int n = epoll_wait(a->epfd, ev, 64, AMORAD_TICK_MS);
+
+		for (int i = 0; i < n; i++) {
+			void *p = ev[i].data.ptr;
+
+			if (p == &a->sig_fd)
+				on_signal(a);
+			else if (p == &a->listen_fd)
+				srv_accept(a);
+			else
+				srv_event(a, p, ev[i].events);
+		}
+		if (amorad_now_ns() >= next_tick) {
+			next_tick = amorad_now_ns() + AMORAD_TICK_MS * 1000000ull;
+			sup_tick(a);
+			srv_tick(a);
+		}
+		if (a->stopping && sup_all_exited(a))
+			return;
+		if (a->stopping && amorad_now_ns() > a->stop_deadline_ns) {
+			sup_kill_all(a);
+			a->exit_code = 1;
+			a->stop_deadline_ns = UINT64_MAX;
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static struct amorad a;
+	struct amorad_config cfg;
+	char err[PATH_MAX + 512];
+	int rc;
+
+	log_init("amorad", LOG_INFO);
+	rc = config_load(&cfg, argc, argv, err, sizeof(err));
+	if (rc != 0) {
+		if (rc < 0)
+			fprintf(stderr, "amorad: %s\n(amorad --help lists the options)\n", err);
+		return rc < 0 ? 2 : 0;
+	}
+	log_init("amorad", (enum log_level)cfg.log_level);
+	a.listen_fd = a.sig_fd = a.lock_fd = -1;
+	a.e.cfg = cfg;
+	a.started_ns = amorad_now_ns();
+	a.cmd = malloc(sizeof(*a.cmd));
+	a.shards = calloc(cfg.shards, sizeof(*a.shards));
+	a.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (a.cmd == NULL || a.shards == NULL || a.epfd < 0) {
+		log_error("out of memory at start");
+		return 1;
+	}
+	if (lock_data_dir(&a, err, sizeof(err)) != 0 ||
+	    engine_create(&a.e, &cfg, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	if (setup_signals(&a) != 0) {
+		log_error("cannot set up signal handling: %s", strerror(errno));
+		return 1;
+	}
+	if (sup_start_all(&a) != 0) {
+		sup_stop_all(&a);
+		return 1;
+	}
+	if (srv_listen(&a, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		sup_stop_all(&a);
+		return 1;
+	}
+	log_info("serving %s: %u shards, %llu MiB, sync %s, data in %s", cfg.socket_path,
+		 cfg.shards, (unsigned long long)(cfg.memory >> 20),
+		 cfg.sync == WAL_SYNC_ALWAYS ? "always" : cfg.sync == WAL_SYNC_NONE ? "none" : "periodic",
+		 cfg.data_dir);
+	run(&a);
+	srv_close_all(&a);
+	log_info("stopped");
+	return a.exit_code;
+}

@@ -1,0 +1,854 @@
+/*
+ * amora.c — libamora: a client's handle on the store (amora.h).
+ *
+ * Reads never leave the process: hash the key, pick its shard, announce an
+ * epoch in our own slot, look the key up in the read-only mapping of the
+ * data segment, copy the value, leave the epoch. The shard that may free
+ * the record meanwhile waits for our epoch (epoch.h), so the copy is
+ * always of a whole, live record.
+ *
+ * Writes are requests in our channel's submission ring for the owning
+ * shard (chan.h). A synchronous write publishes the ring, sets our bit in
+ * the shard's doorbell and waits for its completion: first spinning for a
+ * few microseconds (a shard that is awake answers in that time, and a
+ * futex sleep and wake-up costs far more on this kind of machine), then
+ * sleeping on the completion ring's futex in slices, checking between
+ * slices that the coordinator is alive, that no shard cut us off and that
+ * the handle's timeout has not passed. Buffered writes stay staged in the
+ * ring (invisible to the shard) until a batch is worth a wake-up.
+ *
+ * Per (handle, shard) the library bounds what it has in flight by the
+ * completion ring's capacity, so a shard always has room to answer and
+ * never has to wait for this client.
+ *
+ * Everything read from shared memory is checked: completions must carry
+ * an id we issued; a violation is AMORA_ECORRUPT, never a crash.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "amora.h"
+#include "chan.h"
+#include "shard.h"
+
+#define DEFAULT_TIMEOUT_MS 10000
+#define SPIN_NS 20000              /* spin this long before sleeping */
+#define WAIT_SLICE_MS 20           /* sleep at most this long between checks */
+#define BUFFERED_BATCH 64          /* staged buffered sets that make a batch */
+#define CQ_CAPACITY (CHAN_CQ_DATA / 32)
+#define ATTACH_PROTO 1
+
+struct shardq {
+	struct ring sq, cq;
+	uint64_t next_id;  /* last id issued */
+	uint64_t done_id;  /* last id completed */
+	uint32_t staged;   /* pushed but not published */
+};
+
+struct amora {
+	int sock;
+	struct shm_seg seg;
+	uint8_t *bells;
+	size_t bells_bytes;
+	uint8_t *chan;
+	size_t chan_bytes;
+	struct chan_hdr *hdr;
+	uint32_t shards, slot, max_clients;
+	struct shardq *q;
+	uint8_t *req;      /* one request being built */
+	int timeout_ms;
+	int deferred;      /* first failure of a buffered write, 0: none */
+	char deferred_msg[160];
+	bool bulk_busy;    /* the bulk area holds a value not yet applied */
+	uint32_t bulk_shard;
+	uint64_t bulk_id;
+	bool gone;
+	uint64_t gets, sets, dels;
+	char errmsg[256];
+};
+
+/* ---------- errors ---------- */
+
+const char *amora_strerror(int code)
+{
+	switch (code) {
+	case AMORA_OK: return "success";
+	case AMORA_ENOTFOUND: return "key not found";
+	case AMORA_EINVAL: return "invalid argument";
+	case AMORA_EFULL: return "store full (memory limit reached)";
+	case AMORA_EGONE: return "coordinator gone";
+	case AMORA_ERESTARTING: return "shard restarting";
+	case AMORA_EIO: return "shard could not write its log";
+	case AMORA_ECORRUPT: return "corrupt data or shard stopped on a corrupt log";
+	case AMORA_ESYS: return "system call failed";
+	case AMORA_EPROTO: return "unexpected reply from the coordinator";
+	case AMORA_EDENIED: return "access denied by the coordinator";
+	case AMORA_EBUSY: return "no free client slot";
+	case AMORA_EBADRING: return "cut off by a shard for a malformed request";
+	case AMORA_ETIMEDOUT: return "timed out waiting for a shard";
+	}
+	return "unknown error";
+}
+
+const char *amora_errmsg(const amora *db)
+{
+	return db ? db->errmsg : "";
+}
+
+static int fail(amora *db, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(amora *db, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(db->errmsg, sizeof(db->errmsg), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+static int check_key(amora *db, const void *key, size_t klen)
+{
+	if (key == NULL || klen == 0)
+		return fail(db, AMORA_EINVAL, "empty key");
+	if (klen > AMORA_KEY_MAX)
+		return fail(db, AMORA_EINVAL, "key is %zu bytes, the limit is %u", klen, AMORA_KEY_MAX);
+	return AMORA_OK;
+}
+
+static int check_kv(amora *db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	int rc = check_key(db, key, klen);
+
+	if (rc != AMORA_OK)
+		return rc;
+	if (vlen > AMORA_VALUE_MAX)
+		return fail(db, AMORA_EINVAL, "value is %zu bytes, the limit is %u", vlen,
+			    AMORA_VALUE_MAX);
+	if (val == NULL && vlen > 0)
+		return fail(db, AMORA_EINVAL, "value is NULL with length %zu", vlen);
+	return AMORA_OK;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---------- attaching ---------- */
+
+static int connect_to(amora *db, const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return fail(db, AMORA_EINVAL, "socket path %s is too long", path);
+	strcpy(sa.sun_path, path);
+	db->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (db->sock < 0)
+		return fail(db, AMORA_ESYS, "socket: %s", strerror(errno));
+	if (connect(db->sock, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		return fail(db, AMORA_ESYS, "cannot connect to %s: %s", path, strerror(errno));
+	return AMORA_OK;
+}
+
+/* Read the attach reply: "*8" and 8 integers, or an error line. The
+ * descriptors come with the first bytes. */
+static int read_attach_reply(amora *db, uint64_t v[8], int fds[3], int *nfds)
+{
+	char buf[512];
+	size_t len = 0;
+
+	for (;;) {
+		char ctl[CMSG_SPACE(sizeof(int) * 3)];
+		struct iovec iov = { buf + len, sizeof(buf) - 1 - len };
+		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+				      .msg_controllen = sizeof(ctl) };
+		ssize_t n = recvmsg(db->sock, &msg, MSG_CMSG_CLOEXEC);
+
+		if (n <= 0)
+			return fail(db, AMORA_EPROTO, "coordinator closed the connection during attach");
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+				int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+				for (int i = 0; i < k; i++) {
+					int fd;
+
+					memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+					if (*nfds < 3)
+						fds[(*nfds)++] = fd;
+					else
+						close(fd);
+				}
+			}
+		}
+		len += (size_t)n;
+		buf[len] = 0;
+		if (buf[0] == '-' && strstr(buf, "\r\n")) {
+			*strstr(buf, "\r\n") = 0;
+			if (strncmp(buf + 1, "DENIED", 6) == 0)
+				return fail(db, AMORA_EDENIED, "%s", buf + 1);
+			if (strncmp(buf + 1, "BUSY", 4) == 0)
+				return fail(db, AMORA_EBUSY, "%s", buf + 1);
+			return fail(db, AMORA_EPROTO, "coordinator: %s", buf + 1);
+		}
+		int lines = 0;
+		for (char *p = buf; (p = strstr(p, "\r\n")) != NULL; p += 2)
+			lines++;
+		if (lines >= 9)
+			break;
+		if (len >= sizeof(buf) - 1)
+			return fail(db, AMORA_EPROTO, "attach reply too long");
+	}
+	if (strncmp(buf, "*8\r\n", 4) != 0)
+		return fail(db, AMORA_EPROTO, "attach reply is not an array of 8");
+	char *p = buf + 4;
+	for (int i = 0; i < 8; i++) {
+		char *end;
+
+		if (*p != ':')
+			return fail(db, AMORA_EPROTO, "attach reply field %d is not an integer", i);
+		v[i] = strtoull(p + 1, &end, 10);
+		if (strncmp(end, "\r\n", 2) != 0)
+			return fail(db, AMORA_EPROTO, "attach reply field %d is malformed", i);
+		p = end + 2;
+	}
+	return AMORA_OK;
+}
+
+static void *map_fd(int fd, size_t bytes)
+{
+	struct stat st;
+	void *p;
+
+	if (fstat(fd, &st) != 0 || (size_t)st.st_size != bytes)
+		return NULL;
+	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static int map_store(amora *db, const uint64_t v[8], const int fds[3])
+{
+	int rc;
+
+	if (v[0] != ATTACH_PROTO)
+		return fail(db, AMORA_EPROTO, "coordinator speaks attach protocol %llu, we speak %d",
+			    (unsigned long long)v[0], ATTACH_PROTO);
+	db->shards = (uint32_t)v[1];
+	db->slot = (uint32_t)v[4];
+	db->max_clients = (uint32_t)v[6];
+	db->bells_bytes = v[7];
+	db->chan_bytes = chan_bytes(db->shards);
+	rc = shm_seg_attach(&db->seg, fds[0], false);
+	if (rc != SHM_OK)
+		return fail(db, AMORA_ECORRUPT, "data segment: %s", shm_strerror(rc));
+	if (db->seg.hdr->shard_count != db->shards || v[3] != db->chan_bytes ||
+	    db->slot >= db->max_clients ||
+	    db->bells_bytes != db->shards * chan_doorbell_stride(db->max_clients))
+		return fail(db, AMORA_EPROTO, "attach reply disagrees with the segments");
+	db->bells = map_fd(fds[1], db->bells_bytes);
+	db->chan = map_fd(fds[2], db->chan_bytes);
+	if (db->bells == NULL || db->chan == NULL)
+		return fail(db, AMORA_ESYS, "cannot map the channel: %s", strerror(errno));
+	db->hdr = (struct chan_hdr *)db->chan;
+	if (db->hdr->magic != CHAN_MAGIC || db->hdr->slot != db->slot || db->hdr->gen != v[5])
+		return fail(db, AMORA_EPROTO, "channel header does not match the attach reply");
+	return AMORA_OK;
+}
+
+static int attach_rings(amora *db)
+{
+	db->q = calloc(db->shards, sizeof(*db->q));
+	db->req = malloc(CHAN_SQ_DATA / 2);
+	if (db->q == NULL || db->req == NULL)
+		return fail(db, AMORA_ESYS, "out of memory");
+	for (uint32_t s = 0; s < db->shards; s++) {
+		if (ring_attach(&db->q[s].sq, chan_sq_mem(db->chan, s), chan_sq_bytes()) != SHM_OK ||
+		    ring_attach(&db->q[s].cq, chan_cq_mem(db->chan, s), chan_cq_bytes()) != SHM_OK)
+			return fail(db, AMORA_ECORRUPT, "channel rings fail validation");
+	}
+	shm_epoch_slot_init(&db->hdr->epoch, getpid());
+	return AMORA_OK;
+}
+
+static void release(amora *db)
+{
+	if (db->chan)
+		munmap(db->chan, db->chan_bytes);
+	if (db->bells)
+		munmap(db->bells, db->bells_bytes);
+	if (db->seg.base)
+		shm_seg_close(&db->seg);
+	if (db->sock >= 0)
+		close(db->sock);
+	free(db->q);
+	free(db->req);
+	free(db);
+}
+
+int amora_open(const char *socket_path, amora **out)
+{
+	static const char attach[] = "*1\r\n$12\r\nAMORA.ATTACH\r\n";
+	uint64_t v[8];
+	int fds[3] = { -1, -1, -1 }, nfds = 0, rc;
+	amora *db;
+
+	if (out == NULL)
+		return AMORA_EINVAL;
+	*out = NULL;
+	if (socket_path == NULL)
+		return AMORA_EINVAL;
+	db = calloc(1, sizeof(*db));
+	if (db == NULL)
+		return AMORA_ESYS;
+	db->sock = -1;
+	db->seg.fd = -1;
+	db->timeout_ms = DEFAULT_TIMEOUT_MS;
+	rc = connect_to(db, socket_path);
+	if (rc == AMORA_OK && send(db->sock, attach, sizeof(attach) - 1, MSG_NOSIGNAL) !=
+				      (ssize_t)sizeof(attach) - 1)
+		rc = fail(db, AMORA_ESYS, "cannot send to %s: %s", socket_path, strerror(errno));
+	if (rc == AMORA_OK)
+		rc = read_attach_reply(db, v, fds, &nfds);
+	if (rc == AMORA_OK && nfds != 3)
+		rc = fail(db, AMORA_EPROTO, "attach reply carried %d descriptors, not 3", nfds);
+	if (rc == AMORA_OK)
+		rc = map_store(db, v, fds);
+	if (rc == AMORA_OK)
+		rc = attach_rings(db);
+	for (int i = 0; i < nfds; i++)
+		if (i != 0 || rc != AMORA_OK || db->seg.fd != fds[0])
+			close(fds[i]);
+	if (rc != AMORA_OK) {
+		release(db);
+		return rc;
+	}
+	*out = db;
+	return AMORA_OK;
+}
+
+void amora_set_timeout(amora *db, int timeout_ms)
+{
+	if (db)
+		db->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
+}
+
+/* ---------- reads ---------- */
+
+static int lookup(amora *db, const void *key, size_t klen, struct shm_kv *kv)
+{
+	uint64_t h = shm_hash(key, klen);
+	const struct shm_shard *sh = shm_shard_at(&db->seg, shm_shard_of(h, db->shards));
+	int rc = shm_shard_get(&db->seg, sh, key, (uint32_t)klen, h, kv);
+
+	if (rc == SHM_OK)
+		return AMORA_OK;
+	if (rc == SHM_ENOTFOUND)
+		return AMORA_ENOTFOUND;
+	return fail(db, AMORA_ECORRUPT, "shard table failed validation: %s", shm_strerror(rc));
+}
+
+int amora_get(amora *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
+{
+	struct shm_kv kv;
+	int rc;
+
+	if (db == NULL || vlen == NULL || (buf == NULL && cap > 0))
+		return AMORA_EINVAL;
+	rc = check_key(db, key, klen);
+	if (rc != AMORA_OK)
+		return rc;
+	db->gets++;
+	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
+	rc = lookup(db, key, klen, &kv);
+	if (rc == AMORA_OK) {
+		*vlen = kv.vlen;
+		memcpy(buf, kv.val, kv.vlen < cap ? kv.vlen : cap);
+	}
+	shm_epoch_leave(&db->hdr->epoch);
+	return rc;
+}
+
+int amora_get_alloc(amora *db, const void *key, size_t klen, void **val, size_t *vlen)
+{
+	struct shm_kv kv;
+	int rc;
+
+	if (db == NULL || val == NULL || vlen == NULL)
+		return AMORA_EINVAL;
+	*val = NULL;
+	rc = check_key(db, key, klen);
+	if (rc != AMORA_OK)
+		return rc;
+	db->gets++;
+	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
+	rc = lookup(db, key, klen, &kv);
+	if (rc == AMORA_OK) {
+		*val = malloc(kv.vlen ? kv.vlen : 1);
+		if (*val == NULL)
+			rc = fail(db, AMORA_ESYS, "out of memory for a %u-byte value", kv.vlen);
+		else {
+			memcpy(*val, kv.val, kv.vlen);
+			*vlen = kv.vlen;
+		}
+	}
+	shm_epoch_leave(&db->hdr->epoch);
+	return rc;
+}
+
+int amora_has(amora *db, const void *key, size_t klen)
+{
+	struct shm_kv kv;
+	int rc;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	rc = check_key(db, key, klen);
+	if (rc != AMORA_OK)
+		return rc;
+	db->gets++;
+	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
+	rc = lookup(db, key, klen, &kv);
+	shm_epoch_leave(&db->hdr->epoch);
+	if (rc == AMORA_ENOTFOUND)
+		return 0;
+	return rc == AMORA_OK ? 1 : rc;
+}
+
+int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens[],
+	       amora_mget_fn fn, void *arg)
+{
+	int found = 0;
+
+	if (db == NULL || fn == NULL || (n > 0 && (keys == NULL || klens == NULL)))
+		return AMORA_EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		int rc = check_key(db, keys[i], klens[i]);
+
+		if (rc != AMORA_OK)
+			return fail(db, rc, "key %zu: %s", i, db->errmsg);
+	}
+	/* One read section for the whole batch: lookups of different keys
+	 * are independent, so the CPU overlaps their cache misses. */
+	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
+	for (size_t i = 0; i < n; i++) {
+		struct shm_kv kv;
+		int rc = lookup(db, keys[i], klens[i], &kv);
+
+		if (rc == AMORA_OK) {
+			fn(arg, i, kv.val, kv.vlen);
+			found++;
+		} else if (rc != AMORA_ENOTFOUND) {
+			found = rc;
+			break;
+		}
+	}
+	shm_epoch_leave(&db->hdr->epoch);
+	db->gets += n;
+	return found;
+}
+
+/* ---------- waiting for shards ---------- */
+
+static bool coordinator_alive(amora *db)
+{
+	struct pollfd p = { .fd = db->sock, .events = POLLIN | POLLRDHUP };
+	char c;
+
+	if (db->gone)
+		return false;
+	if (poll(&p, 1, 0) > 0 &&
+	    ((p.revents & (POLLHUP | POLLRDHUP | POLLERR)) ||
+	     recv(db->sock, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0))
+		db->gone = true;
+	return !db->gone;
+}
+
+static void note_deferred(amora *db, int status, uint32_t s)
+{
+	if (db->deferred != 0)
+		return;
+	db->deferred = status;
+	snprintf(db->deferred_msg, sizeof(db->deferred_msg), "a buffered write to shard %u failed: %s",
+		 s, amora_strerror(status));
+}
+
+/* Consume shard s's completions. *status receives the one for `want` if it
+ * is among them. Returns AMORA_OK or AMORA_ECORRUPT. */
+static int reap(amora *db, uint32_t s, uint64_t want, int *status)
+{
+	struct shardq *q = &db->q[s];
+	const void *rec;
+	uint32_t len;
+	int rc;
+
+	while ((rc = ring_peek(&q->cq, &rec, &len)) == SHM_OK) {
+		struct chan_cqe c;
+
+		if (len != sizeof(c))
+			return fail(db, AMORA_ECORRUPT, "shard %u sent a malformed completion", s);
+		memcpy(&c, rec, sizeof(c));
+		ring_consume(&q->cq);
+		if (c.id <= q->done_id)
+			continue; /* answered again by a restarted shard */
+		if (c.id > q->next_id)
+			return fail(db, AMORA_ECORRUPT, "shard %u completed request %llu never sent", s,
+				    (unsigned long long)c.id);
+		q->done_id = c.id;
+		if (c.id == want)
+			*status = c.status;
+		else if (c.status != AMORA_OK)
+			note_deferred(db, c.status, s);
+		if (db->bulk_busy && db->bulk_shard == s && c.id >= db->bulk_id)
+			db->bulk_busy = false;
+	}
+	ring_release(&q->cq);
+	if (rc != SHM_EEMPTY)
+		return fail(db, AMORA_ECORRUPT, "completion ring of shard %u is corrupt", s);
+	return AMORA_OK;
+}
+
+/* Why waiting for shard s must stop now, or AMORA_OK to go on. */
+static int wait_problem(amora *db, uint32_t s, uint64_t start)
+{
+	uint32_t cut = atomic_load_explicit(&db->hdr->cut_off, memory_order_acquire);
+	uint32_t st = atomic_load(&shm_shard_at(&db->seg, s)->state);
+
+	if (cut != 0)
+		return fail(db, AMORA_EBADRING, "shard %u cut this client off", cut - 1);
+	if (!coordinator_alive(db))
+		return fail(db, AMORA_EGONE, "the coordinator closed the connection");
+	if (st == SHM_SHARD_FAILED)
+		return fail(db, AMORA_ECORRUPT, "shard %u stopped on a corrupt log (see amorad's log)", s);
+	if (now_ns() - start > (uint64_t)db->timeout_ms * 1000000ull) {
+		if (st != SHM_SHARD_READY)
+			return fail(db, AMORA_ERESTARTING, "shard %u did not come back within %d ms", s,
+				    db->timeout_ms);
+		return fail(db, AMORA_ETIMEDOUT, "shard %u did not answer within %d ms", s,
+			    db->timeout_ms);
+	}
+	return AMORA_OK;
+}
+
+/* Wait until shard s has completed every id up to `upto`; *status gets
+ * the status of `want` (0 if want is 0). */
+static int wait_done(amora *db, uint32_t s, uint64_t upto, uint64_t want, int *status)
+{
+	struct shardq *q = &db->q[s];
+	uint64_t start = now_ns();
+	int rc;
+
+	for (;;) {
+		rc = reap(db, s, want, status);
+		if (rc != AMORA_OK || q->done_id >= upto)
+			return rc;
+		if (now_ns() - start < SPIN_NS) {
+			__builtin_ia32_pause();
+			continue;
+		}
+		rc = wait_problem(db, s, start);
+		if (rc != AMORA_OK)
+			return rc;
+		ring_wait_data(&q->cq, WAIT_SLICE_MS);
+	}
+}
+
+/* ---------- submitting ---------- */
+
+static void publish(amora *db, uint32_t s)
+{
+	struct shardq *q = &db->q[s];
+
+	ring_publish(&q->sq);
+	q->staged = 0;
+	chan_notify(chan_doorbell_at(db->bells, db->max_clients, s), db->slot);
+}
+
+/* Room for one more request to shard s: in flight below the completion
+ * ring's capacity, and `len` bytes free in the submission ring. */
+static int make_room(amora *db, uint32_t s, uint32_t len)
+{
+	struct shardq *q = &db->q[s];
+	uint64_t start = now_ns();
+	int status, rc;
+
+	if (q->next_id - q->done_id >= CQ_CAPACITY - 1) {
+		publish(db, s);
+		rc = wait_done(db, s, q->next_id - CQ_CAPACITY / 2, 0, &status);
+		if (rc != AMORA_OK)
+			return rc;
+	}
+	while ((rc = ring_wait_space(&q->sq, len, 0)) == SHM_ETIMEDOUT) {
+		if (q->staged > 0)
+			publish(db, s);
+		rc = wait_problem(db, s, start);
+		if (rc != AMORA_OK)
+			return rc;
+		reap(db, s, 0, &status);
+		ring_wait_space(&q->sq, len, WAIT_SLICE_MS);
+	}
+	if (rc != SHM_OK)
+		return fail(db, AMORA_ECORRUPT, "submission ring of shard %u: %s", s, shm_strerror(rc));
+	return AMORA_OK;
+}
+
+/* A value too large for a ring record goes through the bulk area, which
+ * holds one value at a time. */
+static int use_bulk(amora *db, uint32_t s, const void *val, size_t vlen)
+{
+	int status;
+
+	if (db->bulk_busy) {
+		uint32_t bs = db->bulk_shard;
+		int rc;
+
+		if (db->q[bs].staged > 0)
+			publish(db, bs);
+		rc = wait_done(db, bs, db->bulk_id, 0, &status);
+		if (rc != AMORA_OK)
+			return rc;
+	}
+	memcpy(db->chan + chan_bulk_off(db->shards), val, vlen);
+	db->bulk_busy = true;
+	db->bulk_shard = s;
+	return AMORA_OK;
+}
+
+/* Stage one request for the key's shard; *shard and *id identify it. */
+static int submit(amora *db, uint8_t op, const void *key, size_t klen, const void *val,
+		  size_t vlen, uint32_t *shard, uint64_t *id)
+{
+	uint32_t s = shm_shard_of(shm_hash(key, klen), db->shards);
+	struct shardq *q = &db->q[s];
+	struct chan_req r = { .op = op, .klen = (uint32_t)klen, .vlen = (uint32_t)vlen };
+	size_t len = sizeof(r) + klen + vlen;
+	int rc;
+
+	if (db->gone || !coordinator_alive(db))
+		return fail(db, AMORA_EGONE, "the coordinator closed the connection");
+	if (atomic_load(&db->hdr->cut_off) != 0)
+		return fail(db, AMORA_EBADRING, "a shard cut this client off");
+	if (len > ring_max_record(&q->sq)) {
+		rc = use_bulk(db, s, val, vlen);
+		if (rc != AMORA_OK)
+			return rc;
+		r.flags = CHAN_REQ_BULK;
+		len = sizeof(r) + klen;
+	}
+	rc = make_room(db, s, (uint32_t)len);
+	if (rc != AMORA_OK)
+		return rc;
+	r.id = ++q->next_id;
+	if (r.flags & CHAN_REQ_BULK)
+		db->bulk_id = r.id;
+	memcpy(db->req, &r, sizeof(r));
+	memcpy(db->req + sizeof(r), key, klen);
+	if (!(r.flags & CHAN_REQ_BULK) && vlen > 0)
+		memcpy(db->req + sizeof(r) + klen, val, vlen);
+	if (ring_push(&q->sq, db->req, (uint32_t)len) != SHM_OK) {
+		q->next_id--;
+		return fail(db, AMORA_ECORRUPT, "submission ring of shard %u is corrupt", s);
+	}
+	q->staged++;
+	*shard = s;
+	*id = r.id;
+	return AMORA_OK;
+}
+
+static int take_deferred(amora *db)
+{
+	int rc = db->deferred;
+
+	if (rc != 0) {
+		snprintf(db->errmsg, sizeof(db->errmsg), "%s", db->deferred_msg);
+		db->deferred = 0;
+	}
+	return rc;
+}
+
+static int write_sync(amora *db, uint8_t op, const void *key, size_t klen, const void *val,
+		      size_t vlen)
+{
+	uint32_t s;
+	uint64_t id;
+	int status = AMORA_OK, rc;
+
+	rc = submit(db, op, key, klen, val, vlen, &s, &id);
+	if (rc != AMORA_OK)
+		return rc;
+	publish(db, s);
+	rc = wait_done(db, s, id, id, &status);
+	if (rc != AMORA_OK)
+		return rc;
+	if (status != AMORA_OK) {
+		if (status != AMORA_ENOTFOUND)
+			fail(db, status, "shard %u: %s", s, amora_strerror(status));
+		else
+			fail(db, status, "no such key");
+		return status;
+	}
+	return take_deferred(db);
+}
+
+int amora_set(amora *db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	int rc;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	rc = check_kv(db, key, klen, val, vlen);
+	if (rc != AMORA_OK)
+		return rc;
+	db->sets++;
+	return write_sync(db, CHAN_OP_SET, key, klen, val, vlen);
+}
+
+int amora_del(amora *db, const void *key, size_t klen)
+{
+	int rc;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	rc = check_key(db, key, klen);
+	if (rc != AMORA_OK)
+		return rc;
+	db->dels++;
+	return write_sync(db, CHAN_OP_DEL, key, klen, NULL, 0);
+}
+
+int amora_set_buffered(amora *db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	uint32_t s;
+	uint64_t id;
+	int rc;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	rc = check_kv(db, key, klen, val, vlen);
+	if (rc != AMORA_OK)
+		return rc;
+	db->sets++;
+	rc = submit(db, CHAN_OP_SET, key, klen, val, vlen, &s, &id);
+	if (rc != AMORA_OK)
+		return rc;
+	if (db->q[s].staged >= BUFFERED_BATCH)
+		publish(db, s);
+	return AMORA_OK;
+}
+
+int amora_flush(amora *db)
+{
+	int status, rc = AMORA_OK;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	for (uint32_t s = 0; s < db->shards; s++)
+		if (db->q[s].staged > 0)
+			publish(db, s);
+	for (uint32_t s = 0; s < db->shards && rc == AMORA_OK; s++)
+		if (db->q[s].done_id < db->q[s].next_id)
+			rc = wait_done(db, s, db->q[s].next_id, 0, &status);
+	if (rc != AMORA_OK)
+		return rc;
+	return take_deferred(db);
+}
+
+/* ---------- the store ---------- */
+
+int amora_stats(amora *db, struct amora_stats *st)
+{
+	uint64_t requested = 0, chunks = 0;
+
+	if (db == NULL || st == NULL)
+		return AMORA_EINVAL;
+	memset(st, 0, sizeof(*st));
+	st->shards = db->shards;
+	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
+	for (uint32_t s = 0; s < db->shards; s++) {
+		const struct shm_shard *sh = shm_shard_at(&db->seg, s);
+		struct shm_table_view v;
+		uint64_t toff = atomic_load_explicit(&sh->table_off, memory_order_acquire);
+		const struct shm_table *t;
+		struct shm_slab_stats ss;
+
+		if (toff != 0 && shm_table_view(&db->seg, toff, &v) == SHM_OK &&
+		    (t = shm_ptr(&db->seg, toff, sizeof(*t))) != NULL)
+			st->keys += atomic_load_explicit(&t->live, memory_order_relaxed);
+		shm_slab_stats(&sh->slab, &ss);
+		requested += ss.requested_bytes;
+		chunks += ss.chunk_bytes;
+		st->shards_ready += atomic_load(&sh->state) == SHM_SHARD_READY;
+	}
+	shm_epoch_leave(&db->hdr->epoch);
+	st->memory_limit = db->seg.size;
+	st->memory_used = shm_chunks_in_use(&db->seg) * SHM_CHUNK_SIZE;
+	st->record_bytes = requested;
+	st->fragmentation = chunks ? 1.0 - (double)requested / (double)chunks : 0.0;
+	st->gets = db->gets;
+	st->sets = db->sets;
+	st->dels = db->dels;
+	return AMORA_OK;
+}
+
+int amora_heartbeat(amora *db)
+{
+	static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+	struct pollfd p;
+	char buf[16];
+	size_t got = 0;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	if (db->gone || send(db->sock, ping, sizeof(ping) - 1, MSG_NOSIGNAL) != sizeof(ping) - 1)
+		return fail(db, AMORA_EGONE, "the coordinator closed the connection");
+	while (got < 7) {
+		ssize_t n;
+
+		p = (struct pollfd){ .fd = db->sock, .events = POLLIN };
+		if (poll(&p, 1, db->timeout_ms) <= 0)
+			return fail(db, AMORA_ETIMEDOUT, "no answer to PING within %d ms", db->timeout_ms);
+		n = recv(db->sock, buf + got, 7 - got, 0);
+		if (n <= 0) {
+			db->gone = true;
+			return fail(db, AMORA_EGONE, "the coordinator closed the connection");
+		}
+		got += (size_t)n;
+	}
+	if (memcmp(buf, "+PONG\r\n", 7) != 0)
+		return fail(db, AMORA_EPROTO, "unexpected answer to PING");
+	for (uint32_t s = 0; s < db->shards; s++) {
+		uint32_t st = atomic_load(&shm_shard_at(&db->seg, s)->state);
+
+		if (st == SHM_SHARD_FAILED)
+			return fail(db, AMORA_ECORRUPT, "shard %u stopped on a corrupt log", s);
+		if (st != SHM_SHARD_READY)
+			return fail(db, AMORA_ERESTARTING, "shard %u is not serving yet", s);
+	}
+	return AMORA_OK;
+}
+
+int amora_close(amora *db)
+{
+	int rc = AMORA_OK;
+
+	if (db == NULL)
+		return AMORA_OK;
+	if (!db->gone)
+		rc = amora_flush(db);
+	release(db);
+	return rc;
+}

@@ -1,0 +1,181 @@
+/*
+ * amora.h — the Amora client library (libamora).
+ *
+ * Amora is a key-value store shared by several processes on one machine. A
+ * coordinator process (amorad) owns the store; a client attaches to it
+ * through its control socket (amora_open) and from then on:
+ *
+ *   - reads (amora_get, amora_has, amora_mget) go straight to the store's
+ *     shared memory, mapped read-only into the client: no system call, no
+ *     message, no lock. A read sees every write that was acknowledged (its
+ *     amora_set/amora_del/amora_flush returned) before the read began, in
+ *     any process.
+ *   - writes (amora_set, amora_del, amora_set_buffered) travel over
+ *     lock-free rings in shared memory to the shard process that owns the
+ *     key. amora_set and amora_del return once the write is applied and as
+ *     durable as the store's sync mode promises:
+ *       always    on disk (fdatasync) before the call returns;
+ *       periodic  written to the log before the call returns, on disk
+ *                 within 100 ms: a crash of any process loses nothing that
+ *                 was acknowledged, a power cut at most the last interval;
+ *       none      in memory only.
+ *
+ * Keys are 1..AMORA_KEY_MAX bytes, values 0..AMORA_VALUE_MAX bytes; both
+ * are arbitrary bytes. An empty value is a value: amora_get finds it.
+ *
+ * Threads: a handle is used by one thread at a time (like a SQLite
+ * connection); open one handle per thread. Handles are independent. A
+ * handle must not be used in a child after fork(): open a new one there.
+ *
+ * Errors: every function that can fail returns 0 (or a documented
+ * non-negative result) on success and a negative AMORA_E* code on failure;
+ * amora_strerror() names the code and amora_errmsg() gives the message of
+ * the handle's last failure with its cause ("key is 5000 bytes, the limit
+ * is 4096"). A failed write changes nothing, with one exception spelled
+ * out at AMORA_ERESTARTING. No call blocks forever: waits for a shard are
+ * bounded by the handle's timeout (amora_set_timeout, default 10 s).
+ */
+#ifndef AMORA_H
+#define AMORA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AMORA_KEY_MAX 4096u
+#define AMORA_VALUE_MAX (1u << 20)
+
+enum amora_err {
+	AMORA_OK = 0,
+	AMORA_ENOTFOUND = -1,  /* no such key (get, del) */
+	AMORA_EINVAL = -2,     /* invalid argument: empty or over-long key, over-large
+				* value, NULL where data is required */
+	AMORA_EFULL = -3,      /* the store's memory limit is reached; nothing changed */
+	AMORA_EGONE = -4,      /* the coordinator is gone (stopped or killed); the
+				* handle can only be closed */
+	AMORA_ERESTARTING = -5,/* the owning shard is restarting and did not come back
+				* within the timeout. The write is still queued: it
+				* may be applied once the shard is back (like a
+				* network timeout, its outcome is unknown) */
+	AMORA_EIO = -6,        /* the shard could not write its log (disk full, I/O
+				* error); the write was not applied */
+	AMORA_ECORRUPT = -7,   /* shared data or a reply failed validation, or the
+				* shard stopped on a corrupt log (see amorad's log) */
+	AMORA_ESYS = -8,       /* a system call failed; amora_errmsg names it */
+	AMORA_EPROTO = -9,     /* the control socket answered something unexpected */
+	AMORA_EDENIED = -10,   /* the coordinator refused this user (allowed uids/gids) */
+	AMORA_EBUSY = -11,     /* the coordinator has no free client slot (max clients) */
+	AMORA_EBADRING = -12,  /* the shard cut this client off for writing garbage
+				* into its rings; the handle can only be closed */
+	AMORA_ETIMEDOUT = -13, /* a serving shard did not answer within the timeout
+				* (overload); outcome unknown, as AMORA_ERESTARTING */
+};
+
+typedef struct amora amora;
+
+/* Attach to the amorad listening on the Unix socket `socket_path`
+ * (amorad --data-dir DIR listens on DIR/amora.sock). On success *out is a
+ * new handle. Errors: AMORA_EINVAL, AMORA_ESYS (cannot connect: no such
+ * socket, permission), AMORA_EPROTO, AMORA_EDENIED, AMORA_EBUSY. On
+ * failure *out is NULL; amora_strerror names the code. */
+int amora_open(const char *socket_path, amora **out);
+
+/* Flush buffered writes (as amora_flush; its result is returned), detach
+ * and free the handle. NULL is accepted. */
+int amora_close(amora *db);
+
+/* Bound, in milliseconds, on any wait for a shard (default 10000). A
+ * value <= 0 restores the default. */
+void amora_set_timeout(amora *db, int timeout_ms);
+
+/* --- reads: direct, lock-free --- */
+
+/* Look `key` up. On success copies min(*vlen, cap) bytes of the value
+ * into `buf` (which may be NULL when cap is 0) and sets *vlen to the
+ * value's full length: a caller with a short buffer sees *vlen > cap and
+ * can call again with a larger one. Errors: AMORA_ENOTFOUND, AMORA_EINVAL,
+ * AMORA_ECORRUPT. Reads need no coordinator: after it is gone they still
+ * answer from the mapping, as the store was when it went. */
+int amora_get(amora *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen);
+
+/* As amora_get, into a buffer from malloc() (*val, free it with free();
+ * a zero-length value still gets a 1-byte allocation). */
+int amora_get_alloc(amora *db, const void *key, size_t klen, void **val, size_t *vlen);
+
+/* 1 if `key` exists, 0 if not, or a negative error (AMORA_EINVAL, ...). */
+int amora_has(amora *db, const void *key, size_t klen);
+
+/* Called by amora_mget for each key found: `val` points into the shared
+ * store and is valid only during the call. The callback must not call
+ * libamora on the same handle. */
+typedef void (*amora_mget_fn)(void *arg, size_t index, const void *val, size_t vlen);
+
+/* Look up `n` keys at once, overlapping their memory accesses; fn is
+ * called for each key found (in index order). Returns the number found,
+ * or a negative error (AMORA_EINVAL if any key is invalid: then fn was not
+ * called at all). */
+int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens[],
+	       amora_mget_fn fn, void *arg);
+
+/* --- writes: through the owning shard --- */
+
+/* Insert or replace; returns once durable per the sync mode.
+ * Errors: AMORA_EINVAL, AMORA_EFULL, AMORA_EIO, AMORA_EGONE,
+ * AMORA_ERESTARTING, AMORA_EBADRING. Also reports the first failure of
+ * earlier buffered writes, if any (as amora_flush). */
+int amora_set(amora *db, const void *key, size_t klen, const void *val, size_t vlen);
+
+/* Remove. Errors: AMORA_ENOTFOUND and those of amora_set. A delete that
+ * was in flight while its shard crashed is applied again after the
+ * restart and may then report AMORA_ENOTFOUND although it removed the key. */
+int amora_del(amora *db, const void *key, size_t klen);
+
+/* Queue a set and return without waiting: sets are sent to the shards in
+ * batches and applied in the order given. Argument errors (AMORA_EINVAL)
+ * are reported at once; failures of the write itself (AMORA_EFULL, ...)
+ * are reported by the next amora_flush, amora_set, amora_del or
+ * amora_close. A buffered set is acknowledged (and visible to every
+ * reader) only once amora_flush has returned 0. */
+int amora_set_buffered(amora *db, const void *key, size_t klen, const void *val, size_t vlen);
+
+/* Wait until every buffered write is applied and durable per the sync
+ * mode. Returns 0, or the first error among them (the others were still
+ * attempted; a failed one changed nothing). */
+int amora_flush(amora *db);
+
+/* --- the store --- */
+
+struct amora_stats {
+	uint32_t shards;          /* shard processes */
+	uint32_t shards_ready;    /* of which serving writes now */
+	uint64_t keys;            /* live keys in all shards */
+	uint64_t memory_limit;    /* bytes of the shared segment */
+	uint64_t memory_used;     /* bytes of it taken by shards */
+	uint64_t record_bytes;    /* bytes requested for records and tables */
+	double fragmentation;     /* 1 - record_bytes / memory taken by slabs */
+	uint64_t gets, sets, dels;/* operations of this handle */
+};
+
+/* Fill *st from the shared segment (no message). Errors: AMORA_EINVAL. */
+int amora_stats(amora *db, struct amora_stats *st);
+
+/* Ask the coordinator whether it and every shard are up (one round trip
+ * on the control socket). Returns 0, AMORA_EGONE (coordinator gone),
+ * AMORA_ERESTARTING (a shard is restarting) or AMORA_ECORRUPT (a shard
+ * stopped on a corrupt log). */
+int amora_heartbeat(amora *db);
+
+/* Name of an error code; never NULL. */
+const char *amora_strerror(int code);
+
+/* Message of the handle's last failure, with its cause ("" if none). */
+const char *amora_errmsg(const amora *db);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

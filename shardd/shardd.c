@@ -1,0 +1,513 @@
+/*
+ * shardd.c — the shard loop (DESIGN §1).
+ *
+ * A shard process is the single writer of its shard: its table, records
+ * and log. It starts by rebuilding the shard from its log into a fresh
+ * table that readers do not see yet (the table a previous incarnation left
+ * stays readable meanwhile), publishes it with one store, and then loops:
+ *
+ *   1. take the doorbell's pending bits (or, every CHAN_SWEEP_MS, every
+ *      attached client: a hostile client could have cleared bits);
+ *   2. for each client with work, copy each request out of its SQ, check
+ *      it, apply it to the table and add its effect to the log batch,
+ *      keeping a completion for it. A client whose CQ has no room for
+ *      another completion is left for a later round (its requests wait in
+ *      its SQ, nothing is dropped);
+ *   3. write the batch to the log with one write(2) and make it durable
+ *      per the sync mode (group commit);
+ *   4. publish the completions, then release the SQ space. In that order:
+ *      if the shard dies between the two, its next incarnation re-reads
+ *      the unreleased requests and completes them again, and the client
+ *      drops completions it has already seen (ids). Re-applying is safe:
+ *      it happens before any newer request of any client;
+ *   5. sleep on the doorbell when there is nothing to do. No spinning:
+ *      64 shards share 2 cores.
+ *
+ * Failure policy is crash-only. A request with garbage in it cuts off its
+ * client (the others go on). A log write or sync that fails is answered
+ * with AMORA_EIO for the whole batch and the process exits: the table
+ * already holds the batch's effects, and the only state known to be right
+ * is the log on disk, which the restarted shard recovers from.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "amora.h"
+#include "log.h"
+#include "shard.h"
+#include "shardd.h"
+#include "wal.h"
+
+#define PER_CLIENT_BATCH 256 /* requests taken from one client per round */
+#define CQE_BYTES 32         /* ring bytes of one completion record */
+
+struct peer {
+	bool active;  /* rings attached */
+	bool bad;     /* cut off for garbage; ignored until its slot is reused */
+	uint32_t gen;
+	struct ring sq, cq;
+	bool touched; /* requests taken this round */
+	uint32_t taken;
+};
+
+struct pending {
+	uint32_t slot;
+	struct chan_cqe cqe;
+};
+
+struct shardd {
+	struct engine *e;
+	uint32_t id;
+	struct shm_shard *sh;
+	struct shm_writer w;
+	struct wal wal;
+	struct chan_doorbell *bell;
+	struct peer *peers;
+	uint64_t *again; /* clients with more requests than one round takes */
+	uint64_t seen_version;
+	uint8_t *req;  /* private copy of one request */
+	uint8_t *bulk; /* private copy of a bulk value */
+	struct pending *pend;
+	size_t npend, cap;
+	uint64_t next_sweep_ns;
+	bool dirty;    /* the batch holds effects to log */
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---------- clients ---------- */
+
+static void attach_peer(struct shardd *d, uint32_t slot, uint32_t gen)
+{
+	struct peer *p = &d->peers[slot];
+	uint8_t *base = d->e->chan[slot];
+
+	memset(p, 0, sizeof(*p));
+	p->gen = gen;
+	if (ring_attach(&p->sq, chan_sq_mem(base, d->id), chan_sq_bytes()) != SHM_OK ||
+	    ring_attach(&p->cq, chan_cq_mem(base, d->id), chan_cq_bytes()) != SHM_OK) {
+		log_warn("client slot %u: its rings fail validation; cut off", slot);
+		p->bad = true;
+		return;
+	}
+	p->active = true;
+}
+
+/* Follow the registry: attach new clients, let go of closing ones and
+ * acknowledge that to amorad. */
+static void sync_peers(struct shardd *d)
+{
+	struct engine *e = d->e;
+	uint64_t v = atomic_load_explicit(&e->reg->version, memory_order_acquire);
+
+	if (v == d->seen_version)
+		return;
+	d->seen_version = v;
+	for (uint32_t i = 0; i < e->cfg.max_clients; i++) {
+		uint32_t st = atomic_load_explicit(&e->clients[i].state, memory_order_acquire);
+		uint32_t gen = atomic_load_explicit(&e->clients[i].gen, memory_order_acquire);
+		struct peer *p = &d->peers[i];
+
+		if (st == REG_ACTIVE && (p->gen != gen || !(p->active || p->bad)))
+			attach_peer(d, i, gen);
+		else if (st != REG_ACTIVE) {
+			p->active = p->bad = false;
+			if (st == REG_CLOSING)
+				atomic_store_explicit(engine_ack(e, i, d->id), gen, memory_order_release);
+		}
+	}
+}
+
+static void cut_off(struct shardd *d, uint32_t slot, const char *why)
+{
+	struct peer *p = &d->peers[slot];
+
+	log_warn("client slot %u (pid %d) %s; cut off", slot,
+		 atomic_load(&d->e->clients[slot].pid), why);
+	atomic_store_explicit(&engine_chan_hdr(d->e, slot)->cut_off, d->id + 1, memory_order_release);
+	p->active = false;
+	p->bad = true;
+}
+
+/* ---------- requests ---------- */
+
+static int amora_code(int shm_rc)
+{
+	switch (shm_rc) {
+	case SHM_OK: return AMORA_OK;
+	case SHM_ENOTFOUND: return AMORA_ENOTFOUND;
+	case SHM_EINVAL: return AMORA_EINVAL;
+	case SHM_ENOMEM: return AMORA_EFULL;
+	default: return AMORA_ECORRUPT;
+	}
+}
+
+static int add_pending(struct shardd *d, uint32_t slot, uint64_t id, int status, uint64_t seq)
+{
+	if (d->npend == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 1024;
+		struct pending *p = realloc(d->pend, cap * sizeof(*p));
+
+		if (p == NULL)
+			return -1;
+		d->pend = p;
+		d->cap = cap;
+	}
+	d->pend[d->npend++] = (struct pending){ slot, { id, status, 0, seq } };
+	return 0;
+}
+
+/* Apply one checked request; returns its status. Effects go to the log
+ * batch; a log buffer that cannot grow is fatal (the table already
+ * changed), reported as SHM_ESYS. */
+static int apply(struct shardd *d, const struct chan_op_view *v, uint64_t *seq)
+{
+	int rc, wrc;
+
+	if (v->klen == 0 || v->klen > SHM_KEY_MAX || v->vlen > SHM_VALUE_MAX)
+		return AMORA_EINVAL;
+	if (v->op == CHAN_OP_SET)
+		rc = shm_writer_set(&d->w, v->key, v->klen, v->val, v->vlen);
+	else
+		rc = shm_writer_del(&d->w, v->key, v->klen);
+	if (rc != SHM_OK)
+		return amora_code(rc);
+	*seq = atomic_load_explicit(&d->sh->seq, memory_order_relaxed);
+	wrc = wal_batch_add(&d->wal, *seq, v->op == CHAN_OP_SET ? WAL_OP_SET : WAL_OP_DEL, v->key,
+			    v->klen, v->val, v->vlen);
+	if (wrc != WAL_OK) {
+		log_error("cannot add to the log batch: %s", wal_errmsg(&d->wal));
+		exit(SHARDD_EXIT_CRASH);
+	}
+	d->dirty = true;
+	return AMORA_OK;
+}
+
+/* Take up to PER_CLIENT_BATCH requests from one client. Returns true if it
+ * may have more (the caller visits it again next round). */
+static bool take_requests(struct shardd *d, uint32_t slot)
+{
+	struct peer *p = &d->peers[slot];
+	uint8_t *bulk_src = d->e->chan[slot] + chan_bulk_off(d->e->cfg.shards);
+	int64_t room = ring_space(&p->cq);
+
+	if (room < 0) {
+		cut_off(d, slot, "moved its completion ring impossibly");
+		return false;
+	}
+	room -= (int64_t)p->taken * CQE_BYTES;
+	while (p->taken < PER_CLIENT_BATCH) {
+		struct chan_op_view v;
+		const void *rec;
+		uint32_t len;
+		uint64_t seq = 0;
+		int rc;
+
+		/* No room for the completion: only a client that ignores its
+		 * completions gets here (libamora bounds what it has in
+		 * flight); it waits for the next sweep. */
+		if (room < CQE_BYTES)
+			return false;
+		rc = ring_peek(&p->sq, &rec, &len);
+		if (rc == SHM_EEMPTY)
+			return false;
+		if (rc != SHM_OK || len > ring_max_record(&p->sq)) {
+			cut_off(d, slot, "wrote garbage into its submission ring");
+			return false;
+		}
+		/* Copy first: the client can change the bytes while we parse. */
+		memcpy(d->req, rec, len);
+		if (chan_req_decode(d->req, len, &v) != SHM_OK) {
+			cut_off(d, slot, "sent a malformed request");
+			return false;
+		}
+		if (v.flags & CHAN_REQ_BULK) {
+			memcpy(d->bulk, bulk_src, v.vlen);
+			v.val = d->bulk;
+		}
+		rc = apply(d, &v, &seq);
+		if (add_pending(d, slot, v.id, rc, seq) != 0) {
+			log_error("out of memory for completions");
+			exit(SHARDD_EXIT_CRASH);
+		}
+		ring_consume(&p->sq);
+		p->taken++;
+		p->touched = true;
+		room -= CQE_BYTES;
+	}
+	return true;
+}
+
+/* ---------- a round ---------- */
+
+/* Clients to visit in word w: those that rang, those left with more work
+ * last round, or all on a sweep. */
+static uint64_t take_bits(struct shardd *d, uint32_t w, bool sweep)
+{
+	uint64_t bits = atomic_exchange_explicit(&d->bell->pending[w], 0, memory_order_acq_rel);
+
+	bits |= d->again[w];
+	d->again[w] = 0;
+	return sweep ? ~0ull : bits;
+}
+
+/* Visit every client with pending work once; returns whether any may have
+ * more right away. */
+static bool gather(struct shardd *d, bool sweep)
+{
+	uint32_t n = d->e->cfg.max_clients;
+	bool more = false;
+
+	for (uint32_t w = 0; w < (n + 63) / 64; w++) {
+		uint64_t bits = take_bits(d, w, sweep);
+
+		while (bits) {
+			uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(bits);
+
+			bits &= bits - 1;
+			if (slot < n && d->peers[slot].active && take_requests(d, slot)) {
+				d->again[w] |= 1ull << (slot % 64);
+				more = true;
+			}
+		}
+	}
+	return more;
+}
+
+static void log_failure(struct shardd *d, const char *what)
+{
+	log_error("%s: %s; answering the batch with an I/O error and restarting", what,
+		  wal_errmsg(&d->wal));
+	for (size_t i = 0; i < d->npend; i++)
+		if (d->pend[i].cqe.status == AMORA_OK)
+			d->pend[i].cqe.status = AMORA_EIO;
+}
+
+/* Log the batch, then hand out completions and free the SQ space. */
+static int finish_round(struct shardd *d)
+{
+	int fatal = 0;
+
+	if (d->dirty) {
+		if (wal_batch_commit(&d->wal) != WAL_OK) {
+			log_failure(d, "log write failed");
+			fatal = SHARDD_EXIT_IO;
+		}
+		d->dirty = false;
+	}
+	wal_batch_begin(&d->wal);
+	for (size_t i = 0; i < d->npend; i++) {
+		struct peer *p = &d->peers[d->pend[i].slot];
+
+		if (p->active && ring_push(&p->cq, &d->pend[i].cqe, sizeof(d->pend[i].cqe)) != SHM_OK)
+			cut_off(d, d->pend[i].slot, "moved its completion ring impossibly");
+	}
+	d->npend = 0;
+	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
+		struct peer *p = &d->peers[i];
+
+		if (!p->touched)
+			continue;
+		if (p->active) {
+			ring_publish(&p->cq);
+			ring_release(&p->sq);
+		}
+		p->touched = false;
+		p->taken = 0;
+	}
+	return fatal;
+}
+
+/* ---------- sleeping ---------- */
+
+static int work_ready(void *arg)
+{
+	struct shardd *d = arg;
+	uint32_t words = (d->e->cfg.max_clients + 63) / 64;
+
+	if (stop_requested)
+		return 1;
+	if (atomic_load_explicit(&d->e->reg->version, memory_order_acquire) != d->seen_version)
+		return 1;
+	for (uint32_t w = 0; w < words; w++)
+		if (atomic_load_explicit(&d->bell->pending[w], memory_order_relaxed))
+			return 1;
+	return 0;
+}
+
+static void idle(struct shardd *d)
+{
+	uint64_t now = now_ns();
+	int64_t due = wal_next_sync_ns(&d->wal);
+	int64_t until = (int64_t)d->next_sweep_ns;
+	int timeout_ms;
+
+	/* Idle is when reclamation costs nobody anything. */
+	shm_writer_reclaim(&d->w);
+	if (due >= 0 && due < until)
+		until = due;
+	timeout_ms = until <= (int64_t)now ? 0 : (int)((until - (int64_t)now) / 1000000) + 1;
+	ring_bell_wait(&d->bell->bell, work_ready, d, timeout_ms);
+}
+
+/* ---------- start and stop ---------- */
+
+static int replay(void *arg, uint64_t seq, int op, const void *key, uint32_t klen, const void *val,
+		  uint32_t vlen)
+{
+	struct shardd *d = arg;
+	int rc;
+
+	/* The record gets the sequence number it had in the log. */
+	atomic_store_explicit(&d->sh->seq, seq - 1, memory_order_relaxed);
+	if (op == WAL_OP_SET)
+		rc = shm_writer_set(&d->w, key, klen, val, vlen);
+	else
+		rc = shm_writer_del(&d->w, key, klen);
+	if (rc == SHM_ENOTFOUND)
+		rc = SHM_OK;
+	atomic_store_explicit(&d->sh->seq, seq, memory_order_relaxed);
+	return rc == SHM_OK ? 0 : -1;
+}
+
+static int recover(struct shardd *d)
+{
+	char dir[4200];
+	uint64_t last = 0, t0 = now_ns();
+	int rc;
+
+	snprintf(dir, sizeof(dir), "%s/shard-%02u", d->e->cfg.data_dir, d->id);
+	if (d->e->cfg.sync != WAL_SYNC_NONE && mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		log_error("cannot create %s: %s", dir, strerror(errno));
+		return SHARDD_EXIT_CRASH;
+	}
+	if (wal_open(&d->wal, dir, d->id, d->e->cfg.sync, d->e->cfg.sync_interval_ms) != WAL_OK) {
+		log_error("cannot open the log in %s: %s", dir, wal_errmsg(&d->wal));
+		return SHARDD_EXIT_CRASH;
+	}
+	rc = shm_writer_open_fresh(&d->w, &d->e->seg, d->id, 0);
+	if (rc != SHM_OK) {
+		log_error("cannot create the table: %s", shm_strerror(rc));
+		return SHARDD_EXIT_CRASH;
+	}
+	atomic_store_explicit(&d->sh->seq, 0, memory_order_relaxed);
+	rc = wal_recover(&d->wal, replay, d, &last);
+	if (rc != WAL_OK) {
+		log_error("recovery failed: %s", wal_errmsg(&d->wal));
+		return rc == WAL_ECORRUPT ? SHARDD_EXIT_CORRUPT : SHARDD_EXIT_CRASH;
+	}
+	atomic_store_explicit(&d->sh->seq, last, memory_order_release);
+	d->w.readers = d->e->readers;
+	d->w.nreaders = d->e->cfg.max_clients;
+	if (shm_writer_publish(&d->w) != SHM_OK)
+		log_warn("the previous table could not be queued for freeing; its memory stays taken");
+	log_info("recovered to seq %llu in %.1f ms", (unsigned long long)last,
+		 (double)(now_ns() - t0) / 1e6);
+	wal_batch_begin(&d->wal);
+	return 0;
+}
+
+static int setup(struct shardd *d, struct engine *e, uint32_t id)
+{
+	char tag[32];
+	struct sigaction sa = { 0 };
+
+	memset(d, 0, sizeof(*d));
+	d->e = e;
+	d->id = id;
+	snprintf(tag, sizeof(tag), "shard %02u", id);
+	log_set_tag(tag);
+	sa.sa_handler = on_stop;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	d->sh = shm_shard_at(&e->seg, id);
+	d->bell = engine_doorbell(e, id);
+	d->peers = calloc(e->cfg.max_clients, sizeof(*d->peers));
+	d->again = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->again));
+	d->req = malloc(CHAN_SQ_DATA);
+	d->bulk = malloc(CHAN_BULK_BYTES);
+	if (d->sh == NULL || d->peers == NULL || d->again == NULL || d->req == NULL || d->bulk == NULL) {
+		log_error("out of memory at start");
+		return SHARDD_EXIT_CRASH;
+	}
+	d->seen_version = UINT64_MAX;
+	return 0;
+}
+
+static void serve(struct shardd *d)
+{
+	bool more = true;
+
+	while (!stop_requested || more) {
+		uint64_t now = now_ns();
+		bool sweep = now >= d->next_sweep_ns;
+		int fatal;
+
+		sync_peers(d);
+		if (sweep)
+			d->next_sweep_ns = now + CHAN_SWEEP_MS * 1000000ull;
+		more = gather(d, sweep);
+		fatal = finish_round(d);
+		if (fatal || wal_sync_if_due(&d->wal, now_ns()) != WAL_OK) {
+			if (!fatal)
+				log_error("periodic log sync failed: %s; restarting", wal_errmsg(&d->wal));
+			exit(SHARDD_EXIT_IO);
+		}
+		if (more)
+			continue;
+		if (stop_requested)
+			break;
+		idle(d);
+	}
+}
+
+int shardd_run(struct engine *e, uint32_t id)
+{
+	struct shardd d;
+	int rc;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != e->reg->amorad_pid)
+		return SHARDD_EXIT_ORPHAN;
+	rc = setup(&d, e, id);
+	if (rc == 0)
+		rc = recover(&d);
+	if (rc != 0) {
+		if (rc == SHARDD_EXIT_CORRUPT)
+			atomic_store(&d.sh->state, SHM_SHARD_FAILED);
+		return rc;
+	}
+	atomic_store_explicit(&d.sh->state, SHM_SHARD_READY, memory_order_release);
+	serve(&d);
+	/* Drained: every request taken was answered. Make it all durable. */
+	if (wal_sync(&d.wal) != WAL_OK) {
+		log_error("final log sync failed: %s", wal_errmsg(&d.wal));
+		return SHARDD_EXIT_IO;
+	}
+	shm_writer_close(&d.w);
+	wal_close(&d.wal);
+	atomic_store(&d.sh->state, SHM_SHARD_STOPPED);
+	return SHARDD_EXIT_OK;
+}

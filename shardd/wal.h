@@ -1,0 +1,157 @@
+/*
+ * wal.h — the write-ahead log of one shard.
+ *
+ * The shard process is the only writer of its log, a directory
+ * DATA_DIR/shard-NN/ holding segment files wal-<first seq, 16 hex>.log (the
+ * byte format and its validity rules are at the top of wal.c). Use:
+ *
+ *     wal_open(&w, dir, id, mode, interval_ms);
+ *     wal_recover(&w, apply, arg, &last_seq);   // replay, then ready to append
+ *     loop:
+ *         wal_batch_begin(&w);
+ *         wal_batch_add(&w, seq, WAL_OP_SET, k, kl, v, vl);  // per effect
+ *         wal_batch_commit(&w);       // one write(2); + fdatasync if "always"
+ *         ... acknowledge the batch ...
+ *         sleep at most until wal_next_sync_ns(&w); wal_sync_if_due(&w, now);
+ *     wal_sync(&w); wal_close(&w);
+ *
+ * A batch is one frame on disk, so recovery replays all of its records or
+ * none. Seqs start at 1 and strictly increase across batches (gaps are
+ * allowed); wal_recover's last_seq is 0 for an empty log.
+ *
+ * Errors: every function returns WAL_OK or a negative WAL_E* code and keeps
+ * a message naming the file and offset (wal_errmsg). After WAL_EIO the log
+ * is failed for good: every later call returns WAL_EIO, and the shard must
+ * exit and recover from disk in a new process (after a failed write or
+ * fdatasync the kernel's idea of the file cannot be trusted; this is the
+ * PostgreSQL "fsyncgate" lesson). A failed commit never leaves a batch that
+ * recovery would replay: the file is truncated back to the batch start, and
+ * if even that fails the partial frame fails its checksum.
+ *
+ * WAL_SYNC_NONE keeps no files at all: every call succeeds and does
+ * nothing, wal_recover replays nothing.
+ *
+ * Time: now_ns and wal_next_sync_ns() are CLOCK_MONOTONIC nanoseconds.
+ * Not thread-safe: one struct wal per shard, used by its loop only.
+ */
+#ifndef AMORA_WAL_H
+#define AMORA_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum wal_sync_mode { WAL_SYNC_ALWAYS = 0, WAL_SYNC_PERIODIC = 1, WAL_SYNC_NONE = 2 };
+
+enum wal_op { WAL_OP_SET = 1, WAL_OP_DEL = 2 };
+
+enum wal_err {
+	WAL_OK = 0,
+	WAL_EIO = -1,       /* open, write, sync or truncate failed; the log is now failed */
+	WAL_ECORRUPT = -2,  /* the log is damaged inside (not just a torn tail) */
+	WAL_EINVAL = -3,    /* bad argument: op, lengths, seq not increasing, call order */
+	WAL_ENOMEM = -4,    /* batch buffer could not grow */
+	WAL_EFULL = -5,     /* the batch would pass WAL_BATCH_MAX: commit, then add again */
+	WAL_EAPPLY = -6,    /* the replay callback returned non-zero */
+};
+
+#define WAL_DEFAULT_SEGMENT_BYTES (64ull << 20)
+#define WAL_DEFAULT_SYNC_MS 100u
+#define WAL_BATCH_MAX (1u << 30)       /* record bytes in one batch frame */
+#define WAL_PREALLOC_STEP (4ull << 20) /* segments grow by fallocate in these steps */
+
+/* Replay callback: one record of a valid batch, oldest first. key/val point
+ * into the log's mapping and are valid only during the call. Return 0 to go
+ * on; anything else stops recovery with WAL_EAPPLY. */
+typedef int (*wal_apply_fn)(void *arg, uint64_t seq, int op, const void *key, uint32_t klen,
+			    const void *val, uint32_t vlen);
+
+struct wal {
+	enum wal_sync_mode mode;
+	uint32_t shard_id;
+	uint64_t sync_interval_ns;
+	uint64_t segment_bytes;   /* rotate once a segment would pass this */
+	char *dir;
+	int dirfd;
+	int fd;                   /* current segment, -1 until the first commit */
+	char seg_name[32];        /* its file name */
+	uint64_t seg_first_seq;
+	uint64_t write_off;       /* end of the last valid frame: next frame goes here */
+	uint64_t alloc_end;       /* file size (preallocated zeros past write_off) */
+	int prealloc_ok;          /* 0 once the file system said "not supported" */
+	uint64_t last_seq;        /* last seq committed (or recovered) */
+	int recovered;            /* appends are allowed only after wal_recover */
+	int failed;               /* sticky after WAL_EIO */
+	int dirty;                /* written but not yet fdatasync'ed (periodic) */
+	uint64_t dirty_since_ns;
+	/* the open batch: a frame header slot, then its records */
+	uint8_t *buf;
+	size_t buf_len, buf_cap;
+	uint32_t batch_nrec;
+	uint64_t batch_first_seq, batch_last_seq;
+	/* counters for INFO and tests */
+	uint64_t stat_batches, stat_records, stat_bytes, stat_syncs;
+	char err[320];
+};
+
+int wal_open(struct wal *w, const char *dir, uint32_t shard_id, enum wal_sync_mode mode,
+	     uint32_t sync_interval_ms);
+/* Tests: smaller segments. Call after wal_open, before the first commit. */
+void wal_set_segment_bytes(struct wal *w, uint64_t bytes);
+int wal_recover(struct wal *w, wal_apply_fn fn, void *arg, uint64_t *last_seq);
+
+/* Start a batch (discarding any records added but not committed). */
+void wal_batch_begin(struct wal *w);
+/* Copy one record into the batch buffer. WAL_EINVAL for a bad op (DEL needs
+ * vlen 0), klen outside 1..SHM_KEY_MAX, vlen > SHM_VALUE_MAX or a seq not
+ * above every earlier one; WAL_EFULL when the batch would pass WAL_BATCH_MAX. */
+int wal_batch_add(struct wal *w, uint64_t seq, int op, const void *key, uint32_t klen,
+		  const void *val, uint32_t vlen);
+/* Bytes of records in the open batch (to commit early on a size budget). */
+size_t wal_batch_bytes(const struct wal *w);
+/* Write the batch as one frame with one write(2); in "always" mode also
+ * fdatasync before returning (group commit). An empty batch is a no-op. */
+int wal_batch_commit(struct wal *w);
+
+/* Periodic mode: fdatasync when dirty and the interval since the first
+ * unsynced commit has elapsed. */
+int wal_sync_if_due(struct wal *w, uint64_t now_ns);
+/* When the next periodic sync is due (CLOCK_MONOTONIC ns), -1 if clean. */
+int64_t wal_next_sync_ns(const struct wal *w);
+/* fdatasync now if dirty (shutdown). */
+int wal_sync(struct wal *w);
+/* Delete whole segments holding only seqs <= seq (after a checkpoint that
+ * covers them). Never deletes the segment being appended to. */
+int wal_drop_upto(struct wal *w, uint64_t seq);
+/* Closes files and frees memory; does not sync (call wal_sync first). */
+void wal_close(struct wal *w);
+const char *wal_errmsg(const struct wal *w);
+const char *wal_strerror(int code);
+
+/* ---- The segment decoder, on a memory buffer (recovery, fuzzers, tools) ---- */
+
+enum wal_scan_status {
+	WAL_SCAN_CLEAN = 0,  /* valid frames, then end of buffer or only zeros */
+	WAL_SCAN_TORN = 1,   /* valid frames up to `end`, then bytes that hold no valid frame */
+	WAL_SCAN_CORRUPT = 2 /* damage at `bad_off` with valid data after it, or a rule broken */
+};
+
+struct wal_scan {
+	/* in */
+	uint32_t shard_id;
+	uint64_t name_seq;      /* first seq from the file name */
+	uint64_t prev_seq;      /* last seq of the segments before (0: none) */
+	/* out */
+	enum wal_scan_status status;
+	uint64_t end;           /* offset past the last valid frame (0: header bad) */
+	uint64_t bad_off;       /* where the damage starts (TORN, CORRUPT) */
+	uint64_t last_seq;      /* last seq replayed, prev_seq if none */
+	uint64_t frames, records;
+	char why[160];
+};
+
+/* Validate the segment in buf[0..len) and call fn (may be NULL) for every
+ * record of every valid frame before the first bad byte. Returns WAL_OK
+ * (see sc->status) or WAL_EAPPLY. Never reads outside the buffer. */
+int wal_scan_buf(const void *buf, size_t len, wal_apply_fn fn, void *arg, struct wal_scan *sc);
+
+#endif
