@@ -47,6 +47,8 @@
 
 #define PER_CLIENT_BATCH 256 /* requests taken from one client per round */
 #define CQE_BYTES 32         /* ring bytes of one completion record */
+#define RECLAIM_IDLE_ITEMS 256
+#define RECLAIM_IDLE_NS (20 * 1000000ull)
 
 struct peer {
 	bool active;  /* rings attached */
@@ -77,6 +79,7 @@ struct shardd {
 	struct pending *pend;
 	size_t npend, cap;
 	uint64_t next_sweep_ns;
+	uint64_t next_reclaim_ns;
 	bool dirty;    /* the batch holds effects to log */
 };
 
@@ -356,17 +359,35 @@ static int work_ready(void *arg)
 	return 0;
 }
 
+/* Reclaim when idle, but not at every idle moment: a scan costs a
+ * membarrier (an IPI to every CPU running a reader), which would double the
+ * cost of a lone synchronous write. Returns when to try again (0: nothing
+ * is waiting to be freed). */
+static uint64_t reclaim_when_idle(struct shardd *d, uint64_t now)
+{
+	if (d->w.retired.n == 0)
+		return 0;
+	if (d->w.retired.n >= RECLAIM_IDLE_ITEMS || now >= d->next_reclaim_ns) {
+		shm_writer_reclaim(&d->w);
+		d->next_reclaim_ns = now + RECLAIM_IDLE_NS;
+		if (d->w.retired.n == 0)
+			return 0;
+	}
+	return d->next_reclaim_ns;
+}
+
 static void idle(struct shardd *d)
 {
 	uint64_t now = now_ns();
 	int64_t due = wal_next_sync_ns(&d->wal);
 	int64_t until = (int64_t)d->next_sweep_ns;
+	int64_t reclaim = (int64_t)reclaim_when_idle(d, now);
 	int timeout_ms;
 
-	/* Idle is when reclamation costs nobody anything. */
-	shm_writer_reclaim(&d->w);
 	if (due >= 0 && due < until)
 		until = due;
+	if (reclaim > 0 && reclaim < until)
+		until = reclaim;
 	timeout_ms = until <= (int64_t)now ? 0 : (int)((until - (int64_t)now) / 1000000) + 1;
 	ring_bell_wait(&d->bell->bell, work_ready, d, timeout_ms);
 }

@@ -47,17 +47,24 @@
  *
  * Format (all integers little-endian)
  * -----------------------------------
- * Segment header, 32 bytes at offset 0:
+ * Segment header, 40 bytes at offset 0:
  *
  *     0   u32  magic      0x4c574d41, the bytes "AMWL"
  *     4   u32  version    1
  *     8   u32  shard_id   the shard that owns the directory
- *     12  u32  hdr_size   32
+ *     12  u32  hdr_size   40
  *     16  u64  first_seq  == the seq in the file name, >= 1
- *     24  u32  reserved   0
- *     28  u32  crc        CRC32C of bytes 0..27
+ *     24  u64  prev_seq   last seq logged before this segment (0: none), < first_seq
+ *     32  u32  reserved   0
+ *     36  u32  crc        CRC32C of bytes 0..35
  *
- * Then frames, back to back, each starting at an 8-aligned offset (32, ...):
+ * prev_seq chains the segments: a segment that goes missing between two
+ * others breaks the chain and is reported, although seqs may have gaps.
+ * The first segment's prev_seq says after which seq the log begins (older
+ * segments are dropped once a checkpoint covers them): a checkpoint older
+ * than that would leave a hole, which the caller can check (wal.base_seq).
+ *
+ * Then frames, back to back, each starting at an 8-aligned offset (40, ...):
  *
  *     0   u32  magic      0x46574d41, the bytes "AMWF"
  *     4   u32  hdr_crc    CRC32C of frame bytes 8..31
@@ -83,9 +90,9 @@
  * Segment header: magic and crc right, else the header is damaged; a
  * damaged header followed by no intact frame is a torn file (only the last
  * segment may be one: it is removed), otherwise corruption. With a right
- * crc, version, hdr_size, reserved, shard_id and first_seq (equal to the
- * name's, greater than the last seq of the segments before) must hold, else
- * corruption.
+ * crc, version, hdr_size, reserved, shard_id, first_seq (equal to the
+ * name's) and prev_seq (below first_seq; equal to the last seq of the
+ * segment before, if any) must hold, else corruption.
  *
  * A frame is INTACT when its magic, hdr_crc, and body_crc match and the
  * whole frame lies inside the file. It is VALID when it is intact and:
@@ -137,7 +144,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the WAL format is lit
 
 #define SEG_MAGIC 0x4c574d41u   /* "AMWL" */
 #define SEG_VERSION 1u
-#define SEG_HDR 32u
+#define SEG_HDR 40u
 #define FRAME_MAGIC 0x46574d41u /* "AMWF" */
 #define FRAME_HDR 32u
 #define REC_HDR 16u
@@ -377,7 +384,7 @@ static void corrupt(struct wal_scan *sc, uint64_t off)
 /* Segment header; returns 1 when frames may follow at SEG_HDR. */
 static int seg_header_ok(const uint8_t *buf, size_t len, struct wal_scan *sc, uint64_t *first)
 {
-	if (len < SEG_HDR || ld32(buf) != SEG_MAGIC || shm_crc32c(buf, 28) != ld32(buf + 28)) {
+	if (len < SEG_HDR || ld32(buf) != SEG_MAGIC || shm_crc32c(buf, 36) != ld32(buf + 36)) {
 		why(sc, len < SEG_HDR ? "file shorter than its header" : "segment header damaged");
 		sc->end = 0;
 		if (len < SEG_HDR || all_zero(buf, len))
@@ -387,15 +394,19 @@ static int seg_header_ok(const uint8_t *buf, size_t len, struct wal_scan *sc, ui
 		return 0;
 	}
 	*first = ld64(buf + 16);
-	if (ld32(buf + 4) != SEG_VERSION || ld32(buf + 12) != SEG_HDR || ld32(buf + 24) != 0)
+	sc->base_seq = ld64(buf + 24);
+	if (ld32(buf + 4) != SEG_VERSION || ld32(buf + 12) != SEG_HDR || ld32(buf + 32) != 0)
 		why(sc, "unsupported segment header (version %u)", ld32(buf + 4));
 	else if (ld32(buf + 8) != sc->shard_id)
 		why(sc, "segment belongs to shard %u, not %u", ld32(buf + 8), sc->shard_id);
 	else if (*first == 0 || (sc->name_seq != 0 && *first != sc->name_seq))
 		why(sc, "header first seq %" PRIu64 " does not match the name", *first);
-	else if (*first <= sc->prev_seq)
-		why(sc, "seq goes backwards: segment starts at %" PRIu64 " after %" PRIu64, *first,
-		    sc->prev_seq);
+	else if (sc->base_seq >= *first)
+		why(sc, "header prev seq %" PRIu64 " not below first seq %" PRIu64, sc->base_seq,
+		    *first);
+	else if (sc->chained && sc->base_seq != sc->prev_seq)
+		why(sc, "segment follows seq %" PRIu64 " but the segment before ends at %" PRIu64
+		    " (a segment is missing or seqs go backwards)", sc->base_seq, sc->prev_seq);
 	else
 		return 1;
 	corrupt(sc, 0);
@@ -431,10 +442,13 @@ int wal_scan_buf(const void *vbuf, size_t len, wal_apply_fn fn, void *arg, struc
 
 	sc->status = WAL_SCAN_CLEAN;
 	sc->end = sc->bad_off = sc->frames = sc->records = 0;
-	sc->last_seq = sc->prev_seq;
+	sc->base_seq = 0;
 	sc->why[0] = '\0';
+	sc->last_seq = sc->prev_seq;
 	if (!seg_header_ok(buf, len, sc, &first))
 		return WAL_OK;
+	if (!sc->chained)
+		sc->last_seq = sc->base_seq;
 	while (off < len) {
 		st = frame_at(buf, len, off, &f);
 		if (st != F_INTACT)
@@ -574,7 +588,8 @@ static int seg_finish(struct wal *w)
 	return WAL_OK;
 }
 
-static void seg_header(uint8_t h[SEG_HDR], uint32_t shard_id, uint64_t first_seq)
+static void seg_header(uint8_t h[SEG_HDR], uint32_t shard_id, uint64_t first_seq,
+		       uint64_t prev_seq)
 {
 	memset(h, 0, SEG_HDR);
 	st32(h, SEG_MAGIC);
@@ -582,7 +597,8 @@ static void seg_header(uint8_t h[SEG_HDR], uint32_t shard_id, uint64_t first_seq
 	st32(h + 8, shard_id);
 	st32(h + 12, SEG_HDR);
 	st64(h + 16, first_seq);
-	st32(h + 28, shm_crc32c(h, 28));
+	st64(h + 24, prev_seq);
+	st32(h + 36, shm_crc32c(h, 36));
 }
 
 /* Create wal-<first_seq>.log: header, allocation, file and directory
@@ -598,7 +614,7 @@ static int seg_create(struct wal *w, uint64_t first_seq)
 		return io_fail(w, "create", 0, -errno);
 	w->seg_first_seq = first_seq;
 	w->write_off = w->alloc_end = 0;
-	seg_header(h, w->shard_id, first_seq);
+	seg_header(h, w->shard_id, first_seq, w->last_seq);
 	if ((rc = walio_pwrite(w->fd, h, SEG_HDR, 0)) < 0)
 		return io_fail(w, "write of the segment header", 0, rc);
 	w->write_off = w->alloc_end = SEG_HDR;
@@ -769,9 +785,11 @@ static int scan_report(struct wal *w, const char *name, const struct wal_scan *s
 }
 
 /* Replay one segment; the last one is kept open for appends. */
-static int recover_segment(struct wal *w, uint64_t seq, int last, wal_apply_fn fn, void *arg)
+static int recover_segment(struct wal *w, uint64_t seq, int first, int last, wal_apply_fn fn,
+			   void *arg)
 {
-	struct wal_scan sc = { .shard_id = w->shard_id, .name_seq = seq, .prev_seq = w->last_seq };
+	struct wal_scan sc = { .shard_id = w->shard_id, .name_seq = seq, .prev_seq = w->last_seq,
+			       .chained = !first };
 	const uint8_t *map;
 	char name[32];
 	size_t len = 0;
@@ -792,6 +810,8 @@ static int recover_segment(struct wal *w, uint64_t seq, int last, wal_apply_fn f
 	if (rc == WAL_OK)
 		rc = scan_report(w, name, &sc, last);
 	w->last_seq = sc.last_seq;
+	if (first)
+		w->base_seq = sc.base_seq;
 	if (rc == WAL_OK && last)
 		return seg_adopt(w, fd, name, &sc, len);
 	close(fd);
@@ -814,7 +834,7 @@ int wal_recover(struct wal *w, wal_apply_fn fn, void *arg, uint64_t *last_seq)
 	if ((rc = list_segments(w, &segs, &n)) != WAL_OK)
 		return rc;
 	for (size_t i = 0; i < n && rc == WAL_OK; i++)
-		rc = recover_segment(w, segs[i], i + 1 == n, fn, arg);
+		rc = recover_segment(w, segs[i], i == 0, i + 1 == n, fn, arg);
 	free(segs);
 	*last_seq = w->last_seq;
 	if (rc == WAL_OK)

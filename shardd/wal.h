@@ -79,6 +79,9 @@ struct wal {
 	uint64_t alloc_end;       /* file size (preallocated zeros past write_off) */
 	int prealloc_ok;          /* 0 once the file system said "not supported" */
 	uint64_t last_seq;        /* last seq committed (or recovered) */
+	uint64_t base_seq;        /* after recovery: the log holds every record after
+				     this seq (older segments were dropped); a checkpoint
+				     below it would leave a hole */
 	int recovered;            /* appends are allowed only after wal_recover */
 	int failed;               /* sticky after WAL_EIO */
 	int dirty;                /* written but not yet fdatasync'ed (periodic) */
@@ -139,12 +142,14 @@ struct wal_scan {
 	/* in */
 	uint32_t shard_id;
 	uint64_t name_seq;      /* first seq from the file name */
-	uint64_t prev_seq;      /* last seq of the segments before (0: none) */
+	int chained;            /* 1: a segment comes before this one... */
+	uint64_t prev_seq;      /* ...and ends at this seq (its prev_seq must match) */
 	/* out */
 	enum wal_scan_status status;
 	uint64_t end;           /* offset past the last valid frame (0: header bad) */
 	uint64_t bad_off;       /* where the damage starts (TORN, CORRUPT) */
-	uint64_t last_seq;      /* last seq replayed, prev_seq if none */
+	uint64_t base_seq;      /* the header's prev_seq */
+	uint64_t last_seq;      /* last seq replayed (else prev_seq, or base_seq if unchained) */
 	uint64_t frames, records;
 	char why[160];
 };

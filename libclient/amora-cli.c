@@ -1,0 +1,318 @@
+/*
+ * amora-cli.c — `amora`, the command-line client of an Amora store.
+ *
+ *   amora [-s SOCKET] [-x] get|set|del|has|stats|ping ARGS...
+ *
+ * It attaches to a running amorad through libamora (amora_open on the
+ * control socket), runs one command and detaches. Reads therefore go
+ * straight to shared memory and writes through the shard rings, exactly as
+ * in any other client; the CLI is a thin layer and has no protocol of its
+ * own.
+ *
+ * Manners follow redis-cli, so that scripts written for one read naturally
+ * for the other:
+ *   - the socket is -s SOCKET, else $AMORA_SOCKET, else
+ *     amora-data/amora.sock (amorad's default data directory);
+ *   - options come before the command; everything after it is arguments,
+ *     so a value may start with '-';
+ *   - -x takes the value of `set` from stdin, byte for byte (also written
+ *     `set KEY -x`), so `amora -x set KEY < file` stores the file exactly;
+ *   - `get` writes the value's raw bytes to stdout and adds a newline only
+ *     when stdout is a terminal, so `amora get k > file` round-trips.
+ *
+ * Exit status: 0 success; 1 "no": get found no key, has found none;
+ * 2 error (usage, connection, store), with a message on stderr of the form
+ *   amora: <what>: <amora_strerror>: <amora_errmsg>
+ * `del` prints the number of keys removed (1 or 0) and exits 0 either way,
+ * as redis-cli's DEL does.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "amora.h"
+
+#define DEFAULT_SOCKET "amora-data/amora.sock"
+
+enum { EXIT_NO = 1, EXIT_ERR = 2 };
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: amora [-s SOCKET] [-x] COMMAND [ARG]...\n"
+		"Talk to a running amorad.\n"
+		"\n"
+		"Commands:\n"
+		"  get KEY         print the value (raw bytes); exit 1 if there is no such key\n"
+		"  set KEY VALUE   store VALUE under KEY; prints OK\n"
+		"  del KEY         remove KEY; prints 1 if it was there, 0 if not\n"
+		"  has KEY         print 1 (exit 0) if KEY exists, 0 (exit 1) if not\n"
+		"  stats           print the store's counters as 'name: value' lines\n"
+		"  ping            check that amorad and every shard are up; prints PONG\n"
+		"\n"
+		"Options:\n"
+		"  -s SOCKET       amorad's control socket (default $AMORA_SOCKET, else\n"
+		"                  %s)\n"
+		"  -x              read the VALUE of set from stdin, byte for byte\n"
+		"                  (amora -x set KEY < file; also: amora set KEY -x)\n"
+		"  -h, --help      print this help\n"
+		"\n"
+		"Exit status: 0 success, 1 no such key (get, has), 2 error.\n",
+		DEFAULT_SOCKET);
+}
+
+/* A usage error: what was wrong, then the usage text, exit 2. */
+__attribute__((format(printf, 1, 2)))
+static int bad_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("amora: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\n\n", stderr);
+	usage(stderr);
+	return EXIT_ERR;
+}
+
+/* A failure reported by libamora on handle db. */
+static int fail(amora *db, const char *what, int rc)
+{
+	const char *msg = amora_errmsg(db);
+
+	if (msg && *msg)
+		fprintf(stderr, "amora: %s: %s: %s\n", what, amora_strerror(rc), msg);
+	else
+		fprintf(stderr, "amora: %s: %s\n", what, amora_strerror(rc));
+	return EXIT_ERR;
+}
+
+/* Write all of buf to stdout and flush; a closed pipe or full disk is an
+ * error, not a silent truncation. */
+static int out_bytes(const void *buf, size_t n)
+{
+	if ((n && fwrite(buf, 1, n, stdout) != n) || fflush(stdout) != 0) {
+		fprintf(stderr, "amora: write to stdout: %s\n", strerror(errno));
+		return EXIT_ERR;
+	}
+	return 0;
+}
+
+static int out_line(const char *s)
+{
+	if (out_bytes(s, strlen(s)) != 0)
+		return EXIT_ERR;
+	return out_bytes("\n", 1);
+}
+
+/* All of stdin, refusing more than a value can hold (so a mistaken
+ * `amora -x set k < /dev/zero` stops instead of filling memory). */
+static int read_stdin(char **val, size_t *len)
+{
+	size_t cap = 0, n = 0, want, got;
+	char *buf = NULL, *nb;
+
+	do {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 65536;
+			if (!(nb = realloc(buf, cap))) {
+				free(buf);
+				fprintf(stderr, "amora: read stdin: out of memory\n");
+				return EXIT_ERR;
+			}
+			buf = nb;
+		}
+		want = cap - n;
+		got = fread(buf + n, 1, want, stdin);
+		n += got;
+		if (n > AMORA_VALUE_MAX) {
+			free(buf);
+			fprintf(stderr, "amora: read stdin: value larger than %u bytes\n",
+				AMORA_VALUE_MAX);
+			return EXIT_ERR;
+		}
+	} while (got == want); /* fread stops short only at end of file or error */
+	if (ferror(stdin)) {
+		free(buf);
+		fprintf(stderr, "amora: read stdin: %s\n", strerror(errno));
+		return EXIT_ERR;
+	}
+	*val = buf;
+	*len = n;
+	return 0;
+}
+
+/* ---------- commands ---------- */
+
+static int cmd_get(amora *db, char **args, int from_stdin)
+{
+	void *val;
+	size_t vlen;
+	int rc = amora_get_alloc(db, args[0], strlen(args[0]), &val, &vlen);
+
+	(void)from_stdin;
+	if (rc == AMORA_ENOTFOUND)
+		return EXIT_NO;
+	if (rc < 0)
+		return fail(db, "get", rc);
+	rc = out_bytes(val, vlen);
+	free(val);
+	if (rc == 0 && isatty(STDOUT_FILENO))
+		rc = out_bytes("\n", 1);
+	return rc;
+}
+
+static int cmd_set(amora *db, char **args, int from_stdin)
+{
+	char *val = args[1];
+	size_t vlen = from_stdin ? 0 : strlen(args[1]);
+	int rc;
+
+	if (from_stdin && (rc = read_stdin(&val, &vlen)) != 0)
+		return rc;
+	rc = amora_set(db, args[0], strlen(args[0]), val, vlen);
+	if (from_stdin)
+		free(val);
+	if (rc < 0)
+		return fail(db, "set", rc);
+	return out_line("OK");
+}
+
+static int cmd_del(amora *db, char **args, int from_stdin)
+{
+	int rc = amora_del(db, args[0], strlen(args[0]));
+
+	(void)from_stdin;
+	if (rc == AMORA_ENOTFOUND)
+		return out_line("0");
+	if (rc < 0)
+		return fail(db, "del", rc);
+	return out_line("1");
+}
+
+static int cmd_has(amora *db, char **args, int from_stdin)
+{
+	int rc = amora_has(db, args[0], strlen(args[0]));
+
+	(void)from_stdin;
+	if (rc < 0)
+		return fail(db, "has", rc);
+	if (out_line(rc ? "1" : "0") != 0)
+		return EXIT_ERR;
+	return rc ? 0 : EXIT_NO;
+}
+
+static int cmd_stats(amora *db, char **args, int from_stdin)
+{
+	struct amora_stats st;
+	int rc = amora_stats(db, &st);
+
+	(void)args, (void)from_stdin;
+	if (rc < 0)
+		return fail(db, "stats", rc);
+	printf("shards: %u\nshards_ready: %u\nkeys: %llu\nmemory_limit: %llu\n"
+	       "memory_used: %llu\nrecord_bytes: %llu\nfragmentation: %.4f\n",
+	       st.shards, st.shards_ready, (unsigned long long)st.keys,
+	       (unsigned long long)st.memory_limit, (unsigned long long)st.memory_used,
+	       (unsigned long long)st.record_bytes, st.fragmentation);
+	return out_bytes(NULL, 0);
+}
+
+static int cmd_ping(amora *db, char **args, int from_stdin)
+{
+	int rc = amora_heartbeat(db);
+
+	(void)args, (void)from_stdin;
+	if (rc < 0)
+		return fail(db, "ping", rc);
+	return out_line("PONG");
+}
+
+/* ---------- command table and main ---------- */
+
+struct command {
+	const char *name;
+	int nargs;          /* arguments after the name */
+	const char *args;   /* for messages */
+	int (*fn)(amora *db, char **args, int from_stdin);
+};
+
+static const struct command commands[] = {
+	{ "get", 1, "KEY", cmd_get },
+	{ "set", 2, "KEY VALUE", cmd_set },
+	{ "del", 1, "KEY", cmd_del },
+	{ "has", 1, "KEY", cmd_has },
+	{ "stats", 0, "", cmd_stats },
+	{ "ping", 0, "", cmd_ping },
+};
+
+static const struct command *find_command(const char *name)
+{
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+/* Check the argument count (n after the command name); `set KEY -x` is
+ * folded into -x. Returns 0 or a usage error. */
+static int check_args(const struct command *c, int n, char **args, int *from_stdin)
+{
+	int is_set = strcmp(c->name, "set") == 0;
+
+	if (is_set && n == 2 && strcmp(args[1], "-x") == 0) {
+		*from_stdin = 1;
+		n = 1;
+	}
+	if (*from_stdin && !is_set)
+		return bad_usage("-x applies only to set, not to %s", c->name);
+	if (n == (*from_stdin ? 1 : c->nargs))
+		return 0;
+	return bad_usage("wrong number of arguments for '%s' (usage: %s%s%s)", c->name,
+			 c->name, *c->args ? " " : "", *from_stdin ? "KEY" : c->args);
+}
+
+int main(int argc, char **argv)
+{
+	const char *sock = getenv("AMORA_SOCKET");
+	const struct command *c;
+	int from_stdin = 0, i, rc;
+	amora *db;
+
+	if (!sock || !*sock)
+		sock = DEFAULT_SOCKET;
+	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (strcmp(argv[i], "-x") == 0) {
+			from_stdin = 1;
+		} else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) {
+			sock = argv[++i];
+		} else if (strcmp(argv[i], "-s") == 0) {
+			return bad_usage("-s needs a socket path");
+		} else {
+			return bad_usage("unknown option '%s'", argv[i]);
+		}
+	}
+	if (i == argc)
+		return bad_usage("no command given");
+	if (!(c = find_command(argv[i])))
+		return bad_usage("unknown command '%s'", argv[i]);
+	if ((rc = check_args(c, argc - i - 1, argv + i + 1, &from_stdin)) != 0)
+		return rc;
+
+	rc = amora_open(sock, &db);
+	if (rc < 0) {
+		fprintf(stderr, "amora: connect to %s: %s%s\n", sock, amora_strerror(rc),
+			rc == AMORA_ESYS ? " (is amorad running? see -s and AMORA_SOCKET)" : "");
+		return EXIT_ERR;
+	}
+	rc = c->fn(db, argv + i + 1, from_stdin);
+	amora_close(db); /* nothing buffered: the commands wait for their writes */
+	return rc;
+}
