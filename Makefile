@@ -20,7 +20,7 @@ SHM_LIBS = -lisal -lpthread
 
 PACKAGES = gcc make pkg-config libc6-dev clang libclang-rt-14-dev libbpf-dev bpftool \
 	systemtap-sdt-dev libcriterion-dev liblz4-dev lz4 libxxhash-dev libisal-dev valgrind \
-	liblmdb-dev
+	liblmdb-dev redis-tools
 
 SHM_SRC := $(wildcard shm/*.c)
 SHM_OBJ := $(SHM_SRC:%.c=$(BUILD)/%.o)

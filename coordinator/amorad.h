@@ -41,6 +41,7 @@ struct amorad {
 	size_t nconns;
 	uint32_t attached;
 	struct shardproc *shards;
+	bool listening;
 	bool stopping;
 	uint64_t stop_deadline_ns;
 	uint64_t started_ns;

@@ -9,10 +9,9 @@
  *   3. signals become events (signalfd) before any fork, so a shard that
  *      dies at once is still reaped;
  *   4. the shards are forked (each recovers its log);
- *   5. only then the control socket: a client that can connect finds every
- *      shard forked. A shard still recovering is not yet READY: reads of
- *      its keys find its previous table (empty on a fresh start) and writes
- *      wait in its rings until it serves.
+ *   5. only once every shard has recovered, the control socket: a client
+ *      that can connect reads the whole store. (A shard restarted later
+ *      recovers while readers go on reading the table it left.)
  *
  * Stop (SIGTERM, SIGINT, SHUTDOWN): close the socket, SIGTERM every shard;
  * each drains what it has taken, syncs its log and exits 0; amorad exits
@@ -112,6 +111,41 @@ static void on_signal(struct amorad *a)
 	}
 }
 
+/* Every shard has recovered (or failed for good). */
+static bool shards_settled(const struct amorad *a)
+{
+	for (uint32_t s = 0; s < a->e.cfg.shards; s++) {
+		uint32_t st = atomic_load(&shm_shard_at(&a->e.seg, s)->state);
+
+		if (st != SHM_SHARD_READY && st != SHM_SHARD_FAILED)
+			return false;
+	}
+	return true;
+}
+
+/* The socket opens once the shards have recovered: a client that connects
+ * reads the whole store, never a half-replayed one. */
+static void maybe_listen(struct amorad *a)
+{
+	const struct amorad_config *cfg = &a->e.cfg;
+	char err[PATH_MAX + 256];
+
+	if (a->listening || a->stopping || !shards_settled(a))
+		return;
+	a->listening = true;
+	if (srv_listen(a, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		a->exit_code = 1;
+		amorad_begin_stop(a, "cannot listen");
+		return;
+	}
+	log_info("serving %s: %u shards recovered in %.0f ms, %llu MiB, sync %s, data in %s",
+		 cfg->socket_path, cfg->shards, (double)(amorad_now_ns() - a->started_ns) / 1e6,
+		 (unsigned long long)(cfg->memory >> 20),
+		 cfg->sync == WAL_SYNC_ALWAYS ? "always" : cfg->sync == WAL_SYNC_NONE ? "none" : "periodic",
+		 cfg->data_dir);
+}
+
 static void run(struct amorad *a)
 {
 	struct epoll_event ev[64];
@@ -130,6 +164,7 @@ static void run(struct amorad *a)
 			else
 				srv_event(a, p, ev[i].events);
 		}
+		maybe_listen(a);
 		if (amorad_now_ns() >= next_tick) {
 			next_tick = amorad_now_ns() + AMORAD_TICK_MS * 1000000ull;
 			sup_tick(a);
@@ -183,15 +218,6 @@ int main(int argc, char **argv)
 		sup_stop_all(&a);
 		return 1;
 	}
-	if (srv_listen(&a, err, sizeof(err)) != 0) {
-		log_error("%s", err);
-		sup_stop_all(&a);
-		return 1;
-	}
-	log_info("serving %s: %u shards, %llu MiB, sync %s, data in %s", cfg.socket_path,
-		 cfg.shards, (unsigned long long)(cfg.memory >> 20),
-		 cfg.sync == WAL_SYNC_ALWAYS ? "always" : cfg.sync == WAL_SYNC_NONE ? "none" : "periodic",
-		 cfg.data_dir);
 	run(&a);
 	srv_close_all(&a);
 	log_info("stopped");

@@ -261,6 +261,12 @@ static void cmd_attach(struct amorad *a, struct conn *c)
 	}
 	slot = free_slot(a);
 	if (slot < 0) {
+		/* A slot whose client just left may be waiting only for the
+		 * tick to see the shards' acknowledgements. */
+		srv_tick(a);
+		slot = free_slot(a);
+	}
+	if (slot < 0) {
 		resp_add_errorf(&c->out, "BUSY all %u client slots are taken (max-clients)",
 				e->cfg.max_clients);
 		return;

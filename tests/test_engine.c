@@ -1,0 +1,448 @@
+/*
+ * test_engine.c — the whole store, as users run it: a real amorad with its
+ * shard processes, real client processes, real files, real kills.
+ *
+ * The checks are about acknowledged writes: a write counts once its call
+ * returned 0, and from then on every read that begins later, in any
+ * process, must see it, across shard crashes and coordinator restarts.
+ */
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#include "proc.h"
+
+#define SHARDS "8"
+
+static struct daemon D;
+
+static void setup(void)
+{
+	memset(&D, 0, sizeof(D));
+	proc_tmpdir(&D);
+}
+
+static void teardown(void)
+{
+	proc_cleanup(&D);
+}
+
+TestSuite(engine, .init = setup, .fini = teardown, .timeout = 120);
+
+static amora *open_db(void)
+{
+	amora *db = NULL;
+	int rc = amora_open(D.sock, &db);
+
+	cr_assert_eq(rc, AMORA_OK, "amora_open: %s", amora_strerror(rc));
+	return db;
+}
+
+static void expect_value(amora *db, const char *prefix, int i, int version)
+{
+	char k[64], want[128], got[128];
+	size_t vlen = 0;
+	int kl = proc_key(k, prefix, i), wl = proc_val(want, i, version);
+	int rc = amora_get(db, k, (size_t)kl, got, sizeof(got), &vlen);
+
+	cr_assert_eq(rc, AMORA_OK, "get %s: %s %s", k, amora_strerror(rc), amora_errmsg(db));
+	cr_assert_eq(vlen, (size_t)wl, "get %s: length %zu, want %d", k, vlen, wl);
+	cr_assert_arr_eq(got, want, (size_t)wl, "get %s: wrong value", k);
+}
+
+static void expect_missing(amora *db, const char *prefix, int i)
+{
+	char k[64];
+	size_t vlen;
+	int kl = proc_key(k, prefix, i);
+
+	cr_assert_eq(amora_get(db, k, (size_t)kl, NULL, 0, &vlen), AMORA_ENOTFOUND, "%s exists", k);
+}
+
+static int put(amora *db, const char *prefix, int i, int version)
+{
+	char k[64], v[128];
+	int kl = proc_key(k, prefix, i), vl = proc_val(v, i, version);
+
+	return amora_set(db, k, (size_t)kl, v, (size_t)vl);
+}
+
+Test(engine, set_get_del_and_errors)
+{
+	char big[4097] = { 0 };
+	char *huge = calloc(1, AMORA_VALUE_MAX + 1);
+	void *val;
+	size_t vlen;
+	amora *db;
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
+	db = open_db();
+	cr_assert_eq(amora_set(db, "k", 1, "v", 1), AMORA_OK);
+	cr_assert_eq(amora_has(db, "k", 1), 1);
+	cr_assert_eq(amora_set(db, "empty", 5, "", 0), AMORA_OK);
+	cr_assert_eq(amora_get(db, "empty", 5, NULL, 0, &vlen), AMORA_OK, "an empty value is a value");
+	cr_assert_eq(vlen, 0);
+	/* invalid sizes: the documented error, nothing changes */
+	cr_assert_eq(amora_set(db, "", 0, "v", 1), AMORA_EINVAL);
+	cr_assert(strstr(amora_errmsg(db), "empty key"));
+	cr_assert_eq(amora_set(db, big, sizeof(big), "v", 1), AMORA_EINVAL);
+	cr_assert(strstr(amora_errmsg(db), "4097"), "%s", amora_errmsg(db));
+	cr_assert_eq(amora_set(db, "h", 1, huge, AMORA_VALUE_MAX + 1), AMORA_EINVAL);
+	cr_assert_eq(amora_get(db, big, sizeof(big), NULL, 0, &vlen), AMORA_EINVAL);
+	cr_assert_eq(amora_has(db, "h", 1), 0);
+	/* the largest key and value go through (the value via the bulk area) */
+	memset(big, 'K', AMORA_KEY_MAX);
+	memset(huge, 'x', AMORA_VALUE_MAX);
+	huge[12345] = 'y';
+	cr_assert_eq(amora_set(db, big, AMORA_KEY_MAX, huge, AMORA_VALUE_MAX), AMORA_OK, "%s",
+		     amora_errmsg(db));
+	cr_assert_eq(amora_get_alloc(db, big, AMORA_KEY_MAX, &val, &vlen), AMORA_OK);
+	cr_assert_eq(vlen, AMORA_VALUE_MAX);
+	cr_assert_arr_eq(val, huge, AMORA_VALUE_MAX);
+	free(val);
+	/* short buffer: full length reported, prefix copied */
+	char two[2];
+	cr_assert_eq(amora_get(db, big, AMORA_KEY_MAX, two, 2, &vlen), AMORA_OK);
+	cr_assert_eq(vlen, AMORA_VALUE_MAX);
+	cr_assert_eq(two[0], 'x');
+	cr_assert_eq(amora_del(db, "k", 1), AMORA_OK);
+	cr_assert_eq(amora_del(db, "k", 1), AMORA_ENOTFOUND);
+	cr_assert_eq(amora_has(db, "k", 1), 0);
+	cr_assert_eq(amora_heartbeat(db), AMORA_OK, "%s", amora_errmsg(db));
+	free(huge);
+	amora_close(db);
+}
+
+static void note_len(void *arg, size_t i, const void *v, size_t vl)
+{
+	(void)v;
+	((int *)arg)[i] = (int)vl;
+}
+
+Test(engine, buffered_mget_and_stats)
+{
+	struct amora_stats st;
+	const void *keys[3] = { "b:00000001", "nope", "b:00000002" };
+	size_t klens[3] = { 10, 4, 10 };
+	int seen[3] = { 0 };
+	amora *db;
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
+	db = open_db();
+	for (int i = 0; i < 5000; i++) {
+		char k[64], v[128];
+		int kl = proc_key(k, "b", i), vl = proc_val(v, i, 1);
+
+		cr_assert_eq(amora_set_buffered(db, k, (size_t)kl, v, (size_t)vl), AMORA_OK);
+	}
+	cr_assert_eq(amora_flush(db), AMORA_OK, "%s", amora_errmsg(db));
+	for (int i = 0; i < 5000; i += 97)
+		expect_value(db, "b", i, 1);
+	cr_assert_eq(amora_mget(db, 3, keys, klens, note_len, seen), 2);
+	cr_assert(seen[0] > 0 && seen[1] == 0 && seen[2] > 0);
+	cr_assert_eq(amora_stats(db, &st), AMORA_OK);
+	cr_assert_eq(st.keys, 5000);
+	cr_assert_eq(st.shards, 8);
+	cr_assert_eq(st.shards_ready, 8);
+	cr_assert(st.memory_used > 0 && st.memory_used <= st.memory_limit);
+	amora_close(db);
+}
+
+/* Writers publish the index of their last acknowledged write in shared
+ * memory; a reader that snapshots it before a read must find that write. */
+Test(engine, concurrent_clients_see_acknowledged_writes)
+{
+	enum { WRITERS = 3, READERS = 2, N = 1500 };
+	_Atomic int *acked = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t pids[WRITERS + READERS];
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
+	for (int c = 0; c < WRITERS; c++)
+		acked[c] = -1;
+	for (int c = 0; c < WRITERS + READERS; c++) {
+		pids[c] = fork();
+		if (pids[c] != 0)
+			continue;
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		amora *db;
+		if (amora_open(D.sock, &db) != AMORA_OK)
+			_exit(10);
+		if (c < WRITERS) {
+			char prefix[8];
+
+			snprintf(prefix, sizeof(prefix), "w%d", c);
+			for (int i = 0; i < N; i++) {
+				if (put(db, prefix, i, 1) != AMORA_OK)
+					_exit(11);
+				atomic_store(&acked[c], i);
+			}
+		} else {
+			for (int round = 0; round < 4 * N; round++) {
+				int w = round % WRITERS, a = atomic_load(&acked[w]);
+				char k[64], want[128], got[128], prefix[8];
+				size_t vlen;
+
+				if (a < 0)
+					continue;
+				snprintf(prefix, sizeof(prefix), "w%d", w);
+				int i = a - (round % (a + 1)); /* any acknowledged index */
+				int kl = proc_key(k, prefix, i), wl = proc_val(want, i, 1);
+				if (amora_get(db, k, (size_t)kl, got, sizeof(got), &vlen) != AMORA_OK ||
+				    vlen != (size_t)wl || memcmp(got, want, (size_t)wl) != 0)
+					_exit(12);
+			}
+		}
+		amora_close(db);
+		_exit(0);
+	}
+	for (int c = 0; c < WRITERS + READERS; c++) {
+		int status;
+
+		cr_assert_eq(waitpid(pids[c], &status, 0), pids[c]);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "client %d failed: status %d", c,
+			  status);
+	}
+}
+
+/* Sets, overwrites and deletes, then two restarts: everything acknowledged
+ * is there each time, deletes stay deleted. */
+static void restart_twice(const char *sync)
+{
+	amora *db;
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--sync", sync, NULL);
+	db = open_db();
+	for (int i = 0; i < 2000; i++)
+		cr_assert_eq(put(db, "r", i, 1), AMORA_OK);
+	for (int i = 0; i < 2000; i += 3)
+		cr_assert_eq(put(db, "r", i, 2), AMORA_OK);
+	for (int i = 1; i < 2000; i += 5) {
+		char k[64];
+		int kl = proc_key(k, "r", i);
+		cr_assert_eq(amora_del(db, k, (size_t)kl), AMORA_OK);
+	}
+	amora_close(db);
+	for (int round = 0; round < 2; round++) {
+		cr_assert_eq(proc_stop(&D, SIGTERM), 0, "amorad did not exit 0 on SIGTERM");
+		proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--sync", sync, NULL);
+		db = open_db();
+		for (int i = 0; i < 2000; i++) {
+			if (i % 5 == 1)
+				expect_missing(db, "r", i);
+			else
+				expect_value(db, "r", i, i % 3 == 0 ? 2 : 1);
+		}
+		/* new writes after each restart survive the next one */
+		for (int i = 0; i <= round; i++)
+			for (int j = 0; j < 200; j++)
+				cr_assert_eq(put(db, i ? "s1" : "s0", j, round), AMORA_OK);
+		for (int i = 0; i <= round; i++)
+			for (int j = 0; j < 200; j++)
+				expect_value(db, i ? "s1" : "s0", j, round);
+		amora_close(db);
+	}
+}
+
+Test(engine, restart_twice_periodic)
+{
+	restart_twice("periodic");
+}
+
+Test(engine, restart_twice_always)
+{
+	restart_twice("always");
+}
+
+Test(engine, kill9_shard_under_load)
+{
+	_Atomic int *acked = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t shards[16], writer;
+	int status;
+	amora *db;
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
+	cr_assert_eq(proc_children(D.pid, shards, 16), 8);
+	acked[0] = -1;
+	writer = fork();
+	if (writer == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (amora_open(D.sock, &db) != AMORA_OK)
+			_exit(10);
+		for (int i = 0; i < 4000; i++) {
+			int rc = put(db, "k9", i, 1);
+
+			if (rc != AMORA_OK) {
+				fprintf(stderr, "write %d: %s: %s\n", i, amora_strerror(rc), amora_errmsg(db));
+				_exit(11);
+			}
+			atomic_store(&acked[0], i);
+		}
+		_exit(amora_close(db) == AMORA_OK ? 0 : 12);
+	}
+	/* kill shards while the writer runs */
+	for (int k = 0; k < 4; k++) {
+		while (atomic_load(&acked[0]) < 500 * (k + 1) && waitpid(writer, NULL, WNOHANG) == 0)
+			usleep(1000);
+		kill(shards[k * 2], SIGKILL);
+	}
+	cr_assert_eq(waitpid(writer, &status, 0), writer);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer failed: %d", status);
+	db = open_db();
+	for (int i = 0; i <= atomic_load(&acked[0]); i++)
+		expect_value(db, "k9", i, 1);
+	cr_assert_eq(amora_heartbeat(db), AMORA_OK, "%s", amora_errmsg(db));
+	amora_close(db);
+	cr_assert(proc_log_has(&D, "died (signal 9); restarting"));
+}
+
+static int info_field(const char *field)
+{
+	char cmd[512], line[256];
+	int v = -1;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "redis-cli -s %s info 2>/dev/null", D.sock);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, field, strlen(field)) == 0 && line[strlen(field)] == ':')
+			v = atoi(line + strlen(field) + 1);
+	pclose(f);
+	return v;
+}
+
+Test(engine, kill9_client_mid_read_frees_its_slot)
+{
+	pid_t reader;
+	amora *a, *b;
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--max-clients", "2", NULL);
+	a = open_db();
+	cr_assert_eq(put(a, "x", 1, 1), AMORA_OK);
+	reader = fork();
+	if (reader == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		amora *db;
+		char buf[128];
+		size_t vl;
+		char k[64];
+		int kl = proc_key(k, "x", 1);
+
+		/* the slot of proc_start's probe may still be closing */
+		for (uint64_t t0 = proc_now_ms(); amora_open(D.sock, &db) != AMORA_OK; usleep(5000))
+			if (proc_now_ms() - t0 > 5000)
+				_exit(10);
+		for (;;)
+			amora_get(db, k, (size_t)kl, buf, sizeof(buf), &vl);
+	}
+	/* both slots taken: a third client is refused with EBUSY */
+	for (uint64_t t0 = proc_now_ms(); info_field("attached_clients") < 2; usleep(5000))
+		cr_assert(proc_now_ms() - t0 < 10000, "reader never attached");
+	cr_assert_eq(amora_open(D.sock, &b), AMORA_EBUSY);
+	usleep(50000);
+	kill(reader, SIGKILL);
+	waitpid(reader, NULL, 0);
+	/* the slot comes back, and writes (with reclamation) go on */
+	for (uint64_t t0 = proc_now_ms(); amora_open(D.sock, &b) != AMORA_OK; usleep(5000))
+		cr_assert(proc_now_ms() - t0 < 5000, "slot of the killed client never freed");
+	for (int v = 2; v < 3000; v++)
+		cr_assert_eq(put(b, "x", 1, v), AMORA_OK);
+	expect_value(a, "x", 1, 2999);
+	amora_close(b);
+	amora_close(a);
+}
+
+Test(engine, kill9_amorad_shards_exit_and_recovery)
+{
+	pid_t shards[16];
+	int n;
+	amora *db;
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
+	n = proc_children(D.pid, shards, 16);
+	cr_assert_eq(n, 8);
+	db = open_db();
+	for (int i = 0; i < 1000; i++)
+		cr_assert_eq(put(db, "a", i, 7), AMORA_OK);
+	cr_assert_eq(proc_stop(&D, SIGKILL), -SIGKILL);
+	/* the client notices */
+	cr_assert_eq(put(db, "a", 0, 8), AMORA_EGONE);
+	amora_close(db);
+	for (uint64_t t0 = proc_now_ms();; usleep(5000)) {
+		int alive = 0;
+
+		for (int i = 0; i < n; i++)
+			alive += proc_alive(shards[i]);
+		if (alive == 0)
+			break;
+		cr_assert(proc_now_ms() - t0 < 5000, "%d shards outlived amorad", alive);
+	}
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
+	db = open_db();
+	for (int i = 0; i < 1000; i++)
+		expect_value(db, "a", i, 7);
+	amora_close(db);
+}
+
+Test(engine, one_amorad_per_data_dir)
+{
+	char cmd[512];
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
+	snprintf(cmd, sizeof(cmd), AMORAD_BIN " --data-dir %s --shards 2 --memory 64M 2>&1 | grep -q 'another amorad'",
+		 D.dir);
+	cr_assert_eq(system(cmd), 0, "a second amorad on the same data dir was not refused");
+}
+
+Test(engine, redis_cli_ping)
+{
+	char cmd[512];
+
+	if (system("command -v redis-cli >/dev/null") != 0)
+		cr_skip_test("redis-cli is not installed (make deps installs redis-tools)");
+	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
+	snprintf(cmd, sizeof(cmd), "redis-cli -s %s ping | grep -qx PONG", D.sock);
+	cr_assert_eq(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "redis-cli -s %s info | grep -q shards_ready:2", D.sock);
+	cr_assert_eq(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "redis-cli -s %s shutdown >/dev/null 2>&1; true", D.sock);
+	cr_assert_eq(system(cmd), 0);
+	int status;
+	cr_assert_eq(waitpid(D.pid, &status, 0), D.pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	D.pid = 0;
+}
+
+/* A log write that fails: the client gets AMORA_EIO, the write is not in
+ * the store after the shard restarts, and the store goes on. */
+Test(engine, failed_log_write_changes_nothing)
+{
+	amora *db;
+	int rc, failed = -1;
+
+	proc_start_env(&D, "AMORA_WAL_FAULT=write:20:eio", "--shards", "1", "--memory", "64M", NULL);
+	db = open_db();
+	/* 30 writes: the restarted shard inherits the fault plan, and its
+	 * 20th write would fail again. */
+	for (int i = 0; i < 30; i++) {
+		rc = put(db, "f", i, 1);
+		if (rc == AMORA_EIO && failed < 0)
+			failed = i;
+		else
+			cr_assert_eq(rc, AMORA_OK, "write %d: %s %s", i, amora_strerror(rc), amora_errmsg(db));
+	}
+	cr_assert(failed >= 0, "the injected fault never surfaced");
+	cr_assert(proc_log_has(&D, "restarting"));
+	for (uint64_t t0 = proc_now_ms(); amora_heartbeat(db) != AMORA_OK; usleep(5000))
+		cr_assert(proc_now_ms() - t0 < 5000, "the shard did not come back");
+	expect_missing(db, "f", failed);
+	amora_close(db);
+	cr_assert_eq(proc_stop(&D, SIGTERM), 0);
+	proc_start(&D, "--shards", "1", "--memory", "64M", NULL);
+	db = open_db();
+	for (int i = 0; i < 30; i++)
+		if (i == failed)
+			expect_missing(db, "f", i);
+		else
+			expect_value(db, "f", i, 1);
+	amora_close(db);
+}
