@@ -8,8 +8,11 @@
  */
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "proc.h"
+#include "chan.h"
 
 #define SHARDS "8"
 
@@ -444,5 +447,113 @@ Test(engine, failed_log_write_changes_nothing)
 			expect_missing(db, "f", i);
 		else
 			expect_value(db, "f", i, 1);
+	amora_close(db);
+}
+
+/* Attach by hand, as a hostile client would: the channel is ours to
+ * scribble on. Returns the channel mapping; *shards and *slot are set. */
+static uint8_t *raw_attach(int *sock, uint32_t *shards, uint32_t *slot, uint8_t **bells,
+			   uint32_t *max_clients)
+{
+	static const char attach[] = "*1\r\n$12\r\nAMORA.ATTACH\r\n";
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char buf[512] = { 0 }, ctl[CMSG_SPACE(3 * sizeof(int))];
+	struct iovec iov = { buf, sizeof(buf) - 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+			      .msg_controllen = sizeof(ctl) };
+	unsigned long long v[8];
+	int fds[3];
+
+	strcpy(sa.sun_path, D.sock);
+	*sock = socket(AF_UNIX, SOCK_STREAM, 0);
+	cr_assert_eq(connect(*sock, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(send(*sock, attach, sizeof(attach) - 1, 0), (ssize_t)sizeof(attach) - 1);
+	usleep(100000); /* the whole reply arrives in one message */
+	cr_assert_gt(recvmsg(*sock, &msg, 0), 0);
+	cr_assert_eq(sscanf(buf, "*8\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu",
+			    &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]), 8);
+	memcpy(fds, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(fds));
+	*shards = (uint32_t)v[1];
+	*slot = (uint32_t)v[4];
+	*max_clients = (uint32_t)v[6];
+	*bells = mmap(NULL, v[7], PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+	uint8_t *chan = mmap(NULL, v[3], PROT_READ | PROT_WRITE, MAP_SHARED, fds[2], 0);
+	cr_assert(chan != MAP_FAILED && *bells != MAP_FAILED);
+	return chan;
+}
+
+Test(engine, garbage_in_a_ring_cuts_off_only_that_client)
+{
+	uint32_t shards, slot, max_clients;
+	uint8_t *bells, *chan;
+	struct ring sq;
+	char junk[64], c;
+	int sock;
+	amora *good;
+
+	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
+	good = open_db();
+	chan = raw_attach(&sock, &shards, &slot, &bells, &max_clients);
+	/* a record that is no request: bad op, reserved bytes set */
+	memset(junk, 0xa5, sizeof(junk));
+	cr_assert_eq(ring_attach(&sq, chan_sq_mem(chan, 0), chan_sq_bytes()), SHM_OK);
+	cr_assert_eq(ring_push(&sq, junk, sizeof(junk)), SHM_OK);
+	ring_publish(&sq);
+	chan_notify(chan_doorbell_at(bells, max_clients, 0), slot);
+	/* amorad hangs up on the bad client ... */
+	struct timeval tv = { 5, 0 };
+	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	cr_assert_eq(recv(sock, &c, 1, 0), 0, "amorad did not drop the client that sent garbage");
+	cr_assert(proc_log_has(&D, "sent a malformed request; cut off"));
+	/* ... and the others go on */
+	for (int i = 0; i < 100; i++)
+		cr_assert_eq(put(good, "g", i, 1), AMORA_OK);
+	expect_value(good, "g", 99, 1);
+	amora_close(good);
+	close(sock);
+}
+
+/* A log damaged in the middle stops its shard with an error naming the
+ * file and offset; the other shards serve, and that shard's keys answer
+ * AMORA_ECORRUPT to writes instead of hanging. */
+Test(engine, corrupt_log_inside_stops_only_its_shard)
+{
+	char path[512], k[64];
+	struct stat st;
+	amora *db;
+	int fd, kl, found = -1;
+
+	proc_start(&D, "--shards", "2", "--memory", "64M", "--sync", "always", NULL);
+	db = open_db();
+	for (int i = 0; i < 400; i++)
+		cr_assert_eq(put(db, "c", i, 1), AMORA_OK);
+	amora_close(db);
+	cr_assert_eq(proc_stop(&D, SIGTERM), 0);
+	/* flip a byte early in shard 0's first log segment */
+	snprintf(path, sizeof(path), "%s/shard-00/wal-0000000000000001.log", D.dir);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0, "no %s", path);
+	cr_assert_eq(fstat(fd, &st), 0);
+	cr_assert_gt(st.st_size, 2000);
+	char b;
+	cr_assert_eq(pread(fd, &b, 1, 200), 1);
+	b ^= 0x40;
+	cr_assert_eq(pwrite(fd, &b, 1, 200), 1);
+	close(fd);
+	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
+	cr_assert(proc_log_has(&D, "wal-0000000000000001.log"), "the error does not name the file");
+	cr_assert(proc_log_has(&D, "corrupt log"));
+	db = open_db();
+	amora_set_timeout(db, 2000);
+	for (int i = 0; i < 400 && found < 0; i++) {
+		kl = proc_key(k, "c", i);
+		int rc = amora_set(db, k, (size_t)kl, "x", 1);
+		if (rc == AMORA_ECORRUPT)
+			found = i;
+		else
+			cr_assert_eq(rc, AMORA_OK, "%s", amora_errmsg(db));
+	}
+	cr_assert(found >= 0, "no write reached the failed shard");
+	cr_assert_eq(amora_heartbeat(db), AMORA_ECORRUPT);
 	amora_close(db);
 }
