@@ -14,7 +14,7 @@ CFLAGS ?= $(OPT) -g -Wall -Wextra -fno-omit-frame-pointer -std=gnu11 -msse4.2
 CFLAGS += $(EXTRA_CFLAGS)
 CFLAGS += -fPIC
 CPPFLAGS += -Ishm -Icoordinator -Ishardd -Ilibclient -MMD -MP -D_GNU_SOURCE \
-	-DAMORA_BUILD_DIR='"$(BUILD)"' 
+	-DAMORA_BUILD_DIR='"$(BUILD)"' -DAMORA_EXTRA_LDFLAGS='"$(EXTRA_LDFLAGS)"'
 LDFLAGS += $(EXTRA_LDFLAGS)
 SHM_LIBS = -lisal -lpthread
 

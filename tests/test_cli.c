@@ -1,0 +1,115 @@
+/*
+ * test_cli.c — the amora CLI and the README's C example, against a real
+ * amorad: what they print, their exit statuses, binary values via -x.
+ */
+#include "proc.h"
+
+static struct daemon D;
+
+static void setup(void)
+{
+	memset(&D, 0, sizeof(D));
+	proc_tmpdir(&D);
+	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
+}
+
+static void teardown(void)
+{
+	proc_cleanup(&D);
+}
+
+TestSuite(cli, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Run `amora -s SOCK args`, capture stdout (up to cap bytes) and return
+ * the exit status. */
+static int cli(char *out, size_t cap, const char *args)
+{
+	char cmd[1024];
+	FILE *f;
+	size_t n;
+	int status;
+
+	snprintf(cmd, sizeof(cmd), AMORA_CLI " -s %s %s", D.sock, args);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	n = fread(out, 1, cap - 1, f);
+	out[n] = 0;
+	status = pclose(f);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+Test(cli, set_get_del_has_ping_stats)
+{
+	char out[4096];
+
+	cr_assert_eq(cli(out, sizeof(out), "set user:1 alice"), 0);
+	cr_assert_str_eq(out, "OK\n");
+	cr_assert_eq(cli(out, sizeof(out), "get user:1"), 0);
+	cr_assert_str_eq(out, "alice", "stdout is a pipe: no newline added");
+	cr_assert_eq(cli(out, sizeof(out), "get nobody"), 1);
+	cr_assert_str_eq(out, "");
+	cr_assert_eq(cli(out, sizeof(out), "has user:1"), 0);
+	cr_assert_str_eq(out, "1\n");
+	cr_assert_eq(cli(out, sizeof(out), "del user:1"), 0);
+	cr_assert_str_eq(out, "1\n");
+	cr_assert_eq(cli(out, sizeof(out), "del user:1"), 0);
+	cr_assert_str_eq(out, "0\n");
+	cr_assert_eq(cli(out, sizeof(out), "has user:1"), 1);
+	cr_assert_eq(cli(out, sizeof(out), "ping"), 0);
+	cr_assert_str_eq(out, "PONG\n");
+	cr_assert_eq(cli(out, sizeof(out), "stats"), 0);
+	cr_assert(strstr(out, "keys"), "%s", out);
+	cr_assert_eq(cli(out, sizeof(out), "set empty ''"), 0);
+	cr_assert_eq(cli(out, sizeof(out), "get empty"), 0, "an empty value is found");
+}
+
+Test(cli, binary_value_from_stdin)
+{
+	char in[300], path[300], out[4096], cmd[2048];
+	unsigned char bytes[256];
+	FILE *f;
+
+	for (int i = 0; i < 256; i++)
+		bytes[i] = (unsigned char)i;
+	snprintf(in, sizeof(in), "%s/in.bin", D.dir);
+	snprintf(path, sizeof(path), "%s/out.bin", D.dir);
+	f = fopen(in, "wb");
+	fwrite(bytes, 1, sizeof(bytes), f);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "-x set blob < %s", in);
+	cr_assert_eq(cli(out, sizeof(out), cmd), 0);
+	snprintf(cmd, sizeof(cmd), AMORA_CLI " -s %s get blob > %s && cmp %s %s", D.sock, path, in, path);
+	cr_assert_eq(system(cmd), 0, "the value read back differs from the file");
+}
+
+Test(cli, errors_exit_2_with_a_message)
+{
+	char cmd[2048];
+
+	snprintf(cmd, sizeof(cmd), AMORA_CLI " -s %s/nope.sock get k 2>&1 >/dev/null | grep -q '^amora: '; "
+		 "test $? -eq 0 && " AMORA_CLI " -s %s/nope.sock get k 2>/dev/null; test $? -eq 2",
+		 D.dir, D.dir);
+	cr_assert_eq(system(cmd), 0, "a dead socket must exit 2 with 'amora: ...' on stderr");
+	snprintf(cmd, sizeof(cmd), AMORA_CLI " -s %s frobnicate 2>/dev/null; test $? -eq 2", D.sock);
+	cr_assert_eq(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), AMORA_CLI " -s %s set '' v 2>&1 | grep -q 'invalid argument'", D.sock);
+	cr_assert_eq(system(cmd), 0, "an empty key must be refused with a message");
+}
+
+/* The C example from the README, compiled and run as a user would. */
+Test(cli, readme_example_compiles_and_runs)
+{
+	char cmd[2048], out[256];
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd),
+		 "cc -Wall -Werror " AMORA_EXTRA_LDFLAGS " libclient/examples/hello.c -Ilibclient -L" AMORA_BUILD_DIR
+		 " -lamora -Wl,-rpath," AMORA_BUILD_DIR " -o %s/hello && %s/hello %s",
+		 D.dir, D.dir, D.sock);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	size_t n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = 0;
+	cr_assert_eq(pclose(f), 0, "example failed: %s", out);
+	cr_assert_str_eq(out, "user:1 = alice\n");
+}
