@@ -47,7 +47,7 @@ CLI := $(BUILD)/amora
 TESTS := $(BUILD)/tests/amora-tests
 ALL_LIBS = $(SHM_LIBS) -llz4
 
-.PHONY: all test run-tests asan tsan bench run-bench fuzz deps clean
+.PHONY: all run test run-tests asan tsan bench run-bench fuzz deps clean
 .SUFFIXES:
 .SECONDARY:
 
@@ -87,6 +87,17 @@ $(BUILD)/tests/stress_%: $(BUILD)/tests/stress_%.o $(LIBSHM)
 
 $(BUILD)/perf/%: $(BUILD)/perf/%.o $(LIBAMORA) $(AMORAD)
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(LIBAMORA) $(SHM_LIBS) -llmdb -lm -o $@
+
+# The main job: installs what is missing, builds, runs amorad in the
+# foreground on ./amora-data (Ctrl-C stops it cleanly). RUN_ARGS adds options.
+run: deps
+	@$(MAKE) --no-print-directory $(AMORAD) $(CLI) $(LIBAMORA) $(LIBAMORA_SO)
+	@echo "amorad: data in amora-data/, socket amora-data/amora.sock. From another terminal:"
+	@echo "  $(CLI) -s amora-data/amora.sock set user:1 alice"
+	@echo "  $(CLI) -s amora-data/amora.sock get user:1"
+	@echo "  redis-cli -s amora-data/amora.sock ping"
+	@echo "Ctrl-C stops it (shards drain and sync first)."
+	@exec $(AMORAD) --data-dir amora-data $(RUN_ARGS)
 
 # The test command: installs what is missing, builds, runs every test.
 test: deps

@@ -443,8 +443,8 @@ static int recover(struct shardd *d)
 	d->w.nreaders = d->e->cfg.max_clients;
 	if (shm_writer_publish(&d->w) != SHM_OK)
 		log_warn("the previous table could not be queued for freeing; its memory stays taken");
-	log_info("recovered to seq %llu in %.1f ms", (unsigned long long)last,
-		 (double)(now_ns() - t0) / 1e6);
+	log_msg(last ? LOG_INFO : LOG_DEBUG, "recovered to seq %llu in %.1f ms",
+		(unsigned long long)last, (double)(now_ns() - t0) / 1e6);
 	wal_batch_begin(&d->wal);
 	return 0;
 }
