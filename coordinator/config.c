@@ -418,8 +418,7 @@ static int next_arg(int argc, char **argv, int *i, struct arg *a, char *err, siz
 		return 0;
 	}
 	if (strncmp(s, "--", 2) != 0 || !s[2]) {
-		snprintf(err, errlen, "unexpected argument '%s' (amorad takes only options; "
-			 "see --help)", s);
+		snprintf(err, errlen, "unexpected argument '%s' (amorad takes only options)", s);
 		return -1;
 	}
 	a->name = s + 2;
@@ -427,8 +426,7 @@ static int next_arg(int argc, char **argv, int *i, struct arg *a, char *err, siz
 	a->name_len = eq ? (size_t)(eq - a->name) : strlen(a->name);
 	a->o = find_opt(a->name, a->name_len);
 	if (!a->o) {
-		snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)a->name_len,
-			 a->name);
+		snprintf(err, errlen, "unknown option '--%.*s'", (int)a->name_len, a->name);
 		return -1;
 	}
 	if (a->o->kind == OPT_HELP || a->o->kind == OPT_VERSION) {

@@ -34,25 +34,6 @@
 #include "amorad.h"
 #include "log.h"
 
-uint64_t amorad_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-void amorad_begin_stop(struct amorad *a, const char *why)
-{
-	if (a->stopping)
-		return;
-	log_info("stopping (%s): shards drain and sync", why);
-	a->stopping = true;
-	a->stop_deadline_ns = amorad_now_ns() + AMORAD_STOP_TIMEOUT_MS * 1000000ull;
-	srv_close_listener(a);
-	sup_stop_all(a);
-}
-
 static int lock_data_dir(struct amorad *a, char *err, size_t errlen)
 {
 	char path[PATH_MAX + 16], pid[32];

@@ -418,7 +418,7 @@ static void handle_input(struct amorad *a, struct conn *c)
 		if (rc == RESP_INCOMPLETE)
 			break;
 		if (rc != RESP_OK) {
-			resp_add_error(&c->out, err);
+			resp_add_errorf(&c->out, "ERR %s", err);
 			c->close_after_write = true;
 			break;
 		}

@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "amorad.h"
@@ -30,6 +31,25 @@
 #define RESTART_FIRST_MS 10
 #define RESTART_MAX_MS 5000
 #define RESTART_STABLE_NS (10ull * 1000000000ull)
+
+uint64_t amorad_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void amorad_begin_stop(struct amorad *a, const char *why)
+{
+	if (a->stopping)
+		return;
+	log_info("stopping (%s): shards drain and sync", why);
+	a->stopping = true;
+	a->stop_deadline_ns = amorad_now_ns() + AMORAD_STOP_TIMEOUT_MS * 1000000ull;
+	srv_close_listener(a);
+	sup_stop_all(a);
+}
 
 static int start_shard(struct amorad *a, uint32_t s)
 {

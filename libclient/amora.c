@@ -381,7 +381,8 @@ int amora_get(amora *db, const void *key, size_t klen, void *buf, size_t cap, si
 	rc = lookup(db, key, klen, &kv);
 	if (rc == AMORA_OK) {
 		*vlen = kv.vlen;
-		memcpy(buf, kv.val, kv.vlen < cap ? kv.vlen : cap);
+		if (cap > 0)
+			memcpy(buf, kv.val, kv.vlen < cap ? kv.vlen : cap);
 	}
 	shm_epoch_leave(&db->hdr->epoch);
 	return rc;

@@ -1,0 +1,483 @@
+/*
+ * test_config.c — tests for coordinator/config.c (amorad's configuration).
+ *
+ * Each test builds an argv as amorad would get it and checks the loaded
+ * config or the exact error message: the messages are the user interface
+ * of a mistyped setting, so they are pinned here word for word. Config
+ * files are written to a temporary file per test. User and group names
+ * used are those every Debian system has (root = 0, daemon = 1).
+ */
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+
+static struct amorad_config cfg;
+static char err[512];
+
+#define ARGV(...) ((char *[]){ "amorad", __VA_ARGS__, NULL })
+#define ARGC(...) ((int)(sizeof((char *[]){ "amorad", __VA_ARGS__ }) / sizeof(char *)))
+/* config_load on the given arguments. */
+#define LOAD(...) config_load(&cfg, ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), err, sizeof(err))
+
+static void expect_ok(int rc)
+{
+	cr_assert_eq(rc, 0, "config_load: %d: %s", rc, err);
+}
+
+static void expect_err(int rc, const char *msg)
+{
+	cr_assert_eq(rc, -1, "config_load returned %d", rc);
+	cr_assert_str_eq(err, msg);
+}
+
+/* A config file with these contents; the path is static storage. */
+static char *write_file(const char *text)
+{
+	static char path[64];
+	int fd;
+
+	strcpy(path, "/tmp/amora-test-config-XXXXXX");
+	fd = mkstemp(path);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	return path;
+}
+
+/* ---------- defaults ---------- */
+
+Test(config, defaults)
+{
+	char *argv[] = { "amorad", NULL };
+
+	expect_ok(config_load(&cfg, 1, argv, err, sizeof(err)));
+	cr_assert_str_eq(cfg.data_dir, "amora-data");
+	cr_assert_str_eq(cfg.socket_path, "amora-data/amora.sock");
+	cr_assert_eq(cfg.memory, 4ull << 30);
+	cr_assert_eq(cfg.shards, 64);
+	cr_assert_eq(cfg.sync, WAL_SYNC_PERIODIC);
+	cr_assert_eq(cfg.sync_interval_ms, 100);
+	cr_assert_eq(cfg.max_clients, 64);
+	cr_assert_eq(cfg.n_uids, 1);
+	cr_assert_eq(cfg.allow_uids[0], geteuid());
+	cr_assert_eq(cfg.n_gids, 0);
+	cr_assert_eq(cfg.log_level, LOG_INFO);
+	cr_assert_str_eq(err, "");
+}
+
+/* ---------- each option ---------- */
+
+Test(config, data_dir_and_derived_socket)
+{
+	expect_ok(LOAD("--data-dir", "/var/lib/amora"));
+	cr_assert_str_eq(cfg.data_dir, "/var/lib/amora");
+	cr_assert_str_eq(cfg.socket_path, "/var/lib/amora/amora.sock");
+	expect_ok(LOAD("--data-dir", "/srv/a/"));
+	cr_assert_str_eq(cfg.socket_path, "/srv/a/amora.sock");
+}
+
+Test(config, socket)
+{
+	expect_ok(LOAD("--socket", "/run/amora.sock", "--data-dir", "/d"));
+	cr_assert_str_eq(cfg.socket_path, "/run/amora.sock");
+	cr_assert_str_eq(cfg.data_dir, "/d");
+}
+
+Test(config, memory_sizes)
+{
+	static const struct { const char *s; uint64_t v; } cases[] = {
+		{ "512M", 512ull << 20 }, { "4G", 4ull << 30 }, { "4GiB", 4ull << 30 },
+		{ "64mb", 64ull << 20 }, { "65536K", 64ull << 20 }, { "64G", 64ull << 30 },
+		{ "1073741824", 1ull << 30 }, { "1073741824B", 1ull << 30 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *argv[] = { "amorad", "--memory", (char *)cases[i].s, "--shards", "1", NULL };
+		expect_ok(config_load(&cfg, 5, argv, err, sizeof(err)));
+		cr_assert_eq(cfg.memory, cases[i].v, "%s", cases[i].s);
+	}
+}
+
+Test(config, shards)
+{
+	expect_ok(LOAD("--shards", "1"));
+	cr_assert_eq(cfg.shards, 1);
+	expect_ok(LOAD("--shards", "1024", "--memory", "4G"));
+	cr_assert_eq(cfg.shards, 1024);
+	expect_ok(LOAD("--shards", "16", "--memory", "64M"));
+	cr_assert_eq(cfg.shards, 16);
+}
+
+Test(config, sync_modes)
+{
+	expect_ok(LOAD("--sync", "always"));
+	cr_assert_eq(cfg.sync, WAL_SYNC_ALWAYS);
+	expect_ok(LOAD("--sync", "none"));
+	cr_assert_eq(cfg.sync, WAL_SYNC_NONE);
+	expect_ok(LOAD("--sync", "periodic", "--sync-interval-ms", "250"));
+	cr_assert_eq(cfg.sync, WAL_SYNC_PERIODIC);
+	cr_assert_eq(cfg.sync_interval_ms, 250);
+	expect_ok(LOAD("--sync-interval-ms", "1"));
+	expect_ok(LOAD("--sync-interval-ms", "60000"));
+}
+
+Test(config, max_clients)
+{
+	expect_ok(LOAD("--max-clients", "1"));
+	cr_assert_eq(cfg.max_clients, 1);
+	expect_ok(LOAD("--max-clients", "1024"));
+	cr_assert_eq(cfg.max_clients, 1024);
+}
+
+Test(config, allow_uid_numbers_and_names)
+{
+	expect_ok(LOAD("--allow-uid", "1000,root,daemon,0"));
+	cr_assert_eq(cfg.n_uids, 4);
+	cr_assert_eq(cfg.allow_uids[0], 1000);
+	cr_assert_eq(cfg.allow_uids[1], 0);
+	cr_assert_eq(cfg.allow_uids[2], 1);
+	cr_assert_eq(cfg.allow_uids[3], 0);
+}
+
+Test(config, allow_gid_numbers_and_names)
+{
+	expect_ok(LOAD("--allow-gid", "root,daemon,4242"));
+	cr_assert_eq(cfg.n_gids, 3);
+	cr_assert_eq(cfg.allow_gids[0], 0);
+	cr_assert_eq(cfg.allow_gids[1], 1);
+	cr_assert_eq(cfg.allow_gids[2], 4242);
+	cr_assert_eq(cfg.n_uids, 1); /* uids keep their default */
+}
+
+Test(config, empty_id_lists)
+{
+	expect_ok(LOAD("--allow-uid", "", "--allow-gid="));
+	cr_assert_eq(cfg.n_uids, 0);
+	cr_assert_eq(cfg.n_gids, 0);
+}
+
+Test(config, max_ids)
+{
+	char list[32 * 3 + 8] = "";
+
+	for (int i = 0; i < 32; i++)
+		sprintf(list + strlen(list), "%s%d", i ? "," : "", i + 10);
+	expect_ok(LOAD("--allow-uid", list));
+	cr_assert_eq(cfg.n_uids, 32);
+	cr_assert_eq(cfg.allow_uids[31], 41);
+}
+
+Test(config, log_level)
+{
+	expect_ok(LOAD("--log-level", "debug"));
+	cr_assert_eq(cfg.log_level, LOG_DEBUG);
+	expect_ok(LOAD("--log-level", "error"));
+	cr_assert_eq(cfg.log_level, LOG_ERROR);
+}
+
+Test(config, equals_form)
+{
+	expect_ok(LOAD("--shards=8", "--memory=1G", "--data-dir=/x", "--sync=always",
+		       "--allow-uid=5,6", "--log-level=warn"));
+	cr_assert_eq(cfg.shards, 8);
+	cr_assert_eq(cfg.memory, 1ull << 30);
+	cr_assert_str_eq(cfg.data_dir, "/x");
+	cr_assert_eq(cfg.sync, WAL_SYNC_ALWAYS);
+	cr_assert_eq(cfg.n_uids, 2);
+	cr_assert_eq(cfg.log_level, LOG_WARN);
+	/* A value may contain '='. */
+	expect_ok(LOAD("--data-dir=/a=b"));
+	cr_assert_str_eq(cfg.data_dir, "/a=b");
+}
+
+Test(config, last_value_wins)
+{
+	expect_ok(LOAD("--shards", "8", "--shards", "4", "--allow-uid", "7,8", "--allow-uid", "9"));
+	cr_assert_eq(cfg.shards, 4);
+	cr_assert_eq(cfg.n_uids, 1);
+	cr_assert_eq(cfg.allow_uids[0], 9);
+}
+
+/* ---------- config file ---------- */
+
+Test(config, file_values)
+{
+	char *f = write_file(
+		"# amorad configuration\n"
+		"\n"
+		"data-dir = /var/lib/amora store\n"
+		"   memory=512M   \n"
+		"\tshards\t=\t8\r\n"
+		"sync = always\n"
+		"  # indented comment\n"
+		"sync-interval-ms = 50\n"
+		"max-clients = 10\n"
+		"allow-uid = root,1000\n"
+		"allow-gid = daemon\n"
+		"log-level = debug"); /* no final newline */
+
+	expect_ok(LOAD("--config", f));
+	cr_assert_str_eq(cfg.data_dir, "/var/lib/amora store");
+	cr_assert_str_eq(cfg.socket_path, "/var/lib/amora store/amora.sock");
+	cr_assert_eq(cfg.memory, 512ull << 20);
+	cr_assert_eq(cfg.shards, 8);
+	cr_assert_eq(cfg.sync, WAL_SYNC_ALWAYS);
+	cr_assert_eq(cfg.sync_interval_ms, 50);
+	cr_assert_eq(cfg.max_clients, 10);
+	cr_assert_eq(cfg.n_uids, 2);
+	cr_assert_eq(cfg.allow_uids[1], 1000);
+	cr_assert_eq(cfg.n_gids, 1);
+	cr_assert_eq(cfg.allow_gids[0], 1);
+	cr_assert_eq(cfg.log_level, LOG_DEBUG);
+	unlink(f);
+}
+
+Test(config, command_line_overrides_file)
+{
+	char *f = write_file("shards = 16\nsync = none\nsocket = /tmp/from-file.sock\n");
+
+	/* Before and after --config: the command line wins either way. */
+	expect_ok(LOAD("--shards", "4", "--config", f));
+	cr_assert_eq(cfg.shards, 4);
+	cr_assert_eq(cfg.sync, WAL_SYNC_NONE);
+	cr_assert_str_eq(cfg.socket_path, "/tmp/from-file.sock");
+	expect_ok(LOAD("--config", f, "--socket", "/tmp/cli.sock"));
+	cr_assert_eq(cfg.shards, 16);
+	cr_assert_str_eq(cfg.socket_path, "/tmp/cli.sock");
+	unlink(f);
+}
+
+Test(config, file_errors)
+{
+	char msg[512];
+	char *f;
+
+	f = write_file("shards = 8\n# c\n\nfoo = 1\n");
+	snprintf(msg, sizeof(msg), "%s: line 4: unknown key 'foo'", f);
+	expect_err(LOAD("--config", f), msg);
+	unlink(f);
+
+	f = write_file("shards 8\n");
+	snprintf(msg, sizeof(msg), "%s: line 1: expected 'name = value'", f);
+	expect_err(LOAD("--config", f), msg);
+	unlink(f);
+
+	f = write_file("memory = 4G\nshards = 3\n");
+	snprintf(msg, sizeof(msg),
+		 "%s: line 2: shards = 3: must be a power of two between 1 and 1024", f);
+	expect_err(LOAD("--config", f), msg);
+	unlink(f);
+
+	f = write_file("config = /etc/other.conf\n");
+	snprintf(msg, sizeof(msg), "%s: line 1: 'config' cannot be used in a config file", f);
+	expect_err(LOAD("--config", f), msg);
+	unlink(f);
+
+	f = write_file("help = yes\n");
+	snprintf(msg, sizeof(msg), "%s: line 1: unknown key 'help'", f);
+	expect_err(LOAD("--config", f), msg);
+	unlink(f);
+
+	f = write_file("--shards = 8\n");
+	snprintf(msg, sizeof(msg), "%s: line 1: unknown key '--shards'", f);
+	expect_err(LOAD("--config", f), msg);
+	unlink(f);
+
+	f = write_file("= 8\n");
+	snprintf(msg, sizeof(msg), "%s: line 1: unknown key ''", f);
+	expect_err(LOAD("--config", f), msg);
+	unlink(f);
+}
+
+Test(config, missing_file)
+{
+	expect_err(LOAD("--config", "/nonexistent/amora.conf"),
+		   "--config /nonexistent/amora.conf: No such file or directory");
+}
+
+Test(config, nul_byte_in_file)
+{
+	static const char text[] = "shards = 8\nsync = \0none\n";
+	char path[] = "/tmp/amora-test-config-XXXXXX", msg[512];
+	int fd = mkstemp(path);
+
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
+	close(fd);
+	snprintf(msg, sizeof(msg), "%s: line 2: NUL byte in the line", path);
+	expect_err(LOAD("--config", path), msg);
+	unlink(path);
+}
+
+/* ---------- command-line errors ---------- */
+
+Test(config, unknown_options_and_arguments)
+{
+	expect_err(LOAD("--bogus"), "unknown option '--bogus'");
+	expect_err(LOAD("--bogus=1"), "unknown option '--bogus'");
+	expect_err(LOAD("--data"), "unknown option '--data'");
+	expect_err(LOAD("extra"), "unexpected argument 'extra' (amorad takes only options)");
+	expect_err(LOAD("-s"), "unexpected argument '-s' (amorad takes only options)");
+	expect_err(LOAD("--"), "unexpected argument '--' (amorad takes only options)");
+	expect_err(LOAD("--shards"), "--shards: missing value");
+	expect_err(LOAD("--help=1"), "--help takes no value");
+	expect_err(LOAD("--version=1"), "--version takes no value");
+}
+
+Test(config, bad_values)
+{
+	static const struct { const char *opt, *val, *msg; } cases[] = {
+		{ "--shards", "3", "--shards 3: must be a power of two between 1 and 1024" },
+		{ "--shards", "0", "--shards 0: must be a power of two between 1 and 1024" },
+		{ "--shards", "2048", "--shards 2048: must be a power of two between 1 and 1024" },
+		{ "--shards", "-4", "--shards -4: must be a power of two between 1 and 1024" },
+		{ "--shards", "abc", "--shards abc: must be a power of two between 1 and 1024" },
+		{ "--shards", "4294967296", "--shards 4294967296: must be a power of two between 1 and 1024" },
+		{ "--memory", "32M", "--memory 32M: must be between 64M and 64G" },
+		{ "--memory", "65G", "--memory 65G: must be between 64M and 64G" },
+		{ "--memory", "99999999999999999999999G", "--memory 99999999999999999999999G: must be between 64M and 64G" },
+		{ "--memory", "17179869184T", "--memory 17179869184T: must be between 64M and 64G" },
+		{ "--memory", "1.5G", "--memory 1.5G: expected a size in bytes with an optional K, M, G or T suffix (powers of 1024), such as 512M or 4G" },
+		{ "--memory", "4X", "--memory 4X: expected a size in bytes with an optional K, M, G or T suffix (powers of 1024), such as 512M or 4G" },
+		{ "--memory", "G", "--memory G: expected a size in bytes with an optional K, M, G or T suffix (powers of 1024), such as 512M or 4G" },
+		{ "--memory", "-1G", "--memory -1G: expected a size in bytes with an optional K, M, G or T suffix (powers of 1024), such as 512M or 4G" },
+		{ "--sync", "sometimes", "--sync sometimes: must be always, periodic or none" },
+		{ "--sync", "ALWAYS", "--sync ALWAYS: must be always, periodic or none" },
+		{ "--sync-interval-ms", "0", "--sync-interval-ms 0: must be a number of milliseconds between 1 and 60000" },
+		{ "--sync-interval-ms", "60001", "--sync-interval-ms 60001: must be a number of milliseconds between 1 and 60000" },
+		{ "--sync-interval-ms", "1e3", "--sync-interval-ms 1e3: must be a number of milliseconds between 1 and 60000" },
+		{ "--max-clients", "0", "--max-clients 0: must be a number between 1 and 1024" },
+		{ "--max-clients", "1025", "--max-clients 1025: must be a number between 1 and 1024" },
+		{ "--max-clients", " 5", "--max-clients  5: must be a number between 1 and 1024" },
+		{ "--log-level", "loud", "--log-level loud: must be debug, info, warn or error" },
+		{ "--data-dir", "", "--data-dir : must not be empty" },
+		{ "--socket", "", "--socket : must not be empty" },
+		{ "--allow-uid", "no-such-user-xyz", "--allow-uid no-such-user-xyz: no user 'no-such-user-xyz'" },
+		{ "--allow-gid", "0,no-such-group-xyz", "--allow-gid 0,no-such-group-xyz: no group 'no-such-group-xyz'" },
+		{ "--allow-uid", "1,,2", "--allow-uid 1,,2: empty entry in the list" },
+		{ "--allow-uid", "1,", "--allow-uid 1,: empty entry in the list" },
+		{ "--allow-gid", ",1", "--allow-gid ,1: empty entry in the list" },
+		{ "--allow-uid", "4294967295", "--allow-uid 4294967295: id 4294967295 is out of range" },
+		{ "--allow-uid", "99999999999999999999", "--allow-uid 99999999999999999999: id 99999999999999999999 is out of range" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *argv[] = { "amorad", (char *)cases[i].opt, (char *)cases[i].val, NULL };
+		expect_err(config_load(&cfg, 3, argv, err, sizeof(err)), cases[i].msg);
+	}
+}
+
+Test(config, too_many_ids)
+{
+	char list[33 * 3 + 8] = "";
+
+	for (int i = 0; i < 33; i++)
+		sprintf(list + strlen(list), "%s%d", i ? "," : "", i + 10);
+	char *argv[] = { "amorad", "--allow-gid", list, NULL };
+	char msg[256];
+	snprintf(msg, sizeof(msg), "--allow-gid %s: more than 32 entries", list);
+	expect_err(config_load(&cfg, 3, argv, err, sizeof(err)), msg);
+}
+
+Test(config, memory_per_shard)
+{
+	expect_err(LOAD("--memory", "64M"),
+		   "--memory 64M is too small for 64 shards: each needs at least 4M "
+		   "(use --memory 256M or more, or fewer --shards)");
+	expect_err(LOAD("--shards", "1024", "--memory", "2G"),
+		   "--memory 2G is too small for 1024 shards: each needs at least 4M "
+		   "(use --memory 4G or more, or fewer --shards)");
+}
+
+Test(config, socket_path_length)
+{
+	char longdir[200], longsock[120], msg[512];
+
+	memset(longdir, 'd', sizeof(longdir) - 1);
+	longdir[0] = '/';
+	longdir[sizeof(longdir) - 1] = '\0';
+	snprintf(msg, sizeof(msg), "the control socket %s/amora.sock would be 210 bytes, a Unix "
+		 "socket path is at most 107: use a shorter --data-dir or set --socket", longdir);
+	expect_err(LOAD("--data-dir", longdir), msg);
+	/* An explicit short socket makes a long data directory fine. */
+	expect_ok(LOAD("--data-dir", longdir, "--socket", "/run/a.sock"));
+
+	memset(longsock, 's', sizeof(longsock) - 1);
+	longsock[sizeof(longsock) - 1] = '\0';
+	snprintf(msg, sizeof(msg), "--socket %s: 119 bytes, a Unix socket path is at most 107",
+		 longsock);
+	expect_err(LOAD("--socket", longsock), msg);
+	longsock[107] = '\0';
+	expect_ok(LOAD("--socket", longsock));
+}
+
+Test(config, data_dir_too_long)
+{
+	static char dir[PATH_MAX + 10];
+	char msg[256];
+
+	/* The message quotes only the start of a long value. */
+	memset(dir, 'd', sizeof(dir) - 1);
+	snprintf(msg, sizeof(msg), "--data-dir %.128s...: longer than %d bytes", dir, PATH_MAX - 1);
+	expect_err(LOAD("--data-dir", dir), msg);
+}
+
+Test(config, message_fits_a_small_buffer)
+{
+	char small[8];
+	char *argv[] = { "amorad", "--shards", "3", NULL };
+
+	cr_assert_eq(config_load(&cfg, 3, argv, small, sizeof(small)), -1);
+	cr_assert_str_eq(small, "--shard");
+}
+
+/* ---------- --help and --version ---------- */
+
+static char *read_stdout(void)
+{
+	static char out[8192];
+	FILE *f;
+	size_t n;
+
+	fflush(stdout);
+	f = cr_get_redirected_stdout();
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = '\0';
+	return out;
+}
+
+Test(config, version, .init = cr_redirect_stdout)
+{
+	cr_assert_eq(LOAD("--version"), 1);
+	cr_assert_str_eq(read_stdout(), "amorad 0.1\n");
+}
+
+Test(config, help_lists_every_option, .init = cr_redirect_stdout)
+{
+	static const char *const names[] = {
+		"--data-dir DIR", "--socket PATH", "--memory SIZE", "--shards N", "--sync MODE",
+		"--sync-interval-ms N", "--max-clients N", "--allow-uid LIST", "--allow-gid LIST",
+		"--log-level LEVEL", "--config FILE", "--help", "--version",
+		"(default amora-data)", "(default 4G)", "(default 64)", "(default periodic)",
+		"(default 100)", "(default info)",
+	};
+
+	/* Wins over the options before it, whatever their values. */
+	cr_assert_eq(LOAD("--shards", "3", "--help", "--bogus"), 1);
+	char *out = read_stdout();
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		cr_assert(strstr(out, names[i]), "--help lacks '%s'", names[i]);
+}
+
+Test(config, short_help, .init = cr_redirect_stdout)
+{
+	cr_assert_eq(LOAD("-h"), 1);
+	cr_assert(strncmp(read_stdout(), "Usage: amorad", 13) == 0);
+}
