@@ -289,6 +289,11 @@ static bool gather(struct shardd *d, bool sweep)
 			uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(bits);
 
 			bits &= bits - 1;
+			/* A client that rang before we saw it attach: amorad
+			 * registered it before answering it, so a fresh look at
+			 * the registry finds it. */
+			if (slot < n && !d->peers[slot].active)
+				sync_peers(d);
 			if (slot < n && d->peers[slot].active && take_requests(d, slot)) {
 				d->again[w] |= 1ull << (slot % 64);
 				more = true;
