@@ -51,6 +51,7 @@
 #define BUFFERED_BATCH 64          /* staged buffered sets that make a batch */
 #define CQ_CAPACITY (CHAN_CQ_DATA / 32)
 #define ATTACH_PROTO 1
+#define MGET_WINDOW 16             /* lookups whose cache misses overlap */
 
 struct shardq {
 	struct ring sq, cq;
@@ -434,6 +435,41 @@ int amora_has(amora *db, const void *key, size_t klen)
 	return rc == AMORA_OK ? 1 : rc;
 }
 
+/* Look up keys[i..i+n) (n <= MGET_WINDOW): first hash every key and start
+ * loading its first group, then probe. Returns the number found or an
+ * error. */
+static int mget_window(amora *db, size_t i, size_t n, const void *const keys[],
+		       const size_t klens[], amora_mget_fn fn, void *arg)
+{
+	struct shm_table_view v[MGET_WINDOW];
+	const struct shm_shard *sh[MGET_WINDOW];
+	uint64_t h[MGET_WINDOW];
+	int rc[MGET_WINDOW], found = 0;
+
+	for (size_t j = 0; j < n; j++) {
+		h[j] = shm_hash(keys[i + j], klens[i + j]);
+		sh[j] = shm_shard_at(&db->seg, shm_shard_of(h[j], db->shards));
+		rc[j] = shm_shard_view(&db->seg, sh[j], &v[j]);
+		if (rc[j] == SHM_OK)
+			shm_table_prefetch(&v[j], h[j]);
+	}
+	for (size_t j = 0; j < n; j++) {
+		struct shm_kv kv;
+
+		if (rc[j] == SHM_OK)
+			rc[j] = shm_shard_find(&db->seg, sh[j], &v[j], keys[i + j], (uint32_t)klens[i + j],
+					       h[j], &kv);
+		if (rc[j] == SHM_OK) {
+			fn(arg, i + j, kv.val, kv.vlen);
+			found++;
+		} else if (rc[j] != SHM_ENOTFOUND) {
+			return fail(db, AMORA_ECORRUPT, "shard table failed validation: %s",
+				    shm_strerror(rc[j]));
+		}
+	}
+	return found;
+}
+
 int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens[],
 	       amora_mget_fn fn, void *arg)
 {
@@ -447,20 +483,13 @@ int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens
 		if (rc != AMORA_OK)
 			return fail(db, rc, "key %zu: %s", i, db->errmsg);
 	}
-	/* One read section for the whole batch: lookups of different keys
-	 * are independent, so the CPU overlaps their cache misses. */
+	/* One read section for the whole batch. */
 	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
-	for (size_t i = 0; i < n; i++) {
-		struct shm_kv kv;
-		int rc = lookup(db, keys[i], klens[i], &kv);
+	for (size_t i = 0; i < n && found >= 0; i += MGET_WINDOW) {
+		size_t w = n - i < MGET_WINDOW ? n - i : MGET_WINDOW;
+		int rc = mget_window(db, i, w, keys, klens, fn, arg);
 
-		if (rc == AMORA_OK) {
-			fn(arg, i, kv.val, kv.vlen);
-			found++;
-		} else if (rc != AMORA_ENOTFOUND) {
-			found = rc;
-			break;
-		}
+		found = rc < 0 ? rc : found + rc;
 	}
 	shm_epoch_leave(&db->hdr->epoch);
 	db->gets += n;

@@ -277,21 +277,36 @@ void shm_writer_set_bloom(struct shm_writer *w, bool on)
 	atomic_store_explicit(&w->sh->bloom_on, on ? 1 : 0, memory_order_release);
 }
 
+int shm_shard_view(const struct shm_seg *seg, const struct shm_shard *sh,
+		   struct shm_table_view *v)
+{
+	uint64_t toff = atomic_load_explicit(&sh->table_off, memory_order_acquire);
+
+	if (toff == 0)
+		return SHM_ENOTFOUND;
+	return shm_table_view(seg, toff, v);
+}
+
+int shm_shard_find(const struct shm_seg *seg, const struct shm_shard *sh,
+		   const struct shm_table_view *v, const void *key, uint32_t klen, uint64_t h,
+		   struct shm_kv *kv)
+{
+	if (klen == 0 || klen > SHM_KEY_MAX)
+		return SHM_EINVAL;
+	return shm_table_find(seg, v, key, klen, h,
+			      atomic_load_explicit(&sh->bloom_on, memory_order_relaxed), kv);
+}
+
 int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const void *key,
 		  uint32_t klen, uint64_t h, struct shm_kv *kv)
 {
-	uint64_t toff;
 	struct shm_table_view v;
 	int rc;
 
 	if (klen == 0 || klen > SHM_KEY_MAX)
 		return SHM_EINVAL;
-	toff = atomic_load_explicit(&sh->table_off, memory_order_acquire);
-	if (toff == 0)
-		return SHM_ENOTFOUND;
-	rc = shm_table_view(seg, toff, &v);
+	rc = shm_shard_view(seg, sh, &v);
 	if (rc != SHM_OK)
 		return rc;
-	return shm_table_find(seg, &v, key, klen, h,
-			      atomic_load_explicit(&sh->bloom_on, memory_order_relaxed), kv);
+	return shm_shard_find(seg, sh, &v, key, klen, h, kv);
 }

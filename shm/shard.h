@@ -98,6 +98,14 @@ int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups);
 int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const void *key,
 		  uint32_t klen, uint64_t h, struct shm_kv *kv);
 
+/* Reader, in two steps (for multi-get): the validated view of shard sh's
+ * current table, then a lookup in it. Errors as shm_shard_get. */
+int shm_shard_view(const struct shm_seg *seg, const struct shm_shard *sh,
+		   struct shm_table_view *v);
+int shm_shard_find(const struct shm_seg *seg, const struct shm_shard *sh,
+		   const struct shm_table_view *v, const void *key, uint32_t klen, uint64_t h,
+		   struct shm_kv *kv);
+
 /* Shard that owns a key hash among `shard_count` (a power of two). Uses the
  * high hash bits, which the table does not use for placement. */
 static inline uint32_t shm_shard_of(uint64_t h, uint32_t shard_count)

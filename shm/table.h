@@ -118,6 +118,17 @@ int shm_table_view(const struct shm_seg *seg, uint64_t off, struct shm_table_vie
 int shm_table_find(const struct shm_seg *seg, const struct shm_table_view *v, const void *key,
 		   uint32_t klen, uint64_t h, bool use_bloom, struct shm_kv *kv);
 
+/* Reader: start loading the first group a lookup of hash h probes, so
+ * that the lookups of a multi-get overlap their cache misses instead of
+ * taking them one after another. */
+static inline void shm_table_prefetch(const struct shm_table_view *v, uint64_t h)
+{
+	const char *g = (const char *)&v->groups[shm_hash_slot(h) & (v->ngroups - 1)];
+
+	__builtin_prefetch(g);
+	__builtin_prefetch(g + 64);
+}
+
 /* --- writer side (the shard's single writer) --- */
 
 /* Position of a slot: group index * 16 + slot index. */
