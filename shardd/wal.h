@@ -96,17 +96,26 @@ struct wal {
 	char err[320];
 };
 
+/* dir must exist (the caller creates it; NULL is fine for WAL_SYNC_NONE);
+ * sync_interval_ms 0 means WAL_DEFAULT_SYNC_MS. Reads AMORA_WAL_FAULT (see
+ * walio.h): a malformed value is WAL_EINVAL. Nothing is read or written
+ * until wal_recover; wal_close is safe after a failed open. */
 int wal_open(struct wal *w, const char *dir, uint32_t shard_id, enum wal_sync_mode mode,
 	     uint32_t sync_interval_ms);
-/* Tests: smaller segments. Call after wal_open, before the first commit. */
+/* Rotate segments at this size (at least 4096; default 64 MiB). For tests. */
 void wal_set_segment_bytes(struct wal *w, uint64_t bytes);
+/* Replay every valid batch of every segment, oldest first (fn may be NULL),
+ * cut a torn tail of the last segment (log_warn names file and offset),
+ * then leave the log ready for appends after *last_seq. WAL_ECORRUPT for
+ * damage inside the log, WAL_EAPPLY when fn fails, WAL_EIO. Once only. */
 int wal_recover(struct wal *w, wal_apply_fn fn, void *arg, uint64_t *last_seq);
 
 /* Start a batch (discarding any records added but not committed). */
 void wal_batch_begin(struct wal *w);
-/* Copy one record into the batch buffer. WAL_EINVAL for a bad op (DEL needs
- * vlen 0), klen outside 1..SHM_KEY_MAX, vlen > SHM_VALUE_MAX or a seq not
- * above every earlier one; WAL_EFULL when the batch would pass WAL_BATCH_MAX. */
+/* Copy one record into the batch buffer (for DEL, val/vlen are ignored and
+ * logged as empty). WAL_EINVAL for a bad op, klen outside 1..SHM_KEY_MAX,
+ * vlen > SHM_VALUE_MAX or a seq not above every earlier one (also before
+ * wal_recover); WAL_EFULL when the batch would pass WAL_BATCH_MAX. */
 int wal_batch_add(struct wal *w, uint64_t seq, int op, const void *key, uint32_t klen,
 		  const void *val, uint32_t vlen);
 /* Bytes of records in the open batch (to commit early on a size budget). */
@@ -134,14 +143,14 @@ const char *wal_strerror(int code);
 
 enum wal_scan_status {
 	WAL_SCAN_CLEAN = 0,  /* valid frames, then end of buffer or only zeros */
-	WAL_SCAN_TORN = 1,   /* valid frames up to `end`, then bytes that hold no valid frame */
+	WAL_SCAN_TORN = 1,   /* valid frames up to `end`, then bytes holding no intact frame */
 	WAL_SCAN_CORRUPT = 2 /* damage at `bad_off` with valid data after it, or a rule broken */
 };
 
 struct wal_scan {
 	/* in */
 	uint32_t shard_id;
-	uint64_t name_seq;      /* first seq from the file name */
+	uint64_t name_seq;      /* first seq from the file name (0: not checked) */
 	int chained;            /* 1: a segment comes before this one... */
 	uint64_t prev_seq;      /* ...and ends at this seq (its prev_seq must match) */
 	/* out */

@@ -23,6 +23,7 @@ struct rule {
 	int err;        /* positive errno to report */
 	int torn;       /* write only: write `keep` bytes before failing */
 	size_t keep;
+	int drop;       /* write only: write nothing, report success */
 	int fired;
 };
 
@@ -75,6 +76,10 @@ static int parse_rule(char *s, struct rule *r)
 	if (parse_u64(s, &end, &r->nth) < 0 || r->nth == 0 || *end != ':')
 		return -EINVAL;
 	s = end + 1;
+	if (r->kind == RULE_WRITE && strcmp(s, "drop") == 0) {
+		r->drop = 1;
+		return 0;
+	}
 	if (r->kind == RULE_WRITE && strncmp(s, "torn:", 5) == 0) {
 		if (parse_u64(s + 5, &end, &keep) < 0 || *end != '\0')
 			return -EINVAL;
@@ -96,14 +101,15 @@ int walio_fault_set(const char *spec)
 		return -EINVAL;
 	if (spec != NULL && *spec != '\0') {
 		strcpy(buf, spec);
-		for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok != NULL;
-		     tok = strtok_r(NULL, ",", &save)) {
+		/* Split by hand: strtok would accept empty rules ("a,,b", "a,"). */
+		for (char *tok = buf, *comma; tok != NULL; tok = comma ? comma + 1 : NULL) {
+			comma = strchr(tok, ',');
+			if (comma != NULL)
+				*comma = '\0';
 			if (n == WALIO_MAX_RULES || parse_rule(tok, &rules[n]) < 0)
 				return -EINVAL;
 			n++;
 		}
-		if (n == 0)
-			return -EINVAL;
 	}
 	memcpy(plan, rules, sizeof(rules[0]) * (size_t)n);
 	plan_len = n;
@@ -174,6 +180,8 @@ int walio_pwrite(int fd, const void *buf, size_t len, off_t off)
 
 	if (r == NULL)
 		return write_all(fd, buf, len, off);
+	if (r->drop)
+		return 0;
 	if (!r->torn)
 		return -r->err;
 	rc = write_all(fd, buf, r->keep < len ? r->keep : len, off);

@@ -15,6 +15,9 @@
  *     write:N:enospc     same, with ENOSPC (disk full)
  *     write:N:torn:K     the Nth walio_pwrite writes only its first K bytes
  *                        (fewer if the write is shorter), then fails with EIO
+ *     write:N:drop       the Nth walio_pwrite writes nothing but reports
+ *                        success: a lost write (a lying disk), which
+ *                        recovery must report as damage, not skip
  *     sync:N:eio         the Nth sync (walio_datasync or walio_fsync_dir)
  *                        fails with EIO without syncing (also sync:N:enospc)
  *
