@@ -33,6 +33,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -167,6 +168,10 @@ static int connect_to(amora *db, const char *path)
 		return fail(db, AMORA_ESYS, "socket: %s", strerror(errno));
 	if (connect(db->sock, (struct sockaddr *)&sa, sizeof(sa)) != 0)
 		return fail(db, AMORA_ESYS, "cannot connect to %s: %s", path, strerror(errno));
+	/* A coordinator that accepts but never answers (stopped, hung) must
+	 * not hang amora_open. */
+	struct timeval tv = { DEFAULT_TIMEOUT_MS / 1000, 0 };
+	setsockopt(db->sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	return AMORA_OK;
 }
 
@@ -184,6 +189,8 @@ static int read_attach_reply(amora *db, uint64_t v[8], int fds[3], int *nfds)
 				      .msg_controllen = sizeof(ctl) };
 		ssize_t n = recvmsg(db->sock, &msg, MSG_CMSG_CLOEXEC);
 
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return fail(db, AMORA_ETIMEDOUT, "no attach reply within %d ms", DEFAULT_TIMEOUT_MS);
 		if (n <= 0)
 			return fail(db, AMORA_EPROTO, "coordinator closed the connection during attach");
 		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {

@@ -79,7 +79,8 @@ typedef struct amora amora;
 /* Attach to the amorad listening on the Unix socket `socket_path`
  * (amorad --data-dir DIR listens on DIR/amora.sock). On success *out is a
  * new handle. Errors: AMORA_EINVAL, AMORA_ESYS (cannot connect: no such
- * socket, permission), AMORA_EPROTO, AMORA_EDENIED, AMORA_EBUSY. On
+ * socket, permission), AMORA_EPROTO, AMORA_EDENIED, AMORA_EBUSY,
+ * AMORA_ETIMEDOUT (no reply within 10 s: a stopped coordinator). On
  * failure *out is NULL; amora_strerror names the code. */
 int amora_open(const char *socket_path, amora **out);
 
