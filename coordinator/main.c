@@ -87,8 +87,13 @@ static void on_signal(struct amorad *a)
 	while (read(a->sig_fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGCHLD)
 			sup_reap(a);
-		else
-			amorad_begin_stop(a, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+		else {
+			char why[64];
+
+			snprintf(why, sizeof(why), "%s from pid %u",
+				 si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", si.ssi_pid);
+			amorad_begin_stop(a, why);
+		}
 	}
 }
 
