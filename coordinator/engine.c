@@ -8,6 +8,7 @@
  * without any descriptor passing between amorad and shards.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,10 @@ static void *map_memfd(const char *name, size_t bytes, int *fd_out)
 
 	if (fd < 0)
 		return NULL;
-	if (ftruncate(fd, (off_t)bytes) != 0) {
+	/* Clients get these fds read-write: sealed, none can shrink the file
+	 * under amorad and the shards (their next access would be SIGBUS). */
+	if (ftruncate(fd, (off_t)bytes) != 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
 		close(fd);
 		return NULL;
 	}

@@ -370,7 +370,8 @@ static bool flush_out(struct amorad *a, struct conn *c)
 		ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			epoll_mod(a, c->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP, c);
+			/* stop reading from a peer we are about to drop */
+			epoll_mod(a, c->fd, (c->close_after_write ? 0 : EPOLLIN) | EPOLLOUT | EPOLLRDHUP, c);
 			return true;
 		}
 		if (n <= 0) {
@@ -406,6 +407,10 @@ static bool read_in(struct conn *c)
 	return true;
 }
 
+/* A peer that sends commands without reading the replies is dropped once
+ * this much output waits for it (Redis's client-output-buffer-limit). */
+#define OUT_LIMIT (1u << 20)
+
 static void handle_input(struct amorad *a, struct conn *c)
 {
 	size_t off = 0;
@@ -425,6 +430,11 @@ static void handle_input(struct amorad *a, struct conn *c)
 		off += used;
 		if (a->cmd->argc > 0)
 			dispatch(a, c, a->cmd);
+		if (c->out.len > OUT_LIMIT) {
+			log_warn("dropping pid %d: it does not read its replies", c->pid);
+			resp_buf_consume(&c->out, c->out.len);
+			c->close_after_write = true;
+		}
 	}
 	memmove(c->in, c->in + off, c->inlen - off);
 	c->inlen -= off;
@@ -445,7 +455,7 @@ void srv_event(struct amorad *a, struct conn *c, uint32_t events)
 		}
 		return;
 	}
-	if (events & EPOLLIN) {
+	if ((events & EPOLLIN) && !c->close_after_write) {
 		if (!read_in(c)) {
 			conn_close(a, c);
 			return;

@@ -6,7 +6,8 @@
  * result is the exit status, which decides what happens next:
  *
  *   - exit 0 while amorad is stopping: done;
- *   - SHARDD_EXIT_CORRUPT: the log is corrupt inside; restarting would
+ *   - SHARDD_EXIT_CORRUPT (the log is corrupt inside) or SHARDD_EXIT_NOMEM
+ *     (no memory to rebuild it beside its old table): restarting would
  *     fail the same way, so the shard is marked failed and left down (its
  *     keys stay readable; writes to it fail with AMORA_ECORRUPT);
  *   - anything else (a crash, kill -9, an I/O error): restart. The first
@@ -114,10 +115,13 @@ static void shard_exited(struct amorad *a, uint32_t s, int status)
 	struct shm_shard *sh = shm_shard_at(&a->e.seg, s);
 
 	p->pid = 0;
-	if (WIFEXITED(status) && WEXITSTATUS(status) == SHARDD_EXIT_CORRUPT) {
+	if (WIFEXITED(status) && (WEXITSTATUS(status) == SHARDD_EXIT_CORRUPT ||
+				  WEXITSTATUS(status) == SHARDD_EXIT_NOMEM)) {
 		p->failed = true;
 		atomic_store(&sh->state, SHM_SHARD_FAILED);
-		log_error("shard %02u stopped on a corrupt log (see above); not restarting it", s);
+		log_error("shard %02u stopped on %s (see above); not restarting it", s,
+			  WEXITSTATUS(status) == SHARDD_EXIT_CORRUPT ? "a corrupt log"
+								      : "too little shared memory");
 		return;
 	}
 	if (a->stopping) {

@@ -285,8 +285,8 @@ static int attach_rings(amora *db)
 	if (db->q == NULL || db->req == NULL)
 		return fail(db, AMORA_ESYS, "out of memory");
 	for (uint32_t s = 0; s < db->shards; s++) {
-		if (ring_attach(&db->q[s].sq, chan_sq_mem(db->chan, s), chan_sq_bytes()) != SHM_OK ||
-		    ring_attach(&db->q[s].cq, chan_cq_mem(db->chan, s), chan_cq_bytes()) != SHM_OK)
+		if (ring_attach(&db->q[s].sq, chan_sq_mem(db->chan, db->shards, s), chan_sq_bytes()) != SHM_OK ||
+		    ring_attach(&db->q[s].cq, chan_cq_mem(db->chan, db->shards, s), chan_cq_bytes()) != SHM_OK)
 			return fail(db, AMORA_ECORRUPT, "channel rings fail validation");
 	}
 	shm_epoch_slot_init(&db->hdr->epoch, getpid());
@@ -338,9 +338,9 @@ int amora_open(const char *socket_path, amora **out)
 		rc = map_store(db, v, fds);
 	if (rc == AMORA_OK)
 		rc = attach_rings(db);
-	for (int i = 0; i < nfds; i++)
-		if (i != 0 || rc != AMORA_OK || db->seg.fd != fds[0])
-			close(fds[i]);
+	/* fds[0] belongs to db->seg once attached (closed by release). */
+	for (int i = db->seg.base != NULL ? 1 : 0; i < nfds; i++)
+		close(fds[i]);
 	if (rc != AMORA_OK) {
 		release(db);
 		return rc;
@@ -550,8 +550,6 @@ static int reap(amora *db, uint32_t s, uint64_t want, int *status)
 			*status = c.status;
 		else if (c.status != AMORA_OK)
 			note_deferred(db, c.status, s);
-		if (db->bulk_busy && db->bulk_shard == s && c.id >= db->bulk_id)
-			db->bulk_busy = false;
 	}
 	ring_release(&q->cq);
 	if (rc != SHM_EEMPTY)
@@ -634,7 +632,9 @@ static int make_room(amora *db, uint32_t s, uint32_t len)
 		rc = wait_problem(db, s, start);
 		if (rc != AMORA_OK)
 			return rc;
-		reap(db, s, 0, &status);
+		rc = reap(db, s, 0, &status);
+		if (rc != AMORA_OK)
+			return rc;
 		ring_wait_space(&q->sq, len, WAIT_SLICE_MS);
 	}
 	if (rc != SHM_OK)
@@ -643,25 +643,22 @@ static int make_room(amora *db, uint32_t s, uint32_t len)
 }
 
 /* A value too large for a ring record goes through the bulk area, which
- * holds one value at a time. */
-static int use_bulk(amora *db, uint32_t s, const void *val, size_t vlen)
+ * holds one value at a time: wait until the shard has taken the previous
+ * one (its request is answered, and a restarted shard never re-reads an
+ * answered request: chan.h). */
+static int bulk_wait(amora *db)
 {
-	int status;
+	uint32_t bs = db->bulk_shard;
+	int status, rc;
 
-	if (db->bulk_busy) {
-		uint32_t bs = db->bulk_shard;
-		int rc;
-
-		if (db->q[bs].staged > 0)
-			publish(db, bs);
-		rc = wait_done(db, bs, db->bulk_id, 0, &status);
-		if (rc != AMORA_OK)
-			return rc;
-	}
-	memcpy(db->chan + chan_bulk_off(db->shards), val, vlen);
-	db->bulk_busy = true;
-	db->bulk_shard = s;
-	return AMORA_OK;
+	if (!db->bulk_busy)
+		return AMORA_OK;
+	if (db->q[bs].staged > 0)
+		publish(db, bs);
+	rc = wait_done(db, bs, db->bulk_id, 0, &status);
+	if (rc == AMORA_OK)
+		db->bulk_busy = false;
+	return rc;
 }
 
 /* Stage one request for the key's shard; *shard and *id identify it. */
@@ -681,7 +678,7 @@ static int submit(amora *db, uint8_t op, const void *key, size_t klen, const voi
 	if (atomic_load(&db->hdr->cut_off) != 0)
 		return fail(db, AMORA_EBADRING, "a shard cut this client off");
 	if (len > ring_max_record(&q->sq)) {
-		rc = use_bulk(db, s, val, vlen);
+		rc = bulk_wait(db);
 		if (rc != AMORA_OK)
 			return rc;
 		r.flags = CHAN_REQ_BULK;
@@ -691,14 +688,19 @@ static int submit(amora *db, uint8_t op, const void *key, size_t klen, const voi
 	if (rc != AMORA_OK)
 		return rc;
 	r.id = ++q->next_id;
-	if (r.flags & CHAN_REQ_BULK)
+	if (r.flags & CHAN_REQ_BULK) {
+		memcpy(db->chan + chan_bulk_off(db->shards), val, vlen);
+		db->bulk_busy = true;
+		db->bulk_shard = s;
 		db->bulk_id = r.id;
+	}
 	memcpy(db->req, &r, sizeof(r));
 	memcpy(db->req + sizeof(r), key, klen);
 	if (!(r.flags & CHAN_REQ_BULK) && vlen > 0)
 		memcpy(db->req + sizeof(r) + klen, val, vlen);
 	if (ring_push(&q->sq, db->req, (uint32_t)len) != SHM_OK) {
 		q->next_id--;
+		db->bulk_busy = false;
 		return fail(db, AMORA_ECORRUPT, "submission ring of shard %u is corrupt", s);
 	}
 	q->staged++;

@@ -125,13 +125,15 @@ int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens
 
 /* Insert or replace; returns once durable per the sync mode.
  * Errors: AMORA_EINVAL, AMORA_EFULL, AMORA_EIO, AMORA_EGONE,
- * AMORA_ERESTARTING, AMORA_EBADRING. Also reports the first failure of
- * earlier buffered writes, if any (as amora_flush). */
+ * AMORA_ERESTARTING, AMORA_ETIMEDOUT, AMORA_EBADRING, AMORA_ECORRUPT (the
+ * shard stopped on a corrupt log). Also reports the first failure of
+ * earlier buffered writes, if any (as amora_flush), and the late failure
+ * of an earlier write that ended in AMORA_ERESTARTING/AMORA_ETIMEDOUT. */
 int amora_set(amora *db, const void *key, size_t klen, const void *val, size_t vlen);
 
 /* Remove. Errors: AMORA_ENOTFOUND and those of amora_set. A delete that
- * was in flight while its shard crashed is applied again after the
- * restart and may then report AMORA_ENOTFOUND although it removed the key. */
+ * was in flight while its shard crashed is answered again after the
+ * restart and may then report AMORA_OK although the key was missing. */
 int amora_del(amora *db, const void *key, size_t klen);
 
 /* Queue a set and return without waiting: sets are sent to the shards in

@@ -15,11 +15,12 @@
  *      its SQ, nothing is dropped);
  *   3. write the batch to the log with one write(2) and make it durable
  *      per the sync mode (group commit);
- *   4. publish the completions, then release the SQ space. In that order:
- *      if the shard dies between the two, its next incarnation re-reads
- *      the unreleased requests and completes them again, and the client
- *      drops completions it has already seen (ids). Re-applying is safe:
- *      it happens before any newer request of any client;
+ *   4. record in each client's channel the last request id the log now
+ *      holds, then publish the completions and release the SQ space. A
+ *      next incarnation re-reads what was not released: it answers the
+ *      requests up to the recorded id without applying them again (a newer
+ *      write of another client may have followed), and applies the rest,
+ *      which nobody was told about (chan.h, "Crash safety");
  *   5. sleep on the doorbell when there is nothing to do. No spinning:
  *      64 shards share 2 cores.
  *
@@ -34,6 +35,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -47,6 +50,7 @@
 
 #define PER_CLIENT_BATCH 256 /* requests taken from one client per round */
 #define CQE_BYTES 32         /* ring bytes of one completion record */
+#define BATCH_BYTES_MAX (64u << 20) /* a round ends once its log batch is this big */
 #define RECLAIM_IDLE_ITEMS 256
 #define RECLAIM_IDLE_NS (20 * 1000000ull)
 
@@ -55,12 +59,15 @@ struct peer {
 	bool bad;     /* cut off for garbage; ignored until its slot is reused */
 	uint32_t gen;
 	struct ring sq, cq;
-	bool touched; /* requests taken this round */
+	uint64_t decided; /* requests up to this id are applied and logged */
+	uint64_t last_id; /* last request taken this round */
+	bool touched;     /* requests taken this round */
 	uint32_t taken;
 };
 
 struct pending {
 	uint32_t slot;
+	uint32_t gen; /* the client the completion is for, not a later one */
 	struct chan_cqe cqe;
 };
 
@@ -81,6 +88,7 @@ struct shardd {
 	uint64_t next_sweep_ns;
 	uint64_t next_reclaim_ns;
 	bool dirty;    /* the batch holds effects to log */
+	int replay_rc; /* shm_ result of the last record replayed */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -108,12 +116,15 @@ static void attach_peer(struct shardd *d, uint32_t slot, uint32_t gen)
 
 	memset(p, 0, sizeof(*p));
 	p->gen = gen;
-	if (ring_attach(&p->sq, chan_sq_mem(base, d->id), chan_sq_bytes()) != SHM_OK ||
-	    ring_attach(&p->cq, chan_cq_mem(base, d->id), chan_cq_bytes()) != SHM_OK) {
+	uint32_t n = d->e->cfg.shards;
+
+	if (ring_attach(&p->sq, chan_sq_mem(base, n, d->id), chan_sq_bytes()) != SHM_OK ||
+	    ring_attach(&p->cq, chan_cq_mem(base, n, d->id), chan_cq_bytes()) != SHM_OK) {
 		log_warn("client slot %u: its rings fail validation; cut off", slot);
 		p->bad = true;
 		return;
 	}
+	p->decided = atomic_load_explicit(chan_decided(base, d->id), memory_order_acquire);
 	p->active = true;
 }
 
@@ -177,7 +188,7 @@ static int add_pending(struct shardd *d, uint32_t slot, uint64_t id, int status,
 		d->pend = p;
 		d->cap = cap;
 	}
-	d->pend[d->npend++] = (struct pending){ slot, { id, status, 0, seq } };
+	d->pend[d->npend++] = (struct pending){ slot, d->peers[slot].gen, { id, status, 0, seq } };
 	return 0;
 }
 
@@ -220,7 +231,7 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 		return false;
 	}
 	room -= (int64_t)p->taken * CQE_BYTES;
-	while (p->taken < PER_CLIENT_BATCH) {
+	while (p->taken < PER_CLIENT_BATCH && wal_batch_bytes(&d->wal) < BATCH_BYTES_MAX) {
 		struct chan_op_view v;
 		const void *rec;
 		uint32_t len;
@@ -245,11 +256,18 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 			cut_off(d, slot, "sent a malformed request");
 			return false;
 		}
-		if (v.flags & CHAN_REQ_BULK) {
-			memcpy(d->bulk, bulk_src, v.vlen);
-			v.val = d->bulk;
+		if (v.id <= p->decided) {
+			/* applied and logged by our previous incarnation, which
+			 * died before answering: answer, never apply again */
+			rc = AMORA_OK;
+		} else {
+			if (v.flags & CHAN_REQ_BULK) {
+				memcpy(d->bulk, bulk_src, v.vlen);
+				v.val = d->bulk;
+			}
+			rc = apply(d, &v, &seq);
+			p->last_id = v.id;
 		}
-		rc = apply(d, &v, &seq);
 		if (add_pending(d, slot, v.id, rc, seq) != 0) {
 			log_error("out of memory for completions");
 			exit(SHARDD_EXIT_CRASH);
@@ -312,6 +330,21 @@ static void log_failure(struct shardd *d, const char *what)
 			d->pend[i].cqe.status = AMORA_EIO;
 }
 
+/* The round is in the log: tell each client's channel how far, before
+ * any completion is visible (see chan.h, "Crash safety"). */
+static void mark_decided(struct shardd *d)
+{
+	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
+		struct peer *p = &d->peers[i];
+
+		if (p->active && p->last_id > p->decided) {
+			p->decided = p->last_id;
+			atomic_store_explicit(chan_decided(d->e->chan[i], d->id), p->decided,
+					      memory_order_release);
+		}
+	}
+}
+
 /* Log the batch, then hand out completions and free the SQ space. */
 static int finish_round(struct shardd *d)
 {
@@ -325,11 +358,14 @@ static int finish_round(struct shardd *d)
 		d->dirty = false;
 	}
 	wal_batch_begin(&d->wal);
+	if (!fatal)
+		mark_decided(d);
 	for (size_t i = 0; i < d->npend; i++) {
-		struct peer *p = &d->peers[d->pend[i].slot];
+		struct pending *q = &d->pend[i];
+		struct peer *p = &d->peers[q->slot];
 
-		if (p->active && ring_push(&p->cq, &d->pend[i].cqe, sizeof(d->pend[i].cqe)) != SHM_OK)
-			cut_off(d, d->pend[i].slot, "moved its completion ring impossibly");
+		if (p->active && p->gen == q->gen && ring_push(&p->cq, &q->cqe, sizeof(q->cqe)) != SHM_OK)
+			cut_off(d, q->slot, "moved its completion ring impossibly");
 	}
 	d->npend = 0;
 	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
@@ -414,40 +450,96 @@ static int replay(void *arg, uint64_t seq, int op, const void *key, uint32_t kle
 	if (rc == SHM_ENOTFOUND)
 		rc = SHM_OK;
 	atomic_store_explicit(&d->sh->seq, seq, memory_order_relaxed);
+	d->replay_rc = rc;
 	return rc == SHM_OK ? 0 : -1;
 }
 
-static int recover(struct shardd *d)
+/* One process per shard log: a shard of a previous amorad that is still
+ * dying (inside a write) must be gone before this one cuts its tail. */
+static int lock_dir(const char *dir)
+{
+	char path[4300];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/LOCK", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || flock(fd, LOCK_EX) != 0) {
+		log_error("cannot lock %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0; /* held until the process exits */
+}
+
+static int open_log(struct shardd *d)
 {
 	char dir[4200];
-	uint64_t last = 0, t0 = now_ns();
-	int rc;
 
 	snprintf(dir, sizeof(dir), "%s/shard-%02u", d->e->cfg.data_dir, d->id);
-	if (d->e->cfg.sync != WAL_SYNC_NONE && mkdir(dir, 0700) != 0 && errno != EEXIST) {
-		log_error("cannot create %s: %s", dir, strerror(errno));
-		return SHARDD_EXIT_CRASH;
+	if (d->e->cfg.sync != WAL_SYNC_NONE) {
+		if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+			log_error("cannot create %s: %s", dir, strerror(errno));
+			return SHARDD_EXIT_CRASH;
+		}
+		if (lock_dir(dir) != 0)
+			return SHARDD_EXIT_CRASH;
 	}
 	if (wal_open(&d->wal, dir, d->id, d->e->cfg.sync, d->e->cfg.sync_interval_ms) != WAL_OK) {
 		log_error("cannot open the log in %s: %s", dir, wal_errmsg(&d->wal));
 		return SHARDD_EXIT_CRASH;
 	}
-	rc = shm_writer_open_fresh(&d->w, &d->e->seg, d->id, 0);
+	return 0;
+}
+
+/* Rebuild the shard from its log into a fresh table, then publish it. */
+static int replay_log(struct shardd *d, uint64_t *last)
+{
+	int rc = shm_writer_open_fresh(&d->w, &d->e->seg, d->id, 0);
+
 	if (rc != SHM_OK) {
 		log_error("cannot create the table: %s", shm_strerror(rc));
-		return SHARDD_EXIT_CRASH;
+		return rc == SHM_ENOMEM ? SHARDD_EXIT_NOMEM : SHARDD_EXIT_CRASH;
 	}
 	atomic_store_explicit(&d->sh->seq, 0, memory_order_relaxed);
-	rc = wal_recover(&d->wal, replay, d, &last);
+	rc = wal_recover(&d->wal, replay, d, last);
 	if (rc != WAL_OK) {
+		shm_writer_discard(&d->w);
+		if (rc == WAL_EAPPLY && d->replay_rc == SHM_ENOMEM) {
+			log_error("not enough shared memory to rebuild the shard beside the table readers "
+				  "use; raise --memory or restart amorad");
+			return SHARDD_EXIT_NOMEM;
+		}
 		log_error("recovery failed: %s", wal_errmsg(&d->wal));
 		return rc == WAL_ECORRUPT ? SHARDD_EXIT_CORRUPT : SHARDD_EXIT_CRASH;
 	}
-	atomic_store_explicit(&d->sh->seq, last, memory_order_release);
 	d->w.readers = d->e->readers;
 	d->w.nreaders = d->e->cfg.max_clients;
 	if (shm_writer_publish(&d->w) != SHM_OK)
 		log_warn("the previous table could not be queued for freeing; its memory stays taken");
+	return 0;
+}
+
+static int recover(struct shardd *d)
+{
+	uint64_t last = 0, t0 = now_ns();
+	int rc = open_log(d);
+
+	if (rc != 0)
+		return rc;
+	if (d->e->cfg.sync == WAL_SYNC_NONE) {
+		/* No log to rebuild from: adopt the table the previous
+		 * incarnation left (every published state of it is whole). */
+		rc = shm_writer_open(&d->w, &d->e->seg, d->id, 0);
+		if (rc != SHM_OK) {
+			log_error("cannot create the table: %s", shm_strerror(rc));
+			return SHARDD_EXIT_CRASH;
+		}
+		d->w.readers = d->e->readers;
+		d->w.nreaders = d->e->cfg.max_clients;
+		last = atomic_load(&d->sh->seq);
+	} else if ((rc = replay_log(d, &last)) != 0) {
+		return rc;
+	}
+	atomic_store_explicit(&d->sh->seq, last, memory_order_release);
 	log_msg(last ? LOG_INFO : LOG_DEBUG, "recovered to seq %llu in %.1f ms",
 		(unsigned long long)last, (double)(now_ns() - t0) / 1e6);
 	wal_batch_begin(&d->wal);
@@ -521,7 +613,7 @@ int shardd_run(struct engine *e, uint32_t id)
 	if (rc == 0)
 		rc = recover(&d);
 	if (rc != 0) {
-		if (rc == SHARDD_EXIT_CORRUPT)
+		if (rc == SHARDD_EXIT_CORRUPT || rc == SHARDD_EXIT_NOMEM)
 			atomic_store(&d.sh->state, SHM_SHARD_FAILED);
 		return rc;
 	}

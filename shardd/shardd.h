@@ -18,6 +18,7 @@ enum shardd_exit {
 	SHARDD_EXIT_IO = 2,      /* log write or sync failed: restart, it recovers from disk */
 	SHARDD_EXIT_CORRUPT = 3, /* corruption inside the log: do not restart */
 	SHARDD_EXIT_ORPHAN = 4,  /* amorad was gone before the shard started */
+	SHARDD_EXIT_NOMEM = 5,   /* not enough shared memory to rebuild: do not restart */
 };
 
 /* Recover shard `id` from its log into a fresh table, publish it, then

@@ -35,9 +35,15 @@ static size_t pair_bytes(void)
 	return chan_sq_bytes() + chan_cq_bytes();
 }
 
+/* Offset of the first ring: after the header and the decided words. */
+static size_t rings_off(uint32_t shard_count)
+{
+	return CHAN_HDR_BYTES + round_page((size_t)shard_count * 8);
+}
+
 size_t chan_bulk_off(uint32_t shard_count)
 {
-	return CHAN_HDR_BYTES + (size_t)shard_count * pair_bytes();
+	return rings_off(shard_count) + (size_t)shard_count * pair_bytes();
 }
 
 size_t chan_bytes(uint32_t shard_count)
@@ -45,14 +51,19 @@ size_t chan_bytes(uint32_t shard_count)
 	return chan_bulk_off(shard_count) + round_page(CHAN_BULK_BYTES);
 }
 
-void *chan_sq_mem(void *base, uint32_t s)
+void *chan_sq_mem(void *base, uint32_t shard_count, uint32_t s)
 {
-	return (uint8_t *)base + CHAN_HDR_BYTES + (size_t)s * pair_bytes();
+	return (uint8_t *)base + rings_off(shard_count) + (size_t)s * pair_bytes();
 }
 
-void *chan_cq_mem(void *base, uint32_t s)
+void *chan_cq_mem(void *base, uint32_t shard_count, uint32_t s)
 {
-	return (uint8_t *)chan_sq_mem(base, s) + chan_sq_bytes();
+	return (uint8_t *)chan_sq_mem(base, shard_count, s) + chan_sq_bytes();
+}
+
+_Atomic uint64_t *chan_decided(void *base, uint32_t s)
+{
+	return (_Atomic uint64_t *)((uint8_t *)base + CHAN_HDR_BYTES) + s;
 }
 
 int chan_format(void *base, uint32_t shard_count, uint32_t slot, uint32_t gen, int32_t pid)
@@ -69,10 +80,11 @@ int chan_format(void *base, uint32_t shard_count, uint32_t slot, uint32_t gen, i
 	h->slot = slot;
 	h->gen = gen;
 	for (uint32_t s = 0; s < shard_count; s++) {
-		int rc = ring_format(chan_sq_mem(base, s), chan_sq_bytes());
+		int rc = ring_format(chan_sq_mem(base, shard_count, s), chan_sq_bytes());
 
+		atomic_store_explicit(chan_decided(base, s), 0, memory_order_relaxed);
 		if (rc == SHM_OK)
-			rc = ring_format(chan_cq_mem(base, s), chan_cq_bytes());
+			rc = ring_format(chan_cq_mem(base, shard_count, s), chan_cq_bytes());
 		if (rc != SHM_OK)
 			return rc;
 	}

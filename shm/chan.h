@@ -11,8 +11,8 @@
  *
  *   0                      struct chan_hdr: geometry, the client's epoch
  *                          slot (epoch.h), the cut-off flag
- *   CHAN_HDR_BYTES + s*CHAN_PAIR_BYTES
- *                          shard s's submission ring (SQ: client produces
+ *   CHAN_HDR_BYTES + 8*s   shard s's "decided" word (below)
+ *   chan_sq_mem(s)         shard s's submission ring (SQ: client produces
  *                          requests, shard consumes), then its completion
  *                          ring (CQ: shard produces, client consumes)
  *   chan_bulk_off()        the bulk area: one value too large for a ring
@@ -24,9 +24,18 @@
  * SQ record: struct chan_req, then klen key bytes, then vlen value bytes
  * (none when the value is in the bulk area). CQ record: struct chan_cqe.
  * Requests carry an id that grows by one per request on each (client,
- * shard) pair; completions echo it. A restarted shard re-reads requests it
- * had not yet released and may complete some twice: the client drops a
- * completion whose id it has already seen.
+ * shard) pair; completions echo it.
+ *
+ * Crash safety. A shard handles a round of requests in this order: apply
+ * them, write them to its log, store in each client's "decided" word the
+ * id of the last request taken from it, then publish the completions and
+ * release the SQ space. A restarted shard re-reads the requests it had not
+ * released. Those with an id up to the decided word were already applied
+ * and logged: it only completes them again (as AMORA_OK), it never
+ * re-applies them, since another client may have written the same key
+ * since. The others were never acknowledged and are applied as new. The
+ * client drops a completion whose id it has already seen. The word is in
+ * the client's own memory: a client that forges it only confuses itself.
  *
  * Doorbells: one memfd shared by everybody (clients map it read-write), an
  * array of struct chan_doorbell, one per shard. A client that published
@@ -103,9 +112,11 @@ size_t chan_cq_bytes(void);
 size_t chan_bytes(uint32_t shard_count);
 size_t chan_bulk_off(uint32_t shard_count);
 
-/* Memory of shard s's rings inside a channel mapped at `base`. */
-void *chan_sq_mem(void *base, uint32_t s);
-void *chan_cq_mem(void *base, uint32_t s);
+/* Memory of shard s's rings and decided word inside a channel for
+ * `shard_count` shards mapped at `base`. */
+void *chan_sq_mem(void *base, uint32_t shard_count, uint32_t s);
+void *chan_cq_mem(void *base, uint32_t shard_count, uint32_t s);
+_Atomic uint64_t *chan_decided(void *base, uint32_t s);
 
 /* Format a channel (amorad, while no client or shard uses it): header,
  * epoch slot owned by `pid`, every ring empty. Errors: SHM_EINVAL. */

@@ -124,6 +124,17 @@ static int retire_table(struct shm_writer *w, uint64_t off)
 	return shm_retire_push(&w->retired, off, t->bytes);
 }
 
+void shm_writer_discard(struct shm_writer *w)
+{
+	if (!w->hidden || w->table_off == 0)
+		return;
+	w->readers = NULL;
+	w->nreaders = 0;
+	if (retire_table(w, w->table_off) == SHM_OK)
+		shm_writer_reclaim(w);
+	w->table_off = 0;
+}
+
 int shm_writer_publish(struct shm_writer *w)
 {
 	uint64_t old = w->old_table_off;

@@ -62,6 +62,10 @@ void shm_writer_close(struct shm_writer *w);
 int shm_writer_open_fresh(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
 			  uint64_t expected_keys);
 
+/* Fresh writer that will not publish (its rebuild failed): free the
+ * hidden table and every record in it at once (no reader ever saw them). */
+void shm_writer_discard(struct shm_writer *w);
+
 /* Make the fresh table the shard's table (one release store) and retire the
  * previous table with every record it still references; they are freed
  * once no reader in w->readers can see them. Records the previous

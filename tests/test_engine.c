@@ -496,7 +496,7 @@ Test(engine, garbage_in_a_ring_cuts_off_only_that_client)
 	chan = raw_attach(&sock, &shards, &slot, &bells, &max_clients);
 	/* a record that is no request: bad op, reserved bytes set */
 	memset(junk, 0xa5, sizeof(junk));
-	cr_assert_eq(ring_attach(&sq, chan_sq_mem(chan, 0), chan_sq_bytes()), SHM_OK);
+	cr_assert_eq(ring_attach(&sq, chan_sq_mem(chan, shards, 0), chan_sq_bytes()), SHM_OK);
 	cr_assert_eq(ring_push(&sq, junk, sizeof(junk)), SHM_OK);
 	ring_publish(&sq);
 	chan_notify(chan_doorbell_at(bells, max_clients, 0), slot);
