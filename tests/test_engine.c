@@ -121,6 +121,48 @@ static void note_len(void *arg, size_t i, const void *v, size_t vl)
 	((int *)arg)[i] = (int)vl;
 }
 
+/* Large values go through the channel's one bulk area: buffered ones
+ * must each keep their own bytes. */
+Test(engine, buffered_large_values_keep_their_bytes)
+{
+	enum { BIG = 100000 };
+	char *v = malloc(BIG);
+	amora *db;
+
+	/* one shard: 511 small writes fill its completion budget, so the
+	 * library must wait for room while the first large value is pending */
+	proc_start(&D, "--shards", "1", "--memory", "64M", NULL);
+	db = open_db();
+	for (int i = 0; i < 511; i++) {
+		char sk[64], sv[128];
+		int kl = proc_key(sk, "small", i), vl = proc_val(sv, i, 1);
+
+		cr_assert_eq(amora_set_buffered(db, sk, (size_t)kl, sv, (size_t)vl), AMORA_OK);
+	}
+	for (int round = 0; round < 4; round++) {
+		char k[32];
+
+		memset(v, 'A' + round, BIG);
+		snprintf(k, sizeof(k), "big%d", round);
+		cr_assert_eq(amora_set_buffered(db, k, strlen(k), v, BIG), AMORA_OK);
+	}
+	cr_assert_eq(amora_flush(db), AMORA_OK, "%s", amora_errmsg(db));
+	for (int round = 0; round < 4; round++) {
+		char k[32];
+		void *got;
+		size_t n;
+
+		snprintf(k, sizeof(k), "big%d", round);
+		memset(v, 'A' + round, BIG);
+		cr_assert_eq(amora_get_alloc(db, k, strlen(k), &got, &n), AMORA_OK);
+		cr_assert_eq(n, BIG);
+		cr_assert_arr_eq(got, v, BIG, "%s holds another value's bytes", k);
+		free(got);
+	}
+	free(v);
+	amora_close(db);
+}
+
 Test(engine, buffered_mget_and_stats)
 {
 	struct amora_stats st;
@@ -450,6 +492,8 @@ Test(engine, failed_log_write_changes_nothing)
 	amora_close(db);
 }
 
+static int raw_fds[3];
+
 /* Attach by hand, as a hostile client would: the channel is ours to
  * scribble on. Returns the channel mapping; *shards and *slot are set. */
 static uint8_t *raw_attach(int *sock, uint32_t *shards, uint32_t *slot, uint8_t **bells,
@@ -462,7 +506,7 @@ static uint8_t *raw_attach(int *sock, uint32_t *shards, uint32_t *slot, uint8_t 
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
 			      .msg_controllen = sizeof(ctl) };
 	unsigned long long v[8];
-	int fds[3];
+	int *fds = raw_fds;
 
 	strcpy(sa.sun_path, D.sock);
 	*sock = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -472,7 +516,7 @@ static uint8_t *raw_attach(int *sock, uint32_t *shards, uint32_t *slot, uint8_t 
 	cr_assert_gt(recvmsg(*sock, &msg, 0), 0);
 	cr_assert_eq(sscanf(buf, "*8\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu",
 			    &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]), 8);
-	memcpy(fds, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(fds));
+	memcpy(fds, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(raw_fds));
 	*shards = (uint32_t)v[1];
 	*slot = (uint32_t)v[4];
 	*max_clients = (uint32_t)v[6];
@@ -494,6 +538,11 @@ Test(engine, garbage_in_a_ring_cuts_off_only_that_client)
 	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
 	good = open_db();
 	chan = raw_attach(&sock, &shards, &slot, &bells, &max_clients);
+	/* the memfds a client can write cannot be shrunk under the shards */
+	cr_assert_neq(ftruncate(raw_fds[2], 0), 0, "a client could shrink its channel");
+	cr_assert_neq(ftruncate(raw_fds[1], 0), 0, "a client could shrink the doorbells");
+	/* nor can the data segment be mapped writable */
+	cr_assert_eq(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, raw_fds[0], 0), MAP_FAILED);
 	/* a record that is no request: bad op, reserved bytes set */
 	memset(junk, 0xa5, sizeof(junk));
 	cr_assert_eq(ring_attach(&sq, chan_sq_mem(chan, shards, 0), chan_sq_bytes()), SHM_OK);
