@@ -46,6 +46,8 @@ struct amorad {
 	uint64_t stop_deadline_ns;
 	uint64_t started_ns;
 	struct resp_cmd *cmd; /* parse scratch (large) */
+	uint64_t *stuck_epoch;   /* per client slot: epoch last seen */
+	uint64_t *stuck_since_ns;/* ... and since when */
 	int exit_code;
 };
 

@@ -186,8 +186,11 @@ int main(int argc, char **argv)
 	a.started_ns = amorad_now_ns();
 	a.cmd = malloc(sizeof(*a.cmd));
 	a.shards = calloc(cfg.shards, sizeof(*a.shards));
+	a.stuck_epoch = calloc(cfg.max_clients, sizeof(*a.stuck_epoch));
+	a.stuck_since_ns = calloc(cfg.max_clients, sizeof(*a.stuck_since_ns));
 	a.epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (a.cmd == NULL || a.shards == NULL || a.epfd < 0) {
+	if (a.cmd == NULL || a.shards == NULL || a.stuck_epoch == NULL || a.stuck_since_ns == NULL ||
+	    a.epfd < 0) {
 		log_error("out of memory at start");
 		return 1;
 	}

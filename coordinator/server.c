@@ -486,6 +486,31 @@ static struct conn *conn_of_slot(const struct amorad *a, uint32_t slot)
 	return NULL;
 }
 
+/* A reader that stays inside one read section while the store moves on
+ * (stopped with SIGSTOP, stuck in a callback, or hostile) holds every
+ * shard's reclamation: memory fills up and writes fail. Past
+ * STUCK_READER_MS it is cut off, as LMDB users wish their stale readers
+ * were. Returns whether slot i was cut off. */
+#define STUCK_READER_MS 10000
+
+static bool cut_stuck_reader(struct amorad *a, uint32_t i)
+{
+	struct engine *e = &a->e;
+	struct chan_hdr *h = engine_chan_hdr(e, i);
+	uint64_t ep = atomic_load_explicit(&h->epoch.epoch, memory_order_relaxed);
+	uint64_t now = amorad_now_ns();
+
+	if (ep == 0 || ep >= atomic_load(&e->seg.hdr->global_epoch) || ep != a->stuck_epoch[i]) {
+		a->stuck_epoch[i] = ep;
+		a->stuck_since_ns[i] = now;
+		return false;
+	}
+	if (now - a->stuck_since_ns[i] < STUCK_READER_MS * 1000000ull)
+		return false;
+	atomic_store_explicit(&h->cut_off, CHAN_CUT_BY_AMORAD, memory_order_release);
+	return true;
+}
+
 void srv_tick(struct amorad *a)
 {
 	struct engine *e = &a->e;
@@ -498,6 +523,13 @@ void srv_tick(struct amorad *a)
 			atomic_store(&e->clients[i].pid, 0);
 			atomic_store_explicit(&e->clients[i].state, REG_FREE, memory_order_release);
 			atomic_fetch_add(&e->reg->version, 1);
+		} else if (st == REG_ACTIVE && cut_stuck_reader(a, i)) {
+			struct conn *c = conn_of_slot(a, i);
+
+			log_warn("dropping client pid %d: it stayed in one read section for %d s while "
+				 "writers waited to reclaim memory", c ? c->pid : 0, STUCK_READER_MS / 1000);
+			if (c)
+				conn_close(a, c);
 		} else if (st == REG_ACTIVE && atomic_load(&engine_chan_hdr(e, i)->cut_off) != 0) {
 			struct conn *c = conn_of_slot(a, i);
 

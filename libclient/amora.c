@@ -563,6 +563,9 @@ static int wait_problem(amora *db, uint32_t s, uint64_t start)
 	uint32_t cut = atomic_load_explicit(&db->hdr->cut_off, memory_order_acquire);
 	uint32_t st = atomic_load(&shm_shard_at(&db->seg, s)->state);
 
+	if (cut == CHAN_CUT_BY_AMORAD)
+		return fail(db, AMORA_EBADRING, "amorad cut this client off: it stayed in one read "
+			    "section for seconds (stopped or stuck) while writers waited");
 	if (cut != 0)
 		return fail(db, AMORA_EBADRING, "shard %u cut this client off", cut - 1);
 	if (!coordinator_alive(db))

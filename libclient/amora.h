@@ -68,8 +68,11 @@ enum amora_err {
 	AMORA_EPROTO = -9,     /* the control socket answered something unexpected */
 	AMORA_EDENIED = -10,   /* the coordinator refused this user (allowed uids/gids) */
 	AMORA_EBUSY = -11,     /* the coordinator has no free client slot (max clients) */
-	AMORA_EBADRING = -12,  /* the shard cut this client off for writing garbage
-				* into its rings; the handle can only be closed */
+	AMORA_EBADRING = -12,  /* cut off: a shard found garbage in this client's
+				* rings, or amorad saw it stay inside one read for
+				* over 10 s (stopped, stuck in an amora_mget
+				* callback) while writers waited to free memory;
+				* the handle can only be closed */
 	AMORA_ETIMEDOUT = -13, /* a serving shard did not answer within the timeout
 				* (overload); outcome unknown, as AMORA_ERESTARTING */
 };

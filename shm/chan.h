@@ -68,6 +68,7 @@
 
 enum chan_op { CHAN_OP_SET = 1, CHAN_OP_DEL = 2 };
 #define CHAN_REQ_BULK 0x1u
+#define CHAN_CUT_BY_AMORAD 0xffffffffu
 
 struct chan_req {
 	uint64_t id;
@@ -94,7 +95,8 @@ struct chan_hdr {
 	uint32_t slot;   /* the client slot this channel is */
 	uint32_t gen;    /* attach generation of that slot */
 	struct shm_epoch_slot epoch;
-	/* Shard id + 1 of a shard that cut this client off for garbage. */
+	/* Shard id + 1 of a shard that cut this client off for garbage, or
+	 * CHAN_CUT_BY_AMORAD (it held a read section far too long). */
 	_Alignas(SHM_CACHELINE) _Atomic uint32_t cut_off;
 };
 

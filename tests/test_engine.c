@@ -606,3 +606,36 @@ Test(engine, corrupt_log_inside_stops_only_its_shard)
 	cr_assert_eq(amora_heartbeat(db), AMORA_ECORRUPT);
 	amora_close(db);
 }
+
+/* A reader that never leaves its read section would stop every shard from
+ * freeing memory; amorad cuts it off after 10 s. */
+Test(engine, stuck_reader_is_cut_off, .timeout = 60)
+{
+	uint32_t shards, slot, max_clients;
+	uint8_t *bells, *chan;
+	struct chan_hdr *h;
+	char c;
+	int sock;
+	amora *good;
+
+	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
+	good = open_db();
+	chan = raw_attach(&sock, &shards, &slot, &bells, &max_clients);
+	h = (struct chan_hdr *)chan;
+	atomic_store(&h->epoch.epoch, 1); /* enter a read section, never leave */
+	struct timeval tv = { 1, 0 };
+	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	uint64_t t0 = proc_now_ms();
+	for (int i = 0;; i++) {
+		/* overwrites retire records: the global epoch moves on */
+		cr_assert_eq(put(good, "o", i % 10, i), AMORA_OK, "%s", amora_errmsg(good));
+		if (recv(sock, &c, 1, MSG_DONTWAIT) == 0)
+			break;
+		cr_assert(proc_now_ms() - t0 < 30000, "the stuck reader was never cut off");
+		usleep(2000);
+	}
+	cr_assert_geq(proc_now_ms() - t0, 9000, "cut off too early");
+	cr_assert(proc_log_has(&D, "stayed in one read section"));
+	amora_close(good);
+	close(sock);
+}
