@@ -45,7 +45,7 @@
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define WAIT_SLICE_MS 20           /* sleep at most this long between checks */
-#define BUFFERED_BATCH 64          /* staged buffered sets that make a batch */
+#define BUFFERED_BATCH 256         /* staged buffered sets that make a batch */
 #define CQ_CAPACITY (CHAN_CQ_DATA / 32)
 #define ATTACH_PROTO 1
 #define MGET_WINDOW 16             /* lookups whose cache misses overlap */
@@ -620,7 +620,7 @@ static void publish(amora *db, uint32_t s)
 static int make_room(amora *db, uint32_t s, uint32_t len)
 {
 	struct shardq *q = &db->q[s];
-	uint64_t start = now_ns();
+	uint64_t start = 0; /* read the clock only once we have to wait */
 	int status, rc;
 
 	if (q->next_id - q->done_id >= CQ_CAPACITY - 1) {
@@ -632,6 +632,8 @@ static int make_room(amora *db, uint32_t s, uint32_t len)
 	while ((rc = ring_wait_space(&q->sq, len, 0)) == SHM_ETIMEDOUT) {
 		if (q->staged > 0)
 			publish(db, s);
+		if (start == 0)
+			start = now_ns();
 		rc = wait_problem(db, s, start);
 		if (rc != AMORA_OK)
 			return rc;

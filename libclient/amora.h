@@ -31,8 +31,11 @@
  * non-negative result) on success and a negative AMORA_E* code on failure;
  * amora_strerror() names the code and amora_errmsg() gives the message of
  * the handle's last failure with its cause ("key is 5000 bytes, the limit
- * is 4096"). A failed write changes nothing, with one exception spelled
- * out at AMORA_ERESTARTING. No call blocks forever: waits for a shard are
+ * is 4096"). A failed write changes nothing that lasts, with one exception
+ * spelled out at AMORA_ERESTARTING. (A shard applies a batch to its table
+ * just before writing it to its log; readers may see a write in that
+ * moment. If the log write then fails, the writer gets AMORA_EIO and the
+ * shard restarts from its log, so the write disappears again.) No call blocks forever: waits for a shard are
  * bounded by the handle's timeout (amora_set_timeout, default 10 s).
  */
 #ifndef AMORA_H

@@ -83,14 +83,23 @@ static int alloc_large(struct shm_seg *seg, struct shm_slab *s, uint64_t size, u
 static int carve(struct shm_seg *seg, struct shm_slab *s, struct shm_slab_class *c, uint64_t csize,
 		 uint64_t *off)
 {
-	if (c->cur == 0 || c->end - c->cur < csize) {
+	/* A shard killed between the stores below leaves this state to its
+	 * next incarnation: cur is cleared first and set last, and a state
+	 * that does not describe part of one chunk is never carved from
+	 * (that chunk leaks; carving past it would hand out other shards'
+	 * memory). */
+	if (c->cur == 0 || c->end < c->cur || c->end - c->cur > SHM_CHUNK_SIZE ||
+	    c->end - c->cur < csize) {
 		uint64_t chunk;
 		int rc = shm_chunk_alloc(seg, 1, &chunk);
 		if (rc != SHM_OK)
 			return rc;
 		atomic_fetch_add_explicit(&s->chunk_bytes, SHM_CHUNK_SIZE, relaxed);
-		c->cur = chunk;
+		c->cur = 0;
+		atomic_signal_fence(memory_order_seq_cst); /* keep the stores, in order */
 		c->end = chunk + SHM_CHUNK_SIZE;
+		atomic_signal_fence(memory_order_seq_cst);
+		c->cur = chunk;
 	}
 	*off = c->cur;
 	c->cur += csize;
