@@ -370,69 +370,78 @@ static int lookup(amora *db, const void *key, size_t klen, struct shm_kv *kv)
 	return fail(db, AMORA_ECORRUPT, "shard table failed validation: %s", shm_strerror(rc));
 }
 
-int amora_get(amora *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
+/* Look `key` up inside one read section and hand the record to fn (which
+ * runs inside it: the record cannot be freed meanwhile). */
+static int with_value(amora *db, const void *key, size_t klen,
+		      int (*fn)(amora *db, const struct shm_kv *kv, void *arg), void *arg)
 {
 	struct shm_kv kv;
-	int rc;
+	int rc = check_key(db, key, klen);
 
-	if (db == NULL || vlen == NULL || (buf == NULL && cap > 0))
-		return AMORA_EINVAL;
-	rc = check_key(db, key, klen);
 	if (rc != AMORA_OK)
 		return rc;
 	db->gets++;
 	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
 	rc = lookup(db, key, klen, &kv);
-	if (rc == AMORA_OK) {
-		*vlen = kv.vlen;
-		if (cap > 0)
-			memcpy(buf, kv.val, kv.vlen < cap ? kv.vlen : cap);
-	}
+	if (rc == AMORA_OK && fn != NULL)
+		rc = fn(db, &kv, arg);
 	shm_epoch_leave(&db->hdr->epoch);
 	return rc;
+}
+
+struct copy_to { void *buf; size_t cap; size_t *vlen; };
+
+static int copy_value(amora *db, const struct shm_kv *kv, void *arg)
+{
+	struct copy_to *c = arg;
+
+	(void)db;
+	*c->vlen = kv->vlen;
+	if (c->cap > 0)
+		memcpy(c->buf, kv->val, kv->vlen < c->cap ? kv->vlen : c->cap);
+	return AMORA_OK;
+}
+
+int amora_get(amora *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
+{
+	struct copy_to c = { buf, cap, vlen };
+
+	if (db == NULL || vlen == NULL || (buf == NULL && cap > 0))
+		return AMORA_EINVAL;
+	return with_value(db, key, klen, copy_value, &c);
+}
+
+struct alloc_to { void **val; size_t *vlen; };
+
+static int alloc_value(amora *db, const struct shm_kv *kv, void *arg)
+{
+	struct alloc_to *a = arg;
+
+	*a->val = malloc(kv->vlen ? kv->vlen : 1);
+	if (*a->val == NULL)
+		return fail(db, AMORA_ESYS, "out of memory for a %u-byte value", kv->vlen);
+	memcpy(*a->val, kv->val, kv->vlen);
+	*a->vlen = kv->vlen;
+	return AMORA_OK;
 }
 
 int amora_get_alloc(amora *db, const void *key, size_t klen, void **val, size_t *vlen)
 {
-	struct shm_kv kv;
-	int rc;
+	struct alloc_to a = { val, vlen };
 
 	if (db == NULL || val == NULL || vlen == NULL)
 		return AMORA_EINVAL;
 	*val = NULL;
-	rc = check_key(db, key, klen);
-	if (rc != AMORA_OK)
-		return rc;
-	db->gets++;
-	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
-	rc = lookup(db, key, klen, &kv);
-	if (rc == AMORA_OK) {
-		*val = malloc(kv.vlen ? kv.vlen : 1);
-		if (*val == NULL)
-			rc = fail(db, AMORA_ESYS, "out of memory for a %u-byte value", kv.vlen);
-		else {
-			memcpy(*val, kv.val, kv.vlen);
-			*vlen = kv.vlen;
-		}
-	}
-	shm_epoch_leave(&db->hdr->epoch);
-	return rc;
+	return with_value(db, key, klen, alloc_value, &a);
 }
 
 int amora_has(amora *db, const void *key, size_t klen)
 {
-	struct shm_kv kv;
 	int rc;
 
 	if (db == NULL)
 		return AMORA_EINVAL;
-	rc = check_key(db, key, klen);
-	if (rc != AMORA_OK)
-		return rc;
-	db->gets++;
-	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
-	rc = lookup(db, key, klen, &kv);
-	shm_epoch_leave(&db->hdr->epoch);
+	rc = with_value(db, key, klen, NULL, NULL);
 	if (rc == AMORA_ENOTFOUND)
 		return 0;
 	return rc == AMORA_OK ? 1 : rc;

@@ -53,8 +53,7 @@ static void set_table(struct shm_writer *w, uint64_t off)
 		atomic_store_explicit(&w->sh->table_off, off, memory_order_release);
 }
 
-int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
-		    uint64_t expected_keys)
+static int writer_init(struct shm_writer *w, struct shm_seg *seg, uint32_t index)
 {
 	memset(w, 0, sizeof(*w));
 	w->seg = seg;
@@ -62,6 +61,14 @@ int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
 	if (w->sh == NULL)
 		return SHM_EINVAL;
 	shm_retire_init(&w->retired);
+	return SHM_OK;
+}
+
+int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
+		    uint64_t expected_keys)
+{
+	if (writer_init(w, seg, index) != SHM_OK)
+		return SHM_EINVAL;
 	w->table_off = atomic_load_explicit(&w->sh->table_off, memory_order_acquire);
 	if (w->table_off == 0) {
 		uint64_t off;
@@ -79,12 +86,8 @@ int shm_writer_open_fresh(struct shm_writer *w, struct shm_seg *seg, uint32_t in
 	uint64_t off;
 	int rc;
 
-	memset(w, 0, sizeof(*w));
-	w->seg = seg;
-	w->sh = shm_shard_at(seg, index);
-	if (w->sh == NULL)
+	if (writer_init(w, seg, index) != SHM_OK)
 		return SHM_EINVAL;
-	shm_retire_init(&w->retired);
 	w->hidden = true;
 	w->old_table_off = atomic_load_explicit(&w->sh->table_off, memory_order_acquire);
 	rc = shm_table_create(seg, &w->sh->slab, groups_for(expected_keys, KEYS_PER_GROUP_EXPECTED), &off);
