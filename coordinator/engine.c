@@ -1,11 +1,11 @@
 /*
  * engine.c — creating the memory amorad shares with its shards (engine.h).
  *
- * All of it exists before the first fork and lives as long as amorad. The
- * channels of all max_clients slots are created up front: a memfd is
- * sparse, so an unused channel costs a file descriptor and address space,
- * not memory, and a shard restarted at any moment inherits every channel
- * without any descriptor passing between amorad and shards.
+ * The segment, the doorbells, the registry and one socket pair per shard
+ * exist before the first fork and live as long as amorad. Channels come
+ * and go with clients: each attach gets a new memfd (engine_chan_open),
+ * which the shards running then receive over their socket and the shards
+ * forked later inherit mapped.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "engine.h"
@@ -47,17 +48,45 @@ static int create_channels(struct engine *e)
 	e->chan_bytes = chan_bytes(e->cfg.shards);
 	e->chan_fd = calloc(n, sizeof(*e->chan_fd));
 	e->chan = calloc(n, sizeof(*e->chan));
-	e->readers = calloc(n, sizeof(*e->readers));
-	if (e->chan_fd == NULL || e->chan == NULL || e->readers == NULL)
+	e->shard_sock = calloc(e->cfg.shards, sizeof(*e->shard_sock));
+	if (e->chan_fd == NULL || e->chan == NULL || e->shard_sock == NULL)
 		return -1;
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < n; i++)
 		e->chan_fd[i] = -1;
-		e->chan[i] = map_memfd("amora-channel", e->chan_bytes, &e->chan_fd[i]);
-		if (e->chan[i] == NULL)
+	for (uint32_t s = 0; s < e->cfg.shards; s++)
+		e->shard_sock[s][0] = e->shard_sock[s][1] = -1;
+	for (uint32_t s = 0; s < e->cfg.shards; s++)
+		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, e->shard_sock[s]) != 0)
 			return -1;
-		e->readers[i] = &engine_chan_hdr(e, i)->epoch;
-	}
 	return 0;
+}
+
+int engine_chan_open(struct engine *e, uint32_t slot, uint32_t gen, int32_t pid)
+{
+	int fd;
+	uint8_t *p = map_memfd("amora-channel", e->chan_bytes, &fd);
+
+	if (p == NULL)
+		return -1;
+	if (chan_format(p, e->cfg.shards, slot, gen, pid) != SHM_OK) {
+		munmap(p, e->chan_bytes);
+		close(fd);
+		errno = EINVAL;
+		return -1;
+	}
+	e->chan[slot] = p;
+	e->chan_fd[slot] = fd;
+	return 0;
+}
+
+void engine_chan_close(struct engine *e, uint32_t slot)
+{
+	if (e->chan[slot] != NULL)
+		munmap(e->chan[slot], e->chan_bytes);
+	if (e->chan_fd[slot] >= 0)
+		close(e->chan_fd[slot]);
+	e->chan[slot] = NULL;
+	e->chan_fd[slot] = -1;
 }
 
 static int create_registry(struct engine *e)
@@ -95,8 +124,8 @@ int engine_create(struct engine *e, const struct amorad_config *cfg, char *err, 
 	e->bells_bytes = (size_t)cfg->shards * chan_doorbell_stride(cfg->max_clients);
 	e->bells = map_memfd("amora-doorbells", e->bells_bytes, &e->bells_fd);
 	if (e->bells == NULL || create_channels(e) != 0 || create_registry(e) != 0) {
-		snprintf(err, errlen, "cannot create the shared memory for %u clients: %s",
-			 cfg->max_clients, strerror(errno));
+		snprintf(err, errlen, "cannot create the shared memory and shard sockets: %s",
+			 strerror(errno));
 		return -1;
 	}
 	rc = shm_seg_seal(&e->seg);
@@ -109,15 +138,17 @@ int engine_create(struct engine *e, const struct amorad_config *cfg, char *err, 
 
 void engine_destroy(struct engine *e)
 {
-	for (uint32_t i = 0; e->chan != NULL && i < e->cfg.max_clients; i++) {
-		if (e->chan[i] != NULL)
-			munmap(e->chan[i], e->chan_bytes);
-		if (e->chan_fd[i] >= 0)
-			close(e->chan_fd[i]);
+	for (uint32_t i = 0; e->chan != NULL && i < e->cfg.max_clients; i++)
+		engine_chan_close(e, i);
+	for (uint32_t s = 0; e->shard_sock != NULL && s < e->cfg.shards; s++) {
+		if (e->shard_sock[s][0] >= 0)
+			close(e->shard_sock[s][0]);
+		if (e->shard_sock[s][1] >= 0)
+			close(e->shard_sock[s][1]);
 	}
+	free(e->shard_sock);
 	free(e->chan);
 	free(e->chan_fd);
-	free(e->readers);
 	if (e->bells != NULL)
 		munmap(e->bells, e->bells_bytes);
 	if (e->bells_fd >= 0)

@@ -9,9 +9,12 @@
  *              descriptors. Clients map it read-only.
  *   bells      the doorbell memfd (chan.h), one doorbell per shard.
  *              Clients map it read-write.
- *   chan[i]    client slot i's channel memfd (chan.h), created for every
- *              slot up front so a shard forked at any time maps them all.
- *              The client attached to slot i maps only chan[i].
+ *   chan[i]    the channel memfd (chan.h) of the client attached to slot
+ *              i: a new memfd per attach, so a process that once had a
+ *              slot can never write into its next owner's channel. amorad
+ *              sends it to every running shard over that shard's socket
+ *              (SCM_RIGHTS) before it publishes the slot; a shard forked
+ *              later inherits amorad's mapping of it.
  *   reg        the registry: anonymous shared memory only amorad and the
  *              shards see (no client can forge a slot's state). Per client
  *              slot: state, generation, pid; per (slot, shard): the
@@ -55,15 +58,20 @@ struct engine {
 	int bells_fd;
 	uint8_t *bells;
 	size_t bells_bytes;
-	int *chan_fd;
-	uint8_t **chan;
+	int *chan_fd;    /* per client slot, -1: no channel */
+	uint8_t **chan;  /* per client slot, NULL: no channel */
 	size_t chan_bytes;
+	int (*shard_sock)[2]; /* per shard: [0] amorad's end, [1] the shard's */
 	struct reg *reg;
 	struct reg_client *clients;
 	_Atomic uint32_t *acks; /* [slot * shards + shard] */
 	size_t reg_bytes;
-	/* The epoch slot of every channel, for the shards' reclamation. */
-	struct shm_epoch_slot **readers;
+};
+
+/* What amorad sends a shard with a channel's fd. */
+struct engine_chan_msg {
+	uint32_t slot;
+	uint32_t gen;
 };
 
 /* Create every shared region for `cfg` and seal the data segment.
@@ -88,5 +96,11 @@ static inline struct chan_hdr *engine_chan_hdr(const struct engine *e, uint32_t 
 
 /* Ring every shard's doorbell (after a registry change). */
 void engine_wake_shards(const struct engine *e);
+
+/* A fresh channel for client slot `slot` (generation gen, client pid),
+ * formatted and mapped by amorad. Returns 0 or -1 (errno). */
+int engine_chan_open(struct engine *e, uint32_t slot, uint32_t gen, int32_t pid);
+/* amorad's side of a channel nobody uses any more. */
+void engine_chan_close(struct engine *e, uint32_t slot);
 
 #endif

@@ -18,9 +18,10 @@
  * when the process dies even if the socket was inherited by a child. On
  * either, amorad clears the client's epoch slot at once (a dead process is
  * not reading, and its stale epoch would stop every shard's reclamation),
- * marks the slot CLOSING and rings every shard; the slot is FREE again once
- * every running shard has acknowledged that it stopped touching the
- * channel (srv_tick). Shards also cut off a client that writes garbage into
+ * marks the slot CLOSING and rings every shard; the slot is FREE again, and
+ * its channel memfd closed, once every running shard has acknowledged that
+ * it unmapped the channel (srv_tick). The next client of the slot gets a
+ * new memfd: the previous owner may still map the old one. Shards also cut off a client that writes garbage into
  * its rings: srv_tick then drops that client's connection.
  *
  * Bytes from a peer are never trusted: the RESP parser bounds everything,
@@ -204,7 +205,7 @@ static int free_slot(const struct amorad *a)
 	return -1;
 }
 
-static int send_with_fds(int fd, const char *buf, size_t len, const int *fds, int nfds)
+static int send_with_fds(int fd, const char *buf, size_t len, const int *fds, int nfds, int flags)
 {
 	char ctl[CMSG_SPACE(sizeof(int) * 3)];
 	struct iovec iov = { (void *)buf, len };
@@ -218,7 +219,7 @@ static int send_with_fds(int fd, const char *buf, size_t len, const int *fds, in
 	cm->cmsg_type = SCM_RIGHTS;
 	cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
 	memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-	n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+	n = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
 	return n == (ssize_t)len ? 0 : -1;
 }
 
@@ -239,10 +240,31 @@ static int attach_reply(struct amorad *a, struct conn *c, uint32_t slot, uint32_
 	for (int i = 0; rc == RESP_OK && i < 8; i++)
 		rc = resp_add_int(&b, (int64_t)v[i]);
 	if (rc == RESP_OK)
-		rc = send_with_fds(c->fd, b.data, b.len, fds, 3);
+		rc = send_with_fds(c->fd, b.data, b.len, fds, 3, 0);
 	close(fds[0]);
 	resp_buf_free(&b);
 	return rc == RESP_OK ? 0 : -1;
+}
+
+/* Give every running shard the new channel (a shard forked later inherits
+ * amorad's mapping). Before the slot is published: a shard that sees it
+ * ACTIVE finds the fd already queued on its socket. */
+static int send_channel(struct amorad *a, uint32_t slot, uint32_t gen)
+{
+	struct engine *e = &a->e;
+	struct engine_chan_msg m = { slot, gen };
+
+	for (uint32_t s = 0; s < e->cfg.shards; s++) {
+		if (!sup_running(a, s))
+			continue;
+		if (send_with_fds(e->shard_sock[s][0], (const char *)&m, sizeof(m), &e->chan_fd[slot], 1,
+				  MSG_DONTWAIT) != 0) {
+			log_error("cannot send client slot %u's channel to shard %02u: %s", slot, s,
+				  strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static void cmd_attach(struct amorad *a, struct conn *c)
@@ -277,8 +299,17 @@ static void cmd_attach(struct amorad *a, struct conn *c)
 		return;
 	}
 	gen = atomic_load(&e->clients[slot].gen) + 1;
-	if (chan_format(e->chan[slot], e->cfg.shards, (uint32_t)slot, gen, c->pid) != SHM_OK) {
-		resp_add_error(&c->out, "ERR cannot format the client channel");
+	if (engine_chan_open(e, (uint32_t)slot, gen, c->pid) != 0) {
+		resp_add_errorf(&c->out, "ERR cannot create the client channel: %s", strerror(errno));
+		close(c->pidfd);
+		c->pidfd = -1;
+		return;
+	}
+	if (send_channel(a, (uint32_t)slot, gen) != 0) {
+		resp_add_errorf(&c->out, "ERR cannot hand the channel to the shards: %s", strerror(errno));
+		engine_chan_close(e, (uint32_t)slot);
+		close(c->pidfd);
+		c->pidfd = -1;
 		return;
 	}
 	atomic_store(&e->clients[slot].pid, c->pid);
@@ -520,6 +551,7 @@ void srv_tick(struct amorad *a)
 		uint32_t gen = atomic_load(&e->clients[i].gen);
 
 		if (st == REG_CLOSING && all_acked(a, i, gen)) {
+			engine_chan_close(e, i);
 			atomic_store(&e->clients[i].pid, 0);
 			atomic_store_explicit(&e->clients[i].state, REG_FREE, memory_order_release);
 			atomic_fetch_add(&e->reg->version, 1);

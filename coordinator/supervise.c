@@ -62,13 +62,17 @@ static int start_shard(struct amorad *a, uint32_t s)
 		return -1;
 	}
 	if (pid == 0) {
-		/* The child needs none of amorad's descriptors (its shared
-		 * memory is mapped; stderr stays for the log). Closing the
-		 * clients' sockets matters: a shard holding one would hide a
-		 * client's hang-up from amorad. */
+		/* The child needs none of amorad's other descriptors (its
+		 * shared memory is mapped; stderr stays for the log). Closing
+		 * the clients' sockets matters: a shard holding one would hide
+		 * a client's hang-up from amorad. */
 		sigset_t none;
 
-		close_range(3, ~0u, 0);
+		/* Keep only the socket on which amorad sends channels. */
+		if (a->e.shard_sock[s][1] != SHARDD_SOCK_FD &&
+		    dup2(a->e.shard_sock[s][1], SHARDD_SOCK_FD) != SHARDD_SOCK_FD)
+			_exit(SHARDD_EXIT_CRASH);
+		close_range(SHARDD_SOCK_FD + 1, ~0u, 0);
 		/* amorad blocks these for its signalfd; a shard handles
 		 * SIGTERM itself. */
 		sigemptyset(&none);

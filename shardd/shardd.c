@@ -37,7 +37,9 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,8 +73,18 @@ struct pending {
 	struct chan_cqe cqe;
 };
 
+/* A client channel as this shard maps it. */
+struct chanmap {
+	uint8_t *base; /* NULL: none */
+	uint32_t gen;
+	int incoming;  /* fd received for generation incoming_gen, -1: none */
+	uint32_t incoming_gen;
+};
+
 struct shardd {
 	struct engine *e;
+	struct chanmap *chans;
+	struct shm_epoch_slot **readers; /* each client's epoch slot, for reclamation */
 	uint32_t id;
 	struct shm_shard *sh;
 	struct shm_writer w;
@@ -107,16 +119,98 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* ---------- channels ---------- */
+
+/* The epoch slot of a client we do not map: never reading. */
+static struct shm_epoch_slot idle_slot;
+
+static void chan_unmap(struct shardd *d, uint32_t slot)
+{
+	struct chanmap *c = &d->chans[slot];
+
+	d->readers[slot] = &idle_slot;
+	if (c->base != NULL)
+		munmap(c->base, d->e->chan_bytes);
+	c->base = NULL;
+}
+
+static void chan_use(struct shardd *d, uint32_t slot, uint8_t *base, uint32_t gen)
+{
+	chan_unmap(d, slot);
+	d->chans[slot].base = base;
+	d->chans[slot].gen = gen;
+	d->readers[slot] = &((struct chan_hdr *)base)->epoch;
+}
+
+/* Take the channel fds amorad sent (engine.h); it sends them before it
+ * publishes the slots, so they are here when the registry says so. */
+static void receive_channels(struct shardd *d)
+{
+	for (;;) {
+		struct engine_chan_msg m;
+		char ctl[CMSG_SPACE(sizeof(int))];
+		struct iovec iov = { &m, sizeof(m) };
+		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+				      .msg_controllen = sizeof(ctl) };
+		struct cmsghdr *cm;
+		ssize_t n = recvmsg(SHARDD_SOCK_FD, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		int fd = -1;
+
+		if (n < 0)
+			return;
+		cm = CMSG_FIRSTHDR(&msg);
+		if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+			memcpy(&fd, CMSG_DATA(cm), sizeof(fd));
+		if (fd < 0)
+			continue;
+		if (n != sizeof(m) || m.slot >= d->e->cfg.max_clients) {
+			close(fd);
+			continue;
+		}
+		if (d->chans[m.slot].incoming >= 0)
+			close(d->chans[m.slot].incoming);
+		d->chans[m.slot].incoming = fd;
+		d->chans[m.slot].incoming_gen = m.gen;
+	}
+}
+
+/* Map the channel of client slot `slot`, generation gen. */
+static bool chan_ready(struct shardd *d, uint32_t slot, uint32_t gen)
+{
+	struct chanmap *c = &d->chans[slot];
+	void *p;
+
+	if (c->base != NULL && c->gen == gen)
+		return true;
+	if (c->incoming < 0 || c->incoming_gen != gen)
+		return false;
+	p = mmap(NULL, d->e->chan_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, c->incoming, 0);
+	close(c->incoming);
+	c->incoming = -1;
+	if (p == MAP_FAILED) {
+		log_error("cannot map the channel of client slot %u: %s", slot, strerror(errno));
+		return false;
+	}
+	chan_use(d, slot, p, gen);
+	return true;
+}
+
 /* ---------- clients ---------- */
 
 static void attach_peer(struct shardd *d, uint32_t slot, uint32_t gen)
 {
 	struct peer *p = &d->peers[slot];
-	uint8_t *base = d->e->chan[slot];
+	uint8_t *base;
+	uint32_t n = d->e->cfg.shards;
 
 	memset(p, 0, sizeof(*p));
 	p->gen = gen;
-	uint32_t n = d->e->cfg.shards;
+	if (!chan_ready(d, slot, gen)) {
+		log_error("client slot %u: amorad's channel never arrived; ignoring that client", slot);
+		p->bad = true;
+		return;
+	}
+	base = d->chans[slot].base;
 
 	if (ring_attach(&p->sq, chan_sq_mem(base, n, d->id), chan_sq_bytes()) != SHM_OK ||
 	    ring_attach(&p->cq, chan_cq_mem(base, n, d->id), chan_cq_bytes()) != SHM_OK) {
@@ -138,6 +232,7 @@ static void sync_peers(struct shardd *d)
 	if (v == d->seen_version)
 		return;
 	d->seen_version = v;
+	receive_channels(d);
 	for (uint32_t i = 0; i < e->cfg.max_clients; i++) {
 		uint32_t st = atomic_load_explicit(&e->clients[i].state, memory_order_acquire);
 		uint32_t gen = atomic_load_explicit(&e->clients[i].gen, memory_order_acquire);
@@ -147,6 +242,7 @@ static void sync_peers(struct shardd *d)
 			attach_peer(d, i, gen);
 		else if (st != REG_ACTIVE) {
 			p->active = p->bad = false;
+			chan_unmap(d, i);
 			if (st == REG_CLOSING)
 				atomic_store_explicit(engine_ack(e, i, d->id), gen, memory_order_release);
 		}
@@ -159,7 +255,8 @@ static void cut_off(struct shardd *d, uint32_t slot, const char *why)
 
 	log_warn("client slot %u (pid %d) %s; cut off", slot,
 		 atomic_load(&d->e->clients[slot].pid), why);
-	atomic_store_explicit(&engine_chan_hdr(d->e, slot)->cut_off, d->id + 1, memory_order_release);
+	atomic_store_explicit(&((struct chan_hdr *)d->chans[slot].base)->cut_off, d->id + 1,
+			      memory_order_release);
 	p->active = false;
 	p->bad = true;
 }
@@ -223,7 +320,7 @@ static int apply(struct shardd *d, const struct chan_op_view *v, uint64_t *seq)
 static bool take_requests(struct shardd *d, uint32_t slot)
 {
 	struct peer *p = &d->peers[slot];
-	uint8_t *bulk_src = d->e->chan[slot] + chan_bulk_off(d->e->cfg.shards);
+	uint8_t *bulk_src = d->chans[slot].base + chan_bulk_off(d->e->cfg.shards);
 	int64_t room = ring_space(&p->cq);
 
 	if (room < 0) {
@@ -339,7 +436,7 @@ static void mark_decided(struct shardd *d)
 
 		if (p->active && p->last_id > p->decided) {
 			p->decided = p->last_id;
-			atomic_store_explicit(chan_decided(d->e->chan[i], d->id), p->decided,
+			atomic_store_explicit(chan_decided(d->chans[i].base, d->id), p->decided,
 					      memory_order_release);
 		}
 	}
@@ -511,7 +608,7 @@ static int replay_log(struct shardd *d, uint64_t *last)
 		log_error("recovery failed: %s", wal_errmsg(&d->wal));
 		return rc == WAL_ECORRUPT ? SHARDD_EXIT_CORRUPT : SHARDD_EXIT_CRASH;
 	}
-	d->w.readers = d->e->readers;
+	d->w.readers = d->readers;
 	d->w.nreaders = d->e->cfg.max_clients;
 	if (shm_writer_publish(&d->w) != SHM_OK)
 		log_warn("the previous table could not be queued for freeing; its memory stays taken");
@@ -533,7 +630,7 @@ static int recover(struct shardd *d)
 			log_error("cannot create the table: %s", shm_strerror(rc));
 			return SHARDD_EXIT_CRASH;
 		}
-		d->w.readers = d->e->readers;
+		d->w.readers = d->readers;
 		d->w.nreaders = d->e->cfg.max_clients;
 		last = atomic_load(&d->sh->seq);
 	} else if ((rc = replay_log(d, &last)) != 0) {
@@ -563,6 +660,19 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 	d->sh = shm_shard_at(&e->seg, id);
 	d->bell = engine_doorbell(e, id);
 	d->peers = calloc(e->cfg.max_clients, sizeof(*d->peers));
+	d->chans = calloc(e->cfg.max_clients, sizeof(*d->chans));
+	d->readers = calloc(e->cfg.max_clients, sizeof(*d->readers));
+	if (d->chans == NULL || d->readers == NULL) {
+		log_error("out of memory at start");
+		return SHARDD_EXIT_CRASH;
+	}
+	/* Channels amorad had mapped when it forked us are mapped here too. */
+	for (uint32_t i = 0; i < e->cfg.max_clients; i++) {
+		d->chans[i].incoming = -1;
+		d->readers[i] = &idle_slot;
+		if (e->chan[i] != NULL)
+			chan_use(d, i, e->chan[i], atomic_load(&e->clients[i].gen));
+	}
 	d->again = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->again));
 	d->req = malloc(CHAN_SQ_DATA);
 	d->bulk = malloc(CHAN_BULK_BYTES);

@@ -12,6 +12,9 @@
 
 #include "engine.h"
 
+/* The shard's end of its socket to amorad, on which channel fds arrive. */
+#define SHARDD_SOCK_FD 3
+
 enum shardd_exit {
 	SHARDD_EXIT_OK = 0,      /* stopped on request, log synced */
 	SHARDD_EXIT_CRASH = 1,   /* unexpected failure: restart it */

@@ -509,11 +509,19 @@ static uint8_t *raw_attach(int *sock, uint32_t *shards, uint32_t *slot, uint8_t 
 	int *fds = raw_fds;
 
 	strcpy(sa.sun_path, D.sock);
-	*sock = socket(AF_UNIX, SOCK_STREAM, 0);
-	cr_assert_eq(connect(*sock, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	cr_assert_eq(send(*sock, attach, sizeof(attach) - 1, 0), (ssize_t)sizeof(attach) - 1);
-	usleep(100000); /* the whole reply arrives in one message */
-	cr_assert_gt(recvmsg(*sock, &msg, 0), 0);
+	/* the slot of proc_start's probe may still be closing: retry BUSY */
+	for (uint64_t t0 = proc_now_ms();; usleep(5000)) {
+		*sock = socket(AF_UNIX, SOCK_STREAM, 0);
+		cr_assert_eq(connect(*sock, (struct sockaddr *)&sa, sizeof(sa)), 0);
+		cr_assert_eq(send(*sock, attach, sizeof(attach) - 1, 0), (ssize_t)sizeof(attach) - 1);
+		usleep(100000); /* the whole reply arrives in one message */
+		cr_assert_gt(recvmsg(*sock, &msg, 0), 0);
+		if (strncmp(buf, "-BUSY", 5) != 0)
+			break;
+		close(*sock);
+		msg.msg_controllen = sizeof(ctl);
+		cr_assert(proc_now_ms() - t0 < 5000, "no free slot");
+	}
 	cr_assert_eq(sscanf(buf, "*8\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu\r\n:%llu",
 			    &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]), 8);
 	memcpy(fds, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(raw_fds));
@@ -638,4 +646,26 @@ Test(engine, stuck_reader_is_cut_off, .timeout = 60)
 	cr_assert(proc_log_has(&D, "stayed in one read section"));
 	amora_close(good);
 	close(sock);
+}
+
+/* A process that once had a client slot keeps its mapping of that slot's
+ * channel; the next client of the slot must get a channel of its own. */
+Test(engine, recycled_slot_gets_a_new_channel)
+{
+	uint32_t shards, slot, max_clients;
+	uint8_t *bells, *old;
+	int sock;
+	amora *db = NULL;
+
+	proc_start(&D, "--shards", "2", "--memory", "64M", "--max-clients", "1", NULL);
+	old = raw_attach(&sock, &shards, &slot, &bells, &max_clients);
+	close(sock); /* detach, but keep the mapping */
+	for (uint64_t t0 = proc_now_ms(); amora_open(D.sock, &db) != AMORA_OK; usleep(5000))
+		cr_assert(proc_now_ms() - t0 < 5000, "the slot was never freed");
+	/* the ex-client scribbles over everything it still maps */
+	memset(old, 0xa5, chan_bytes(shards));
+	for (int i = 0; i < 200; i++)
+		cr_assert_eq(put(db, "n", i, 1), AMORA_OK, "write %d: %s", i, amora_errmsg(db));
+	expect_value(db, "n", 199, 1);
+	amora_close(db);
 }
