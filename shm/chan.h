@@ -3,8 +3,9 @@
  *
  * Writes travel from a client to the shard that owns the key over shared
  * memory, never through the control socket. Each attached client has a
- * channel: a memfd of its own, mapped read-write by the client, by amorad
- * and (inherited across fork) by every shard. A client can therefore damage
+ * channel: a memfd of its own, created at attach, mapped read-write by the
+ * client, by amorad and by every shard (sent over the shard's socket, or
+ * inherited when the shard is forked later). A client can therefore damage
  * only its own channel, and a shard never trusts what it reads there.
  *
  * Channel layout (offsets from the start of the channel memfd):
