@@ -45,7 +45,6 @@ LIBAMORA_SO := $(BUILD)/libamora.so
 AMORAD := $(BUILD)/amorad
 CLI := $(BUILD)/amora
 TESTS := $(BUILD)/tests/amora-tests
-ALL_LIBS = $(SHM_LIBS) -llz4
 
 .PHONY: all run test run-tests asan tsan bench run-bench fuzz deps clean
 .SUFFIXES:
@@ -73,14 +72,14 @@ $(LIBAMORA_SO): $(LIB_OBJ) $(SHM_OBJ)
 	$(CC) -shared $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
 
 $(AMORAD): $(BUILD)/coordinator/main.o $(LIBENGINE) $(LIBSHM)
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(ALL_LIBS) -o $@
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
 
 $(CLI): $(BUILD)/libclient/amora-cli.o $(LIBAMORA)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
 
 # Tests run the real programs (amorad, amora), so they depend on them.
 $(TESTS): $(TEST_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) $(AMORAD) $(CLI)
-	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) -lcriterion $(ALL_LIBS) -o $@
+	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) -lcriterion $(SHM_LIBS) -o $@
 
 $(BUILD)/tests/stress_%: $(BUILD)/tests/stress_%.o $(LIBSHM)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
@@ -136,7 +135,7 @@ fuzz: deps
 	@mkdir -p $(BUILD)/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 		clang -O1 -g -std=gnu11 -msse4.2 -D_GNU_SOURCE -Ishm -Icoordinator -Ishardd -Ilibclient -fsanitize=fuzzer,address,undefined \
-			$$f $(SHM_SRC) $(ENGINE_SRC) $(ALL_LIBS) -o $(BUILD)/fuzz/$$n || exit 1; \
+			$$f $(SHM_SRC) $(ENGINE_SRC) $(SHM_LIBS) -o $(BUILD)/fuzz/$$n || exit 1; \
 		echo "== $$n ($(FUZZ_SECONDS) s)"; \
 		$(BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; done
 
