@@ -47,6 +47,7 @@
 #include "amora.h"
 #include "log.h"
 #include "shard.h"
+#include "recover.h"
 #include "shardd.h"
 #include "wal.h"
 
@@ -100,7 +101,6 @@ struct shardd {
 	uint64_t next_sweep_ns;
 	uint64_t next_reclaim_ns;
 	bool dirty;    /* the batch holds effects to log */
-	int replay_rc; /* shm_ result of the last record replayed */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -532,25 +532,6 @@ static void idle(struct shardd *d)
 
 /* ---------- start and stop ---------- */
 
-static int replay(void *arg, uint64_t seq, int op, const void *key, uint32_t klen, const void *val,
-		  uint32_t vlen)
-{
-	struct shardd *d = arg;
-	int rc;
-
-	/* The record gets the sequence number it had in the log. */
-	atomic_store_explicit(&d->sh->seq, seq - 1, memory_order_relaxed);
-	if (op == WAL_OP_SET)
-		rc = shm_writer_set(&d->w, key, klen, val, vlen);
-	else
-		rc = shm_writer_del(&d->w, key, klen);
-	if (rc == SHM_ENOTFOUND)
-		rc = SHM_OK;
-	atomic_store_explicit(&d->sh->seq, seq, memory_order_relaxed);
-	d->replay_rc = rc;
-	return rc == SHM_OK ? 0 : -1;
-}
-
 /* One process per shard log: a shard of a previous amorad that is still
  * dying (inside a write) must be gone before this one cuts its tail. */
 static int lock_dir(const char *dir)
@@ -587,56 +568,17 @@ static int open_log(struct shardd *d)
 	return 0;
 }
 
-/* Rebuild the shard from its log into a fresh table, then publish it. */
-static int replay_log(struct shardd *d, uint64_t *last)
-{
-	int rc = shm_writer_open_fresh(&d->w, &d->e->seg, d->id, 0);
-
-	if (rc != SHM_OK) {
-		log_error("cannot create the table: %s", shm_strerror(rc));
-		return rc == SHM_ENOMEM ? SHARDD_EXIT_NOMEM : SHARDD_EXIT_CRASH;
-	}
-	atomic_store_explicit(&d->sh->seq, 0, memory_order_relaxed);
-	rc = wal_recover(&d->wal, replay, d, last);
-	if (rc != WAL_OK) {
-		shm_writer_discard(&d->w);
-		if (rc == WAL_EAPPLY && d->replay_rc == SHM_ENOMEM) {
-			log_error("not enough shared memory to rebuild the shard beside the table readers "
-				  "use; raise --memory or restart amorad");
-			return SHARDD_EXIT_NOMEM;
-		}
-		log_error("recovery failed: %s", wal_errmsg(&d->wal));
-		return rc == WAL_ECORRUPT ? SHARDD_EXIT_CORRUPT : SHARDD_EXIT_CRASH;
-	}
-	d->w.readers = d->readers;
-	d->w.nreaders = d->e->cfg.max_clients;
-	if (shm_writer_publish(&d->w) != SHM_OK)
-		log_warn("the previous table could not be queued for freeing; its memory stays taken");
-	return 0;
-}
-
 static int recover(struct shardd *d)
 {
+	struct shard_recovery r = { &d->e->seg, d->id, &d->wal, d->e->cfg.sync, d->readers,
+				    d->e->cfg.max_clients };
 	uint64_t last = 0, t0 = now_ns();
 	int rc = open_log(d);
 
+	if (rc == 0)
+		rc = shard_recover(&d->w, &r, &last);
 	if (rc != 0)
 		return rc;
-	if (d->e->cfg.sync == WAL_SYNC_NONE) {
-		/* No log to rebuild from: adopt the table the previous
-		 * incarnation left (every published state of it is whole). */
-		rc = shm_writer_open(&d->w, &d->e->seg, d->id, 0);
-		if (rc != SHM_OK) {
-			log_error("cannot create the table: %s", shm_strerror(rc));
-			return SHARDD_EXIT_CRASH;
-		}
-		d->w.readers = d->readers;
-		d->w.nreaders = d->e->cfg.max_clients;
-		last = atomic_load(&d->sh->seq);
-	} else if ((rc = replay_log(d, &last)) != 0) {
-		return rc;
-	}
-	atomic_store_explicit(&d->sh->seq, last, memory_order_release);
 	log_msg(last ? LOG_INFO : LOG_DEBUG, "recovered to seq %llu in %.1f ms",
 		(unsigned long long)last, (double)(now_ns() - t0) / 1e6);
 	wal_batch_begin(&d->wal);

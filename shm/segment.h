@@ -58,6 +58,14 @@ enum shm_shard_state {
 	SHM_SHARD_STOPPED = 4,  /* shut down with amorad */
 };
 
+/* Why a shard is FAILED (shm_shard.cause). */
+enum shm_fail_cause {
+	SHM_FAIL_NONE = 0,
+	SHM_FAIL_CORRUPT_LOG = 1, /* corruption inside its log (amorad's log names file and offset) */
+	SHM_FAIL_NOMEM = 2,       /* not enough shared memory to recover its data */
+	SHM_FAIL_START = 3,       /* could not start (files, memory of its own) */
+};
+
 /* Per-shard descriptor. Written only by the shard's writer; read by all. */
 struct shm_shard {
 	_Atomic uint64_t table_off; /* current Swiss table (0: none yet) */
@@ -66,6 +74,8 @@ struct shm_shard {
 	_Atomic uint64_t seq;       /* last sequence number applied */
 	_Atomic uint32_t state;     /* enum shm_shard_state, set by amorad and the shard */
 	_Atomic uint32_t restarts;  /* times the shard process was restarted */
+	_Atomic uint32_t cause;     /* enum shm_fail_cause while state is FAILED, else 0 */
+	_Atomic uint32_t sleeping;  /* 1 while the shard sleeps (or is about to): clients wake it */
 	struct shm_slab slab;       /* this shard's record/table memory */
 } __attribute__((aligned(SHM_CACHELINE)));
 

@@ -1,0 +1,30 @@
+/*
+ * recover.h — a shard process rebuilding its shard at start.
+ *
+ * Called once by shardd_run() after the log is open and before the shard
+ * serves: afterwards the writer `w` owns the shard's table (published,
+ * readers listed) and the log is ready for appends after *last.
+ */
+#ifndef AMORA_SHARDD_RECOVER_H
+#define AMORA_SHARDD_RECOVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shard.h"
+#include "wal.h"
+
+struct shard_recovery {
+	struct shm_seg *seg;
+	uint32_t id;
+	struct wal *wal;
+	enum wal_sync_mode mode;
+	struct shm_epoch_slot *const *readers; /* every client slot, for reclamation */
+	size_t nreaders;
+};
+
+/* Returns 0, or the shardd_exit code the shard should exit with (the
+ * cause is logged). */
+int shard_recover(struct shm_writer *w, const struct shard_recovery *r, uint64_t *last);
+
+#endif
