@@ -881,6 +881,57 @@ int wal_recover(struct wal *w, wal_apply_fn fn, void *arg, uint64_t *last_seq)
 	return rc;
 }
 
+/* Replay one segment again, read-only, up to where recovery left it. */
+static int replay_segment(struct wal *w, uint64_t seq, int first, uint64_t *prev, wal_apply_fn fn,
+			  void *arg)
+{
+	struct wal_scan sc = { .shard_id = w->shard_id, .name_seq = seq, .prev_seq = *prev,
+			       .chained = !first };
+	const uint8_t *map;
+	char name[32];
+	size_t len = 0;
+	int fd, rc;
+
+	seg_name(name, seq);
+	fd = openat(w->dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(w, WAL_EIO, "%s/%s: open: %s", w->dir, name, strerror(errno));
+	rc = seg_map(w, fd, name, &map, &len);
+	close(fd);
+	if (rc != WAL_OK)
+		return rc;
+	if (w->fd >= 0 && seq == w->seg_first_seq && len > w->write_off)
+		len = (size_t)w->write_off; /* the preallocated zeros */
+	rc = wal_scan_buf(map, len, fn, arg, &sc);
+	if (map != NULL)
+		munmap((void *)map, len);
+	if (rc == WAL_EAPPLY)
+		return fail(w, WAL_EAPPLY, "%s/%s: offset %" PRIu64 ": %s", w->dir, name, sc.end, sc.why);
+	if (sc.status != WAL_SCAN_CLEAN)
+		return fail(w, WAL_ECORRUPT, "%s/%s: changed since recovery at offset %" PRIu64 ": %s",
+			    w->dir, name, sc.bad_off, sc.why);
+	*prev = sc.last_seq;
+	return WAL_OK;
+}
+
+int wal_replay(struct wal *w, wal_apply_fn fn, void *arg)
+{
+	uint64_t *segs = NULL, prev = 0;
+	size_t n = 0;
+	int rc;
+
+	if (w->mode == WAL_SYNC_NONE)
+		return WAL_OK;
+	if (!w->recovered || w->stat_batches != 0)
+		return fail(w, WAL_EINVAL, "wal_replay: only after wal_recover and before appends");
+	if ((rc = list_segments(w, &segs, &n)) != WAL_OK)
+		return rc;
+	for (size_t i = 0; i < n && rc == WAL_OK; i++)
+		rc = replay_segment(w, segs[i], i == 0, &prev, fn, arg);
+	free(segs);
+	return rc;
+}
+
 /* =====================================================================
  * Appending
  * ===================================================================== */

@@ -110,6 +110,12 @@ void wal_set_segment_bytes(struct wal *w, uint64_t bytes);
  * damage inside the log, WAL_EAPPLY when fn fails, WAL_EIO. Once only. */
 int wal_recover(struct wal *w, wal_apply_fn fn, void *arg, uint64_t *last_seq);
 
+/* Replay the recovered log again, oldest first, read-only (recovery that
+ * needs two passes). Only after wal_recover and before any commit.
+ * WAL_EINVAL (call order), WAL_EAPPLY, WAL_ECORRUPT (the files changed
+ * since wal_recover), WAL_EIO. */
+int wal_replay(struct wal *w, wal_apply_fn fn, void *arg);
+
 /* Start a batch (discarding any records added but not committed). */
 void wal_batch_begin(struct wal *w);
 /* Copy one record into the batch buffer (for DEL, val/vlen are ignored and

@@ -120,6 +120,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "epoch.h"
@@ -207,6 +208,17 @@ uint64_t shm_epoch_min(struct shm_epoch_slot *const *slots, size_t n)
 			min = e;
 	}
 	return min;
+}
+
+void shm_epoch_quiesce(struct shm_epoch_slot *const *slots, size_t n, struct shm_header *hdr)
+{
+	/* Same argument as a seal followed by collect (see the top): a
+	 * reader showing e >= E loaded the global after this bump. */
+	uint64_t e = atomic_fetch_add_explicit(&hdr->global_epoch, 1, memory_order_seq_cst) + 1;
+	struct timespec ms = { 0, 1000000 };
+
+	while (shm_epoch_min(slots, n) < e)
+		nanosleep(&ms, NULL);
 }
 
 void shm_retire_init(struct shm_retire_list *l)

@@ -78,6 +78,13 @@ void shm_epoch_slot_clear(struct shm_epoch_slot *slot);
  * (about 0.5 us with no reader running, a few us with IPIs). */
 uint64_t shm_epoch_min(struct shm_epoch_slot *const *slots, size_t n);
 
+/* Wait until every slot among `slots` that is inside a read section
+ * entered it after this call began (bumps the global epoch once, then
+ * polls every millisecond): memory unlinked before the call is then out of
+ * every reader's reach. Waits as long as a reader stays inside; the
+ * supervisor cuts off readers stuck for long (server.c). */
+void shm_epoch_quiesce(struct shm_epoch_slot *const *slots, size_t n, struct shm_header *hdr);
+
 struct shm_retired {
 	uint64_t off;
 	uint64_t size;

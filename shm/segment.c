@@ -55,6 +55,8 @@ static void layout(struct shm_header *h, uint64_t size, uint32_t shards)
 	/* nchunks depends on where chunks start, which depends on nchunks:
 	 * size the link array for the whole segment, which over-counts. */
 	off = h->chunk_next_off + (size >> SHM_CHUNK_SHIFT) * sizeof(uint32_t);
+	h->chunk_owner_off = align_up(off, SHM_CACHELINE);
+	off = h->chunk_owner_off + (size >> SHM_CHUNK_SHIFT) * sizeof(uint32_t);
 	h->chunk_base = align_up(off, SHM_CHUNK_SIZE);
 	h->nchunks = h->chunk_base < size ? (uint32_t)((size - h->chunk_base) >> SHM_CHUNK_SHIFT) : 0;
 }
@@ -123,6 +125,7 @@ static bool header_valid(const struct shm_header *h, uint64_t file_size)
 		return false; /* the layout would not fit in the file */
 	return h->chunk_size == want.chunk_size && h->shard_off == want.shard_off &&
 	       h->shard_size == want.shard_size && h->chunk_next_off == want.chunk_next_off &&
+	       h->chunk_owner_off == want.chunk_owner_off &&
 	       h->chunk_base == want.chunk_base && h->nchunks == want.nchunks;
 }
 
@@ -179,9 +182,39 @@ struct shm_shard *shm_shard_at(const struct shm_seg *seg, uint32_t i)
 	return (struct shm_shard *)(seg->base + seg->hdr->shard_off) + i;
 }
 
-static uint64_t chunk_offset(const struct shm_seg *seg, uint32_t idx)
+uint64_t shm_chunk_offset(const struct shm_seg *seg, uint32_t idx)
 {
 	return seg->hdr->chunk_base + ((uint64_t)idx << SHM_CHUNK_SHIFT);
+}
+
+uint32_t shm_chunks_touched(const struct shm_seg *seg)
+{
+	uint64_t b = atomic_load_explicit(&seg->hdr->chunk_bump, memory_order_relaxed);
+
+	return b > seg->hdr->nchunks ? seg->hdr->nchunks : (uint32_t)b;
+}
+
+static _Atomic uint32_t *chunk_owner(const struct shm_seg *seg)
+{
+	return (_Atomic uint32_t *)(seg->base + seg->hdr->chunk_owner_off);
+}
+
+void shm_chunk_set_owner(struct shm_seg *seg, uint64_t off, uint32_t n, uint32_t owner)
+{
+	uint64_t idx = (off - seg->hdr->chunk_base) >> SHM_CHUNK_SHIFT;
+
+	for (uint32_t i = 0; i < n && idx + i < seg->hdr->nchunks; i++)
+		atomic_store_explicit(&chunk_owner(seg)[idx + i], owner, memory_order_relaxed);
+}
+
+uint32_t shm_chunk_owner(const struct shm_seg *seg, uint64_t off)
+{
+	uint64_t idx;
+
+	if (off < seg->hdr->chunk_base)
+		return 0;
+	idx = (off - seg->hdr->chunk_base) >> SHM_CHUNK_SHIFT;
+	return idx < seg->hdr->nchunks ? atomic_load_explicit(&chunk_owner(seg)[idx], memory_order_relaxed) : 0;
 }
 
 static int pop_free(struct shm_seg *seg, uint32_t *idx)
@@ -232,7 +265,7 @@ int shm_chunk_alloc(struct shm_seg *seg, uint32_t n, uint64_t *off)
 	if (rc != SHM_OK)
 		return rc;
 	atomic_fetch_add_explicit(&seg->hdr->chunks_in_use, n, memory_order_relaxed);
-	*off = chunk_offset(seg, idx);
+	*off = shm_chunk_offset(seg, idx);
 	return SHM_OK;
 }
 

@@ -13,6 +13,8 @@
  *                                      chunk pool state
  *   shard_off      struct shm_shard[shard_count]   one descriptor per shard
  *   chunk_next_off uint32_t[nchunks]   free-stack links, one per chunk
+ *   chunk_owner_off uint32_t[nchunks]  shard id + 1 of the shard that owns
+ *                                      each chunk (0: in the pool or lost)
  *   chunk_base     nchunks chunks of SHM_CHUNK_SIZE bytes, chunk_base aligned
  *                  to SHM_CHUNK_SIZE
  *
@@ -25,6 +27,11 @@
  * contiguous chunks (large tables, Bloom filters, oversized records) come
  * only from the bump pointer; freeing a run pushes its chunks one by one, so
  * they serve later single-chunk requests. Exhaustion is SHM_ENOMEM.
+ *
+ * Ownership. A shard that takes chunks records itself as their owner
+ * (shm_chunk_set_owner) and clears that before it frees them, so a
+ * restarted shard can find every chunk it holds (slab.h, rebuild). A shard
+ * killed between taking a chunk and recording it loses that chunk.
  *
  * Limits: segment size at most SHM_MAX_SIZE (64 GiB: records are addressed
  * by 32-bit offsets in units of 16 bytes), shard count a power of two in
@@ -42,7 +49,7 @@
 #include "slab.h"
 
 #define SHM_MAGIC 0x4d48534152524f4dULL /* "MORRASHM" */
-#define SHM_VERSION 2u
+#define SHM_VERSION 3u
 #define SHM_CHUNK_SHIFT 21
 #define SHM_CHUNK_SIZE (1ULL << SHM_CHUNK_SHIFT) /* 2 MiB */
 #define SHM_MAX_SIZE (64ULL << 30)
@@ -88,6 +95,7 @@ struct shm_header {
 	uint64_t shard_off;     /* offset of struct shm_shard[shard_count] */
 	uint64_t shard_size;    /* sizeof(struct shm_shard) when created */
 	uint64_t chunk_next_off;/* offset of uint32_t[nchunks] */
+	uint64_t chunk_owner_off;/* offset of _Atomic uint32_t[nchunks] */
 	uint64_t chunk_base;    /* offset of chunk 0 */
 	uint32_t nchunks;
 	uint32_t pad_;
@@ -152,6 +160,17 @@ int shm_chunk_alloc(struct shm_seg *seg, uint32_t n, uint64_t *off);
 /* Return `n` contiguous chunks starting at `off`.
  * Errors: SHM_ERANGE if the run is not a chunk-aligned run inside the pool. */
 int shm_chunk_free(struct shm_seg *seg, uint64_t off, uint32_t n);
+
+/* Record `owner` (a shard id + 1, or 0) for the n chunks from `off`.
+ * Writers only, for chunks they hold. */
+void shm_chunk_set_owner(struct shm_seg *seg, uint64_t off, uint32_t n, uint32_t owner);
+
+/* Owner of the chunk holding `off` (0: none, or `off` outside the pool). */
+uint32_t shm_chunk_owner(const struct shm_seg *seg, uint64_t off);
+
+/* Offset of chunk `idx`, and the chunks ever handed out (indexes below). */
+uint64_t shm_chunk_offset(const struct shm_seg *seg, uint32_t idx);
+uint32_t shm_chunks_touched(const struct shm_seg *seg);
 
 /* Chunks that are neither free nor never-used. */
 uint64_t shm_chunks_in_use(const struct shm_seg *seg);

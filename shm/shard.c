@@ -15,6 +15,7 @@
  * writes. A rebuild also drops tombstones, and may shrink the table when
  * most keys were deleted.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "shard.h"
@@ -44,13 +45,12 @@ static struct shm_table *table(const struct shm_writer *w)
 	return (struct shm_table *)(w->seg->base + w->table_off);
 }
 
-/* Make `off` the writer's table; readers see it unless the writer is a
- * fresh one still filling its table. */
+/* Make `off` the shard's table (one release store: readers mid-lookup
+ * finish on the previous one). */
 static void set_table(struct shm_writer *w, uint64_t off)
 {
 	w->table_off = off;
-	if (!w->hidden)
-		atomic_store_explicit(&w->sh->table_off, off, memory_order_release);
+	atomic_store_explicit(&w->sh->table_off, off, memory_order_release);
 }
 
 static int writer_init(struct shm_writer *w, struct shm_seg *seg, uint32_t index)
@@ -64,93 +64,129 @@ static int writer_init(struct shm_writer *w, struct shm_seg *seg, uint32_t index
 	return SHM_OK;
 }
 
-int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
-		    uint64_t expected_keys)
+/* The table a previous writer left, if readers may use it and it is a
+ * block of this shard; 0 otherwise. */
+static uint64_t table_left(struct shm_writer *w)
 {
-	if (writer_init(w, seg, index) != SHM_OK)
-		return SHM_EINVAL;
-	w->table_off = atomic_load_explicit(&w->sh->table_off, memory_order_acquire);
-	if (w->table_off == 0) {
-		uint64_t off;
-		int rc = shm_table_create(seg, &w->sh->slab, groups_for(expected_keys, KEYS_PER_GROUP_EXPECTED), &off);
-		if (rc != SHM_OK)
-			return rc;
-		set_table(w, off);
-	}
-	return SHM_OK;
-}
-
-int shm_writer_open_fresh(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
-			  uint64_t expected_keys)
-{
-	uint64_t off;
-	int rc;
-
-	if (writer_init(w, seg, index) != SHM_OK)
-		return SHM_EINVAL;
-	w->hidden = true;
-	w->old_table_off = atomic_load_explicit(&w->sh->table_off, memory_order_acquire);
-	rc = shm_table_create(seg, &w->sh->slab, groups_for(expected_keys, KEYS_PER_GROUP_EXPECTED), &off);
-	if (rc != SHM_OK)
-		return rc;
-	w->table_off = off;
-	return SHM_OK;
-}
-
-/* Queue every record the table at `off` references, then the table. The
- * previous incarnation may have died anywhere, so each offset is checked
- * as a reader would; one that fails is skipped (leaked, never freed
- * blindly). */
-static int retire_table(struct shm_writer *w, uint64_t off)
-{
+	uint64_t off = atomic_load_explicit(&w->sh->table_off, memory_order_acquire);
+	const struct shm_table *t = shm_ptr(w->seg, off, sizeof(*t));
 	struct shm_table_view v;
-	const struct shm_table *t = (const struct shm_table *)(w->seg->base + off);
+
+	if (off == 0 || t == NULL || shm_table_view(w->seg, off, &v) != SHM_OK ||
+	    shm_chunk_owner(w->seg, off) != w->sh->id + 1)
+		return 0;
+	return off;
+}
+
+struct live_set {
+	struct shm_slab_live *v;
+	size_t n, cap;
+};
+
+static int live_add(struct live_set *l, uint64_t off, uint64_t size, size_t tag)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 1024;
+		struct shm_slab_live *v = realloc(l->v, cap * sizeof(*v));
+
+		if (v == NULL)
+			return SHM_ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = (struct shm_slab_live){ .off = off, .size = size, .tag = tag };
+	return SHM_OK;
+}
+
+#define TAG_TABLE SIZE_MAX
+
+/* Every block the table at `off` references, and the table itself. A
+ * record that fails a reader's checks is not listed: its slot is deleted. */
+static int live_collect(struct shm_writer *w, uint64_t off, struct live_set *l)
+{
+	struct shm_table *t = (struct shm_table *)(w->seg->base + off);
+	struct shm_table_view v;
 	int rc = shm_table_view(w->seg, off, &v);
 
-	if (rc != SHM_OK)
-		return SHM_OK;
-	for (uint64_t g = 0; g < v.ngroups; g++) {
-		for (int i = 0; i < SHM_GROUP_SLOTS; i++) {
+	for (uint64_t g = 0; rc == SHM_OK && g < v.ngroups; g++) {
+		for (int i = 0; rc == SHM_OK && i < SHM_GROUP_SLOTS; i++) {
+			shm_slot_pos pos = g * SHM_GROUP_SLOTS + (uint64_t)i;
 			struct shm_kv kv;
 			uint64_t rec;
 
 			if (atomic_load_explicit(&v.groups[g].ctrl[i], memory_order_relaxed) & 0x80)
 				continue;
-			rec = (atomic_load_explicit(&v.groups[g].slot[i], memory_order_relaxed) & 0xffffffffu) << 4;
+			rec = shm_table_record(w->seg, t, pos);
 			if (shm_record_view(w->seg, rec, &kv) != SHM_OK)
-				continue;
-			rc = shm_retire_push(&w->retired, rec, shm_record_size(kv.klen, kv.vlen));
-			if (rc != SHM_OK)
-				return rc;
+				shm_table_delete_at(w->seg, t, pos);
+			else
+				rc = live_add(l, rec, shm_record_size(kv.klen, kv.vlen), pos);
 		}
 	}
-	return shm_retire_push(&w->retired, off, t->bytes);
+	return rc == SHM_OK ? live_add(l, off, t->bytes, TAG_TABLE) : rc;
 }
 
-void shm_writer_discard(struct shm_writer *w)
+/* Rebuild the allocator around the table at `off` (0: none). Returns the
+ * table to use: `off`, or 0 if it could not be kept. */
+static uint64_t adopt(struct shm_writer *w, uint64_t off, size_t *dropped)
 {
-	if (!w->hidden || w->table_off == 0)
-		return;
-	w->readers = NULL;
-	w->nreaders = 0;
-	if (retire_table(w, w->table_off) == SHM_OK)
-		shm_writer_reclaim(w);
-	w->table_off = 0;
+	struct live_set l = { 0 };
+	struct shm_table *t = (struct shm_table *)(w->seg->base + off);
+	bool table_lost = false;
+
+	if (off != 0 && live_collect(w, off, &l) != SHM_OK)
+		table_lost = true; /* no memory to list it: start empty */
+	if (table_lost || off == 0)
+		l.n = 0;
+	*dropped += shm_slab_rebuild(w->seg, &w->sh->slab, l.v, l.n);
+	for (size_t i = 0; i < l.n && !table_lost; i++) {
+		if (!l.v[i].dropped)
+			continue;
+		if (l.v[i].tag == TAG_TABLE)
+			table_lost = true;
+		else
+			shm_table_delete_at(w->seg, t, l.v[i].tag);
+	}
+	free(l.v);
+	if (table_lost && off != 0) {
+		/* Its memory may now be handed out: readers must stop using
+		 * it before anything is, and nothing of it is live. */
+		set_table(w, 0);
+		shm_epoch_quiesce(w->readers, w->nreaders, w->seg->hdr);
+		shm_slab_rebuild(w->seg, &w->sh->slab, NULL, 0);
+		return 0;
+	}
+	if (off != 0)
+		shm_table_recount(w->seg, t);
+	return off;
 }
 
-int shm_writer_publish(struct shm_writer *w)
+int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
+		    uint64_t expected_keys, struct shm_epoch_slot *const *readers, size_t nreaders,
+		    size_t *dropped)
 {
-	uint64_t old = w->old_table_off;
+	size_t lost = 0;
+	uint64_t off;
 
-	/* Records replaced while hidden were never visible: free them now,
-	 * before readers are listed. */
-	shm_writer_reclaim(w);
-	w->hidden = false;
-	w->old_table_off = 0;
-	set_table(w, w->table_off);
-	if (old == 0 || old == w->table_off)
-		return SHM_OK;
-	return retire_table(w, old);
+	if (writer_init(w, seg, index) != SHM_OK)
+		return SHM_EINVAL;
+	w->readers = readers;
+	w->nreaders = nreaders;
+	off = table_left(w);
+	if (off == 0)
+		set_table(w, 0);
+	shm_epoch_quiesce(readers, nreaders, seg->hdr);
+	off = adopt(w, off, &lost);
+	if (dropped != NULL)
+		*dropped = lost;
+	if (off == 0) {
+		int rc = shm_table_create(seg, &w->sh->slab,
+					  groups_for(expected_keys, KEYS_PER_GROUP_EXPECTED), &off);
+		if (rc != SHM_OK)
+			return rc;
+	}
+	set_table(w, off);
+	return SHM_OK;
 }
 
 void shm_writer_close(struct shm_writer *w)
@@ -159,11 +195,31 @@ void shm_writer_close(struct shm_writer *w)
 	shm_retire_destroy(&w->retired);
 }
 
+void shm_writer_drain(struct shm_writer *w)
+{
+	shm_writer_reclaim(w);
+	if (w->retired.n == 0)
+		return;
+	shm_epoch_quiesce(w->readers, w->nreaders, w->seg->hdr);
+	shm_writer_reclaim(w);
+}
+
 size_t shm_writer_reclaim(struct shm_writer *w)
 {
 	w->since_reclaim = 0;
+	w->retired_bytes = 0;
 	shm_retire_seal(&w->retired, w->seg->hdr);
 	return shm_retire_collect(&w->retired, w->seg, &w->sh->slab, w->readers, w->nreaders);
+}
+
+/* Queue a block just unlinked (or about to be) for freeing. */
+static int retire(struct shm_writer *w, uint64_t off, uint64_t size)
+{
+	int rc = shm_retire_push(&w->retired, off, size);
+
+	if (rc == SHM_OK)
+		w->retired_bytes += size;
+	return rc;
 }
 
 /* After a publication: reclaim now and then so the retire list stays
@@ -171,7 +227,8 @@ size_t shm_writer_reclaim(struct shm_writer *w)
  * still reachable would let a reader that enters afterwards see it freed. */
 static void maybe_reclaim(struct shm_writer *w)
 {
-	if (++w->since_reclaim >= SHM_WRITER_RECLAIM_EVERY)
+	if (++w->since_reclaim >= SHM_WRITER_RECLAIM_EVERY ||
+	    w->retired_bytes >= SHM_WRITER_RECLAIM_BYTES)
 		shm_writer_reclaim(w);
 }
 
@@ -188,7 +245,7 @@ int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups)
 	t = (struct shm_table *)(w->seg->base + off);
 	rc = shm_table_copy(w->seg, old, t);
 	if (rc == SHM_OK)
-		rc = shm_retire_push(&w->retired, old_off, old->bytes);
+		rc = retire(w, old_off, old->bytes);
 	if (rc != SHM_OK) {
 		shm_slab_free(w->seg, &w->sh->slab, off, t->bytes);
 		return rc;
@@ -223,7 +280,7 @@ static int publish(struct shm_writer *w, const void *key, uint32_t klen, uint64_
 
 	if (shm_table_locate(w->seg, t, key, klen, h, &pos)) {
 		uint64_t old = shm_table_record(w->seg, t, pos);
-		rc = shm_retire_push(&w->retired, old, record_bytes(w, old));
+		rc = retire(w, old, record_bytes(w, old));
 		if (rc != SHM_OK)
 			return rc;
 		shm_table_replace_at(w->seg, t, pos, h, rec);
@@ -250,6 +307,8 @@ int shm_writer_set(struct shm_writer *w, const void *key, uint32_t klen, const v
 	int rc;
 
 	rc = shm_record_new(w->seg, &w->sh->slab, key, klen, val, vlen, seq, &rec);
+	if (rc == SHM_ENOMEM && w->retired.n > 0 && shm_writer_reclaim(w) > 0)
+		rc = shm_record_new(w->seg, &w->sh->slab, key, klen, val, vlen, seq, &rec);
 	if (rc != SHM_OK)
 		return rc;
 	rc = publish(w, key, klen, shm_hash(key, klen), rec);
@@ -276,7 +335,7 @@ int shm_writer_del(struct shm_writer *w, const void *key, uint32_t klen)
 		return SHM_ENOTFOUND;
 	/* Queue the retirement first: after the delete it must not fail. */
 	old = shm_table_record(w->seg, t, pos);
-	rc = shm_retire_push(&w->retired, old, record_bytes(w, old));
+	rc = retire(w, old, record_bytes(w, old));
 	if (rc != SHM_OK)
 		return rc;
 	shm_table_delete_at(w->seg, t, pos);
@@ -284,6 +343,37 @@ int shm_writer_del(struct shm_writer *w, const void *key, uint32_t klen)
 			      memory_order_release);
 	maybe_reclaim(w);
 	return SHM_OK;
+}
+
+int shm_writer_get(struct shm_writer *w, const void *key, uint32_t klen, struct shm_kv *kv)
+{
+	shm_slot_pos pos;
+
+	if (klen == 0 || klen > SHM_KEY_MAX)
+		return SHM_EINVAL;
+	if (!shm_table_locate(w->seg, table(w), key, klen, shm_hash(key, klen), &pos))
+		return SHM_ENOTFOUND;
+	return shm_record_view(w->seg, shm_table_record(w->seg, table(w), pos), kv);
+}
+
+int shm_writer_each(struct shm_writer *w, int (*fn)(void *arg, const struct shm_kv *kv), void *arg)
+{
+	struct shm_table *t = table(w);
+	struct shm_table_view v;
+	int rc = shm_table_view(w->seg, w->table_off, &v);
+
+	for (uint64_t g = 0; rc == SHM_OK && g < v.ngroups; g++) {
+		for (int i = 0; rc == 0 && i < SHM_GROUP_SLOTS; i++) {
+			struct shm_kv kv;
+
+			if (atomic_load_explicit(&v.groups[g].ctrl[i], memory_order_relaxed) & 0x80)
+				continue;
+			if (shm_record_view(w->seg, shm_table_record(w->seg, t, g * SHM_GROUP_SLOTS + (uint64_t)i),
+					    &kv) == SHM_OK)
+				rc = fn(arg, &kv);
+		}
+	}
+	return rc;
 }
 
 void shm_writer_set_bloom(struct shm_writer *w, bool on)

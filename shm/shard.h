@@ -15,8 +15,9 @@
  * frees whatever no reader in w->readers can still see. The writer calls it
  * once per batch of writes; set/delete also call it by themselves every
  * SHM_WRITER_RECLAIM_EVERY writes so memory is recycled even when the
- * caller forgets. w->readers must list every reader slot before readers
- * exist: with no slots listed, reclamation assumes nobody reads.
+ * caller forgets (or once SHM_WRITER_RECLAIM_BYTES were retired, so large
+ * values do not pile up). w->readers must list every reader slot: with no
+ * slots listed, reclamation assumes nobody reads.
  */
 #ifndef AMORA_SHM_SHARD_H
 #define AMORA_SHM_SHARD_H
@@ -30,6 +31,7 @@
 #include "table.h"
 
 #define SHM_WRITER_RECLAIM_EVERY 1024
+#define SHM_WRITER_RECLAIM_BYTES (1u << 20) /* ... or once this much was retired */
 #define SHM_TABLE_MIN_GROUPS 4
 
 struct shm_writer {
@@ -37,54 +39,62 @@ struct shm_writer {
 	struct shm_shard *sh;
 	struct shm_retire_list retired;
 	size_t since_reclaim;
+	uint64_t retired_bytes; /* since the last reclamation */
 	/* Reader epoch slots that guard reclamation; the owner keeps this
 	 * array current as readers come and go. */
 	struct shm_epoch_slot *const *readers;
 	size_t nreaders;
-	uint64_t table_off;     /* the table this writer fills */
-	uint64_t old_table_off; /* fresh writer: the table readers still use */
-	bool hidden;            /* fresh writer before shm_writer_publish */
+	uint64_t table_off;     /* the shard's table */
 };
 
-/* Become the writer of shard `index`; creates its table (sized for
- * `expected_keys`, may be 0) if it has none. Errors: SHM_EINVAL (no such
- * shard), SHM_ENOMEM. */
+/* Become the writer of shard `index`, adopting whatever a previous writer
+ * left, which may have been killed at any instruction:
+ *   1. its table, if it passes the checks a reader makes and lies in the
+ *      shard's own memory (else the shard starts empty); readers go on
+ *      using it throughout;
+ *   2. wait until every reader in readers[0..nreaders) that was inside a
+ *      read section has left it (shm_epoch_quiesce): memory the previous
+ *      writer had unlinked but not freed is then unreachable;
+ *   3. rebuild the allocator from what the table references (slab.h): all
+ *      other memory of the shard is free again, chunks with nothing live
+ *      go back to the pool. An entry whose record is not a valid block of
+ *      the shard is deleted (*dropped counts them; NULL: not wanted);
+ *   4. recount the table. With no table, create one sized for
+ *      `expected_keys` (may be 0).
+ * Memory needed: none beyond what is live, plus a private array of 32
+ * bytes per live key for step 3. Errors: SHM_EINVAL (no such shard),
+ * SHM_ENOMEM (no table could be created; nothing else changed). */
 int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
-		    uint64_t expected_keys);
+		    uint64_t expected_keys, struct shm_epoch_slot *const *readers, size_t nreaders,
+		    size_t *dropped);
 void shm_writer_close(struct shm_writer *w);
 
-/* Become the writer of shard `index` with a new, empty table that readers
- * do not see yet: a restarted shard refills it from its log while readers
- * go on using the table its previous incarnation left. Until
- * shm_writer_publish, replaced records are freed at once (no reader can
- * reach them), so set w->readers only before publishing.
- * Errors: SHM_EINVAL, SHM_ENOMEM. */
-int shm_writer_open_fresh(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
-			  uint64_t expected_keys);
-
-/* Fresh writer that will not publish (its rebuild failed): free the
- * hidden table and every record in it at once (no reader ever saw them). */
-void shm_writer_discard(struct shm_writer *w);
-
-/* Make the fresh table the shard's table (one release store) and retire the
- * previous table with every record it still references; they are freed
- * once no reader in w->readers can see them. Records the previous
- * incarnation had retired but not yet freed are lost to the slab (they are
- * no longer referenced anywhere). Errors: SHM_ENOMEM (the retire list could
- * not grow: the old table stays allocated, readers are not affected). */
-int shm_writer_publish(struct shm_writer *w);
-
-/* Insert or replace. Errors: SHM_EINVAL (klen 0 or > SHM_KEY_MAX, vlen >
- * SHM_VALUE_MAX), SHM_ENOMEM (nothing changed). */
+/* Insert or replace. Out of memory, it first frees what readers no longer
+ * see (shm_writer_reclaim) and tries once more. Errors: SHM_EINVAL (klen 0
+ * or > SHM_KEY_MAX, vlen > SHM_VALUE_MAX), SHM_ENOMEM (nothing changed). */
 int shm_writer_set(struct shm_writer *w, const void *key, uint32_t klen, const void *val,
 		   uint32_t vlen);
 
 /* Remove. Errors: SHM_ENOTFOUND, SHM_EINVAL, SHM_ENOMEM (nothing changed). */
 int shm_writer_del(struct shm_writer *w, const void *key, uint32_t klen);
 
+/* The writer's own lookup (no epoch needed: it frees nothing meanwhile).
+ * Errors: SHM_ENOTFOUND, SHM_EINVAL. */
+int shm_writer_get(struct shm_writer *w, const void *key, uint32_t klen, struct shm_kv *kv);
+
+/* Call fn for every key of the table, in table order; fn may delete the
+ * key it is given (a delete leaves a tombstone, the walk goes on), but
+ * must not insert. Stops at the first non-zero return and returns it. */
+int shm_writer_each(struct shm_writer *w, int (*fn)(void *arg, const struct shm_kv *kv), void *arg);
+
 /* Seal pending retirements and free what readers can no longer see.
  * Returns the number of blocks freed. */
 size_t shm_writer_reclaim(struct shm_writer *w);
+
+/* Free everything retired, waiting for readers to leave the sections they
+ * are in (shm_epoch_quiesce): for a writer that ran out of memory while
+ * much waits to be freed. */
+void shm_writer_drain(struct shm_writer *w);
 
 /* Turn Bloom-filter use by readers on or off (the filter is always kept). */
 void shm_writer_set_bloom(struct shm_writer *w, bool on);

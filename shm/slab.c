@@ -1,41 +1,65 @@
 /*
- * slab.c — size-class allocator for one shard's records and tables.
+ * slab.c — one shard's allocator: boundary-tag blocks in owned chunks,
+ * TLSF free lists, a frontier in the newest chunk (slab.h).
  *
- * Only the shard's writer allocates and frees, so the class state needs no
- * atomics; the counters are atomics (relaxed) only so that other processes
- * can read them for statistics without a data race.
+ * Only the shard's writer changes anything here, so the writer state
+ * needs no atomics; the counters are relaxed atomics only so that other
+ * processes can read them for statistics without a data race. Readers
+ * never look at headers or free blocks: a block is freed only once no
+ * reader can reach it (epoch.h), so writing its links is safe.
  *
- * Size classes grow by a quarter of the power of two below them, which
- * bounds rounding waste to 25% (20% on average for uniform sizes) while
- * keeping the class count small. A class carves its blocks from one chunk at
- * a time; the tail of a chunk too small for one more block is left unused
- * and shows up as fragmentation.
+ * Invariants the code keeps (and shm_slab_rebuild re-establishes):
+ *   - two free blocks are never adjacent (a free merges with both sides);
+ *   - the block just below the frontier is never free (a free block that
+ *     ends at the frontier moves the frontier down instead);
+ *   - a free block's header has SLAB_FREE, its footer holds its size, and
+ *     the header after it has SLAB_PREV_FREE; no other header has it.
+ * Size classes (TLSF): below 256 bytes one list per 16 bytes; above, 16
+ * lists per power of two. A block sits in the list of its exact size; a
+ * search starts one class up from the request's own (so anything found
+ * fits), which wastes at most 1/16 of a request by picking a larger block.
  */
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "segment.h"
 #include "slab.h"
 
 #define relaxed memory_order_relaxed
+#define SLAB_FREE 1ull
+#define SLAB_PREV_FREE 2ull
+#define SLAB_FLAGS 15ull
+#define ARENA_FIRST 8ull                  /* first header, from the chunk start */
+#define ARENA_END (SHM_CHUNK_SIZE - 8ull) /* the sentinel header */
+#define BLOCK_MAX (ARENA_END - ARENA_FIRST)
 
-static unsigned class_of(uint64_t size)
+_Static_assert(SHM_SLAB_MAX == BLOCK_MAX - SHM_SLAB_HDR, "largest request fills a chunk");
+_Static_assert(SHM_SLAB_FL == 21 - 7, "one first-level class per power of two up to 2 MiB");
+
+static uint64_t *word(const struct shm_seg *seg, uint64_t off)
 {
-	unsigned p;
-
-	if (size <= 64)
-		return (unsigned)((size - 1) / 16);
-	p = 63u - (unsigned)__builtin_clzll(size - 1); /* 2^p < size <= 2^(p+1) */
-	uint64_t step = 1ULL << (p - 2);
-	uint64_t j = (size - (1ULL << p) + step - 1) / step; /* 1..4 */
-	return 4 + (p - 6) * 4 + (unsigned)(j - 1);
+	return (uint64_t *)(seg->base + off);
 }
 
-static uint64_t class_size(unsigned c)
+static uint64_t bsize(const struct shm_seg *seg, uint64_t b)
 {
-	if (c < 4)
-		return 16ULL * (c + 1);
-	unsigned p = 6 + (c - 4) / 4;
-	return (1ULL << p) + ((c - 4) % 4 + 1) * (1ULL << (p - 2));
+	return *word(seg, b) & ~SLAB_FLAGS;
+}
+
+static uint32_t owner_id(const struct shm_slab *s)
+{
+	const struct shm_shard *sh =
+		(const struct shm_shard *)((const char *)s - offsetof(struct shm_shard, slab));
+
+	return sh->id + 1;
+}
+
+static uint64_t chunk_of(const struct shm_seg *seg, uint64_t off)
+{
+	uint64_t base = seg->hdr->chunk_base;
+
+	return base + ((off - base) & ~(SHM_CHUNK_SIZE - 1));
 }
 
 static uint64_t chunks_for(uint64_t size)
@@ -43,29 +67,204 @@ static uint64_t chunks_for(uint64_t size)
 	return (size + SHM_CHUNK_SIZE - 1) >> SHM_CHUNK_SHIFT;
 }
 
+static uint64_t block_for(uint64_t size)
+{
+	uint64_t b = (size + SHM_SLAB_HDR + 15) & ~15ull;
+
+	return b < SHM_SLAB_MIN_BLOCK ? SHM_SLAB_MIN_BLOCK : b;
+}
+
 uint64_t shm_slab_rounded(uint64_t size)
 {
 	if (size == 0)
 		return 0;
 	if (size <= SHM_SLAB_MAX)
-		return class_size(class_of(size));
+		return block_for(size);
 	return chunks_for(size) << SHM_CHUNK_SHIFT;
 }
 
-static void account(struct shm_slab *s, uint64_t rounded, uint64_t size, int sign)
+/* ---------- counters ---------- */
+
+static void add(_Atomic uint64_t *c, int64_t d)
 {
-	if (sign > 0) {
-		atomic_fetch_add_explicit(&s->live_bytes, rounded, relaxed);
-		atomic_fetch_add_explicit(&s->requested_bytes, size, relaxed);
-		atomic_fetch_add_explicit(&s->allocs, 1, relaxed);
-	} else {
-		atomic_fetch_sub_explicit(&s->live_bytes, rounded, relaxed);
-		atomic_fetch_sub_explicit(&s->requested_bytes, size, relaxed);
-		atomic_fetch_add_explicit(&s->frees, 1, relaxed);
+	atomic_fetch_add_explicit(c, (uint64_t)d, relaxed);
+}
+
+static void account(struct shm_slab *s, uint64_t block, uint64_t size, int sign)
+{
+	add(&s->live_bytes, sign * (int64_t)block);
+	add(&s->requested_bytes, sign * (int64_t)size);
+	add(sign > 0 ? &s->allocs : &s->frees, 1);
+}
+
+/* ---------- free lists ---------- */
+
+static void mapping(uint64_t size, unsigned *fl, unsigned *sl)
+{
+	if (size < 256) {
+		*fl = 0;
+		*sl = (unsigned)(size >> 4);
+		return;
+	}
+	unsigned f = 63u - (unsigned)__builtin_clzll(size);
+
+	*fl = f - 7;
+	*sl = (unsigned)(size >> (f - 4)) & (SHM_SLAB_SL - 1);
+}
+
+static void list_insert(struct shm_seg *seg, struct shm_slab *s, uint64_t b, uint64_t size)
+{
+	unsigned fl, sl;
+	uint64_t next;
+
+	mapping(size, &fl, &sl);
+	next = s->free[fl][sl];
+	*word(seg, b + 8) = next;
+	*word(seg, b + 16) = 0;
+	if (next != 0)
+		*word(seg, next + 16) = b;
+	s->free[fl][sl] = b;
+	s->sl_map[fl] |= 1u << sl;
+	s->fl_map |= 1u << fl;
+}
+
+static void list_remove(struct shm_seg *seg, struct shm_slab *s, uint64_t b, uint64_t size)
+{
+	uint64_t next = *word(seg, b + 8), prev = *word(seg, b + 16);
+	unsigned fl, sl;
+
+	mapping(size, &fl, &sl);
+	if (prev != 0)
+		*word(seg, prev + 8) = next;
+	else
+		s->free[fl][sl] = next;
+	if (next != 0)
+		*word(seg, next + 16) = prev;
+	if (s->free[fl][sl] == 0) {
+		s->sl_map[fl] &= ~(1u << sl);
+		if (s->sl_map[fl] == 0)
+			s->fl_map &= ~(1u << fl);
 	}
 }
 
-static int alloc_large(struct shm_seg *seg, struct shm_slab *s, uint64_t size, uint64_t *off)
+/* A free block that fits `need`, or 0. The head of need's own class is
+ * tried first (it often fits: a block just freed by the same size). */
+static uint64_t list_find(const struct shm_seg *seg, const struct shm_slab *s, uint64_t need)
+{
+	unsigned fl, sl;
+	uint32_t map;
+
+	mapping(need, &fl, &sl);
+	if (fl < SHM_SLAB_FL && s->free[fl][sl] != 0 && bsize(seg, s->free[fl][sl]) >= need)
+		return s->free[fl][sl];
+	if (need >= 256)
+		need += (1ull << (63 - __builtin_clzll(need) - 4)) - 1;
+	mapping(need, &fl, &sl);
+	if (fl >= SHM_SLAB_FL)
+		return 0;
+	map = s->sl_map[fl] & (~0u << sl);
+	if (map == 0) {
+		uint32_t fmap = s->fl_map & (~0u << (fl + 1));
+
+		if (fmap == 0)
+			return 0;
+		fl = (unsigned)__builtin_ctz(fmap);
+		map = s->sl_map[fl];
+	}
+	return s->free[fl][__builtin_ctz(map)];
+}
+
+/* Make [b, b + size) one free block (its neighbours are in use). */
+static void make_free(struct shm_seg *seg, struct shm_slab *s, uint64_t b, uint64_t size)
+{
+	*word(seg, b) = size | SLAB_FREE;
+	*word(seg, b + size - 8) = size;
+	*word(seg, b + size) |= SLAB_PREV_FREE;
+	list_insert(seg, s, b, size);
+}
+
+/* ---------- the frontier ---------- */
+
+static void frontier_advance(struct shm_slab *s, uint64_t to)
+{
+	s->frontier = to;
+	if (to > s->hwm) {
+		add(&s->untouched_bytes, -(int64_t)(to - s->hwm));
+		s->hwm = to;
+	}
+}
+
+/* The current chunk stops being carved: what is left past the frontier
+ * becomes a free block (or a 16-byte filler), and the sentinel is set. */
+static void frontier_close(struct shm_seg *seg, struct shm_slab *s)
+{
+	uint64_t end = s->cur + ARENA_END, rem = end - s->frontier;
+
+	if (s->cur == 0)
+		return;
+	add(&s->untouched_bytes, -(int64_t)(end - s->hwm));
+	*word(seg, end) = 0;
+	if (rem >= SHM_SLAB_MIN_BLOCK)
+		make_free(seg, s, s->frontier, rem);
+	else if (rem > 0)
+		*word(seg, s->frontier) = rem; /* in use for good: too small to hold a free block */
+	s->cur = s->frontier = s->hwm = 0;
+}
+
+static int frontier_open(struct shm_seg *seg, struct shm_slab *s)
+{
+	uint64_t c;
+	int rc = shm_chunk_alloc(seg, 1, &c);
+
+	if (rc != SHM_OK)
+		return rc;
+	shm_chunk_set_owner(seg, c, 1, owner_id(s));
+	add(&s->chunk_bytes, SHM_CHUNK_SIZE);
+	frontier_close(seg, s);
+	s->cur = c;
+	s->frontier = s->hwm = c + ARENA_FIRST;
+	add(&s->untouched_bytes, BLOCK_MAX);
+	return SHM_OK;
+}
+
+/* ---------- blocks ---------- */
+
+/* Take `need` bytes of free block b (size `have`), leaving the rest free. */
+static void block_take(struct shm_seg *seg, struct shm_slab *s, uint64_t b, uint64_t have,
+		       uint64_t need)
+{
+	list_remove(seg, s, b, have);
+	if (have - need >= SHM_SLAB_MIN_BLOCK) {
+		*word(seg, b) = need;
+		make_free(seg, s, b + need, have - need);
+	} else {
+		*word(seg, b) = have;
+		*word(seg, b + have) &= ~SLAB_PREV_FREE;
+	}
+}
+
+static int alloc_small(struct shm_seg *seg, struct shm_slab *s, uint64_t size, uint64_t *off)
+{
+	uint64_t need = block_for(size), b = list_find(seg, s, need);
+
+	if (b != 0) {
+		block_take(seg, s, b, bsize(seg, b), need);
+	} else {
+		if (s->cur == 0 || s->cur + ARENA_END - s->frontier < need) {
+			int rc = frontier_open(seg, s);
+			if (rc != SHM_OK)
+				return rc;
+		}
+		b = s->frontier;
+		*word(seg, b) = need; /* the block below the frontier is in use */
+		frontier_advance(s, b + need);
+	}
+	account(s, bsize(seg, b), size, 1);
+	*off = b + SHM_SLAB_HDR;
+	return SHM_OK;
+}
+
+static int alloc_run(struct shm_seg *seg, struct shm_slab *s, uint64_t size, uint64_t *off)
 {
 	uint64_t n = chunks_for(size);
 	int rc;
@@ -75,34 +274,9 @@ static int alloc_large(struct shm_seg *seg, struct shm_slab *s, uint64_t size, u
 	rc = shm_chunk_alloc(seg, (uint32_t)n, off);
 	if (rc != SHM_OK)
 		return rc;
-	atomic_fetch_add_explicit(&s->chunk_bytes, n << SHM_CHUNK_SHIFT, relaxed);
+	shm_chunk_set_owner(seg, *off, (uint32_t)n, owner_id(s));
+	add(&s->chunk_bytes, (int64_t)(n << SHM_CHUNK_SHIFT));
 	account(s, n << SHM_CHUNK_SHIFT, size, 1);
-	return SHM_OK;
-}
-
-static int carve(struct shm_seg *seg, struct shm_slab *s, struct shm_slab_class *c, uint64_t csize,
-		 uint64_t *off)
-{
-	/* A shard killed between the stores below leaves this state to its
-	 * next incarnation: cur is cleared first and set last, and a state
-	 * that does not describe part of one chunk is never carved from
-	 * (that chunk leaks; carving past it would hand out other shards'
-	 * memory). */
-	if (c->cur == 0 || c->end < c->cur || c->end - c->cur > SHM_CHUNK_SIZE ||
-	    c->end - c->cur < csize) {
-		uint64_t chunk;
-		int rc = shm_chunk_alloc(seg, 1, &chunk);
-		if (rc != SHM_OK)
-			return rc;
-		atomic_fetch_add_explicit(&s->chunk_bytes, SHM_CHUNK_SIZE, relaxed);
-		c->cur = 0;
-		atomic_signal_fence(memory_order_seq_cst); /* keep the stores, in order */
-		c->end = chunk + SHM_CHUNK_SIZE;
-		atomic_signal_fence(memory_order_seq_cst);
-		c->cur = chunk;
-	}
-	*off = c->cur;
-	c->cur += csize;
 	return SHM_OK;
 }
 
@@ -110,61 +284,284 @@ int shm_slab_alloc(struct shm_seg *seg, struct shm_slab *s, uint64_t size, uint6
 {
 	if (size == 0 || size > seg->size)
 		return SHM_EINVAL;
-	if (size > SHM_SLAB_MAX)
-		return alloc_large(seg, s, size, off);
+	return size <= SHM_SLAB_MAX ? alloc_small(seg, s, size, off) : alloc_run(seg, s, size, off);
+}
 
-	unsigned ci = class_of(size);
-	uint64_t csize = class_size(ci);
-	struct shm_slab_class *c = &s->cls[ci];
+static void chunk_release(struct shm_seg *seg, struct shm_slab *s, uint64_t c, uint32_t n)
+{
+	shm_chunk_set_owner(seg, c, n, 0);
+	if (shm_chunk_free(seg, c, n) == SHM_OK)
+		add(&s->chunk_bytes, -(int64_t)((uint64_t)n << SHM_CHUNK_SHIFT));
+}
 
-	if (c->free_head != 0) {
-		uint64_t *link = shm_ptr(seg, c->free_head, sizeof(uint64_t));
-		if (link == NULL)
-			return SHM_ECORRUPT;
-		*off = c->free_head;
-		c->free_head = *link;
-	} else {
-		int rc = carve(seg, s, c, csize, off);
-		if (rc != SHM_OK)
-			return rc;
+/* Whether `off` (from a caller) is a block of this shard in use whose
+ * header fits a request of `size`. */
+static bool small_valid(const struct shm_seg *seg, const struct shm_slab *s, uint64_t off,
+			uint64_t size)
+{
+	uint64_t b = off - SHM_SLAB_HDR, c, h, sz;
+
+	if (off < seg->hdr->chunk_base + 16 || (off & 15) || off >= seg->size ||
+	    shm_chunk_owner(seg, off) != owner_id(s))
+		return false;
+	c = chunk_of(seg, off);
+	h = *word(seg, b);
+	sz = h & ~SLAB_FLAGS;
+	return b >= c + ARENA_FIRST && !(h & SLAB_FREE) && sz >= block_for(size) &&
+	       b + sz <= c + ARENA_END;
+}
+
+static int free_small(struct shm_seg *seg, struct shm_slab *s, uint64_t off, uint64_t size)
+{
+	uint64_t b = off - SHM_SLAB_HDR, c = chunk_of(seg, off), sz, n;
+
+	if (!small_valid(seg, s, off, size))
+		return SHM_ERANGE;
+	sz = bsize(seg, b);
+	account(s, sz, size, -1);
+	if (*word(seg, b) & SLAB_PREV_FREE) {
+		uint64_t psz = *word(seg, b - 8);
+
+		list_remove(seg, s, b - psz, psz);
+		b -= psz;
+		sz += psz;
 	}
-	account(s, csize, size, 1);
+	n = b + sz;
+	if (c == s->cur && n == s->frontier) {
+		s->frontier = b; /* back into the never-carved part (already touched) */
+		return SHM_OK;
+	}
+	if (*word(seg, n) & SLAB_FREE) {
+		uint64_t nsz = bsize(seg, n);
+
+		list_remove(seg, s, n, nsz);
+		sz += nsz;
+	}
+	if (sz == BLOCK_MAX)
+		chunk_release(seg, s, c, 1);
+	else
+		make_free(seg, s, b, sz);
+	return SHM_OK;
+}
+
+static int free_run(struct shm_seg *seg, struct shm_slab *s, uint64_t off, uint64_t size)
+{
+	uint64_t n = chunks_for(size);
+
+	if (off < seg->hdr->chunk_base || ((off - seg->hdr->chunk_base) & (SHM_CHUNK_SIZE - 1)) ||
+	    off >= seg->size)
+		return SHM_ERANGE;
+	for (uint64_t i = 0; i < n; i++)
+		if (shm_chunk_owner(seg, off + (i << SHM_CHUNK_SHIFT)) != owner_id(s))
+			return SHM_ERANGE;
+	account(s, n << SHM_CHUNK_SHIFT, size, -1);
+	chunk_release(seg, s, off, (uint32_t)n);
 	return SHM_OK;
 }
 
 int shm_slab_free(struct shm_seg *seg, struct shm_slab *s, uint64_t off, uint64_t size)
 {
-	uint64_t rounded = shm_slab_rounded(size);
-	const struct shm_header *h = seg->hdr;
-
-	if (size == 0 || off < h->chunk_base || off >= seg->size || (off & 15) ||
-	    rounded > seg->size - off)
+	if (size == 0 || off >= seg->size)
 		return SHM_ERANGE;
-	if (size > SHM_SLAB_MAX) {
-		int rc = shm_chunk_free(seg, off, (uint32_t)(rounded >> SHM_CHUNK_SHIFT));
-		if (rc != SHM_OK)
-			return rc;
-		atomic_fetch_sub_explicit(&s->chunk_bytes, rounded, relaxed);
-		account(s, rounded, size, -1);
-		return SHM_OK;
+	return size <= SHM_SLAB_MAX ? free_small(seg, s, off, size) : free_run(seg, s, off, size);
+}
+
+/* ---------- rebuild ---------- */
+
+static int cmp_live(const void *a, const void *b)
+{
+	const struct shm_slab_live *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Extent [*start, *end) of a live block, or false if it cannot be one of
+ * this shard's blocks. */
+static bool live_extent(const struct shm_seg *seg, const struct shm_slab *s,
+			const struct shm_slab_live *l, uint64_t *start, uint64_t *end)
+{
+	uint64_t base = seg->hdr->chunk_base;
+
+	if (l->size == 0 || l->off < base + 16 || l->off >= seg->size)
+		return false;
+	if (l->size > SHM_SLAB_MAX) {
+		uint64_t n = chunks_for(l->size);
+
+		if ((l->off - base) & (SHM_CHUNK_SIZE - 1))
+			return false;
+		for (uint64_t i = 0; i < n; i++)
+			if (shm_chunk_owner(seg, l->off + (i << SHM_CHUNK_SHIFT)) != owner_id(s))
+				return false;
+		*start = l->off;
+		*end = l->off + (n << SHM_CHUNK_SHIFT);
+		return true;
 	}
+	uint64_t c = chunk_of(seg, l->off);
 
-	struct shm_slab_class *c = &s->cls[class_of(size)];
-	uint64_t *link = (uint64_t *)(seg->base + off);
+	*start = l->off - SHM_SLAB_HDR;
+	*end = *start + block_for(l->size);
+	return !(l->off & 15) && shm_chunk_owner(seg, l->off) == owner_id(s) &&
+	       *start >= c + ARENA_FIRST && *end <= c + ARENA_END;
+}
 
-	*link = c->free_head;
-	c->free_head = off;
-	account(s, rounded, size, -1);
-	return SHM_OK;
+/* Mark invalid and overlapping blocks dropped. */
+static size_t live_check(const struct shm_seg *seg, const struct shm_slab *s,
+			 struct shm_slab_live *live, size_t n)
+{
+	uint64_t prev_end = 0, start, end;
+	size_t dropped = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		live[i].dropped = !live_extent(seg, s, &live[i], &start, &end) || start < prev_end;
+		if (live[i].dropped)
+			dropped++;
+		else
+			prev_end = end;
+	}
+	return dropped;
+}
+
+/* Gap [pos, pos + gap) between blocks of an arena: a free block, a filler
+ * or nothing. Returns whether the next header must say SLAB_PREV_FREE. */
+static bool fill_gap(struct shm_seg *seg, struct shm_slab *s, uint64_t pos, uint64_t gap)
+{
+	if (gap >= SHM_SLAB_MIN_BLOCK) {
+		*word(seg, pos) = gap | SLAB_FREE;
+		*word(seg, pos + gap - 8) = gap;
+		list_insert(seg, s, pos, gap);
+		return true;
+	}
+	if (gap > 0)
+		*word(seg, pos) = gap;
+	return false;
+}
+
+/* Rewrite the headers of chunk c's live blocks live[i..j); returns the
+ * end of the last one. */
+static uint64_t arena_rebuild(struct shm_seg *seg, struct shm_slab *s, uint64_t c,
+			      const struct shm_slab_live *live, size_t i, size_t j)
+{
+	uint64_t pos = c + ARENA_FIRST;
+
+	for (; i < j; i++) {
+		uint64_t b = live[i].off - SHM_SLAB_HDR, sz = block_for(live[i].size);
+
+		if (live[i].dropped)
+			continue;
+		bool prev_free = fill_gap(seg, s, pos, b - pos);
+		*word(seg, b) = sz | (prev_free ? SLAB_PREV_FREE : 0);
+		add(&s->live_bytes, (int64_t)sz);
+		add(&s->requested_bytes, (int64_t)live[i].size);
+		pos = b + sz;
+	}
+	return pos;
+}
+
+/* The chunk with the most room after its last live block: it becomes the
+ * frontier again (its tail was most likely never written). */
+static uint64_t best_tail(const struct shm_seg *seg, const struct shm_slab_live *live, size_t n)
+{
+	uint64_t best = 0, room = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t c = chunk_of(seg, live[i].off), end;
+
+		if (live[i].dropped || live[i].size > SHM_SLAB_MAX)
+			continue;
+		if (i + 1 < n && !live[i + 1].dropped && live[i + 1].size <= SHM_SLAB_MAX &&
+		    chunk_of(seg, live[i + 1].off) == c)
+			continue; /* not the chunk's last block */
+		end = live[i].off - SHM_SLAB_HDR + block_for(live[i].size);
+		if (c + ARENA_END - end > room) {
+			room = c + ARENA_END - end;
+			best = c;
+		}
+	}
+	return best;
+}
+
+/* After the last live block of chunk c (ending at pos): the frontier, or
+ * a free block (filler) and the sentinel. */
+static void arena_finish(struct shm_seg *seg, struct shm_slab *s, uint64_t c, uint64_t pos,
+			 uint64_t frontier_chunk)
+{
+	uint64_t end = c + ARENA_END;
+
+	if (c == frontier_chunk) {
+		s->cur = c;
+		s->frontier = s->hwm = pos;
+		add(&s->untouched_bytes, (int64_t)(end - pos));
+		return;
+	}
+	*word(seg, end) = 0;
+	if (fill_gap(seg, s, pos, end - pos))
+		*word(seg, end) = SLAB_PREV_FREE;
+}
+
+static void slab_reset(struct shm_slab *s)
+{
+	s->fl_map = 0;
+	memset(s->sl_map, 0, sizeof(s->sl_map));
+	memset(s->free, 0, sizeof(s->free));
+	s->cur = s->frontier = s->hwm = 0;
+	atomic_store_explicit(&s->chunk_bytes, 0, relaxed);
+	atomic_store_explicit(&s->untouched_bytes, 0, relaxed);
+	atomic_store_explicit(&s->live_bytes, 0, relaxed);
+	atomic_store_explicit(&s->requested_bytes, 0, relaxed);
+}
+
+size_t shm_slab_rebuild(struct shm_seg *seg, struct shm_slab *s, struct shm_slab_live *live,
+			size_t n)
+{
+	uint32_t touched = shm_chunks_touched(seg), me = owner_id(s);
+	uint64_t frontier_chunk;
+	size_t i = 0, dropped;
+
+	slab_reset(s);
+	qsort(live, n, sizeof(*live), cmp_live);
+	dropped = live_check(seg, s, live, n);
+	frontier_chunk = best_tail(seg, live, n);
+	for (uint32_t idx = 0; idx < touched; idx++) {
+		uint64_t c = shm_chunk_offset(seg, idx), cend = c + SHM_CHUNK_SIZE;
+		size_t j;
+
+		while (i < n && (live[i].dropped || live[i].off < c))
+			i++;
+		if (shm_chunk_owner(seg, c) != me)
+			continue;
+		if (i < n && live[i].off == c && live[i].size > SHM_SLAB_MAX) {
+			uint64_t k = chunks_for(live[i].size);
+
+			add(&s->chunk_bytes, (int64_t)(k << SHM_CHUNK_SHIFT));
+			add(&s->live_bytes, (int64_t)(k << SHM_CHUNK_SHIFT));
+			add(&s->requested_bytes, (int64_t)live[i].size);
+			idx += (uint32_t)k - 1;
+			i++;
+			continue;
+		}
+		for (j = i; j < n && live[j].off < cend; j++)
+			;
+		if (j == i) {
+			chunk_release(seg, s, c, 1); /* nothing live here */
+			continue;
+		}
+		add(&s->chunk_bytes, SHM_CHUNK_SIZE);
+		arena_finish(seg, s, c, arena_rebuild(seg, s, c, live, i, j), frontier_chunk);
+		i = j;
+	}
+	return dropped;
 }
 
 void shm_slab_stats(const struct shm_slab *s, struct shm_slab_stats *out)
 {
+	uint64_t untouched = atomic_load_explicit(&s->untouched_bytes, relaxed);
+
 	out->chunk_bytes = atomic_load_explicit(&s->chunk_bytes, relaxed);
+	out->used_bytes = out->chunk_bytes > untouched ? out->chunk_bytes - untouched : 0;
 	out->live_bytes = atomic_load_explicit(&s->live_bytes, relaxed);
 	out->requested_bytes = atomic_load_explicit(&s->requested_bytes, relaxed);
 	out->allocs = atomic_load_explicit(&s->allocs, relaxed);
 	out->frees = atomic_load_explicit(&s->frees, relaxed);
-	out->fragmentation = out->chunk_bytes == 0 ? 0.0 :
-		1.0 - (double)out->requested_bytes / (double)out->chunk_bytes;
+	out->fragmentation = out->used_bytes == 0 ? 0.0 :
+		1.0 - (double)out->requested_bytes / (double)out->used_bytes;
 }

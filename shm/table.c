@@ -269,6 +269,23 @@ void shm_table_delete_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos 
 	atomic_fetch_add_explicit(&t->dead, 1, memory_order_relaxed);
 }
 
+void shm_table_recount(struct shm_seg *seg, struct shm_table *t)
+{
+	const struct shm_group *groups = groups_of(seg, t);
+	uint64_t live = 0, dead = 0;
+
+	for (uint64_t gi = 0; gi < t->ngroups; gi++) {
+		for (int s = 0; s < SHM_GROUP_SLOTS; s++) {
+			uint8_t c = atomic_load_explicit(&groups[gi].ctrl[s], memory_order_relaxed);
+
+			live += !(c & 0x80);
+			dead += c == SHM_CTRL_DELETED;
+		}
+	}
+	atomic_store_explicit(&t->live, live, memory_order_relaxed);
+	atomic_store_explicit(&t->dead, dead, memory_order_relaxed);
+}
+
 bool shm_table_has_room(const struct shm_table *t)
 {
 	uint64_t used = atomic_load_explicit(&t->live, memory_order_relaxed) +

@@ -154,6 +154,10 @@ void shm_table_replace_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos
 /* Turn present slot `pos` into a tombstone. */
 void shm_table_delete_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos pos);
 
+/* Count full and deleted slots again (a writer killed between a slot
+ * store and its counter update leaves them off by one). */
+void shm_table_recount(struct shm_seg *seg, struct shm_table *t);
+
 /* Whether one more insert fits under the load limit. */
 bool shm_table_has_room(const struct shm_table *t);
 

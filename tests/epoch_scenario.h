@@ -44,7 +44,7 @@ static inline uint32_t blk_crc(const struct blk *b)
  * bytes: poison all of it first, then fill in the header, data and CRC. */
 static inline void blk_write(struct blk *b, uint64_t seq)
 {
-	memset(b, 0xdd, shm_slab_rounded(blk_size(seq)));
+	memset(b, 0xdd, blk_size(seq));
 	b->seq = seq;
 	b->len = data_len(seq);
 	for (uint32_t i = 0; i < b->len; i++)
@@ -52,12 +52,14 @@ static inline void blk_write(struct blk *b, uint64_t seq)
 	b->crc = blk_crc(b);
 }
 
-/* Poison n just-freed blocks past their 8-byte free-list link. */
+/* Poison n just-freed blocks, sparing what the allocator keeps in a free
+ * block (slab.h): its two links (the first 16 bytes) and its footer (the
+ * last 8 of the block, which ends at least 8 bytes past the request). */
 static inline void poison_freed(const struct shm_seg *seg, const struct shm_retired *r, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		uint8_t *p = shm_ptr(seg, r[i].off, r[i].size);
-		memset(p + 8, 0xdd, r[i].size - 8);
+		memset(p + 16, 0xdd, r[i].size - 24);
 	}
 }
 

@@ -124,8 +124,8 @@ static uint64_t make_block(uint64_t seq)
 	return off;
 }
 
-/* Collect, then poison what was just freed (keeping the 8-byte free-list
- * link), so a reader still inside it fails at once. */
+/* Collect, then poison what was just freed (sparing the allocator's
+ * links), so a reader still inside it fails at once. */
 static int collect_and_poison(struct shm_retire_list *l)
 {
 	static struct shm_retired *before;
