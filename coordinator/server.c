@@ -329,6 +329,15 @@ static void cmd_attach(struct amorad *a, struct conn *c)
 
 /* ---------- other commands ---------- */
 
+/* Bytes of the segment shard sh has written (slab.h). */
+static uint64_t shard_used(const struct shm_shard *sh)
+{
+	struct shm_slab_stats ss;
+
+	shm_slab_stats(&sh->slab, &ss);
+	return ss.used_bytes;
+}
+
 static void cmd_info(struct amorad *a, struct conn *c)
 {
 	static const char *const sync_names[] = { "always", "periodic", "none" };
@@ -344,7 +353,7 @@ static void cmd_info(struct amorad *a, struct conn *c)
 		struct shm_table *t = shm_ptr(&e->seg, toff, sizeof(*t));
 
 		keys += t ? atomic_load(&t->live) : 0;
-		used += atomic_load(&sh->slab.chunk_bytes);
+		used += shard_used(sh);
 		ready += atomic_load(&sh->state) == SHM_SHARD_READY;
 	}
 	n = snprintf(buf, sizeof(buf),

@@ -844,12 +844,12 @@ int amora_stats(amora *db, struct amora_stats *st)
 			st->keys += atomic_load_explicit(&t->live, memory_order_relaxed);
 		shm_slab_stats(&sh->slab, &ss);
 		requested += ss.requested_bytes;
-		chunks += ss.chunk_bytes;
+		chunks += ss.used_bytes;
 		st->shards_ready += atomic_load(&sh->state) == SHM_SHARD_READY;
 	}
 	shm_epoch_leave(&db->hdr->epoch);
 	st->memory_limit = db->seg.size;
-	st->memory_used = shm_chunks_in_use(&db->seg) * SHM_CHUNK_SIZE;
+	st->memory_used = chunks;
 	st->record_bytes = requested;
 	st->fragmentation = chunks ? 1.0 - (double)requested / (double)chunks : 0.0;
 	st->gets = db->gets;
