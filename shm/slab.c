@@ -518,7 +518,8 @@ size_t shm_slab_rebuild(struct shm_seg *seg, struct shm_slab *s, struct shm_slab
 	size_t i = 0, dropped;
 
 	slab_reset(s);
-	qsort(live, n, sizeof(*live), cmp_live);
+	if (n > 0)
+		qsort(live, n, sizeof(*live), cmp_live);
 	dropped = live_check(seg, s, live, n);
 	frontier_chunk = best_tail(seg, live, n);
 	for (uint32_t idx = 0; idx < touched; idx++) {
