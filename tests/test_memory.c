@@ -345,7 +345,7 @@ Test(memory, readers_never_lose_acknowledged_writes_across_shard_kills)
 			_exit(10);
 		amora_set_timeout(db, 30000);
 		for (int round = 0; !atomic_load(stop); round++) {
-			int i = (round * 7919) % N;
+			int i = (int)(((uint64_t)round * 7919) % N);
 			size_t len;
 
 			snprintf(k, sizeof(k), "x:%04d", i);
