@@ -182,6 +182,10 @@ Test(memory, nearly_full_store_survives_kills_and_restarts)
 		db = open_db();
 		for (int i = 0; i < keys; i++)
 			expect_big(db, i, OVERWRITES + 1, LEN, "after restart");
+		if (round == 4)
+			fprintf(stderr, "memory: memory_used %llu MiB before the kills, %llu MiB after 5 "
+				"restarts (--memory 64M)\n", (unsigned long long)(first_used >> 20),
+				(unsigned long long)(used(db) >> 20));
 		cr_assert_leq(used(db), first_used + first_used / 10, "memory grew across restarts");
 		amora_close(db);
 	}
