@@ -29,10 +29,19 @@ struct shardproc {
 	uint64_t started_ns;
 	uint64_t restart_at_ns; /* when to fork again (pid == 0, not failed) */
 	uint32_t backoff_ms;
-	bool failed;            /* stopped on a corrupt log: not restarted */
+	bool failed;            /* stopped for good (shm_shard.cause says why): not restarted */
 };
 
 struct conn;
+
+/* What amorad knows of one client slot's epoch slot, to cut off a reader
+ * that holds every shard's reclamation (server.c, cut_stuck_reader). */
+struct reader_watch {
+	uint32_t gen;       /* the attach generation this is about */
+	uint64_t bar;       /* global epoch when the slot was first seen behind;
+			     * a read section entered later has epoch >= bar */
+	uint64_t since_ns;  /* when; 0: not behind */
+};
 
 struct amorad {
 	struct engine e;
@@ -46,8 +55,10 @@ struct amorad {
 	uint64_t stop_deadline_ns;
 	uint64_t started_ns;
 	struct resp_cmd *cmd; /* parse scratch (large) */
-	uint64_t *stuck_epoch;   /* per client slot: epoch last seen */
-	uint64_t *stuck_since_ns;/* ... and since when */
+	struct reader_watch *watch; /* per client slot */
+	uint64_t in_bytes;       /* input buffers of all connections (bytes mapped),
+				  * at most cfg.input_budget */
+	int spare_fd;            /* kept open to refuse a peer when out of fds */
 	int exit_code;
 };
 
@@ -68,6 +79,10 @@ void srv_accept(struct amorad *a);
 void srv_event(struct amorad *a, struct conn *c, uint32_t events);
 bool srv_is_conn(const struct amorad *a, const void *ptr);
 void srv_tick(struct amorad *a);        /* recycle closed slots, drop cut-off clients */
+/* Close connections whose request is not complete after request-timeout-ms
+ * (and those whose last reply could not be sent as long). Not called from
+ * inside a command, unlike srv_tick: it may close any connection. */
+void srv_expire(struct amorad *a);
 void srv_close_listener(struct amorad *a);
 void srv_close_all(struct amorad *a);
 void amorad_begin_stop(struct amorad *a, const char *why);

@@ -219,6 +219,51 @@ static int set_max_clients(struct amorad_config *c, const char *v, char *why, si
 	return 0;
 }
 
+static int set_timeout(uint32_t *dst, const char *v, char *why, size_t n)
+{
+	if (parse_range(v, CONFIG_MIN_TIMEOUT_MS, CONFIG_MAX_TIMEOUT_MS, dst) < 0)
+		return refuse(why, n, "must be a number of milliseconds between %u and %u",
+			      CONFIG_MIN_TIMEOUT_MS, CONFIG_MAX_TIMEOUT_MS);
+	return 0;
+}
+
+static int set_reader_timeout(struct amorad_config *c, const char *v, char *why, size_t n)
+{
+	return set_timeout(&c->reader_timeout_ms, v, why, n);
+}
+
+static int set_request_timeout(struct amorad_config *c, const char *v, char *why, size_t n)
+{
+	return set_timeout(&c->request_timeout_ms, v, why, n);
+}
+
+static int set_max_connections(struct amorad_config *c, const char *v, char *why, size_t n)
+{
+	if (parse_range(v, 1, CONFIG_MAX_CONNECTIONS, &c->max_connections) < 0)
+		return refuse(why, n, "must be a number between 1 and %u", CONFIG_MAX_CONNECTIONS);
+	return 0;
+}
+
+static int set_max_conns_per_uid(struct amorad_config *c, const char *v, char *why, size_t n)
+{
+	if (parse_range(v, 1, CONFIG_MAX_CONNECTIONS, &c->max_conns_per_uid) < 0)
+		return refuse(why, n, "must be a number between 1 and %u", CONFIG_MAX_CONNECTIONS);
+	return 0;
+}
+
+static int set_input_budget(struct amorad_config *c, const char *v, char *why, size_t n)
+{
+	uint64_t m;
+
+	if (parse_size(v, &m) < 0)
+		return refuse(why, n, "expected a size in bytes with an optional K, M, G or T "
+			      "suffix (powers of 1024), such as 64M");
+	if (m < CONFIG_MIN_INPUT_BUDGET || m > CONFIG_MAX_INPUT_BUDGET)
+		return refuse(why, n, "must be between 32M (one request may take 16M) and 64G");
+	c->input_budget = m;
+	return 0;
+}
+
 static int set_log_level(struct amorad_config *c, const char *v, char *why, size_t n)
 {
 	int l = log_level_parse(v);
@@ -346,6 +391,11 @@ static const struct opt opts[] = {
 	{ "sync", OPT_VALUE, set_sync },
 	{ "sync-interval-ms", OPT_VALUE, set_sync_interval },
 	{ "max-clients", OPT_VALUE, set_max_clients },
+	{ "reader-timeout-ms", OPT_VALUE, set_reader_timeout },
+	{ "max-connections", OPT_VALUE, set_max_connections },
+	{ "max-connections-per-uid", OPT_VALUE, set_max_conns_per_uid },
+	{ "request-timeout-ms", OPT_VALUE, set_request_timeout },
+	{ "input-buffer-budget", OPT_VALUE, set_input_budget },
 	{ "allow-uid", OPT_VALUE, set_allow_uid },
 	{ "allow-gid", OPT_VALUE, set_allow_gid },
 	{ "log-level", OPT_VALUE, set_log_level },
@@ -378,10 +428,29 @@ void config_usage(FILE *out)
 		"  --sync-interval-ms N    periodic: fdatasync at most every N ms, 1..%u\n"
 		"                          (default %u)\n"
 		"  --max-clients N         attached clients at once, 1..%u (default %u)\n"
+		"  --reader-timeout-ms N   cut off a client whose epoch slot keeps memory\n"
+		"                          from being freed for N ms (stuck inside a read),\n"
+		"                          %u..%u (default %u)\n"
+		"  --max-connections N     connections at once, attached or not, at least\n"
+		"                          max-clients (default 2 x max-clients + 16); root\n"
+		"                          and amorad's uid get %u more beyond it\n"
+		"  --max-connections-per-uid N\n"
+		"                          connections of one uid; root and amorad's uid are\n"
+		"                          not counted (default max-clients + 8)\n"
+		"  --request-timeout-ms N  close a connection whose request is begun but not\n"
+		"                          complete after N ms (idle and attached connections\n"
+		"                          are never timed out), %u..%u (default %u)\n"
+		"  --input-buffer-budget SIZE\n"
+		"                          unfinished requests buffered over all connections,\n"
+		"                          32M..64G; past it the connection that needs more is\n"
+		"                          closed with an error (default 64M)\n"
 		"  --allow-uid LIST        users allowed on the socket: uids or user names,\n"
 		"                          comma-separated (default: amorad's own uid, %u);\n"
-		"                          root is always allowed\n"
-		"  --allow-gid LIST        groups allowed: gids or group names (default: none)\n"
+		"                          root and amorad's uid are always allowed\n"
+		"  --allow-gid LIST        groups allowed (primary or supplementary group of\n"
+		"                          the peer): gids or group names (default: none).\n"
+		"                          The socket's and data directory's modes follow the\n"
+		"                          lists (README: Access)\n"
 		"  --log-level LEVEL       debug | info | warn | error (default info)\n"
 		"  --config FILE           read `name = value` lines from FILE (names as above,\n"
 		"                          without the dashes; # starts a comment line);\n"
@@ -393,7 +462,9 @@ void config_usage(FILE *out)
 		CONFIG_DEFAULT_DATA_DIR, CONFIG_SOCKET_NAME, CONFIG_MAX_SHARDS,
 		CONFIG_DEFAULT_SHARDS, CONFIG_MAX_SYNC_INTERVAL_MS,
 		CONFIG_DEFAULT_SYNC_INTERVAL_MS, CONFIG_MAX_CLIENTS,
-		CONFIG_DEFAULT_MAX_CLIENTS, (unsigned)geteuid());
+		CONFIG_DEFAULT_MAX_CLIENTS, CONFIG_MIN_TIMEOUT_MS, CONFIG_MAX_TIMEOUT_MS,
+		CONFIG_DEFAULT_READER_TIMEOUT_MS, CONFIG_OWNER_RESERVE, CONFIG_MIN_TIMEOUT_MS,
+		CONFIG_MAX_TIMEOUT_MS, CONFIG_DEFAULT_REQUEST_TIMEOUT_MS, (unsigned)geteuid());
 }
 
 /* ---------- command line ---------- */
@@ -584,6 +655,11 @@ static void set_defaults(struct amorad_config *c)
 	c->sync = WAL_SYNC_PERIODIC;
 	c->sync_interval_ms = CONFIG_DEFAULT_SYNC_INTERVAL_MS;
 	c->max_clients = CONFIG_DEFAULT_MAX_CLIENTS;
+	c->reader_timeout_ms = CONFIG_DEFAULT_READER_TIMEOUT_MS;
+	c->max_connections = 0;   /* derived from max_clients at the end unless set */
+	c->max_conns_per_uid = 0; /* likewise */
+	c->request_timeout_ms = CONFIG_DEFAULT_REQUEST_TIMEOUT_MS;
+	c->input_budget = CONFIG_DEFAULT_INPUT_BUDGET;
 	c->allow_uids[0] = geteuid();
 	c->n_uids = 1;
 	c->n_gids = 0;
@@ -602,6 +678,15 @@ static int finish(struct amorad_config *c, char *err, size_t errlen)
 			 "least 4M (use --memory %s or more, or fewer --shards)",
 			 fmt_size(c->memory, a, sizeof(a)), c->shards,
 			 fmt_size(CONFIG_MIN_SHARD_MEMORY * c->shards, b, sizeof(b)));
+		return -1;
+	}
+	if (c->max_connections == 0)
+		c->max_connections = 2 * c->max_clients + 16;
+	if (c->max_conns_per_uid == 0)
+		c->max_conns_per_uid = c->max_clients + 8;
+	if (c->max_connections < c->max_clients) {
+		snprintf(err, errlen, "--max-connections %u is below --max-clients %u: every attached "
+			 "client holds a connection", c->max_connections, c->max_clients);
 		return -1;
 	}
 	if (c->socket_path[0])

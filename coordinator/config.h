@@ -26,8 +26,10 @@
  * refusal names what was wrong and what is allowed:
  *   --shards 3: must be a power of two between 1 and 1024
  *   amora.conf: line 4: unknown key 'foo'
- * Checks that involve two settings (memory per shard, the length of the
- * socket path derived from the data directory) run once all sources are in.
+ * Checks that involve two settings (memory per shard, max-connections
+ * against max-clients, the length of the socket path derived from the data
+ * directory) run once all sources are in, and so do the defaults derived
+ * from another setting (max-connections, max-connections-per-uid).
  *
  * See config_usage() (amorad --help) for every option and its default.
  */
@@ -57,6 +59,16 @@
 #define CONFIG_DEFAULT_MAX_CLIENTS 64u
 #define CONFIG_MAX_CLIENTS 1024u
 #define CONFIG_MAX_IDS 32u                        /* entries of --allow-uid/-gid */
+#define CONFIG_DEFAULT_READER_TIMEOUT_MS 10000u
+#define CONFIG_MIN_TIMEOUT_MS 100u                /* reader and request timeouts */
+#define CONFIG_MAX_TIMEOUT_MS 3600000u
+#define CONFIG_MAX_CONNECTIONS 65536u
+#define CONFIG_OWNER_RESERVE 16u                  /* connections beyond max-connections
+						   * that only root and amorad's uid get */
+#define CONFIG_DEFAULT_REQUEST_TIMEOUT_MS 10000u
+#define CONFIG_DEFAULT_INPUT_BUDGET (64ull << 20)
+#define CONFIG_MIN_INPUT_BUDGET (32ull << 20)     /* one request may take 16 MiB */
+#define CONFIG_MAX_INPUT_BUDGET (64ull << 30)
 
 struct amorad_config {
 	char data_dir[PATH_MAX];     /* default "amora-data" (relative to cwd) */
@@ -68,10 +80,25 @@ struct amorad_config {
 	enum wal_sync_mode sync;     /* always | periodic (default) | none */
 	uint32_t sync_interval_ms;   /* periodic: default 100, 1..60000 */
 	uint32_t max_clients;        /* default 64, 1..1024 */
+	uint32_t reader_timeout_ms;  /* a client whose epoch slot holds reclamation
+				      * back this long is cut off; default 10000,
+				      * 100..3600000 */
+	uint32_t max_connections;    /* connections at once, attached or not;
+				      * default 2 x max_clients + 16, at least
+				      * max_clients. Root and amorad's uid get
+				      * CONFIG_OWNER_RESERVE more. */
+	uint32_t max_conns_per_uid;  /* connections of one uid (root and amorad's
+				      * uid are not counted); default
+				      * max_clients + 8 */
+	uint32_t request_timeout_ms; /* a request begun but not complete this long
+				      * closes its connection; default 10000,
+				      * 100..3600000 */
+	uint64_t input_budget;       /* bytes of unfinished requests buffered over
+				      * all connections; default 64 MiB, 32M..64G */
 	uid_t allow_uids[CONFIG_MAX_IDS]; /* default: amorad's own (effective) uid; */
-	size_t n_uids;                    /* root is always allowed */
-	gid_t allow_gids[CONFIG_MAX_IDS]; /* default: none */
-	size_t n_gids;
+	size_t n_uids;                    /* root and amorad's uid are always allowed */
+	gid_t allow_gids[CONFIG_MAX_IDS]; /* default: none; a peer is in a group if */
+	size_t n_gids;                    /* it is its primary or a supplementary one */
 	int log_level;               /* enum log_level from log.h, default LOG_INFO */
 };
 

@@ -1,8 +1,8 @@
 /*
  * engine.c — creating the memory amorad shares with its shards (engine.h).
  *
- * The segment, the doorbells, the registry and one socket pair per shard
- * exist before the first fork and live as long as amorad. Channels come
+ * The segment, the registry and one socket pair per shard exist before
+ * the first fork and live as long as amorad. Channels come
  * and go with clients: each attach gets a new memfd (engine_chan_open),
  * which the shards running then receive over their socket and the shards
  * forked later inherit mapped.
@@ -25,8 +25,9 @@ static void *map_memfd(const char *name, size_t bytes, int *fd_out)
 
 	if (fd < 0)
 		return NULL;
-	/* Clients get these fds read-write: sealed, none can shrink the file
-	 * under amorad and the shards (their next access would be SIGBUS). */
+	/* A client gets its channel's fd read-write: sealed, it cannot shrink
+	 * the file under amorad and the shards (their next access would be
+	 * SIGBUS). */
 	if (ftruncate(fd, (off_t)bytes) != 0 ||
 	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
 		close(fd);
@@ -112,8 +113,18 @@ int engine_create(struct engine *e, const struct amorad_config *cfg, char *err, 
 
 	memset(e, 0, sizeof(*e));
 	e->cfg = *cfg;
-	e->bells_fd = -1;
 	e->seg.fd = -1;
+	if (cfg->max_clients > CHAN_MAX_CLIENTS) {
+		snprintf(err, errlen, "--max-clients %u is above %u: a sleeping shard waits on one futex "
+			 "word per client plus two of its own, and futex_waitv takes at most %u",
+			 cfg->max_clients, CHAN_MAX_CLIENTS, CHAN_WAIT_WORDS);
+		return -1;
+	}
+	if (!chan_sleep_supported()) {
+		snprintf(err, errlen, "this kernel lacks futex_waitv(2) (Linux 5.16 or later), on which "
+			 "shards sleep: %s", strerror(errno));
+		return -1;
+	}
 	rc = shm_seg_create(&e->seg, cfg->memory, cfg->shards);
 	if (rc != SHM_OK) {
 		snprintf(err, errlen, "cannot create the data segment (%llu bytes, %u shards): %s%s%s",
@@ -121,9 +132,7 @@ int engine_create(struct engine *e, const struct amorad_config *cfg, char *err, 
 			 rc == SHM_ESYS ? ": " : "", rc == SHM_ESYS ? strerror(errno) : "");
 		return -1;
 	}
-	e->bells_bytes = (size_t)cfg->shards * chan_doorbell_stride(cfg->max_clients);
-	e->bells = map_memfd("amora-doorbells", e->bells_bytes, &e->bells_fd);
-	if (e->bells == NULL || create_channels(e) != 0 || create_registry(e) != 0) {
+	if (create_channels(e) != 0 || create_registry(e) != 0) {
 		snprintf(err, errlen, "cannot create the shared memory and shard sockets: %s",
 			 strerror(errno));
 		return -1;
@@ -149,10 +158,6 @@ void engine_destroy(struct engine *e)
 	free(e->shard_sock);
 	free(e->chan);
 	free(e->chan_fd);
-	if (e->bells != NULL)
-		munmap(e->bells, e->bells_bytes);
-	if (e->bells_fd >= 0)
-		close(e->bells_fd);
 	if (e->reg != NULL)
 		munmap(e->reg, e->reg_bytes);
 	if (e->seg.fd >= 0)
@@ -162,6 +167,6 @@ void engine_destroy(struct engine *e)
 
 void engine_wake_shards(const struct engine *e)
 {
-	for (uint32_t s = 0; s < e->cfg.shards; s++)
-		ring_bell_ring(&engine_doorbell(e, s)->bell);
+	/* One word for all shards: FUTEX_WAKE wakes every one asleep on it. */
+	chan_word_wake(&e->reg->wake, 0);
 }

@@ -6,9 +6,8 @@
  * mappings, so inheriting is the only way a shard can write it):
  *
  *   seg        the data segment (segment.h): tables, records, shard
- *              descriptors. Clients map it read-only.
- *   bells      the doorbell memfd (chan.h), one doorbell per shard.
- *              Clients map it read-write.
+ *              descriptors (with each shard's "sleeping" flag, chan.h
+ *              "Doorbells"). Clients map it read-only.
  *   chan[i]    the channel memfd (chan.h) of the client attached to slot
  *              i: a new memfd per attach, so a process that once had a
  *              slot can never write into its next owner's channel. amorad
@@ -18,13 +17,20 @@
  *   reg        the registry: anonymous shared memory only amorad and the
  *              shards see (no client can forge a slot's state). Per client
  *              slot: state, generation, pid; per (slot, shard): the
- *              generation whose closing the shard acknowledged.
+ *              generation whose closing the shard acknowledged; amorad's
+ *              wake word, on which every sleeping shard also waits.
+ *
+ * Clients write only their own channel: no memory a client can write is
+ * read by a shard on behalf of another client (chan.h, "Doorbells").
  *
  * Client slot life: FREE -> ACTIVE (amorad formats the channel, then
  * publishes the state and bumps reg->version) -> CLOSING (the client died
  * or detached: amorad clears its epoch slot and bumps the version) -> FREE
  * once every live shard has written ack = gen, i.e. has stopped touching
- * the channel; only then may amorad format it for the next client.
+ * the channel; only then may amorad format it for the next client. After
+ * publishing ACTIVE or CLOSING amorad calls engine_wake_shards: a sleeping
+ * shard waits only on the words of clients it already serves, so a new
+ * client could not wake it, and a closing one must be acknowledged.
  */
 #ifndef AMORA_ENGINE_H
 #define AMORA_ENGINE_H
@@ -50,14 +56,12 @@ struct reg_client {
 struct reg {
 	_Atomic uint64_t version; /* bumped on every client state change */
 	pid_t amorad_pid;
+	_Atomic uint32_t wake;    /* futex word: amorad bumps it after a change (engine_wake_shards) */
 };
 
 struct engine {
 	struct amorad_config cfg;
 	struct shm_seg seg;
-	int bells_fd;
-	uint8_t *bells;
-	size_t bells_bytes;
 	int *chan_fd;    /* per client slot, -1: no channel */
 	uint8_t **chan;  /* per client slot, NULL: no channel */
 	size_t chan_bytes;
@@ -75,14 +79,10 @@ struct engine_chan_msg {
 };
 
 /* Create every shared region for `cfg` and seal the data segment.
- * Returns 0 or -1 with a message in err. */
+ * Returns 0 or -1 with a message in err (also when cfg->max_clients is
+ * above CHAN_MAX_CLIENTS, or the kernel lacks futex_waitv: chan.h). */
 int engine_create(struct engine *e, const struct amorad_config *cfg, char *err, size_t errlen);
 void engine_destroy(struct engine *e);
-
-static inline struct chan_doorbell *engine_doorbell(const struct engine *e, uint32_t s)
-{
-	return chan_doorbell_at(e->bells, e->cfg.max_clients, s);
-}
 
 static inline _Atomic uint32_t *engine_ack(const struct engine *e, uint32_t slot, uint32_t s)
 {
@@ -94,7 +94,9 @@ static inline struct chan_hdr *engine_chan_hdr(const struct engine *e, uint32_t 
 	return (struct chan_hdr *)e->chan[slot];
 }
 
-/* Ring every shard's doorbell (after a registry change). */
+/* Wake every sleeping shard through amorad's word (after a registry
+ * change, i.e. after bumping reg->version: a shard that sees the new word
+ * value sees the new version). */
 void engine_wake_shards(const struct engine *e);
 
 /* A fresh channel for client slot `slot` (generation gen, client pid),

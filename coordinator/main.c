@@ -2,9 +2,10 @@
  * main.c — amorad: start-up, the event loop, shutdown.
  *
  * Start-up order matters:
- *   1. options and config file; the data directory; the lock file (one
- *      amorad per data directory: flock, released by the kernel however
- *      amorad dies, so a kill -9 never leaves a lock behind);
+ *   1. options and config file; the descriptor limit; the data directory
+ *      (created 0700; srv_listen sets the mode the allow-lists need); the
+ *      lock file (one amorad per data directory: flock, released by the
+ *      kernel however amorad dies, so a kill -9 never leaves a lock behind);
  *   2. the shared memory (engine.c), data segment sealed;
  *   3. signals become events (signalfd) before any fork, so a shard that
  *      dies at once is still reaped;
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -61,6 +63,29 @@ static int lock_data_dir(struct amorad *a, char *err, size_t errlen)
 	if (ftruncate(a->lock_fd, 0) != 0 || pwrite(a->lock_fd, pid, (size_t)n, 0) != n)
 		log_warn("cannot write the pid into %s: %s", path, strerror(errno));
 	return 0;
+}
+
+/* Enough descriptors for every connection amorad may accept (the owner's
+ * reserve included), a pidfd and a channel per client slot, two sockets per
+ * shard and some slack: raise the soft limit that far if the hard limit
+ * allows, else say what is missing (a connection past the limit is then
+ * refused with a message, see srv_accept). */
+static void raise_fd_limit(const struct amorad_config *cfg)
+{
+	rlim_t need = (rlim_t)cfg->max_connections + CONFIG_OWNER_RESERVE +
+		      2 * (rlim_t)cfg->max_clients + 2 * (rlim_t)cfg->shards + 64;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < need)
+		log_warn("only %llu file descriptors (RLIMIT_NOFILE), max-connections %u and "
+			 "max-clients %u may need %llu: connections past it will be refused",
+			 (unsigned long long)rl.rlim_cur, cfg->max_connections, cfg->max_clients,
+			 (unsigned long long)need);
 }
 
 static int setup_signals(struct amorad *a)
@@ -114,7 +139,9 @@ static bool shards_settled(const struct amorad *a)
 static void maybe_listen(struct amorad *a)
 {
 	const struct amorad_config *cfg = &a->e.cfg;
-	char err[PATH_MAX + 256];
+	char err[PATH_MAX + 256], failed[1024] = "", counted[32];
+	uint32_t ready = 0, down = 0;
+	size_t len = 0;
 
 	if (a->listening || a->stopping || !shards_settled(a))
 		return;
@@ -125,11 +152,38 @@ static void maybe_listen(struct amorad *a)
 		amorad_begin_stop(a, "cannot listen");
 		return;
 	}
-	log_info("serving %s: %u shards recovered in %.0f ms, %llu MiB, sync %s, data in %s",
-		 cfg->socket_path, cfg->shards, (double)(amorad_now_ns() - a->started_ns) / 1e6,
-		 (unsigned long long)(cfg->memory >> 20),
-		 cfg->sync == WAL_SYNC_ALWAYS ? "always" : cfg->sync == WAL_SYNC_NONE ? "none" : "periodic",
-		 cfg->data_dir);
+	/* Only READY shards count as recovered; the others (FAILED, or one
+	 * that died again meanwhile) are named, the failed with their cause
+	 * (the first few: INFO lists every shard). */
+	for (uint32_t s = 0; s < cfg->shards; s++) {
+		const struct shm_shard *sh = shm_shard_at(&a->e.seg, s);
+		uint32_t st = atomic_load_explicit(&sh->state, memory_order_acquire);
+
+		if (st == SHM_SHARD_READY) {
+			ready++;
+			continue;
+		}
+		if (++down > 8 || len >= sizeof(failed))
+			continue;
+		if (st == SHM_SHARD_FAILED)
+			len += (size_t)snprintf(failed + len, sizeof(failed) - len, "; shard %02u failed: %s", s,
+						shm_fail_cause_str(atomic_load(&sh->cause)));
+		else
+			len += (size_t)snprintf(failed + len, sizeof(failed) - len, "; shard %02u %s", s,
+						shm_shard_state_name(st));
+	}
+	if (down > 8 && len < sizeof(failed))
+		snprintf(failed + len, sizeof(failed) - len, "; %u more not serving (see INFO)", down - 8);
+	if (down)
+		snprintf(counted, sizeof(counted), "%u of %u", ready, cfg->shards);
+	else
+		snprintf(counted, sizeof(counted), "%u", ready);
+	log_msg(down ? LOG_WARN : LOG_INFO,
+		"serving %s: %s shards recovered in %.0f ms, %llu MiB, sync %s, data in %s%s",
+		cfg->socket_path, counted, (double)(amorad_now_ns() - a->started_ns) / 1e6,
+		(unsigned long long)(cfg->memory >> 20),
+		cfg->sync == WAL_SYNC_ALWAYS ? "always" : cfg->sync == WAL_SYNC_NONE ? "none" : "periodic",
+		cfg->data_dir, failed);
 }
 
 static void run(struct amorad *a)
@@ -155,6 +209,7 @@ static void run(struct amorad *a)
 			next_tick = amorad_now_ns() + AMORAD_TICK_MS * 1000000ull;
 			sup_tick(a);
 			srv_tick(a);
+			srv_expire(a);
 		}
 		if (a->stopping && sup_all_exited(a))
 			return;
@@ -181,16 +236,16 @@ int main(int argc, char **argv)
 		return rc < 0 ? 2 : 0;
 	}
 	log_init("amorad", (enum log_level)cfg.log_level);
+	raise_fd_limit(&cfg);
 	a.listen_fd = a.sig_fd = a.lock_fd = -1;
 	a.e.cfg = cfg;
 	a.started_ns = amorad_now_ns();
 	a.cmd = malloc(sizeof(*a.cmd));
 	a.shards = calloc(cfg.shards, sizeof(*a.shards));
-	a.stuck_epoch = calloc(cfg.max_clients, sizeof(*a.stuck_epoch));
-	a.stuck_since_ns = calloc(cfg.max_clients, sizeof(*a.stuck_since_ns));
+	a.watch = calloc(cfg.max_clients, sizeof(*a.watch));
 	a.epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (a.cmd == NULL || a.shards == NULL || a.stuck_epoch == NULL || a.stuck_since_ns == NULL ||
-	    a.epfd < 0) {
+	a.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (a.cmd == NULL || a.shards == NULL || a.watch == NULL || a.epfd < 0) {
 		log_error("out of memory at start");
 		return 1;
 	}

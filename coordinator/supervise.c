@@ -6,10 +6,12 @@
  * result is the exit status, which decides what happens next:
  *
  *   - exit 0 while amorad is stopping: done;
- *   - SHARDD_EXIT_CORRUPT (the log is corrupt inside) or SHARDD_EXIT_NOMEM
- *     (no memory to rebuild it beside its old table): restarting would
- *     fail the same way, so the shard is marked failed and left down (its
- *     keys stay readable; writes to it fail with AMORA_ECORRUPT);
+ *   - SHARDD_EXIT_CORRUPT (the log is corrupt inside), SHARDD_EXIT_NOMEM
+ *     (not enough memory for its live data) or SHARDD_EXIT_START
+ *     (it cannot start): restarting would fail the same way, so the shard
+ *     is marked FAILED with that cause (shardd.h) and left down; reads and
+ *     writes of its keys fail with AMORA_EFAILED naming the shard and the
+ *     cause, and INFO shows it;
  *   - anything else (a crash, kill -9, an I/O error): restart. The first
  *     restart comes after RESTART_FIRST_MS; a shard that dies again within RESTART_STABLE
  *     of its start waits twice as long as last time, up to RESTART_MAX, so
@@ -55,7 +57,13 @@ void amorad_begin_stop(struct amorad *a, const char *why)
 static int start_shard(struct amorad *a, uint32_t s)
 {
 	struct shardproc *p = &a->shards[s];
-	pid_t pid = fork();
+	pid_t pid;
+
+	/* A shard that runs has no failure cause (only FAILED ones do, and
+	 * those are never started again). */
+	atomic_store_explicit(&shm_shard_at(&a->e.seg, s)->cause, SHM_FAIL_NONE,
+			      memory_order_release);
+	pid = fork();
 
 	if (pid < 0) {
 		log_error("cannot fork shard %02u: %s", s, strerror(errno));
@@ -118,14 +126,17 @@ static void shard_exited(struct amorad *a, uint32_t s, int status)
 	struct shardproc *p = &a->shards[s];
 	struct shm_shard *sh = shm_shard_at(&a->e.seg, s);
 
+	uint32_t cause = WIFEXITED(status) ? shardd_exit_cause(WEXITSTATUS(status)) : SHM_FAIL_NONE;
+
 	p->pid = 0;
-	if (WIFEXITED(status) && (WEXITSTATUS(status) == SHARDD_EXIT_CORRUPT ||
-				  WEXITSTATUS(status) == SHARDD_EXIT_NOMEM)) {
+	if (cause != SHM_FAIL_NONE) {
 		p->failed = true;
-		atomic_store(&sh->state, SHM_SHARD_FAILED);
-		log_error("shard %02u stopped on %s (see above); not restarting it", s,
-			  WEXITSTATUS(status) == SHARDD_EXIT_CORRUPT ? "a corrupt log"
-								      : "too little shared memory");
+		/* Cause before state (shardd.h); the shard stored both already
+		 * unless it died in between. */
+		atomic_store_explicit(&sh->cause, cause, memory_order_release);
+		atomic_store_explicit(&sh->state, SHM_SHARD_FAILED, memory_order_release);
+		log_error("shard %02u stopped: %s (see above); not restarting it", s,
+			  shm_fail_cause_str(cause));
 		return;
 	}
 	if (a->stopping) {

@@ -23,6 +23,11 @@
  * Exit status: 0 success; 1 "no": get found no key, has found none;
  * 2 error (usage, connection, store), with a message on stderr of the form
  *   amora: <what>: <amora_strerror>: <amora_errmsg>
+ * (a failed attach is "amora: attach: ..." with the real cause, e.g.
+ * "cannot connect to S: Permission denied", and a hint only where one fits:
+ * "is amorad running?" when nothing listens at S). A key whose shard has
+ * stopped is an error, never "no such key": "... shard 3 stopped: corrupt
+ * log (see amorad's log)".
  * `del` prints the number of keys removed (1 or 0) and exits 0 either way,
  * as redis-cli's DEL does.
  */
@@ -50,7 +55,8 @@ static void usage(FILE *out)
 		"  set KEY VALUE   store VALUE under KEY; prints OK\n"
 		"  del KEY         remove KEY; prints 1 if it was there, 0 if not\n"
 		"  has KEY         print 1 (exit 0) if KEY exists, 0 (exit 1) if not\n"
-		"  stats           print the store's counters as 'name: value' lines\n"
+		"  stats           print the store's counters as 'name: value' lines, and\n"
+		"                  a line for each shard not serving: 'shard3: failed (corrupt log)'\n"
 		"  ping            check that amorad and every shard are up; prints PONG\n"
 		"\n"
 		"Options:\n"
@@ -88,6 +94,26 @@ static int fail(amora *db, const char *what, int rc)
 		fprintf(stderr, "amora: %s: %s: %s\n", what, amora_strerror(rc), msg);
 	else
 		fprintf(stderr, "amora: %s: %s\n", what, amora_strerror(rc));
+	return EXIT_ERR;
+}
+
+/* A failed amora_open: its message (amora_errmsg(NULL)) names the cause;
+ * a hint follows only where it fits (err: errno after amora_open, which
+ * is the failed system call's on AMORA_ESYS). */
+static int fail_attach(const char *sock, int rc, int err)
+{
+	const char *msg = amora_errmsg(NULL), *hint = "";
+
+	if (rc == AMORA_ESYS && (err == ENOENT || err == ECONNREFUSED))
+		hint = " (is amorad running? see -s and AMORA_SOCKET)";
+	else if (rc == AMORA_ESYS && (err == EACCES || err == EPERM))
+		hint = " (amorad's --allow-uid and --allow-gid decide who may open its socket)";
+	else if (rc == AMORA_ETIMEDOUT)
+		hint = " (is amorad stopped?)";
+	if (*msg)
+		fprintf(stderr, "amora: attach: %s: %s%s\n", amora_strerror(rc), msg, hint);
+	else
+		fprintf(stderr, "amora: attach to %s: %s%s\n", sock, amora_strerror(rc), hint);
 	return EXIT_ERR;
 }
 
@@ -214,11 +240,24 @@ static int cmd_stats(amora *db, char **args, int from_stdin)
 	(void)args, (void)from_stdin;
 	if (rc < 0)
 		return fail(db, "stats", rc);
-	printf("shards: %u\nshards_ready: %u\nkeys: %llu\nmemory_limit: %llu\n"
+	printf("shards: %u\nshards_ready: %u\nshards_failed: %u\nkeys: %llu\nmemory_limit: %llu\n"
 	       "memory_used: %llu\nrecord_bytes: %llu\nfragmentation: %.4f\n",
-	       st.shards, st.shards_ready, (unsigned long long)st.keys,
+	       st.shards, st.shards_ready, st.shards_failed, (unsigned long long)st.keys,
 	       (unsigned long long)st.memory_limit, (unsigned long long)st.memory_used,
 	       (unsigned long long)st.record_bytes, st.fragmentation);
+	/* Each shard that does not serve, with its state and the cause. */
+	for (uint32_t s = 0; s < st.shards; s++) {
+		struct amora_shard_status ss;
+
+		if ((rc = amora_shard_status(db, s, &ss)) < 0)
+			return fail(db, "stats", rc);
+		if (ss.state == AMORA_SHARD_READY)
+			continue;
+		if (*ss.cause)
+			printf("shard%u: %s (%s)\n", s, ss.name, ss.cause);
+		else
+			printf("shard%u: %s\n", s, ss.name);
+	}
 	return out_bytes(NULL, 0);
 }
 
@@ -307,11 +346,8 @@ int main(int argc, char **argv)
 		return rc;
 
 	rc = amora_open(sock, &db);
-	if (rc < 0) {
-		fprintf(stderr, "amora: connect to %s: %s%s\n", sock, amora_strerror(rc),
-			rc == AMORA_ESYS ? " (is amorad running? see -s and AMORA_SOCKET)" : "");
-		return EXIT_ERR;
-	}
+	if (rc < 0)
+		return fail_attach(sock, rc, errno);
 	rc = c->fn(db, argv + i + 1, from_stdin);
 	amora_close(db); /* nothing buffered: the commands wait for their writes */
 	return rc;

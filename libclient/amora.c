@@ -47,7 +47,9 @@
 #define WAIT_SLICE_MS 20           /* sleep at most this long between checks */
 #define BUFFERED_BATCH 256         /* staged buffered sets that make a batch */
 #define CQ_CAPACITY (CHAN_CQ_DATA / 32)
-#define ATTACH_PROTO 1
+#define ATTACH_PROTO 2             /* 2: no doorbell memfd (server.c) */
+#define ATTACH_FIELDS 6            /* integers in the attach reply */
+#define ATTACH_FDS 2               /* descriptors with it: segment, channel */
 #define MGET_WINDOW 16             /* lookups whose cache misses overlap */
 
 struct shardq {
@@ -55,17 +57,17 @@ struct shardq {
 	uint64_t next_id;  /* last id issued */
 	uint64_t done_id;  /* last id completed */
 	uint32_t staged;   /* pushed but not published */
+	struct chan_words *words;      /* our pending flag and wake word for the shard */
+	const _Atomic uint32_t *asleep;/* the shard's sleeping flag (read-only mapping) */
 };
 
 struct amora {
 	int sock;
 	struct shm_seg seg;
-	uint8_t *bells;
-	size_t bells_bytes;
 	uint8_t *chan;
 	size_t chan_bytes;
 	struct chan_hdr *hdr;
-	uint32_t shards, slot, max_clients;
+	uint32_t shards, slot;
 	struct shardq *q;
 	uint8_t *req;      /* one request being built */
 	int timeout_ms;
@@ -91,20 +93,25 @@ const char *amora_strerror(int code)
 	case AMORA_EGONE: return "coordinator gone";
 	case AMORA_ERESTARTING: return "shard restarting";
 	case AMORA_EIO: return "shard could not write its log";
-	case AMORA_ECORRUPT: return "corrupt data or shard stopped on a corrupt log";
+	case AMORA_ECORRUPT: return "shared data or a reply failed validation";
 	case AMORA_ESYS: return "system call failed";
 	case AMORA_EPROTO: return "unexpected reply from the coordinator";
 	case AMORA_EDENIED: return "access denied by the coordinator";
 	case AMORA_EBUSY: return "no free client slot";
 	case AMORA_EBADRING: return "cut off by a shard for a malformed request";
 	case AMORA_ETIMEDOUT: return "timed out waiting for a shard";
+	case AMORA_EFAILED: return "shard stopped and will not restart";
 	}
 	return "unknown error";
 }
 
+/* The message of this thread's last failed amora_open, which leaves no
+ * handle to hold it. */
+static __thread char open_errmsg[256];
+
 const char *amora_errmsg(const amora *db)
 {
-	return db ? db->errmsg : "";
+	return db ? db->errmsg : open_errmsg;
 }
 
 static int fail(amora *db, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -119,8 +126,35 @@ static int fail(amora *db, int code, const char *fmt, ...)
 	return code;
 }
 
+/* Prefix the message of a failure about keys[i] of an amora_mget with
+ * "key i: " (the message is formatted from a copy: fail() overwrites it). */
+static int fail_at_key(amora *db, int code, size_t i)
+{
+	char why[sizeof(db->errmsg)];
+
+	memcpy(why, db->errmsg, sizeof(why));
+	return fail(db, code, "key %zu: %s", i, why);
+}
+
+/* AMORA_EFAILED for shard s, whose state was loaded (acquire) as FAILED:
+ * its cause was stored before that state (shardd.h). */
+static int fail_shard_stopped(amora *db, uint32_t s)
+{
+	const struct shm_shard *sh = shm_shard_at(&db->seg, s);
+
+	return fail(db, AMORA_EFAILED, "shard %u stopped: %s (see amorad's log)", s,
+		    shm_fail_cause_str(atomic_load_explicit(&sh->cause, memory_order_relaxed)));
+}
+
+static bool shard_stopped(const struct shm_shard *sh)
+{
+	return atomic_load_explicit(&sh->state, memory_order_acquire) == SHM_SHARD_FAILED;
+}
+
 static int check_key(amora *db, const void *key, size_t klen)
 {
+	if (key == NULL && klen > 0)
+		return fail(db, AMORA_EINVAL, "key is NULL with length %zu", klen);
 	if (key == NULL || klen == 0)
 		return fail(db, AMORA_EINVAL, "empty key");
 	if (klen > AMORA_KEY_MAX)
@@ -171,15 +205,15 @@ static int connect_to(amora *db, const char *path)
 	return AMORA_OK;
 }
 
-/* Read the attach reply: "*8" and 8 integers, or an error line. The
- * descriptors come with the first bytes. */
-static int read_attach_reply(amora *db, uint64_t v[8], int fds[3], int *nfds)
+/* Read the attach reply: "*6" and 6 integers (server.c), or an error
+ * line. The descriptors come with the first bytes. */
+static int read_attach_reply(amora *db, uint64_t v[ATTACH_FIELDS], int fds[ATTACH_FDS], int *nfds)
 {
 	char buf[512];
 	size_t len = 0;
 
 	for (;;) {
-		char ctl[CMSG_SPACE(sizeof(int) * 3)];
+		char ctl[CMSG_SPACE(sizeof(int) * (ATTACH_FDS + 1))];
 		struct iovec iov = { buf + len, sizeof(buf) - 1 - len };
 		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
 				      .msg_controllen = sizeof(ctl) };
@@ -197,7 +231,7 @@ static int read_attach_reply(amora *db, uint64_t v[8], int fds[3], int *nfds)
 					int fd;
 
 					memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-					if (*nfds < 3)
+					if (*nfds < ATTACH_FDS)
 						fds[(*nfds)++] = fd;
 					else
 						close(fd);
@@ -217,15 +251,20 @@ static int read_attach_reply(amora *db, uint64_t v[8], int fds[3], int *nfds)
 		int lines = 0;
 		for (char *p = buf; (p = strstr(p, "\r\n")) != NULL; p += 2)
 			lines++;
-		if (lines >= 9)
+		if (lines >= ATTACH_FIELDS + 1)
 			break;
 		if (len >= sizeof(buf) - 1)
 			return fail(db, AMORA_EPROTO, "attach reply too long");
 	}
-	if (strncmp(buf, "*8\r\n", 4) != 0)
-		return fail(db, AMORA_EPROTO, "attach reply is not an array of 8");
+	if (strncmp(buf, "*6\r\n", 4) != 0) {
+		/* Protocol 1 was an array of 8: say which side is old. */
+		if (strncmp(buf, "*8\r\n:1\r\n", 8) == 0)
+			return fail(db, AMORA_EPROTO, "coordinator speaks attach protocol 1, we speak %d "
+				    "(upgrade amorad)", ATTACH_PROTO);
+		return fail(db, AMORA_EPROTO, "attach reply is not an array of %d", ATTACH_FIELDS);
+	}
 	char *p = buf + 4;
-	for (int i = 0; i < 8; i++) {
+	for (int i = 0; i < ATTACH_FIELDS; i++) {
 		char *end;
 
 		if (*p != ':')
@@ -249,7 +288,7 @@ static void *map_fd(int fd, size_t bytes)
 	return p == MAP_FAILED ? NULL : p;
 }
 
-static int map_store(amora *db, const uint64_t v[8], const int fds[3])
+static int map_store(amora *db, const uint64_t v[ATTACH_FIELDS], const int fds[ATTACH_FDS])
 {
 	int rc;
 
@@ -258,19 +297,14 @@ static int map_store(amora *db, const uint64_t v[8], const int fds[3])
 			    (unsigned long long)v[0], ATTACH_PROTO);
 	db->shards = (uint32_t)v[1];
 	db->slot = (uint32_t)v[4];
-	db->max_clients = (uint32_t)v[6];
-	db->bells_bytes = v[7];
 	db->chan_bytes = chan_bytes(db->shards);
 	rc = shm_seg_attach(&db->seg, fds[0], false);
 	if (rc != SHM_OK)
 		return fail(db, AMORA_ECORRUPT, "data segment: %s", shm_strerror(rc));
-	if (db->seg.hdr->shard_count != db->shards || v[3] != db->chan_bytes ||
-	    db->slot >= db->max_clients ||
-	    db->bells_bytes != db->shards * chan_doorbell_stride(db->max_clients))
+	if (db->seg.hdr->shard_count != db->shards || v[3] != db->chan_bytes)
 		return fail(db, AMORA_EPROTO, "attach reply disagrees with the segments");
-	db->bells = map_fd(fds[1], db->bells_bytes);
-	db->chan = map_fd(fds[2], db->chan_bytes);
-	if (db->bells == NULL || db->chan == NULL)
+	db->chan = map_fd(fds[1], db->chan_bytes);
+	if (db->chan == NULL)
 		return fail(db, AMORA_ESYS, "cannot map the channel: %s", strerror(errno));
 	db->hdr = (struct chan_hdr *)db->chan;
 	if (db->hdr->magic != CHAN_MAGIC || db->hdr->slot != db->slot || db->hdr->gen != v[5])
@@ -288,6 +322,8 @@ static int attach_rings(amora *db)
 		if (ring_attach(&db->q[s].sq, chan_sq_mem(db->chan, db->shards, s), chan_sq_bytes()) != SHM_OK ||
 		    ring_attach(&db->q[s].cq, chan_cq_mem(db->chan, db->shards, s), chan_cq_bytes()) != SHM_OK)
 			return fail(db, AMORA_ECORRUPT, "channel rings fail validation");
+		db->q[s].words = chan_words(db->chan, s);
+		db->q[s].asleep = &shm_shard_at(&db->seg, s)->sleeping;
 	}
 	shm_epoch_slot_init(&db->hdr->epoch, getpid());
 	return AMORA_OK;
@@ -297,8 +333,6 @@ static void release(amora *db)
 {
 	if (db->chan)
 		munmap(db->chan, db->chan_bytes);
-	if (db->bells)
-		munmap(db->bells, db->bells_bytes);
 	if (db->seg.base)
 		shm_seg_close(&db->seg);
 	if (db->sock >= 0)
@@ -312,28 +346,46 @@ int amora_open(const char *socket_path, amora **out)
 {
 	static const char attach[] = "*1\r\n$12\r\nAMORA.ATTACH\r\n";
 	uint64_t v[8];
-	int fds[3] = { -1, -1, -1 }, nfds = 0, rc;
+	int fds[3] = { -1, -1, -1 }, nfds = 0, rc, err;
 	amora *db;
 
-	if (out == NULL)
+	if (out == NULL) {
+		snprintf(open_errmsg, sizeof(open_errmsg), "out is NULL");
 		return AMORA_EINVAL;
+	}
 	*out = NULL;
-	if (socket_path == NULL)
+	if (socket_path == NULL) {
+		snprintf(open_errmsg, sizeof(open_errmsg), "socket_path is NULL");
 		return AMORA_EINVAL;
+	}
 	db = calloc(1, sizeof(*db));
-	if (db == NULL)
+	if (db == NULL) {
+		snprintf(open_errmsg, sizeof(open_errmsg), "out of memory for a handle");
 		return AMORA_ESYS;
+	}
 	db->sock = -1;
 	db->seg.fd = -1;
 	db->timeout_ms = DEFAULT_TIMEOUT_MS;
 	rc = connect_to(db, socket_path);
 	if (rc == AMORA_OK && send(db->sock, attach, sizeof(attach) - 1, MSG_NOSIGNAL) !=
-				      (ssize_t)sizeof(attach) - 1)
-		rc = fail(db, AMORA_ESYS, "cannot send to %s: %s", socket_path, strerror(errno));
+				      (ssize_t)sizeof(attach) - 1) {
+		char c;
+
+		err = errno;
+		/* amorad may have refused us at accept (too many connections,
+		 * uid not allowed) and hung up before we sent: its reason
+		 * waits to be read, and is the real cause. */
+		if (recv(db->sock, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 1 && c == '-')
+			rc = read_attach_reply(db, v, fds, &nfds);
+		else
+			rc = fail(db, AMORA_ESYS, "cannot send to %s: %s", socket_path, strerror(err));
+		errno = err;
+	}
 	if (rc == AMORA_OK)
 		rc = read_attach_reply(db, v, fds, &nfds);
-	if (rc == AMORA_OK && nfds != 3)
-		rc = fail(db, AMORA_EPROTO, "attach reply carried %d descriptors, not 3", nfds);
+	if (rc == AMORA_OK && nfds != ATTACH_FDS)
+		rc = fail(db, AMORA_EPROTO, "attach reply carried %d descriptors, not %d", nfds,
+			  ATTACH_FDS);
 	if (rc == AMORA_OK)
 		rc = map_store(db, v, fds);
 	if (rc == AMORA_OK)
@@ -342,7 +394,12 @@ int amora_open(const char *socket_path, amora **out)
 	for (int i = db->seg.base != NULL ? 1 : 0; i < nfds; i++)
 		close(fds[i]);
 	if (rc != AMORA_OK) {
+		/* The message outlives the handle; errno stays the failed
+		 * system call's (amora.h). */
+		err = errno;
+		snprintf(open_errmsg, sizeof(open_errmsg), "%s", db->errmsg);
 		release(db);
+		errno = err;
 		return rc;
 	}
 	*out = db;
@@ -357,12 +414,20 @@ void amora_set_timeout(amora *db, int timeout_ms)
 
 /* ---------- reads ---------- */
 
+/* A FAILED shard's table cannot vouch for its keys (one that failed at
+ * start has none: every key would read as missing), so a read of one is
+ * AMORA_EFAILED. The state shares the descriptor line the lookup loads
+ * table_off from: the check costs one load from a line in cache. */
 static int lookup(amora *db, const void *key, size_t klen, struct shm_kv *kv)
 {
 	uint64_t h = shm_hash(key, klen);
-	const struct shm_shard *sh = shm_shard_at(&db->seg, shm_shard_of(h, db->shards));
-	int rc = shm_shard_get(&db->seg, sh, key, (uint32_t)klen, h, kv);
+	uint32_t s = shm_shard_of(h, db->shards);
+	const struct shm_shard *sh = shm_shard_at(&db->seg, s);
+	int rc;
 
+	if (shard_stopped(sh))
+		return fail_shard_stopped(db, s);
+	rc = shm_shard_get(&db->seg, sh, key, (uint32_t)klen, h, kv);
 	if (rc == SHM_OK)
 		return AMORA_OK;
 	if (rc == SHM_ENOTFOUND)
@@ -406,8 +471,12 @@ int amora_get(amora *db, const void *key, size_t klen, void *buf, size_t cap, si
 {
 	struct copy_to c = { buf, cap, vlen };
 
-	if (db == NULL || vlen == NULL || (buf == NULL && cap > 0))
+	if (db == NULL)
 		return AMORA_EINVAL;
+	if (vlen == NULL)
+		return fail(db, AMORA_EINVAL, "vlen is NULL");
+	if (buf == NULL && cap > 0)
+		return fail(db, AMORA_EINVAL, "buf is NULL with cap %zu", cap);
 	return with_value(db, key, klen, copy_value, &c);
 }
 
@@ -429,8 +498,10 @@ int amora_get_alloc(amora *db, const void *key, size_t klen, void **val, size_t 
 {
 	struct alloc_to a = { val, vlen };
 
-	if (db == NULL || val == NULL || vlen == NULL)
+	if (db == NULL)
 		return AMORA_EINVAL;
+	if (val == NULL || vlen == NULL)
+		return fail(db, AMORA_EINVAL, "%s is NULL", val == NULL ? "val" : "vlen");
 	*val = NULL;
 	return with_value(db, key, klen, alloc_value, &a);
 }
@@ -447,9 +518,11 @@ int amora_has(amora *db, const void *key, size_t klen)
 	return rc == AMORA_OK ? 1 : rc;
 }
 
-/* Look up keys[i..i+n) (n <= MGET_WINDOW): first hash every key and start
- * loading its first group, then probe. Returns the number found or an
- * error. */
+#define MGET_STOPPED 1 /* rc[j] of a key whose shard is FAILED (not an shm_ code) */
+
+/* Look up keys[i..i+n) (n <= MGET_WINDOW): first hash every key, check its
+ * shard's state and start loading its first group, then probe. Returns
+ * the number found or an error naming the key. */
 static int mget_window(amora *db, size_t i, size_t n, const void *const keys[],
 		       const size_t klens[], amora_mget_fn fn, void *arg)
 {
@@ -461,8 +534,9 @@ static int mget_window(amora *db, size_t i, size_t n, const void *const keys[],
 	for (size_t j = 0; j < n; j++) {
 		h[j] = shm_hash(keys[i + j], klens[i + j]);
 		sh[j] = shm_shard_at(&db->seg, shm_shard_of(h[j], db->shards));
-		rc[j] = shm_shard_view(&db->seg, sh[j], &v[j]);
-		if (rc[j] == SHM_OK)
+		if (shard_stopped(sh[j]))
+			rc[j] = MGET_STOPPED;
+		else if ((rc[j] = shm_shard_view(&db->seg, sh[j], &v[j])) == SHM_OK)
 			shm_table_prefetch(&v[j], h[j]);
 	}
 	for (size_t j = 0; j < n; j++) {
@@ -474,9 +548,12 @@ static int mget_window(amora *db, size_t i, size_t n, const void *const keys[],
 		if (rc[j] == SHM_OK) {
 			fn(arg, i + j, kv.val, kv.vlen);
 			found++;
+		} else if (rc[j] == MGET_STOPPED) {
+			fail_shard_stopped(db, shm_shard_of(h[j], db->shards));
+			return fail_at_key(db, AMORA_EFAILED, i + j);
 		} else if (rc[j] != SHM_ENOTFOUND) {
-			return fail(db, AMORA_ECORRUPT, "shard table failed validation: %s",
-				    shm_strerror(rc[j]));
+			fail(db, AMORA_ECORRUPT, "shard table failed validation: %s", shm_strerror(rc[j]));
+			return fail_at_key(db, AMORA_ECORRUPT, i + j);
 		}
 	}
 	return found;
@@ -487,13 +564,17 @@ int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens
 {
 	int found = 0;
 
-	if (db == NULL || fn == NULL || (n > 0 && (keys == NULL || klens == NULL)))
+	if (db == NULL)
 		return AMORA_EINVAL;
+	if (fn == NULL)
+		return fail(db, AMORA_EINVAL, "fn is NULL");
+	if (n > 0 && (keys == NULL || klens == NULL))
+		return fail(db, AMORA_EINVAL, "%s is NULL with n %zu", keys == NULL ? "keys" : "klens", n);
 	for (size_t i = 0; i < n; i++) {
 		int rc = check_key(db, keys[i], klens[i]);
 
 		if (rc != AMORA_OK)
-			return fail(db, rc, "key %zu: %s", i, db->errmsg);
+			return fail_at_key(db, rc, i);
 	}
 	/* One read section for the whole batch. */
 	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
@@ -580,7 +661,7 @@ static int wait_problem(amora *db, uint32_t s, uint64_t start)
 	if (!coordinator_alive(db))
 		return fail(db, AMORA_EGONE, "the coordinator closed the connection");
 	if (st == SHM_SHARD_FAILED)
-		return fail(db, AMORA_ECORRUPT, "shard %u stopped on a corrupt log (see amorad's log)", s);
+		return fail_shard_stopped(db, s);
 	if (now_ns() - start > (uint64_t)db->timeout_ms * 1000000ull) {
 		if (st != SHM_SHARD_READY)
 			return fail(db, AMORA_ERESTARTING, "shard %u did not come back within %d ms", s,
@@ -621,7 +702,8 @@ static void publish(amora *db, uint32_t s)
 
 	ring_publish(&q->sq);
 	q->staged = 0;
-	chan_notify(chan_doorbell_at(db->bells, db->max_clients, s), db->slot);
+	/* Our flag and word only: nobody else's wake-up depends on us. */
+	chan_notify(q->words, q->asleep);
 }
 
 /* Room for one more request to shard s: in flight below the completion
@@ -691,6 +773,10 @@ static int submit(amora *db, uint8_t op, const void *key, size_t klen, const voi
 		return fail(db, AMORA_EGONE, "the coordinator closed the connection");
 	if (atomic_load(&db->hdr->cut_off) != 0)
 		return fail(db, AMORA_EBADRING, "a shard cut this client off");
+	/* A FAILED shard never takes its requests again: refuse before
+	 * queueing (one load; a shard failing later is seen while waiting). */
+	if (shard_stopped(shm_shard_at(&db->seg, s)))
+		return fail_shard_stopped(db, s);
 	if (len > ring_max_record(&q->sq)) {
 		rc = bulk_wait(db);
 		if (rc != AMORA_OK)
@@ -827,8 +913,10 @@ int amora_stats(amora *db, struct amora_stats *st)
 {
 	uint64_t requested = 0, chunks = 0;
 
-	if (db == NULL || st == NULL)
+	if (db == NULL)
 		return AMORA_EINVAL;
+	if (st == NULL)
+		return fail(db, AMORA_EINVAL, "st is NULL");
 	memset(st, 0, sizeof(*st));
 	st->shards = db->shards;
 	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
@@ -838,6 +926,7 @@ int amora_stats(amora *db, struct amora_stats *st)
 		uint64_t toff = atomic_load_explicit(&sh->table_off, memory_order_acquire);
 		const struct shm_table *t;
 		struct shm_slab_stats ss;
+		uint32_t state;
 
 		if (toff != 0 && shm_table_view(&db->seg, toff, &v) == SHM_OK &&
 		    (t = shm_ptr(&db->seg, toff, sizeof(*t))) != NULL)
@@ -845,7 +934,9 @@ int amora_stats(amora *db, struct amora_stats *st)
 		shm_slab_stats(&sh->slab, &ss);
 		requested += ss.requested_bytes;
 		chunks += ss.used_bytes;
-		st->shards_ready += atomic_load(&sh->state) == SHM_SHARD_READY;
+		state = atomic_load(&sh->state);
+		st->shards_ready += state == SHM_SHARD_READY;
+		st->shards_failed += state == SHM_SHARD_FAILED;
 	}
 	shm_epoch_leave(&db->hdr->epoch);
 	st->memory_limit = db->seg.size;
@@ -864,6 +955,7 @@ int amora_heartbeat(amora *db)
 	struct pollfd p;
 	char buf[16];
 	size_t got = 0;
+	int rc = AMORA_OK;
 
 	if (db == NULL)
 		return AMORA_EINVAL;
@@ -884,14 +976,43 @@ int amora_heartbeat(amora *db)
 	}
 	if (memcmp(buf, "+PONG\r\n", 7) != 0)
 		return fail(db, AMORA_EPROTO, "unexpected answer to PING");
+	/* A shard stopped for good outweighs one that is coming back. */
 	for (uint32_t s = 0; s < db->shards; s++) {
-		uint32_t st = atomic_load(&shm_shard_at(&db->seg, s)->state);
+		const struct shm_shard *sh = shm_shard_at(&db->seg, s);
+		uint32_t st = atomic_load_explicit(&sh->state, memory_order_acquire);
 
 		if (st == SHM_SHARD_FAILED)
-			return fail(db, AMORA_ECORRUPT, "shard %u stopped on a corrupt log", s);
-		if (st != SHM_SHARD_READY)
-			return fail(db, AMORA_ERESTARTING, "shard %u is not serving yet", s);
+			return fail_shard_stopped(db, s);
+		if (st != SHM_SHARD_READY && rc == AMORA_OK)
+			rc = fail(db, AMORA_ERESTARTING, "shard %u is %s, not serving yet", s,
+				  shm_shard_state_name(st));
 	}
+	return rc;
+}
+
+_Static_assert((int)AMORA_SHARD_STARTING == (int)SHM_SHARD_STARTING &&
+	       (int)AMORA_SHARD_READY == (int)SHM_SHARD_READY &&
+	       (int)AMORA_SHARD_RESTARTING == (int)SHM_SHARD_RESTARTING &&
+	       (int)AMORA_SHARD_FAILED == (int)SHM_SHARD_FAILED &&
+	       (int)AMORA_SHARD_STOPPED == (int)SHM_SHARD_STOPPED, "amora.h's shard states are segment.h's");
+
+int amora_shard_status(amora *db, uint32_t shard, struct amora_shard_status *out)
+{
+	const struct shm_shard *sh;
+	uint32_t st;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	if (out == NULL)
+		return fail(db, AMORA_EINVAL, "out is NULL");
+	if (shard >= db->shards)
+		return fail(db, AMORA_EINVAL, "no shard %u: the store has %u", shard, db->shards);
+	sh = shm_shard_at(&db->seg, shard);
+	st = atomic_load_explicit(&sh->state, memory_order_acquire);
+	out->state = (int)st;
+	out->name = shm_shard_state_name(st);
+	out->cause = st == SHM_SHARD_FAILED ? shm_fail_cause_str(atomic_load(&sh->cause)) : "";
+	out->restarts = atomic_load(&sh->restarts);
 	return AMORA_OK;
 }
 

@@ -65,29 +65,43 @@ enum amora_err {
 				* network timeout, its outcome is unknown) */
 	AMORA_EIO = -6,        /* the shard could not write its log (disk full, I/O
 				* error); the write was not applied */
-	AMORA_ECORRUPT = -7,   /* shared data or a reply failed validation, or the
-				* shard stopped on a corrupt log (see amorad's log) */
+	AMORA_ECORRUPT = -7,   /* shared data or a reply failed validation */
 	AMORA_ESYS = -8,       /* a system call failed; amora_errmsg names it */
 	AMORA_EPROTO = -9,     /* the control socket answered something unexpected */
 	AMORA_EDENIED = -10,   /* the coordinator refused this user (allowed uids/gids) */
-	AMORA_EBUSY = -11,     /* the coordinator has no free client slot (max clients) */
+	AMORA_EBUSY = -11,     /* the coordinator has no free client slot (max
+				* clients) or refused the connection (too many,
+				* in total or for this uid) */
 	AMORA_EBADRING = -12,  /* cut off: a shard found garbage in this client's
-				* rings, or amorad saw it stay inside one read for
-				* over 10 s (stopped, stuck in an amora_mget
-				* callback) while writers waited to free memory;
+				* rings, or amorad saw its epoch slot keep every
+				* shard from freeing memory for --reader-timeout-ms
+				* (10 s: stopped, stuck in an amora_mget callback);
 				* the handle can only be closed */
 	AMORA_ETIMEDOUT = -13, /* a serving shard did not answer within the timeout
 				* (overload); outcome unknown, as AMORA_ERESTARTING */
+	AMORA_EFAILED = -14,   /* the key's shard stopped and will not restart:
+				* corruption inside its log, not enough shared memory
+				* to recover its data, or it could not start.
+				* amora_errmsg names the shard and the cause ("shard 3
+				* stopped: corrupt log (see amorad's log)"), amorad's
+				* log the details. Every read and write of its keys
+				* fails so until amorad is restarted (a missing key
+				* is never reported as AMORA_ENOTFOUND: the shard
+				* cannot vouch for it); the other shards serve on */
 };
 
 typedef struct amora amora;
 
 /* Attach to the amorad listening on the Unix socket `socket_path`
  * (amorad --data-dir DIR listens on DIR/amora.sock). On success *out is a
- * new handle. Errors: AMORA_EINVAL, AMORA_ESYS (cannot connect: no such
- * socket, permission), AMORA_EPROTO, AMORA_EDENIED, AMORA_EBUSY,
- * AMORA_ETIMEDOUT (no reply within 10 s: a stopped coordinator). On
- * failure *out is NULL; amora_strerror names the code. */
+ * new handle. Errors: AMORA_EINVAL (NULL, path too long), AMORA_ESYS
+ * (cannot connect: no such socket, permission denied, nobody listening;
+ * errno is the system call's), AMORA_EPROTO (an unexpected answer or
+ * refusal), AMORA_EDENIED, AMORA_EBUSY (no free client slot, too many
+ * connections), AMORA_ETIMEDOUT (no reply within 10 s: a stopped
+ * coordinator). On failure *out is NULL; amora_strerror names the
+ * code and amora_errmsg(NULL) gives the message with its cause ("cannot
+ * connect to amora-data/amora.sock: No such file or directory"). */
 int amora_open(const char *socket_path, amora **out);
 
 /* Flush buffered writes (as amora_flush; its result is returned), detach
@@ -104,15 +118,17 @@ void amora_set_timeout(amora *db, int timeout_ms);
  * into `buf` (which may be NULL when cap is 0) and sets *vlen to the
  * value's full length: a caller with a short buffer sees *vlen > cap and
  * can call again with a larger one. Errors: AMORA_ENOTFOUND, AMORA_EINVAL,
- * AMORA_ECORRUPT. Reads need no coordinator: after it is gone they still
- * answer from the mapping, as the store was when it went. */
+ * AMORA_EFAILED (the key's shard stopped), AMORA_ECORRUPT. Reads need no
+ * coordinator: after it is gone they still answer from the mapping, as
+ * the store was when it went. */
 int amora_get(amora *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen);
 
 /* As amora_get, into a buffer from malloc() (*val, free it with free();
  * a zero-length value still gets a 1-byte allocation). */
 int amora_get_alloc(amora *db, const void *key, size_t klen, void **val, size_t *vlen);
 
-/* 1 if `key` exists, 0 if not, or a negative error (AMORA_EINVAL, ...). */
+/* 1 if `key` exists, 0 if not, or a negative error (AMORA_EINVAL,
+ * AMORA_EFAILED, AMORA_ECORRUPT, as amora_get). */
 int amora_has(amora *db, const void *key, size_t klen);
 
 /* Called by amora_mget for each key found: `val` points into the shared
@@ -122,8 +138,12 @@ typedef void (*amora_mget_fn)(void *arg, size_t index, const void *val, size_t v
 
 /* Look up `n` keys at once, overlapping their memory accesses; fn is
  * called for each key found (in index order). Returns the number found,
- * or a negative error (AMORA_EINVAL if any key is invalid: then fn was not
- * called at all). */
+ * or a negative error: AMORA_EINVAL if any key is invalid (then fn was not
+ * called at all; amora_errmsg names the first bad key by index and says
+ * why: "key 1: key is 5000 bytes, the limit is 4096"), AMORA_EFAILED (a
+ * key's shard stopped) or AMORA_ECORRUPT: then fn was called for the keys
+ * found before the one that failed, and amora_errmsg names its index
+ * ("key 7: shard 3 stopped: corrupt log (see amorad's log)"). */
 int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens[],
 	       amora_mget_fn fn, void *arg);
 
@@ -131,10 +151,12 @@ int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens
 
 /* Insert or replace; returns once durable per the sync mode.
  * Errors: AMORA_EINVAL, AMORA_EFULL, AMORA_EIO, AMORA_EGONE,
- * AMORA_ERESTARTING, AMORA_ETIMEDOUT, AMORA_EBADRING, AMORA_ECORRUPT (the
- * shard stopped on a corrupt log). Also reports the first failure of
- * earlier buffered writes, if any (as amora_flush), and the late failure
- * of an earlier write that ended in AMORA_ERESTARTING/AMORA_ETIMEDOUT. */
+ * AMORA_ERESTARTING, AMORA_ETIMEDOUT, AMORA_EBADRING, AMORA_EFAILED (the
+ * key's shard stopped and will not restart; nothing was sent),
+ * AMORA_ECORRUPT (a reply failed validation). Also reports the first
+ * failure of earlier buffered writes, if any (as amora_flush), and the
+ * late failure of an earlier write that ended in
+ * AMORA_ERESTARTING/AMORA_ETIMEDOUT. */
 int amora_set(amora *db, const void *key, size_t klen, const void *val, size_t vlen);
 
 /* Remove. Errors: AMORA_ENOTFOUND and those of amora_set. A delete that
@@ -144,7 +166,8 @@ int amora_del(amora *db, const void *key, size_t klen);
 
 /* Queue a set and return without waiting: sets are sent to the shards in
  * batches and applied in the order given. Argument errors (AMORA_EINVAL)
- * are reported at once; failures of the write itself (AMORA_EFULL, ...)
+ * and a key whose shard has stopped (AMORA_EFAILED: nothing queued) are
+ * reported at once; failures of the write itself (AMORA_EFULL, ...)
  * are reported by the next amora_flush, amora_set, amora_del or
  * amora_close. A buffered set is acknowledged (and visible to every
  * reader) only once amora_flush has returned 0. */
@@ -160,27 +183,61 @@ int amora_flush(amora *db);
 struct amora_stats {
 	uint32_t shards;          /* shard processes */
 	uint32_t shards_ready;    /* of which serving writes now */
+	uint32_t shards_failed;   /* of which stopped for good (AMORA_EFAILED; see
+				   * amora_shard_status for which and why) */
 	uint64_t keys;            /* live keys in all shards */
 	uint64_t memory_limit;    /* bytes of the shared segment */
-	uint64_t memory_used;     /* bytes of it taken by shards */
+	uint64_t memory_used;     /* bytes of it the shards have written: blocks in
+				   * use or free in their chunks (a chunk's never-
+				   * written tail is not counted: it takes no RAM).
+				   * Close to the RAM the segment takes */
 	uint64_t record_bytes;    /* bytes requested for records and tables */
-	double fragmentation;     /* 1 - record_bytes / memory taken by slabs */
+	double fragmentation;     /* 1 - record_bytes / memory_used: headers,
+				   * rounding and free blocks */
 	uint64_t gets, sets, dels;/* operations of this handle */
 };
 
-/* Fill *st from the shared segment (no message). Errors: AMORA_EINVAL. */
+/* Fill *st from the shared segment (no system call). Errors: AMORA_EINVAL
+ * (st is NULL). */
 int amora_stats(amora *db, struct amora_stats *st);
+
+/* Life of a shard as amora_shard_status reports it. */
+enum amora_shard_state {
+	AMORA_SHARD_STARTING = 0,   /* recovering its log at first start */
+	AMORA_SHARD_READY = 1,      /* serving */
+	AMORA_SHARD_RESTARTING = 2, /* died; amorad restarts it (reads go on) */
+	AMORA_SHARD_FAILED = 3,     /* stopped for good: AMORA_EFAILED, see cause */
+	AMORA_SHARD_STOPPED = 4,    /* shut down with amorad */
+};
+
+struct amora_shard_status {
+	int state;          /* enum amora_shard_state (another value: unknown) */
+	const char *name;   /* the state in words: "ready", "failed", ... */
+	const char *cause;  /* why it failed ("corrupt log", "not enough shared
+			     * memory to recover its data", "could not start");
+			     * "" unless state is AMORA_SHARD_FAILED */
+	uint32_t restarts;  /* times amorad restarted it */
+};
+
+/* Fill *out with the state of shard `shard` (0 .. amora_stats' shards - 1)
+ * from the shared segment (no system call; the strings are static).
+ * Errors: AMORA_EINVAL (out is NULL, no such shard). */
+int amora_shard_status(amora *db, uint32_t shard, struct amora_shard_status *out);
 
 /* Ask the coordinator whether it and every shard are up (one round trip
  * on the control socket). Returns 0, AMORA_EGONE (coordinator gone),
- * AMORA_ERESTARTING (a shard is restarting) or AMORA_ECORRUPT (a shard
- * stopped on a corrupt log). */
+ * AMORA_ETIMEDOUT (no answer within the timeout), AMORA_EPROTO,
+ * AMORA_ERESTARTING (a shard is not serving yet) or AMORA_EFAILED (a
+ * shard stopped for good; amora_errmsg names the first and its cause). */
 int amora_heartbeat(amora *db);
 
 /* Name of an error code; never NULL. */
 const char *amora_strerror(int code);
 
-/* Message of the handle's last failure, with its cause ("" if none). */
+/* Message of the handle's last failure, with its cause ("" if none).
+ * Every failure sets it, argument errors included ("vlen is NULL"). With
+ * db NULL: the message of this thread's last failed amora_open ("" if
+ * none), since a failed open leaves no handle. */
 const char *amora_errmsg(const amora *db);
 
 #ifdef __cplusplus

@@ -6,8 +6,8 @@
  * table that readers do not see yet (the table a previous incarnation left
  * stays readable meanwhile), publishes it with one store, and then loops:
  *
- *   1. take the doorbell's pending bits (or, every CHAN_SWEEP_MS, every
- *      attached client: a hostile client could have cleared bits);
+ *   1. take the pending flag in each attached client's channel (or, every
+ *      CHAN_SWEEP_MS, visit every attached client: the safety net);
  *   2. for each client with work, copy each request out of its SQ, check
  *      it, apply it to the table and add its effect to the log batch,
  *      keeping a completion for it. A client whose CQ has no room for
@@ -21,16 +21,21 @@
  *      requests up to the recorded id without applying them again (a newer
  *      write of another client may have followed), and applies the rest,
  *      which nobody was told about (chan.h, "Crash safety");
- *   5. sleep on the doorbell when there is nothing to do. No spinning:
- *      64 shards share 2 cores.
+ *   5. sleep when there is nothing to do, until a client or amorad wakes
+ *      it (chan.h, "Doorbells"): the loop on the wake words of the clients
+ *      that had work lately, a watcher thread on the others' ("Sleeping",
+ *      below). No spinning: 64 shards share 2 cores.
  *
- * Failure policy is crash-only. A request with garbage in it cuts off its
- * client (the others go on). A log write or sync that fails is answered
+ * Failure policy is crash-only. A request with garbage in it, or rings in
+ * an impossible state when the shard attaches them, cut off the client
+ * (its channel's cut-off flag: it gets AMORA_EBADRING and amorad drops it;
+ * the others go on). A log write or sync that fails is answered
  * with AMORA_EIO for the whole batch and the process exits: the table
  * already holds the batch's effects, and the only state known to be right
  * is the log on disk, which the restarted shard recovers from.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +71,11 @@ struct peer {
 	uint64_t last_id; /* last request taken this round */
 	bool touched;     /* requests taken this round */
 	uint32_t taken;
+	bool hot;         /* the loop waits on its wake word itself, else the watcher does */
+	bool busy;        /* announced or had work since the last sweep */
+	bool listed;      /* its word is in the watcher's list, with value `listed_val` */
+	bool fresh;       /* listed since the last sleep: its flag is read once more */
+	uint32_t listed_val;
 };
 
 struct pending {
@@ -74,12 +84,28 @@ struct pending {
 	struct chan_cqe cqe;
 };
 
+/* The watcher thread and what it shares with the loop ("Sleeping").
+ * Allocated once and never freed: the thread outlives shardd_run's frame
+ * until the process exits. */
+struct watcher {
+	pthread_mutex_t mu;         /* guards `cold` */
+	struct chan_sleep cold;     /* [0]: `version`; then each cold client's word and
+				     * the value the loop loaded */
+	_Atomic uint32_t version;   /* loop: bumped after changing `cold` (private futex) */
+	_Atomic uint32_t rang;      /* watcher: bumped when a cold word moved (private futex) */
+	uint32_t rang_seen;         /* loop: `rang` when `cold` was last rebuilt */
+	bool stale;                 /* loop: `cold` must be rebuilt before the next sleep */
+	bool fresh;                 /* loop: some peer is fresh */
+	bool checked;               /* loop: the last re-check read every fresh flag */
+};
+
 /* A client channel as this shard maps it. */
 struct chanmap {
 	uint8_t *base; /* NULL: none */
 	uint32_t gen;
 	int incoming;  /* fd received for generation incoming_gen, -1: none */
 	uint32_t incoming_gen;
+	uint32_t failed_gen; /* generation whose mapping failed and was logged, 0: none */
 };
 
 struct shardd {
@@ -90,10 +116,13 @@ struct shardd {
 	struct shm_shard *sh;
 	struct shm_writer w;
 	struct wal wal;
-	struct chan_doorbell *bell;
+	struct chan_sleep zz; /* the words of the next sleep */
+	struct watcher *watch;
 	struct peer *peers;
 	uint64_t *again; /* clients with more requests than one round takes */
 	uint64_t seen_version;
+	bool retry;      /* a client's channel could not be mapped: look again at a sweep */
+	bool sleep_failed; /* futex_waitv failed once (logged) */
 	uint8_t *req;  /* private copy of one request */
 	uint8_t *bulk; /* private copy of a bulk value */
 	struct pending *pend;
@@ -142,8 +171,7 @@ static void chan_use(struct shardd *d, uint32_t slot, uint8_t *base, uint32_t ge
 	d->readers[slot] = &((struct chan_hdr *)base)->epoch;
 }
 
-/* Take the channel fds amorad sent (engine.h); it sends them before it
- * publishes the slots, so they are here when the registry says so. */
+/* Take the channel fds queued on our socket (engine.h). */
 static void receive_channels(struct shardd *d)
 {
 	for (;;) {
@@ -167,6 +195,8 @@ static void receive_channels(struct shardd *d)
 			close(fd);
 			continue;
 		}
+		/* One socket, one sender, in order: a later fd for the slot is
+		 * a later generation. */
 		if (d->chans[m.slot].incoming >= 0)
 			close(d->chans[m.slot].incoming);
 		d->chans[m.slot].incoming = fd;
@@ -174,7 +204,26 @@ static void receive_channels(struct shardd *d)
 	}
 }
 
-/* Map the channel of client slot `slot`, generation gen. */
+/* Close a received fd of generation `gen` or older: that client is gone.
+ * (A newer one may already be queued for the slot's next client.) */
+static void drop_incoming(struct shardd *d, uint32_t slot, uint32_t gen)
+{
+	struct chanmap *c = &d->chans[slot];
+
+	if (c->incoming >= 0 && (int32_t)(c->incoming_gen - gen) <= 0) {
+		close(c->incoming);
+		c->incoming = -1;
+	}
+}
+
+/* Map the channel of client slot `slot`, generation gen, which the
+ * registry says is ACTIVE. amorad queued its fd on our socket before it
+ * published the slot (server.c, send_channel; sendmsg had queued it when
+ * it returned), and we loaded the state (acquire) after that store: if the
+ * fd is not among those taken so far, it is on the socket now, so one more
+ * drain finds it whatever the interleaving. (A shard forked after the
+ * attach inherited amorad's mapping instead: setup.) Returns false only if
+ * the mapping fails; the fd is kept and the caller tries again later. */
 static bool chan_ready(struct shardd *d, uint32_t slot, uint32_t gen)
 {
 	struct chanmap *c = &d->chans[slot];
@@ -183,72 +232,218 @@ static bool chan_ready(struct shardd *d, uint32_t slot, uint32_t gen)
 	if (c->base != NULL && c->gen == gen)
 		return true;
 	if (c->incoming < 0 || c->incoming_gen != gen)
-		return false;
-	p = mmap(NULL, d->e->chan_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, c->incoming, 0);
-	close(c->incoming);
-	c->incoming = -1;
-	if (p == MAP_FAILED) {
-		log_error("cannot map the channel of client slot %u: %s", slot, strerror(errno));
+		receive_channels(d);
+	if (c->incoming < 0 || c->incoming_gen != gen) {
+		if (c->failed_gen != gen)
+			log_error("client slot %u: the channel of generation %u is not on our socket, "
+				  "although amorad published the slot; looking again at each sweep",
+				  slot, gen);
+		c->failed_gen = gen;
 		return false;
 	}
+	p = mmap(NULL, d->e->chan_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, c->incoming, 0);
+	if (p == MAP_FAILED) {
+		if (c->failed_gen != gen)
+			log_error("cannot map the channel of client slot %u: %s; trying again at each "
+				  "sweep", slot, strerror(errno));
+		c->failed_gen = gen;
+		return false;
+	}
+	close(c->incoming);
+	c->incoming = -1;
 	chan_use(d, slot, p, gen);
 	return true;
 }
 
-/* ---------- clients ---------- */
+/* ---------- the watcher ---------- */
 
-static void attach_peer(struct shardd *d, uint32_t slot, uint32_t gen)
+/*
+ * Sleeping. The shard sleeps on futex words (chan.h, "Doorbells"), and
+ * futex_waitv costs ~0.35 us a word each time it queues them, at every
+ * sleep and again at every wake-up: waiting on the words of 60 idle
+ * clients would add ~40 us to every synchronous write of a busy one. So
+ * the words are split:
+ *
+ *   hot clients (work since the last sweep): the loop waits on their
+ *   words itself, with amorad's word and `rang`;
+ *
+ *   cold clients (new ones, and those without work since the sweep
+ *   before): a watcher thread keeps one
+ *   futex_waitv on their words, with the values the loop loaded when it
+ *   last rebuilt the list (watch_rebuild), and on `version`. When one of
+ *   them moves (the client saw the shard sleeping and bumped it), the
+ *   watcher bumps `rang` and waits for a new list; the loop, woken by
+ *   `rang`, takes that client's pending flag (it becomes hot) and rebuilds
+ *   the list before it sleeps again, reloading every cold word.
+ *
+ * A cold client's channel says so (chan_words.cold): it rings after every
+ * publish, so the loop reads only the hot clients' pending flags in each
+ * round (chan.h, "Cost and limits"), and a cold one's once more at the
+ * first sleep after it went cold (`fresh`: the flag store came before that
+ * sleep's fence, the read after it).
+ *
+ * No wake-up is lost: every value the watcher compares was loaded by the
+ * loop before the flag store (b) of the sleep it covers, like the loop's
+ * own words; a bump after that makes the watcher's wait fail or wake, and
+ * the watcher's bump of `rang` comes after the loop loaded `rang` for that
+ * sleep. A watcher waiting for a new list has bumped `rang` first, and the
+ * loop rebuilds whenever `rang` moved. The watcher never dereferences a
+ * client's memory (the kernel compares the words, and fails a wait on an
+ * unmapped one with EFAULT): the loop removes a cold client from the list
+ * (new `version`) before it unmaps that channel, and the watcher, failing
+ * or woken, sees the new version and starts over. It never spins either:
+ * it waits for a new version after any failure. Cost: the loop sleeps on
+ * 2 + hot words; the watcher re-queues its words only when a cold client
+ * rings or the sets change (a client goes cold at a sweep, wakes, leaves).
+ */
+
+/* Whether the loop itself waits on client `slot`'s word and reads its
+ * pending flag in every round (hot), or leaves that to the watcher (cold:
+ * the client then rings after every publish, chan.h). Relaxed: a client
+ * going cold is read once more after the fence of the next sleep (fresh). */
+static void set_hot(struct shardd *d, struct peer *p, uint32_t slot, bool hot)
+{
+	p->hot = hot;
+	atomic_store_explicit(&chan_words(d->chans[slot].base, d->id)->cold, !hot,
+			      memory_order_relaxed);
+}
+
+/* Rebuild the watcher's list from the cold clients, each word loaded now
+ * (before the next sleep's flag store: step (a)). A client whose word
+ * moved since the last list rang (or bumps it for nothing: a hostile one
+ * would make every ring re-queue all the cold words) and goes hot instead,
+ * until the next sweep finds it idle. `rang` is the value of the watcher's
+ * bell the caller acted on. */
+static void watch_rebuild(struct shardd *d, uint32_t rang)
+{
+	struct watcher *w = d->watch;
+
+	pthread_mutex_lock(&w->mu);
+	chan_sleep_begin(&w->cold);
+	chan_sleep_add(&w->cold, &w->version, 0, 1); /* the value is the thread's */
+	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
+		struct peer *p = &d->peers[i];
+		_Atomic uint32_t *word;
+		uint32_t v;
+
+		if (!p->active || p->hot) {
+			p->listed = false;
+			continue;
+		}
+		word = &chan_words(d->chans[i].base, d->id)->wake;
+		v = atomic_load_explicit(word, memory_order_acquire);
+		if (p->listed && v != p->listed_val) {
+			set_hot(d, p, i, true);
+			p->listed = false;
+			continue;
+		}
+		/* at most CHAN_MAX_CLIENTS + 1 words: always room */
+		chan_sleep_add(&w->cold, word, v, 0);
+		if (!p->listed)
+			p->fresh = w->fresh = true;
+		p->listed = true;
+		p->listed_val = v;
+	}
+	pthread_mutex_unlock(&w->mu);
+	w->rang_seen = rang;
+	w->stale = false;
+	/* Release (in chan_word_wake), pairs with the watcher's acquire load
+	 * of `version`: it then copies this list or a later one. */
+	chan_word_wake(&w->version, 1);
+}
+
+static void *watch_run(void *arg)
+{
+	struct watcher *w = arg;
+	struct chan_sleep z;
+
+	for (;;) {
+		uint32_t v = atomic_load_explicit(&w->version, memory_order_acquire);
+		int rc;
+
+		pthread_mutex_lock(&w->mu);
+		z = w->cold;
+		pthread_mutex_unlock(&w->mu);
+		if (z.n > 0) {
+			z.w[0].val = v;
+			rc = chan_sleep_wait(&z, NULL, NULL, NULL, -1);
+			if (atomic_load_explicit(&w->version, memory_order_acquire) != v)
+				continue; /* a new list (also after EFAULT on a channel going away) */
+			if (rc == SHM_OK)
+				chan_word_wake(&w->rang, 1); /* a cold word moved: tell the loop */
+		}
+		/* Until the loop rebuilds the list. */
+		chan_sleep_begin(&z);
+		chan_sleep_add(&z, &w->version, v, 1);
+		chan_sleep_wait(&z, NULL, NULL, NULL, -1);
+	}
+	return NULL;
+}
+
+static int watch_start(struct shardd *d)
+{
+	sigset_t all, old;
+	pthread_t t;
+	int rc;
+
+	d->watch = calloc(1, sizeof(*d->watch));
+	if (d->watch == NULL)
+		return ENOMEM;
+	pthread_mutex_init(&d->watch->mu, NULL);
+	d->watch->stale = true;
+	/* Signals go to the loop (SIGTERM stops it), never to the watcher. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&t, NULL, watch_run, d->watch);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc == 0)
+		pthread_detach(t);
+	return rc;
+}
+
+/* Client `slot` had work: the loop waits on its word from now on. */
+static void peer_busy(struct shardd *d, uint32_t slot)
 {
 	struct peer *p = &d->peers[slot];
-	uint8_t *base;
-	uint32_t n = d->e->cfg.shards;
 
-	memset(p, 0, sizeof(*p));
-	p->gen = gen;
-	if (!chan_ready(d, slot, gen)) {
-		log_error("client slot %u: amorad's channel never arrived; ignoring that client", slot);
-		p->bad = true;
-		return;
+	p->busy = true;
+	if (!p->hot) {
+		set_hot(d, p, slot, true);
+		d->watch->stale = true;
 	}
-	base = d->chans[slot].base;
-
-	if (ring_attach(&p->sq, chan_sq_mem(base, n, d->id), chan_sq_bytes()) != SHM_OK ||
-	    ring_attach(&p->cq, chan_cq_mem(base, n, d->id), chan_cq_bytes()) != SHM_OK) {
-		log_warn("client slot %u: its rings fail validation; cut off", slot);
-		p->bad = true;
-		return;
-	}
-	p->decided = atomic_load_explicit(chan_decided(base, d->id), memory_order_acquire);
-	p->active = true;
 }
 
-/* Follow the registry: attach new clients, let go of closing ones and
- * acknowledge that to amorad. */
-static void sync_peers(struct shardd *d)
+/* At a sweep: clients without work since the last one go cold. */
+static void peers_cool(struct shardd *d)
 {
-	struct engine *e = d->e;
-	uint64_t v = atomic_load_explicit(&e->reg->version, memory_order_acquire);
-
-	if (v == d->seen_version)
-		return;
-	d->seen_version = v;
-	receive_channels(d);
-	for (uint32_t i = 0; i < e->cfg.max_clients; i++) {
-		uint32_t st = atomic_load_explicit(&e->clients[i].state, memory_order_acquire);
-		uint32_t gen = atomic_load_explicit(&e->clients[i].gen, memory_order_acquire);
+	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
 		struct peer *p = &d->peers[i];
 
-		if (st == REG_ACTIVE && (p->gen != gen || !(p->active || p->bad)))
-			attach_peer(d, i, gen);
-		else if (st != REG_ACTIVE) {
-			p->active = p->bad = false;
-			chan_unmap(d, i);
-			if (st == REG_CLOSING)
-				atomic_store_explicit(engine_ack(e, i, d->id), gen, memory_order_release);
+		if (p->active && p->hot && !p->busy) {
+			set_hot(d, p, i, false);
+			d->watch->stale = true;
 		}
+		p->busy = false;
 	}
 }
 
+/* Stop serving client `slot` before its channel goes away: if the watcher
+ * may wait on its word, take it off the list first. */
+static void peer_forget(struct shardd *d, uint32_t slot)
+{
+	struct peer *p = &d->peers[slot];
+	bool listed = p->listed; /* also a client cut off since the last list */
+
+	p->active = p->bad = false;
+	if (listed)
+		watch_rebuild(d, d->watch->rang_seen);
+}
+
+/* ---------- clients ---------- */
+
+/* Stop serving client `slot` and tell it why: its channel's cut-off flag,
+ * which libamora reports as AMORA_EBADRING and on which amorad drops the
+ * client (server.c, srv_tick). */
 static void cut_off(struct shardd *d, uint32_t slot, const char *why)
 {
 	struct peer *p = &d->peers[slot];
@@ -257,8 +452,70 @@ static void cut_off(struct shardd *d, uint32_t slot, const char *why)
 		 atomic_load(&d->e->clients[slot].pid), why);
 	atomic_store_explicit(&((struct chan_hdr *)d->chans[slot].base)->cut_off, d->id + 1,
 			      memory_order_release);
+	if (p->listed)
+		d->watch->stale = true; /* its channel stays mapped until amorad closes the slot */
 	p->active = false;
 	p->bad = true;
+}
+
+static void attach_peer(struct shardd *d, uint32_t slot, uint32_t gen)
+{
+	struct peer *p = &d->peers[slot];
+	uint8_t *base;
+	uint32_t n = d->e->cfg.shards;
+
+	peer_forget(d, slot); /* a previous client of the slot, whose channel chan_ready unmaps */
+	memset(p, 0, sizeof(*p));
+	p->gen = gen;
+	if (!chan_ready(d, slot, gen)) {
+		d->retry = true; /* neither active nor bad: attached at a later sweep */
+		return;
+	}
+	base = d->chans[slot].base;
+
+	if (ring_attach(&p->sq, chan_sq_mem(base, n, d->id), chan_sq_bytes()) != SHM_OK ||
+	    ring_attach(&p->cq, chan_cq_mem(base, n, d->id), chan_cq_bytes()) != SHM_OK) {
+		cut_off(d, slot, "left its rings in an impossible state (positions or size)");
+		return;
+	}
+	p->decided = atomic_load_explicit(&chan_words(base, d->id)->decided, memory_order_acquire);
+	p->active = true;
+	/* Cold until it has work: a burst of attaches must not make every
+	 * sleep wait on all of them ("Sleeping"). */
+	set_hot(d, p, slot, false);
+	d->watch->stale = true;
+}
+
+/* Follow the registry: attach new clients, let go of closing ones and
+ * acknowledge that to amorad. Runs when the registry moved, or at a sweep
+ * when a channel could not be mapped. */
+static void sync_peers(struct shardd *d, bool sweep)
+{
+	struct engine *e = d->e;
+	uint64_t v = atomic_load_explicit(&e->reg->version, memory_order_acquire);
+
+	if (v == d->seen_version && !(sweep && d->retry))
+		return;
+	d->seen_version = v;
+	d->retry = false;
+	receive_channels(d);
+	for (uint32_t i = 0; i < e->cfg.max_clients; i++) {
+		/* Acquire, pairs with amorad's release store of the state:
+		 * the gen (stored before it) and the queued fd are there. */
+		uint32_t st = atomic_load_explicit(&e->clients[i].state, memory_order_acquire);
+		uint32_t gen = atomic_load_explicit(&e->clients[i].gen, memory_order_acquire);
+		struct peer *p = &d->peers[i];
+
+		if (st == REG_ACTIVE && (p->gen != gen || !(p->active || p->bad)))
+			attach_peer(d, i, gen);
+		else if (st != REG_ACTIVE) {
+			peer_forget(d, i);
+			chan_unmap(d, i);
+			drop_incoming(d, i, gen);
+			if (st == REG_CLOSING)
+				atomic_store_explicit(engine_ack(e, i, d->id), gen, memory_order_release);
+		}
+	}
 }
 
 /* ---------- requests ---------- */
@@ -379,41 +636,50 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 
 /* ---------- a round ---------- */
 
-/* Clients to visit in word w: those that rang, those left with more work
- * last round, or all on a sweep. */
-static uint64_t take_bits(struct shardd *d, uint32_t w, bool sweep)
+/* Whether client `slot` announced work since we last looked: its pending
+ * flag, taken. A plain load first: an idle client's line stays in our
+ * cache, and the exchange would take it away from the client. */
+static bool take_pending(struct shardd *d, uint32_t slot)
 {
-	uint64_t bits = atomic_exchange_explicit(&d->bell->pending[w], 0, memory_order_acq_rel);
+	_Atomic uint32_t *f = &chan_words(d->chans[slot].base, d->id)->pending;
 
-	bits |= d->again[w];
-	d->again[w] = 0;
-	return sweep ? ~0ull : bits;
+	if (atomic_load_explicit(f, memory_order_relaxed) == 0)
+		return false;
+	/* Acquire, pairs with the release store in chan_notify: the records
+	 * published before the flag are visible to take_requests. */
+	return atomic_exchange_explicit(f, 0, memory_order_acquire) != 0;
 }
 
-/* Visit every client with pending work once; returns whether any may have
+/* Visit every attached client that announced work, was left with more
+ * work last round, or all of them on a sweep; returns whether any may have
  * more right away. */
 static bool gather(struct shardd *d, bool sweep)
 {
 	uint32_t n = d->e->cfg.max_clients;
 	bool more = false;
 
-	for (uint32_t w = 0; w < (n + 63) / 64; w++) {
-		uint64_t bits = take_bits(d, w, sweep);
+	if (sweep)
+		peers_cool(d);
+	for (uint32_t slot = 0; slot < n; slot++) {
+		struct peer *p = &d->peers[slot];
+		uint64_t bit = 1ull << (slot % 64);
+		bool again = (d->again[slot / 64] & bit) != 0, rang;
 
-		while (bits) {
-			uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(bits);
-
-			bits &= bits - 1;
-			/* A client that rang before we saw it attach: amorad
-			 * registered it before answering it, so a fresh look at
-			 * the registry finds it. */
-			if (slot < n && !d->peers[slot].active)
-				sync_peers(d);
-			if (slot < n && d->peers[slot].active && take_requests(d, slot)) {
-				d->again[w] |= 1ull << (slot % 64);
-				more = true;
-			}
+		d->again[slot / 64] &= ~bit;
+		if (!p->active)
+			continue;
+		/* A cold client's flag is read when it rings (work_ready) or
+		 * at a sweep; taken even on a sweep, so that it does not cost
+		 * an empty round afterwards. */
+		rang = (p->hot || sweep) && take_pending(d, slot);
+		if (!rang && !again && !sweep)
+			continue;
+		if (take_requests(d, slot)) {
+			d->again[slot / 64] |= bit;
+			more = true;
 		}
+		if (p->active && (rang || p->taken > 0))
+			peer_busy(d, slot);
 	}
 	return more;
 }
@@ -436,7 +702,7 @@ static void mark_decided(struct shardd *d)
 
 		if (p->active && p->last_id > p->decided) {
 			p->decided = p->last_id;
-			atomic_store_explicit(chan_decided(d->chans[i].base, d->id), p->decided,
+			atomic_store_explicit(&chan_words(d->chans[i].base, d->id)->decided, p->decided,
 					      memory_order_release);
 		}
 	}
@@ -482,18 +748,28 @@ static int finish_round(struct shardd *d)
 
 /* ---------- sleeping ---------- */
 
+/* Step (c) of chan.h's "Doorbells", after the shard announced its sleep:
+ * anything that must keep it awake. */
 static int work_ready(void *arg)
 {
 	struct shardd *d = arg;
-	uint32_t words = (d->e->cfg.max_clients + 63) / 64;
 
 	if (stop_requested)
 		return 1;
 	if (atomic_load_explicit(&d->e->reg->version, memory_order_acquire) != d->seen_version)
 		return 1;
-	for (uint32_t w = 0; w < words; w++)
-		if (atomic_load_explicit(&d->bell->pending[w], memory_order_relaxed))
+	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
+		struct peer *p = &d->peers[i];
+
+		if (!p->active || !(p->hot || p->fresh))
+			continue;
+		if (atomic_load_explicit(&chan_words(d->chans[i].base, d->id)->pending,
+					 memory_order_relaxed)) {
+			peer_busy(d, i); /* a fresh one: gather reads hot clients' flags */
 			return 1;
+		}
+	}
+	d->watch->checked = true; /* every fresh flag read after the fence */
 	return 0;
 }
 
@@ -514,20 +790,59 @@ static uint64_t reclaim_when_idle(struct shardd *d, uint64_t now)
 	return d->next_reclaim_ns;
 }
 
+/* Sleep until a client announces work, amorad changes the registry, or
+ * the next timed duty (sweep, periodic log sync, reclamation). */
 static void idle(struct shardd *d)
 {
 	uint64_t now = now_ns();
 	int64_t due = wal_next_sync_ns(&d->wal);
 	int64_t until = (int64_t)d->next_sweep_ns;
 	int64_t reclaim = (int64_t)reclaim_when_idle(d, now);
-	int timeout_ms;
+	struct timespec ts;
+	uint32_t rang;
+	int rc;
 
 	if (due >= 0 && due < until)
 		until = due;
 	if (reclaim > 0 && reclaim < until)
 		until = reclaim;
-	timeout_ms = until <= (int64_t)now ? 0 : (int)((until - (int64_t)now) / 1000000) + 1;
-	ring_bell_wait(&d->bell->bell, work_ready, d, timeout_ms);
+	/* Step (a): every word loaded before the sleeping flag is set, the
+	 * cold clients' by watch_rebuild ("Sleeping"). At most
+	 * CHAN_MAX_CLIENTS clients (engine_create), so all fit. */
+	rang = atomic_load_explicit(&d->watch->rang, memory_order_acquire);
+	if (d->watch->stale || rang != d->watch->rang_seen)
+		watch_rebuild(d, rang);
+	chan_sleep_begin(&d->zz);
+	chan_sleep_add(&d->zz, &d->e->reg->wake,
+		       atomic_load_explicit(&d->e->reg->wake, memory_order_acquire), 0);
+	chan_sleep_add(&d->zz, &d->watch->rang, rang, 1);
+	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
+		_Atomic uint32_t *word;
+
+		if (!d->peers[i].active || !d->peers[i].hot)
+			continue;
+		word = &chan_words(d->chans[i].base, d->id)->wake;
+		chan_sleep_add(&d->zz, word, atomic_load_explicit(word, memory_order_acquire), 0);
+	}
+	d->watch->checked = false;
+	rc = chan_sleep_wait(&d->zz, &d->sh->sleeping, work_ready, d, until);
+	if (d->watch->fresh && d->watch->checked) {
+		for (uint32_t i = 0; i < d->e->cfg.max_clients; i++)
+			d->peers[i].fresh = false;
+		d->watch->fresh = false;
+	}
+	if (rc != SHM_ESYS)
+		return;
+	/* Never seen on a kernel amorad accepted. Sleeping on nothing until
+	 * the timed duty keeps the shard from spinning; writes then wait for
+	 * the sweep. */
+	if (!d->sleep_failed)
+		log_error("futex_waitv failed: %s; polling every %d ms instead", strerror(errno),
+			  CHAN_SWEEP_MS);
+	d->sleep_failed = true;
+	ts.tv_sec = until / 1000000000;
+	ts.tv_nsec = until % 1000000000;
+	clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 }
 
 /* ---------- start and stop ---------- */
@@ -548,6 +863,8 @@ static int lock_dir(const char *dir)
 	return 0; /* held until the process exits */
 }
 
+/* A log directory that cannot be created, locked or opened is not fixed
+ * by a restart: the shard stops for good (SHARDD_EXIT_START). */
 static int open_log(struct shardd *d)
 {
 	char dir[4200];
@@ -556,14 +873,14 @@ static int open_log(struct shardd *d)
 	if (d->e->cfg.sync != WAL_SYNC_NONE) {
 		if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
 			log_error("cannot create %s: %s", dir, strerror(errno));
-			return SHARDD_EXIT_CRASH;
+			return SHARDD_EXIT_START;
 		}
 		if (lock_dir(dir) != 0)
-			return SHARDD_EXIT_CRASH;
+			return SHARDD_EXIT_START;
 	}
 	if (wal_open(&d->wal, dir, d->id, d->e->cfg.sync, d->e->cfg.sync_interval_ms) != WAL_OK) {
 		log_error("cannot open the log in %s: %s", dir, wal_errmsg(&d->wal));
-		return SHARDD_EXIT_CRASH;
+		return SHARDD_EXIT_START;
 	}
 	return 0;
 }
@@ -589,6 +906,7 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 {
 	char tag[32];
 	struct sigaction sa = { 0 };
+	int rc;
 
 	memset(d, 0, sizeof(*d));
 	d->e = e;
@@ -600,7 +918,6 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	d->sh = shm_shard_at(&e->seg, id);
-	d->bell = engine_doorbell(e, id);
 	d->peers = calloc(e->cfg.max_clients, sizeof(*d->peers));
 	d->chans = calloc(e->cfg.max_clients, sizeof(*d->chans));
 	d->readers = calloc(e->cfg.max_clients, sizeof(*d->readers));
@@ -623,6 +940,14 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 		return SHARDD_EXIT_CRASH;
 	}
 	d->seen_version = UINT64_MAX;
+	rc = watch_start(d);
+	if (rc != 0) {
+		log_error("cannot start the watcher thread: %s", strerror(rc));
+		return SHARDD_EXIT_CRASH;
+	}
+	/* A previous incarnation killed asleep left its flag set (clients
+	 * would make wake-up calls nobody waits for until our first sleep). */
+	atomic_store_explicit(&d->sh->sleeping, 0, memory_order_relaxed);
 	return 0;
 }
 
@@ -635,7 +960,7 @@ static void serve(struct shardd *d)
 		bool sweep = now >= d->next_sweep_ns;
 		int fatal;
 
-		sync_peers(d);
+		sync_peers(d, sweep);
 		if (sweep)
 			d->next_sweep_ns = now + CHAN_SWEEP_MS * 1000000ull;
 		more = gather(d, sweep);
@@ -665,8 +990,13 @@ int shardd_run(struct engine *e, uint32_t id)
 	if (rc == 0)
 		rc = recover(&d);
 	if (rc != 0) {
-		if (rc == SHARDD_EXIT_CORRUPT || rc == SHARDD_EXIT_NOMEM)
-			atomic_store(&d.sh->state, SHM_SHARD_FAILED);
+		uint32_t cause = shardd_exit_cause(rc);
+
+		/* Cause first: a reader that sees FAILED finds why (shardd.h). */
+		if (cause != SHM_FAIL_NONE && d.sh != NULL) {
+			atomic_store_explicit(&d.sh->cause, cause, memory_order_release);
+			atomic_store_explicit(&d.sh->state, SHM_SHARD_FAILED, memory_order_release);
+		}
 		return rc;
 	}
 	atomic_store_explicit(&d.sh->state, SHM_SHARD_READY, memory_order_release);

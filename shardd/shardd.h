@@ -22,7 +22,29 @@ enum shardd_exit {
 	SHARDD_EXIT_CORRUPT = 3, /* corruption inside the log: do not restart */
 	SHARDD_EXIT_ORPHAN = 4,  /* amorad was gone before the shard started */
 	SHARDD_EXIT_NOMEM = 5,   /* not enough shared memory to rebuild: do not restart */
+	SHARDD_EXIT_START = 6,   /* cannot start (its directory, its log files, memory of
+				  * its own) in a way a restart would not fix: do not
+				  * restart */
 };
+
+/* The three "do not restart" exits leave the shard FAILED with a cause
+ * (struct shm_shard.cause) clients and INFO report: SHARDD_EXIT_CORRUPT is
+ * SHM_FAIL_CORRUPT_LOG, SHARDD_EXIT_NOMEM SHM_FAIL_NOMEM, SHARDD_EXIT_START
+ * SHM_FAIL_START. Both the shard (before it exits) and amorad (from the
+ * exit status) store the cause, then the state, with release ordering, so
+ * whoever loads the state FAILED with acquire ordering finds its cause. */
+
+/* The failure cause of exit status `code`, SHM_FAIL_NONE for an exit
+ * after which the shard is restarted (or stops with amorad). */
+static inline uint32_t shardd_exit_cause(int code)
+{
+	switch (code) {
+	case SHARDD_EXIT_CORRUPT: return SHM_FAIL_CORRUPT_LOG;
+	case SHARDD_EXIT_NOMEM: return SHM_FAIL_NOMEM;
+	case SHARDD_EXIT_START: return SHM_FAIL_START;
+	}
+	return SHM_FAIL_NONE;
+}
 
 /* Recover shard `id` from its log into a fresh table, publish it, then
  * serve requests until SIGTERM/SIGINT (then drain, sync and return

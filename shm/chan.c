@@ -2,14 +2,20 @@
  * chan.c — channel layout, doorbells and request decoding (see chan.h).
  *
  * Everything here is arithmetic on a layout both sides compute from the
- * shard count, plus the one function that turns untrusted ring bytes into
+ * shard count, the two halves of the doorbell protocol (chan.h,
+ * "Doorbells"), plus the one function that turns untrusted ring bytes into
  * a request. That function is the shard's first line of defence against a
  * broken client, so it accepts exactly the documented shape and nothing
  * else: reserved bytes must be zero, the lengths must add up to the record
  * length exactly, the op and flags must be known. Anything else is garbage
  * and the shard cuts the client off.
  */
+#include <errno.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "chan.h"
 
@@ -35,10 +41,10 @@ static size_t pair_bytes(void)
 	return chan_sq_bytes() + chan_cq_bytes();
 }
 
-/* Offset of the first ring: after the header and the decided words. */
+/* Offset of the first ring: after the header and the shards' words. */
 static size_t rings_off(uint32_t shard_count)
 {
-	return CHAN_HDR_BYTES + round_page((size_t)shard_count * 8);
+	return CHAN_HDR_BYTES + round_page((size_t)shard_count * sizeof(struct chan_words));
 }
 
 size_t chan_bulk_off(uint32_t shard_count)
@@ -61,9 +67,9 @@ void *chan_cq_mem(void *base, uint32_t shard_count, uint32_t s)
 	return (uint8_t *)chan_sq_mem(base, shard_count, s) + chan_sq_bytes();
 }
 
-_Atomic uint64_t *chan_decided(void *base, uint32_t s)
+struct chan_words *chan_words(void *base, uint32_t s)
 {
-	return (_Atomic uint64_t *)((uint8_t *)base + CHAN_HDR_BYTES) + s;
+	return (struct chan_words *)((uint8_t *)base + CHAN_HDR_BYTES) + s;
 }
 
 int chan_format(void *base, uint32_t shard_count, uint32_t slot, uint32_t gen, int32_t pid)
@@ -81,8 +87,12 @@ int chan_format(void *base, uint32_t shard_count, uint32_t slot, uint32_t gen, i
 	h->gen = gen;
 	for (uint32_t s = 0; s < shard_count; s++) {
 		int rc = ring_format(chan_sq_mem(base, shard_count, s), chan_sq_bytes());
+		struct chan_words *w = chan_words(base, s);
 
-		atomic_store_explicit(chan_decided(base, s), 0, memory_order_relaxed);
+		atomic_store_explicit(&w->decided, 0, memory_order_relaxed);
+		atomic_store_explicit(&w->pending, 0, memory_order_relaxed);
+		atomic_store_explicit(&w->wake, 0, memory_order_relaxed);
+		atomic_store_explicit(&w->cold, 0, memory_order_relaxed);
 		if (rc == SHM_OK)
 			rc = ring_format(chan_cq_mem(base, shard_count, s), chan_cq_bytes());
 		if (rc != SHM_OK)
@@ -96,23 +106,106 @@ int chan_format(void *base, uint32_t shard_count, uint32_t slot, uint32_t gen, i
 	return SHM_OK;
 }
 
-size_t chan_doorbell_stride(uint32_t max_clients)
-{
-	size_t words = (max_clients + 63) / 64;
+/* ---------- doorbells ---------- */
 
-	return (sizeof(struct chan_doorbell) + words * 8 + SHM_CACHELINE - 1) &
-	       ~(size_t)(SHM_CACHELINE - 1);
+static long futex_wake(_Atomic uint32_t *word, int n, int private_)
+{
+	int op = FUTEX_WAKE | (private_ ? FUTEX_PRIVATE_FLAG : 0);
+
+	return syscall(SYS_futex, (uint32_t *)word, op, n, NULL, NULL, 0);
 }
 
-struct chan_doorbell *chan_doorbell_at(void *base, uint32_t max_clients, uint32_t s)
+void chan_word_wake(_Atomic uint32_t *word, int private_)
 {
-	return (struct chan_doorbell *)((uint8_t *)base + (size_t)s * chan_doorbell_stride(max_clients));
+	/* Release: a waiter that loads the new value (acquire) sees what was
+	 * done before the bump (the registry change, for amorad's word). */
+	atomic_fetch_add_explicit(word, 1, memory_order_release);
+	futex_wake(word, INT_MAX, private_);
 }
 
-void chan_notify(struct chan_doorbell *d, uint32_t slot)
+int chan_notify(struct chan_words *w, const _Atomic uint32_t *sleeping)
 {
-	atomic_fetch_or_explicit(&d->pending[slot / 64], 1ULL << (slot % 64), memory_order_seq_cst);
-	ring_bell_ring(&d->bell);
+	/* (d) Release: the shard's exchange that takes the flag (acquire)
+	 * then sees the ring's tail published before it. */
+	atomic_store_explicit(&w->pending, 1, memory_order_release);
+	/* Pairs with the fence in chan_sleep_wait after (b): either the
+	 * shard's re-check (c) sees the flag above, or the loads below see
+	 * sleeping (or cold: the shard's fence is after its store) set. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (!atomic_load_explicit(&w->cold, memory_order_relaxed) &&
+	    !atomic_load_explicit(sleeping, memory_order_relaxed))
+		return 0;
+	/* (e) The bump comes after the shard loaded the word in (a) (it set
+	 * the flag after that load), so its futex_waitv fails or is woken.
+	 * Release pairs with the shard's acquire load in (a). */
+	atomic_fetch_add_explicit(&w->wake, 1, memory_order_release);
+	futex_wake(&w->wake, 1, 0);
+	return 1;
+}
+
+void chan_sleep_begin(struct chan_sleep *z)
+{
+	z->n = 0;
+}
+
+int chan_sleep_add(struct chan_sleep *z, _Atomic uint32_t *word, uint32_t expect, int private_)
+{
+	if (z->n >= CHAN_WAIT_WORDS)
+		return SHM_EFULL;
+	z->w[z->n++] = (struct futex_waitv){
+		.val = expect,
+		.uaddr = (uint64_t)(uintptr_t)word,
+		/* shared unless private: client words are in MAP_SHARED memory */
+		.flags = FUTEX_32 | (private_ ? FUTEX_PRIVATE_FLAG : 0),
+	};
+	return SHM_OK;
+}
+
+static long futex_waitv(struct futex_waitv *w, uint32_t n, const struct timespec *abs)
+{
+	return syscall(SYS_futex_waitv, w, n, 0, abs, CLOCK_MONOTONIC);
+}
+
+int chan_sleep_wait(struct chan_sleep *z, _Atomic uint32_t *sleeping, int (*ready)(void *),
+		    void *arg, int64_t deadline_ns)
+{
+	struct timespec ts, *tp = NULL;
+	long rc = 0;
+	int err = 0;
+
+	if (z->n == 0)
+		return SHM_EINVAL;
+	/* (b) Relaxed: the fence below orders it before the re-check. */
+	if (sleeping != NULL)
+		atomic_store_explicit(sleeping, 1, memory_order_relaxed);
+	/* Pairs with the fence in chan_notify (after (d)). */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (ready == NULL || !ready(arg)) { /* (c) */
+		if (deadline_ns >= 0) {
+			ts.tv_sec = deadline_ns / 1000000000;
+			ts.tv_nsec = deadline_ns % 1000000000;
+			tp = &ts;
+		}
+		rc = futex_waitv(z->w, z->n, tp);
+		err = errno;
+	}
+	/* No fence needed: a client that still sees the flag wakes us for
+	 * nothing; one that sees it clear is found by our next re-check,
+	 * after the fence of our next sleep. */
+	if (sleeping != NULL)
+		atomic_store_explicit(sleeping, 0, memory_order_relaxed);
+	if (rc >= 0 || err == EAGAIN || err == EINTR)
+		return SHM_OK;
+	if (err == ETIMEDOUT)
+		return SHM_ETIMEDOUT;
+	errno = err;
+	return SHM_ESYS;
+}
+
+int chan_sleep_supported(void)
+{
+	/* An empty list is EINVAL where the call exists, ENOSYS where not. */
+	return futex_waitv(NULL, 0, NULL) != 0 && errno == EINVAL;
 }
 
 int chan_req_decode(const void *rec, uint32_t len, struct chan_op_view *v)

@@ -12,7 +12,9 @@
  *
  *   0                      struct chan_hdr: geometry, the client's epoch
  *                          slot (epoch.h), the cut-off flag
- *   CHAN_HDR_BYTES + 8*s   shard s's "decided" word (below)
+ *   CHAN_HDR_BYTES + 64*s  struct chan_words of shard s: its "decided"
+ *                          word (below), the pending flag and the wake
+ *                          word of the doorbell ("Doorbells", below)
  *   chan_sq_mem(s)         shard s's submission ring (SQ: client produces
  *                          requests, shard consumes), then its completion
  *                          ring (CQ: shard produces, client consumes)
@@ -38,19 +40,78 @@
  * client drops a completion whose id it has already seen. The word is in
  * the client's own memory: a client that forges it only confuses itself.
  *
- * Doorbells: one memfd shared by everybody (clients map it read-write), an
- * array of struct chan_doorbell, one per shard. A client that published
- * requests for shard s sets its slot's bit in pending[] (a locked RMW, so
- * also the full fence ring_bell_ring needs) and rings the bell. The shard
- * takes the bits with one exchange per word and sleeps on the bell when
- * they are all clear. A hostile client can set or clear bits here: extra
- * bits cost the shard an empty ring check, cleared bits delay others until
- * the shard's periodic sweep of every channel (CHAN_SWEEP_MS). Neither
- * corrupts anything.
+ * Doorbells: how a client wakes a sleeping shard, with no memory shared
+ * between clients. Per (client, shard) the client's channel holds a pending
+ * flag and a futex word (struct chan_words); the shard's "sleeping" flag is
+ * in its descriptor in the data segment (struct shm_shard), which clients
+ * map read-only; amorad's "registry changed" futex word is in the registry
+ * (engine.h), which clients do not map at all.
+ *
+ *   client, after publishing to shard s (chan_notify):
+ *     store_release(pending, 1)                            (d)
+ *     fence(seq_cst)
+ *     if load(cold) or load(shard.sleeping):
+ *         fetch_add(wake, 1); FUTEX_WAKE(&wake)            (e)
+ *
+ *   shard s, about to sleep (chan_sleep_begin/_add/_wait):
+ *     v[i] = load_acquire(wake word of every client it serves, and
+ *            amorad's)                                     (a)
+ *     store(shard.sleeping, 1)                             (b)
+ *     fence(seq_cst)
+ *     if a pending flag is set (or the registry moved): do not sleep  (c)
+ *     else futex_waitv(every word, expecting v[i])
+ *     store(shard.sleeping, 0)
+ *   (The words are split between the shard's loop and a watcher thread,
+ *   see "Cost and limits"; each compares values loaded in (a). The
+ *   re-check (c) reads the flags of the clients whose `cold` is 0; those
+ *   whose `cold` is 1 wake the shard after every publish instead.)
+ *
+ *   shard s, serving: takes a client's flag with one exchange (acquire,
+ *   pairs with (d): it then sees the records published before it) and
+ *   reads that client's rings.
+ *
+ * This is ring.h's bell (store, full fence, load on each side), with one
+ * futex word per client instead of one per bell: either (c) sees the
+ * pending flag, or (e) sees the flag set by (b), and then the bump comes
+ * after (a) read the word, so futex_waitv either finds the word changed or
+ * is woken. No wake-up is lost, and no futex call is made while the shard
+ * is awake. A client the shard does not serve yet is not among its words:
+ * amorad publishes the slot, then bumps and wakes its own word (engine.h)
+ * before it answers the client, so the shard either re-reads the registry
+ * before it sleeps again (it loaded the bumped word, then (c) sees the new
+ * registry version) or finds amorad's word changed.
+ *
+ * What a hostile client can do: set its own flag or bump its own word (the
+ * shard wakes and finds its rings empty: a spurious wake-up, as many as
+ * the client pays system calls for), clear its own flag or never bump (it
+ * delays only itself). It cannot write any other client's words,
+ * the sleeping flag or amorad's word, so it cannot delay anyone else. The
+ * shard's periodic sweep of every channel (CHAN_SWEEP_MS) stays as a
+ * safety net (and serves a client that left its completion ring full,
+ * shardd.c).
+ *
+ * Cost and limits. futex_waitv(2) (Linux 5.16+; amorad checks at start)
+ * waits on at most FUTEX_WAITV_MAX (128) words, and queueing costs ~0.35 us
+ * a word on this VM, paid at each sleep and again at each wake-up. So a
+ * shard's loop waits only on the words of the clients that had work
+ * lately, and a watcher thread of the shard keeps one long wait on those
+ * of the others, which it renews only when one of them rings (shardd.c,
+ * "Sleeping"): a shard serving one busy writer and 60 idle handles sleeps
+ * on 3 words, not 62. Nor does it read 60 idle clients' flags in every
+ * round (60 cache lines in 60 memfds: ~6 us here): it sets `cold` in their
+ * words, so they ring after each publish, and it looks at their flags only
+ * when the watcher reports a ring (or at a sweep). A client that clears
+ * its `cold` delays only itself; one that sets it pays a wake-up call per
+ * publish. Going cold, the shard stores `cold` before the full fence of
+ * its next sleep and reads the flag once more after it: either it sees
+ * the flag, or the client sees `cold` and rings. The loop's wait has two words of the shard's own
+ * (amorad's and the watcher's), hence at most CHAN_MAX_CLIENTS (126)
+ * clients; amorad refuses a larger --max-clients (engine.c).
  */
 #ifndef AMORA_SHM_CHAN_H
 #define AMORA_SHM_CHAN_H
 
+#include <linux/futex.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -60,12 +121,14 @@
 #include "ring.h"
 
 #define CHAN_MAGIC 0x4e4148434d524f4dULL /* "MORMCHAN" */
-#define CHAN_VERSION 1u
+#define CHAN_VERSION 2u
 #define CHAN_HDR_BYTES 4096u
 #define CHAN_SQ_DATA (64u << 10)         /* SQ data bytes per shard */
 #define CHAN_CQ_DATA (16u << 10)         /* CQ data bytes per shard */
 #define CHAN_BULK_BYTES SHM_VALUE_MAX
 #define CHAN_SWEEP_MS 200                /* shards look at every ring this often */
+#define CHAN_WAIT_WORDS FUTEX_WAITV_MAX  /* 128: words one sleep can wait on */
+#define CHAN_MAX_CLIENTS (CHAN_WAIT_WORDS - 2) /* two words go to the shard's own (shardd.c) */
 
 enum chan_op { CHAN_OP_SET = 1, CHAN_OP_DEL = 2 };
 #define CHAN_REQ_BULK 0x1u
@@ -101,10 +164,21 @@ struct chan_hdr {
 	_Alignas(SHM_CACHELINE) _Atomic uint32_t cut_off;
 };
 
-struct chan_doorbell {
-	struct ring_bell bell;
-	uint32_t pad_[14];
-	_Atomic uint64_t pending[]; /* bit c of word c/64: client slot c */
+/* The words of one (client, shard) pair, in the client's channel, one
+ * cache line per shard (shards do not share lines). */
+struct chan_words {
+	_Atomic uint64_t decided; /* shard: last request id applied and logged */
+	_Atomic uint32_t pending; /* client: 1 after publishing; the shard takes it (0) */
+	_Atomic uint32_t wake;    /* futex word: bumped by the client to wake the shard */
+	_Atomic uint32_t cold;    /* shard: 1 while it looks at `pending` only when woken:
+				   * the client bumps `wake` after every publish */
+} __attribute__((aligned(SHM_CACHELINE)));
+
+/* Words to wait on at once, each with the value it had (see "Doorbells").
+ * Private to the process that waits. */
+struct chan_sleep {
+	struct futex_waitv w[CHAN_WAIT_WORDS];
+	uint32_t n;
 };
 
 /* Bytes of one shard's SQ and CQ memory. */
@@ -115,22 +189,50 @@ size_t chan_cq_bytes(void);
 size_t chan_bytes(uint32_t shard_count);
 size_t chan_bulk_off(uint32_t shard_count);
 
-/* Memory of shard s's rings and decided word inside a channel for
- * `shard_count` shards mapped at `base`. */
+/* Memory of shard s's rings and words inside a channel for `shard_count`
+ * shards mapped at `base`. */
 void *chan_sq_mem(void *base, uint32_t shard_count, uint32_t s);
 void *chan_cq_mem(void *base, uint32_t shard_count, uint32_t s);
-_Atomic uint64_t *chan_decided(void *base, uint32_t s);
+struct chan_words *chan_words(void *base, uint32_t s);
 
 /* Format a channel (amorad, while no client or shard uses it): header,
  * epoch slot owned by `pid`, every ring empty. Errors: SHM_EINVAL. */
 int chan_format(void *base, uint32_t shard_count, uint32_t slot, uint32_t gen, int32_t pid);
 
-/* Bytes of the doorbell array, and doorbell s inside it. */
-size_t chan_doorbell_stride(uint32_t max_clients);
-struct chan_doorbell *chan_doorbell_at(void *base, uint32_t max_clients, uint32_t s);
+/* --- doorbells (see "Doorbells") --- */
 
-/* Client: tell shard s (its doorbell `d`) that slot `slot` has requests. */
-void chan_notify(struct chan_doorbell *d, uint32_t slot);
+/* Client: tell the shard whose words in our channel are `w` and whose
+ * sleeping flag is `sleeping` (its struct shm_shard, read-only for us) that
+ * we published requests. Issues the full fence the protocol needs. Returns
+ * 1 if it woke the shard (FUTEX_WAKE), 0 if the shard was awake. */
+int chan_notify(struct chan_words *w, const _Atomic uint32_t *sleeping);
+
+/* Bump futex word `word` (release: a waiter that loads the new value sees
+ * what came before) and wake everybody waiting on it. `private_`: the
+ * word is in memory only this process maps (FUTEX_PRIVATE_FLAG). Used for
+ * amorad's registry word and a shard's own words. */
+void chan_word_wake(_Atomic uint32_t *word, int private_);
+
+/* Empty `z`, then add `word` expecting `expect`, a value the caller loaded
+ * (acquire) before announcing the sleep: step (a). Returns SHM_EFULL past
+ * CHAN_WAIT_WORDS words. */
+void chan_sleep_begin(struct chan_sleep *z);
+int chan_sleep_add(struct chan_sleep *z, _Atomic uint32_t *word, uint32_t expect, int private_);
+
+/* Set *sleeping, issue the full fence, and unless ready(arg) (which
+ * re-checks every pending flag and whatever else wakes the shard), wait
+ * until a word in `z` differs from its value or is woken, a signal
+ * arrives, or CLOCK_MONOTONIC passes `deadline_ns` (< 0: no limit). Clears
+ * *sleeping. sleeping and ready may be NULL (a plain wait on the words).
+ * Returns 0 (ready, woken, interrupted: the caller re-checks everything),
+ * SHM_ETIMEDOUT, or SHM_ESYS (errno set: EFAULT if a word is not mapped,
+ * ENOSYS on kernels without futex_waitv; the caller must not retry at
+ * once, it would spin). */
+int chan_sleep_wait(struct chan_sleep *z, _Atomic uint32_t *sleeping, int (*ready)(void *),
+		    void *arg, int64_t deadline_ns);
+
+/* Whether this kernel has futex_waitv(2). */
+int chan_sleep_supported(void);
 
 /* A request copied out of a ring, checked. key and val point into the
  * caller's copy (or its copy of the bulk area). */

@@ -1,7 +1,8 @@
 /*
- * err.c — messages for the shm_ error codes (see err.h).
+ * err.c — messages for the shm_ error codes and names of shard states and
+ * failure causes (see err.h).
  */
-#include "err.h"
+#include "segment.h"
 
 const char *shm_strerror(int code)
 {
@@ -19,4 +20,38 @@ const char *shm_strerror(int code)
 	case SHM_ENOTFOUND: return "key not found";
 	}
 	return "unknown error";
+}
+
+const char *shm_fail_cause_str(uint32_t cause)
+{
+	switch (cause) {
+	case SHM_FAIL_NONE: return "no failure";
+	case SHM_FAIL_CORRUPT_LOG: return "corrupt log";
+	case SHM_FAIL_NOMEM: return "not enough shared memory to recover its data";
+	case SHM_FAIL_START: return "could not start";
+	}
+	return "unknown cause";
+}
+
+const char *shm_fail_cause_token(uint32_t cause)
+{
+	switch (cause) {
+	case SHM_FAIL_NONE: return "none";
+	case SHM_FAIL_CORRUPT_LOG: return "corrupt_log";
+	case SHM_FAIL_NOMEM: return "out_of_memory";
+	case SHM_FAIL_START: return "start_failed";
+	}
+	return "unknown";
+}
+
+const char *shm_shard_state_name(uint32_t state)
+{
+	switch (state) {
+	case SHM_SHARD_STARTING: return "starting";
+	case SHM_SHARD_READY: return "ready";
+	case SHM_SHARD_RESTARTING: return "restarting";
+	case SHM_SHARD_FAILED: return "failed";
+	case SHM_SHARD_STOPPED: return "stopped";
+	}
+	return "unknown";
 }

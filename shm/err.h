@@ -10,6 +10,8 @@
 #ifndef AMORA_SHM_ERR_H
 #define AMORA_SHM_ERR_H
 
+#include <stdint.h>
+
 enum shm_err {
 	SHM_OK = 0,
 	SHM_ENOMEM = -1,   /* segment, slab or table capacity exhausted */
@@ -25,5 +27,16 @@ enum shm_err {
 };
 
 const char *shm_strerror(int code);
+
+/* Why a shard stopped (enum shm_fail_cause, segment.h), for people
+ * ("corrupt log") and as one word for INFO ("corrupt_log"). An unknown
+ * value (the descriptor is shared memory) gets "unknown cause" /
+ * "unknown". Never NULL. */
+const char *shm_fail_cause_str(uint32_t cause);
+const char *shm_fail_cause_token(uint32_t cause);
+
+/* Name of a shard state (enum shm_shard_state) as INFO and the CLI print
+ * it ("ready", "failed", ...); "unknown" for any other value. */
+const char *shm_shard_state_name(uint32_t state);
 
 #endif

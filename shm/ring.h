@@ -143,7 +143,7 @@ int ring_release(struct ring *r);
  * still report SHM_ECORRUPT), SHM_ETIMEDOUT or SHM_ESYS. */
 int ring_wait_data(struct ring *r, int timeout_ms);
 
-/* --- bells, usable on their own (e.g. one doorbell for many rings) --- */
+/* --- bells, usable on their own --- */
 
 /* Sleep on `bell` unless ready(arg) is true after announcing the sleep.
  * One sleeper per bell at a time; any number of ringers.

@@ -2,6 +2,9 @@
  * test_cli.c — the amora CLI and the README's C example, against a real
  * amorad: what they print, their exit statuses, binary values via -x.
  */
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include "proc.h"
 
 static struct daemon D;
@@ -94,6 +97,73 @@ Test(cli, errors_exit_2_with_a_message)
 	cr_assert_eq(system(cmd), 0);
 	snprintf(cmd, sizeof(cmd), AMORA_CLI " -s %s set '' v 2>&1 | grep -q 'invalid argument'", D.sock);
 	cr_assert_eq(system(cmd), 0, "an empty key must be refused with a message");
+}
+
+/* Run `amora -s sock get k` through sh with a prefix (e.g. setpriv) and
+ * capture its stderr into err; returns the exit status. */
+static int cli_stderr(char *err, size_t cap, const char *prefix, const char *sock)
+{
+	char cmd[1024];
+	FILE *f;
+	size_t n;
+	int status;
+
+	snprintf(cmd, sizeof(cmd), "%s " AMORA_CLI " -s %s get k 2>&1 >/dev/null", prefix, sock);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	n = fread(err, 1, cap - 1, f);
+	err[n] = 0;
+	status = pclose(f);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* A failed attach prints its real cause, with a hint only where it fits. */
+Test(cli, attach_failures_say_why)
+{
+	char err[1024], path[400], want[600], prefix[64] = "";
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int socks[400], n = 0;
+
+	/* no such socket */
+	snprintf(path, sizeof(path), "%s/nope.sock", D.dir);
+	cr_assert_eq(cli_stderr(err, sizeof(err), "", path), 2);
+	snprintf(want, sizeof(want), "cannot connect to %s: No such file or directory", path);
+	cr_assert(strstr(err, want), "%s", err);
+	cr_assert(strstr(err, "is amorad running?"), "%s", err);
+	/* permission denied: as another user (root passes any mode), else
+	 * with the socket's mode taken away */
+	if (geteuid() == 0)
+		snprintf(prefix, sizeof(prefix), "setpriv --reuid=65534 --regid=65534 --clear-groups");
+	else
+		cr_assert_eq(chmod(D.sock, 0), 0);
+	cr_assert_eq(cli_stderr(err, sizeof(err), prefix, D.sock), 2);
+	cr_assert(strstr(err, "Permission denied"), "%s", err);
+	cr_assert_null(strstr(err, "is amorad running?"), "amorad is running: %s", err);
+	if (geteuid() != 0)
+		cr_assert_eq(chmod(D.sock, 0660), 0);
+	/* too many connections: take them all (each answers PING once
+	 * amorad accepted it), then the CLI's is refused */
+	strcpy(sa.sun_path, D.sock);
+	for (; n < 400; n++) {
+		char pong[64] = "";
+		struct timeval tv = { 5, 0 };
+
+		socks[n] = socket(AF_UNIX, SOCK_STREAM, 0);
+		cr_assert_eq(connect(socks[n], (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+		setsockopt(socks[n], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		/* (a refused one may be closed already: no SIGPIPE) */
+		if (send(socks[n], "PING\r\n", 6, MSG_NOSIGNAL) != 6 ||
+		    recv(socks[n], pong, sizeof(pong) - 1, 0) <= 0 || strncmp(pong, "+PONG", 5) != 0) {
+			close(socks[n]);
+			break;
+		}
+	}
+	cr_assert_lt(n, 400, "amorad never refused a connection");
+	cr_assert_eq(cli_stderr(err, sizeof(err), "", D.sock), 2);
+	cr_assert(strstr(err, "too many connections"), "%s", err);
+	cr_assert_null(strstr(err, "is amorad running?"), "%s", err);
+	while (n > 0)
+		close(socks[--n]);
 }
 
 /* The C example from the README, compiled and run as a user would. */

@@ -69,6 +69,11 @@ Test(config, defaults)
 	cr_assert_eq(cfg.allow_uids[0], geteuid());
 	cr_assert_eq(cfg.n_gids, 0);
 	cr_assert_eq(cfg.log_level, LOG_INFO);
+	cr_assert_eq(cfg.reader_timeout_ms, 10000);
+	cr_assert_eq(cfg.max_connections, 2 * 64 + 16);
+	cr_assert_eq(cfg.max_conns_per_uid, 64 + 8);
+	cr_assert_eq(cfg.request_timeout_ms, 10000);
+	cr_assert_eq(cfg.input_budget, 64ull << 20);
 	cr_assert_str_eq(err, "");
 }
 
@@ -134,6 +139,36 @@ Test(config, max_clients)
 	cr_assert_eq(cfg.max_clients, 1);
 	expect_ok(LOAD("--max-clients", "1024"));
 	cr_assert_eq(cfg.max_clients, 1024);
+}
+
+Test(config, reader_and_request_timeouts)
+{
+	expect_ok(LOAD("--reader-timeout-ms", "100", "--request-timeout-ms", "3600000"));
+	cr_assert_eq(cfg.reader_timeout_ms, 100);
+	cr_assert_eq(cfg.request_timeout_ms, 3600000);
+}
+
+/* The connection limits follow max-clients unless given. */
+Test(config, connection_limits)
+{
+	expect_ok(LOAD("--max-clients", "10"));
+	cr_assert_eq(cfg.max_connections, 36);
+	cr_assert_eq(cfg.max_conns_per_uid, 18);
+	expect_ok(LOAD("--max-connections", "500", "--max-connections-per-uid", "3", "--max-clients", "10"));
+	cr_assert_eq(cfg.max_connections, 500);
+	cr_assert_eq(cfg.max_conns_per_uid, 3);
+	expect_ok(LOAD("--max-connections", "64"));
+	expect_err(LOAD("--max-connections", "10"),
+		   "--max-connections 10 is below --max-clients 64: every attached client holds a "
+		   "connection");
+}
+
+Test(config, input_buffer_budget)
+{
+	expect_ok(LOAD("--input-buffer-budget", "32M"));
+	cr_assert_eq(cfg.input_budget, 32ull << 20);
+	expect_ok(LOAD("--input-buffer-budget", "1G"));
+	cr_assert_eq(cfg.input_budget, 1ull << 30);
 }
 
 Test(config, allow_uid_numbers_and_names)
@@ -237,6 +272,24 @@ Test(config, file_values)
 	cr_assert_eq(cfg.allow_gids[0], 1);
 	cr_assert_eq(cfg.log_level, LOG_DEBUG);
 	unlink(f);
+}
+
+/* The example shipped in deploy/ loads, and says what the defaults are. */
+Test(config, deploy_example_loads)
+{
+	char *argv[] = { "amorad", NULL };
+	struct amorad_config def;
+
+	if (access("deploy/amorad.conf", R_OK) != 0)
+		cr_skip_test("run from the source tree to check deploy/amorad.conf");
+	expect_ok(config_load(&def, 1, argv, err, sizeof(err)));
+	expect_ok(LOAD("--config", "deploy/amorad.conf"));
+	cr_assert_str_eq(cfg.data_dir, "/var/lib/amora");
+	cr_assert_eq(cfg.reader_timeout_ms, def.reader_timeout_ms);
+	cr_assert_eq(cfg.request_timeout_ms, def.request_timeout_ms);
+	cr_assert_eq(cfg.input_budget, def.input_budget);
+	cr_assert_eq(cfg.max_connections, def.max_connections);
+	cr_assert_eq(cfg.max_conns_per_uid, def.max_conns_per_uid);
 }
 
 Test(config, command_line_overrides_file)
@@ -357,6 +410,16 @@ Test(config, bad_values)
 		{ "--max-clients", "1025", "--max-clients 1025: must be a number between 1 and 1024" },
 		{ "--max-clients", " 5", "--max-clients  5: must be a number between 1 and 1024" },
 		{ "--log-level", "loud", "--log-level loud: must be debug, info, warn or error" },
+		{ "--reader-timeout-ms", "99", "--reader-timeout-ms 99: must be a number of milliseconds between 100 and 3600000" },
+		{ "--reader-timeout-ms", "3600001", "--reader-timeout-ms 3600001: must be a number of milliseconds between 100 and 3600000" },
+		{ "--request-timeout-ms", "0", "--request-timeout-ms 0: must be a number of milliseconds between 100 and 3600000" },
+		{ "--request-timeout-ms", "10s", "--request-timeout-ms 10s: must be a number of milliseconds between 100 and 3600000" },
+		{ "--max-connections", "0", "--max-connections 0: must be a number between 1 and 65536" },
+		{ "--max-connections", "65537", "--max-connections 65537: must be a number between 1 and 65536" },
+		{ "--max-connections-per-uid", "0", "--max-connections-per-uid 0: must be a number between 1 and 65536" },
+		{ "--input-buffer-budget", "16M", "--input-buffer-budget 16M: must be between 32M (one request may take 16M) and 64G" },
+		{ "--input-buffer-budget", "65G", "--input-buffer-budget 65G: must be between 32M (one request may take 16M) and 64G" },
+		{ "--input-buffer-budget", "lots", "--input-buffer-budget lots: expected a size in bytes with an optional K, M, G or T suffix (powers of 1024), such as 64M" },
 		{ "--data-dir", "", "--data-dir : must not be empty" },
 		{ "--socket", "", "--socket : must not be empty" },
 		{ "--allow-uid", "no-such-user-xyz", "--allow-uid no-such-user-xyz: no user 'no-such-user-xyz'" },
@@ -465,8 +528,11 @@ Test(config, help_lists_every_option, .init = cr_redirect_stdout)
 		"--data-dir DIR", "--socket PATH", "--memory SIZE", "--shards N", "--sync MODE",
 		"--sync-interval-ms N", "--max-clients N", "--allow-uid LIST", "--allow-gid LIST",
 		"--log-level LEVEL", "--config FILE", "--help", "--version",
+		"--reader-timeout-ms N", "--max-connections N", "--max-connections-per-uid N",
+		"--request-timeout-ms N", "--input-buffer-budget SIZE",
 		"(default amora-data)", "(default 4G)", "(default 64)", "(default periodic)",
-		"(default 100)", "(default info)",
+		"(default 100)", "(default info)", "(default 10000)", "(default 2 x max-clients + 16)",
+		"(default max-clients + 8)", "(default 64M)",
 	};
 
 	/* Wins over the options before it, whatever their values. */
