@@ -74,7 +74,6 @@ struct peer {
 	bool hot;         /* the loop waits on its wake word itself, else the watcher does */
 	bool busy;        /* announced or had work since the last sweep */
 	bool listed;      /* its word is in the watcher's list, with value `listed_val` */
-	bool fresh;       /* listed since the last sleep: its flag is read once more */
 	uint32_t listed_val;
 };
 
@@ -95,7 +94,6 @@ struct watcher {
 	_Atomic uint32_t rang;      /* watcher: bumped when a cold word moved (private futex) */
 	uint32_t rang_seen;         /* loop: `rang` when `cold` was last rebuilt */
 	bool stale;                 /* loop: `cold` must be rebuilt before the next sleep */
-	bool fresh;                 /* loop: some peer is fresh */
 	bool checked;               /* loop: the last re-check read every fresh flag */
 };
 
@@ -120,6 +118,8 @@ struct shardd {
 	struct watcher *watch;
 	struct peer *peers;
 	uint64_t *again; /* clients with more requests than one round takes */
+	uint64_t *hotmap;   /* bit per attached hot client: the loops of a round visit only these */
+	uint64_t *freshmap; /* cold clients listed since the last sleep: flag read once more */
 	uint64_t seen_version;
 	bool retry;      /* a client's channel could not be mapped: look again at a sweep */
 	bool sleep_failed; /* futex_waitv failed once (logged) */
@@ -303,9 +303,26 @@ static bool chan_ready(struct shardd *d, uint32_t slot, uint32_t gen)
  * going cold is read once more after the fence of the next sleep (fresh). */
 static void set_hot(struct shardd *d, struct peer *p, uint32_t slot, bool hot)
 {
+	uint64_t bit = 1ull << (slot % 64);
+
 	p->hot = hot;
+	if (hot)
+		d->hotmap[slot / 64] |= bit;
+	else
+		d->hotmap[slot / 64] &= ~bit;
 	atomic_store_explicit(&chan_words(d->chans[slot].base, d->id)->cold, !hot,
 			      memory_order_relaxed);
+}
+
+/* Client `slot` is no longer served: out of the maps (its `hot` stays, for
+ * peer_forget and cut_off to know whether the watcher may list it). */
+static void peer_unmap_bits(struct shardd *d, uint32_t slot)
+{
+	uint64_t bit = 1ull << (slot % 64);
+
+	d->hotmap[slot / 64] &= ~bit;
+	d->freshmap[slot / 64] &= ~bit;
+	d->again[slot / 64] &= ~bit;
 }
 
 /* Rebuild the watcher's list from the cold clients, each word loaded now
@@ -340,7 +357,7 @@ static void watch_rebuild(struct shardd *d, uint32_t rang)
 		/* at most CHAN_MAX_CLIENTS + 1 words: always room */
 		chan_sleep_add(&w->cold, word, v, 0);
 		if (!p->listed)
-			p->fresh = w->fresh = true;
+			d->freshmap[i / 64] |= 1ull << (i % 64);
 		p->listed = true;
 		p->listed_val = v;
 	}
@@ -435,6 +452,7 @@ static void peer_forget(struct shardd *d, uint32_t slot)
 	bool listed = p->listed; /* also a client cut off since the last list */
 
 	p->active = p->bad = false;
+	peer_unmap_bits(d, slot);
 	if (listed)
 		watch_rebuild(d, d->watch->rang_seen);
 }
@@ -456,6 +474,7 @@ static void cut_off(struct shardd *d, uint32_t slot, const char *why)
 		d->watch->stale = true; /* its channel stays mapped until amorad closes the slot */
 	p->active = false;
 	p->bad = true;
+	peer_unmap_bits(d, slot);
 }
 
 static void attach_peer(struct shardd *d, uint32_t slot, uint32_t gen)
@@ -660,26 +679,34 @@ static bool gather(struct shardd *d, bool sweep)
 
 	if (sweep)
 		peers_cool(d);
-	for (uint32_t slot = 0; slot < n; slot++) {
-		struct peer *p = &d->peers[slot];
-		uint64_t bit = 1ull << (slot % 64);
-		bool again = (d->again[slot / 64] & bit) != 0, rang;
-
-		d->again[slot / 64] &= ~bit;
-		if (!p->active)
-			continue;
+	for (uint32_t w = 0; w < (n + 63) / 64; w++) {
+		uint64_t again = d->again[w];
 		/* A cold client's flag is read when it rings (work_ready) or
-		 * at a sweep; taken even on a sweep, so that it does not cost
-		 * an empty round afterwards. */
-		rang = (p->hot || sweep) && take_pending(d, slot);
-		if (!rang && !again && !sweep)
-			continue;
-		if (take_requests(d, slot)) {
-			d->again[slot / 64] |= bit;
-			more = true;
+		 * at a sweep. */
+		uint64_t bits = sweep ? ~0ull : again | d->hotmap[w];
+
+		d->again[w] = 0;
+		while (bits) {
+			uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(bits);
+			uint64_t bit = bits & -bits;
+			struct peer *p = &d->peers[slot];
+			bool rang;
+
+			bits &= bits - 1;
+			if (slot >= n || !p->active)
+				continue;
+			/* Taken even on a sweep, so that it does not cost an
+			 * empty round afterwards. */
+			rang = take_pending(d, slot);
+			if (!rang && !(again & bit) && !sweep)
+				continue;
+			if (take_requests(d, slot)) {
+				d->again[w] |= bit;
+				more = true;
+			}
+			if (p->active && (rang || p->taken > 0))
+				peer_busy(d, slot);
 		}
-		if (p->active && (rang || p->taken > 0))
-			peer_busy(d, slot);
 	}
 	return more;
 }
@@ -758,15 +785,15 @@ static int work_ready(void *arg)
 		return 1;
 	if (atomic_load_explicit(&d->e->reg->version, memory_order_acquire) != d->seen_version)
 		return 1;
-	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
-		struct peer *p = &d->peers[i];
+	for (uint32_t w = 0; w < (d->e->cfg.max_clients + 63) / 64; w++) {
+		for (uint64_t bits = d->hotmap[w] | d->freshmap[w]; bits; bits &= bits - 1) {
+			uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(bits);
 
-		if (!p->active || !(p->hot || p->fresh))
-			continue;
-		if (atomic_load_explicit(&chan_words(d->chans[i].base, d->id)->pending,
-					 memory_order_relaxed)) {
-			peer_busy(d, i); /* a fresh one: gather reads hot clients' flags */
-			return 1;
+			if (atomic_load_explicit(&chan_words(d->chans[i].base, d->id)->pending,
+						 memory_order_relaxed)) {
+				peer_busy(d, i); /* a fresh one: gather reads hot clients' flags */
+				return 1;
+			}
 		}
 	}
 	d->watch->checked = true; /* every fresh flag read after the fence */
@@ -816,21 +843,18 @@ static void idle(struct shardd *d)
 	chan_sleep_add(&d->zz, &d->e->reg->wake,
 		       atomic_load_explicit(&d->e->reg->wake, memory_order_acquire), 0);
 	chan_sleep_add(&d->zz, &d->watch->rang, rang, 1);
-	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
-		_Atomic uint32_t *word;
+	for (uint32_t w = 0; w < (d->e->cfg.max_clients + 63) / 64; w++) {
+		for (uint64_t bits = d->hotmap[w]; bits; bits &= bits - 1) {
+			uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(bits);
+			_Atomic uint32_t *word = &chan_words(d->chans[i].base, d->id)->wake;
 
-		if (!d->peers[i].active || !d->peers[i].hot)
-			continue;
-		word = &chan_words(d->chans[i].base, d->id)->wake;
-		chan_sleep_add(&d->zz, word, atomic_load_explicit(word, memory_order_acquire), 0);
+			chan_sleep_add(&d->zz, word, atomic_load_explicit(word, memory_order_acquire), 0);
+		}
 	}
 	d->watch->checked = false;
 	rc = chan_sleep_wait(&d->zz, &d->sh->sleeping, work_ready, d, until);
-	if (d->watch->fresh && d->watch->checked) {
-		for (uint32_t i = 0; i < d->e->cfg.max_clients; i++)
-			d->peers[i].fresh = false;
-		d->watch->fresh = false;
-	}
+	if (d->watch->checked)
+		memset(d->freshmap, 0, (d->e->cfg.max_clients + 63) / 64 * sizeof(*d->freshmap));
 	if (rc != SHM_ESYS)
 		return;
 	/* Never seen on a kernel amorad accepted. Sleeping on nothing until
@@ -933,9 +957,12 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 			chan_use(d, i, e->chan[i], atomic_load(&e->clients[i].gen));
 	}
 	d->again = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->again));
+	d->hotmap = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->hotmap));
+	d->freshmap = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->freshmap));
 	d->req = malloc(CHAN_SQ_DATA);
 	d->bulk = malloc(CHAN_BULK_BYTES);
-	if (d->sh == NULL || d->peers == NULL || d->again == NULL || d->req == NULL || d->bulk == NULL) {
+	if (d->sh == NULL || d->peers == NULL || d->again == NULL || d->hotmap == NULL ||
+	    d->freshmap == NULL || d->req == NULL || d->bulk == NULL) {
 		log_error("out of memory at start");
 		return SHARDD_EXIT_CRASH;
 	}

@@ -335,6 +335,52 @@ Test(hostile, idle_clients_are_woken_without_the_sweep)
 	amora_close(a);
 }
 
+/* The same while another client keeps the shard busy: the shard then
+ * rarely sleeps, and it reads only the pending flags of clients that had
+ * work lately; an idle one must still be served at once. */
+Test(hostile, idle_client_served_while_the_shard_is_busy)
+{
+	enum { ROUNDS = 4 };
+	uint64_t us[ROUNDS];
+	pid_t busy;
+	amora *db;
+
+	proc_start(&D, "--shards", "1", "--memory", "64M", NULL);
+	for (uint64_t t0 = proc_now_ms(); amora_open(D.sock, &db) != AMORA_OK; usleep(5000))
+		cr_assert(proc_now_ms() - t0 < 5000, "could not attach");
+	busy = fork();
+	cr_assert(busy >= 0);
+	if (busy == 0) {
+		amora *b;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (amora_open(D.sock, &b) != AMORA_OK)
+			_exit(1);
+		/* never waits unless its rings are full: the shard stays awake */
+		for (;;)
+			if (amora_set_buffered(b, "busy", 4, "v", 1) != AMORA_OK)
+				_exit(2);
+	}
+	for (int r = 0; r < ROUNDS; r++) {
+		struct timespec t0, t1;
+
+		usleep(3 * CHAN_SWEEP_MS * 1000); /* cold again */
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		cr_assert_eq(amora_set(db, "idle", 4, "v", 1), AMORA_OK, "%s", amora_errmsg(db));
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		us[r] = (uint64_t)(((int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
+				    (t1.tv_nsec - t0.tv_nsec)) / 1000);
+	}
+	cr_assert_eq(waitpid(busy, NULL, WNOHANG), 0, "the busy client failed");
+	kill(busy, SIGKILL);
+	waitpid(busy, NULL, 0);
+	qsort(us, ROUNDS, sizeof(us[0]), cmp_u64);
+	cr_assert_lt(us[ROUNDS / 2], 50000, "a write of an idle client takes %llu us (median of %d) "
+		     "while another keeps the shard busy: it waited for the sweep",
+		     (unsigned long long)us[ROUNDS / 2], ROUNDS);
+	amora_close(db);
+}
+
 /* ---------- 7: rings found impossible at attach are told ---------- */
 
 /* Our own channel's mapping, from /proc/self/maps. */
