@@ -48,6 +48,7 @@ struct amorad {
 	int listen_fd, epfd, sig_fd, lock_fd;
 	struct conn **conns;
 	size_t nconns;
+	struct conn *closed;  /* closed during this batch of events, not yet freed */
 	uint32_t attached;
 	struct shardproc *shards;
 	bool listening;
@@ -77,6 +78,7 @@ void sup_kill_all(struct amorad *a);
 int srv_listen(struct amorad *a, char *err, size_t errlen);
 void srv_accept(struct amorad *a);
 void srv_event(struct amorad *a, struct conn *c, uint32_t events);
+void srv_free_closed(struct amorad *a); /* after each batch of events */
 bool srv_is_conn(const struct amorad *a, const void *ptr);
 void srv_tick(struct amorad *a);        /* recycle closed slots, drop cut-off clients */
 /* Close connections whose request is not complete after request-timeout-ms

@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "chan.h" /* CHAN_MAX_CLIENTS */
 #include "wal.h" /* enum wal_sync_mode */
 
 #define AMORAD_VERSION "0.1"
@@ -57,7 +58,7 @@
 #define CONFIG_DEFAULT_SYNC_INTERVAL_MS 100u
 #define CONFIG_MAX_SYNC_INTERVAL_MS 60000u
 #define CONFIG_DEFAULT_MAX_CLIENTS 64u
-#define CONFIG_MAX_CLIENTS 1024u
+#define CONFIG_MAX_CLIENTS CHAN_MAX_CLIENTS     /* 126: what a shard can wait on (chan.h) */
 #define CONFIG_MAX_IDS 32u                        /* entries of --allow-uid/-gid */
 #define CONFIG_DEFAULT_READER_TIMEOUT_MS 10000u
 #define CONFIG_MIN_TIMEOUT_MS 100u                /* reader and request timeouts */

@@ -204,6 +204,7 @@ static void run(struct amorad *a)
 			else
 				srv_event(a, p, ev[i].events);
 		}
+		srv_free_closed(a);
 		maybe_listen(a);
 		if (amorad_now_ns() >= next_tick) {
 			next_tick = amorad_now_ns() + AMORAD_TICK_MS * 1000000ull;

@@ -82,6 +82,7 @@ struct conn {
 	uint64_t closing_since_ns; /* close_after_write seen by srv_expire; 0: not yet */
 	struct resp_buf out;
 	bool close_after_write;
+	struct conn *next_closed; /* on a->closed until srv_free_closed */
 };
 
 /* ---------- connections ---------- */
@@ -228,7 +229,21 @@ static void conn_close(struct amorad *a, struct conn *c)
 	}
 	in_free(a, c);
 	resp_buf_free(&c->out);
-	free(c);
+	/* Freed only after the current batch of epoll events: an event of
+	 * this connection later in the batch must not find its address
+	 * reused by a connection accepted meanwhile. */
+	c->next_closed = a->closed;
+	a->closed = c;
+}
+
+void srv_free_closed(struct amorad *a)
+{
+	while (a->closed != NULL) {
+		struct conn *c = a->closed;
+
+		a->closed = c->next_closed;
+		free(c);
+	}
 }
 
 static bool is_owner(uid_t uid)
@@ -1106,6 +1121,7 @@ void srv_close_all(struct amorad *a)
 {
 	while (a->nconns > 0)
 		conn_close(a, a->conns[0]);
+	srv_free_closed(a);
 	free(a->conns);
 	a->conns = NULL;
 }

@@ -137,8 +137,9 @@ Test(config, max_clients)
 {
 	expect_ok(LOAD("--max-clients", "1"));
 	cr_assert_eq(cfg.max_clients, 1);
-	expect_ok(LOAD("--max-clients", "1024"));
-	cr_assert_eq(cfg.max_clients, 1024);
+	expect_ok(LOAD("--max-clients", "126"));
+	cr_assert_eq(cfg.max_clients, 126);
+	expect_err(LOAD("--max-clients", "127"), "--max-clients 127: must be a number between 1 and 126");
 }
 
 Test(config, reader_and_request_timeouts)
@@ -406,9 +407,9 @@ Test(config, bad_values)
 		{ "--sync-interval-ms", "0", "--sync-interval-ms 0: must be a number of milliseconds between 1 and 60000" },
 		{ "--sync-interval-ms", "60001", "--sync-interval-ms 60001: must be a number of milliseconds between 1 and 60000" },
 		{ "--sync-interval-ms", "1e3", "--sync-interval-ms 1e3: must be a number of milliseconds between 1 and 60000" },
-		{ "--max-clients", "0", "--max-clients 0: must be a number between 1 and 1024" },
-		{ "--max-clients", "1025", "--max-clients 1025: must be a number between 1 and 1024" },
-		{ "--max-clients", " 5", "--max-clients  5: must be a number between 1 and 1024" },
+		{ "--max-clients", "0", "--max-clients 0: must be a number between 1 and 126" },
+		{ "--max-clients", "1025", "--max-clients 1025: must be a number between 1 and 126" },
+		{ "--max-clients", " 5", "--max-clients  5: must be a number between 1 and 126" },
 		{ "--log-level", "loud", "--log-level loud: must be debug, info, warn or error" },
 		{ "--reader-timeout-ms", "99", "--reader-timeout-ms 99: must be a number of milliseconds between 100 and 3600000" },
 		{ "--reader-timeout-ms", "3600001", "--reader-timeout-ms 3600001: must be a number of milliseconds between 100 and 3600000" },
