@@ -107,7 +107,7 @@ static int store_open(struct store *s)
 	shm_epoch_slot_init(&s->slot, 1);
 	s->slots[0] = &s->slot;
 	for (int i = 0; i < SHARDS; i++) {
-		if (shm_writer_open(&s->w[i], &s->seg, (uint32_t)i, nkeys / SHARDS, NULL, 0, NULL) != SHM_OK)
+		if (shm_writer_open(&s->w[i], &s->seg, (uint32_t)i, nkeys / SHARDS, NULL, NULL) != SHM_OK)
 			return -1;
 		s->w[i].readers = s->slots;
 		s->w[i].nreaders = 1;

@@ -8,9 +8,10 @@
  * back). The log is the truth; the table is corrected to match it:
  *
  *   pass 1 (wal_recover): for every key, the seq and op of its last effect
- *          in the log. This index is private memory, 32 bytes per distinct
- *          key in the log (checkpoints will bound the log; until then
- *          this is the memory recovery needs beyond the shared segment).
+ *          in the log. This index is private memory: 32-byte entries, at
+ *          most half full, so 64 to 128 bytes per distinct key the log
+ *          holds (checkpoints will bound the log; until then this is the
+ *          memory recovery needs beyond the shared segment).
  *   pass 2 (wal_replay): each record that is its key's last effect is
  *          applied unless the table already holds it (same seq): a SET
  *          writes the value, a DEL removes the key.
@@ -208,11 +209,12 @@ static int replay_log(struct shm_writer *w, const struct shard_recovery *r, uint
 int shard_recover(struct shm_writer *w, const struct shard_recovery *r, uint64_t *last)
 {
 	size_t dropped = 0;
-	int rc = shm_writer_open(w, r->seg, r->id, 0, r->readers, r->nreaders, &dropped);
+	int rc = shm_writer_open(w, r->seg, r->id, 0, &r->readers, &dropped);
 
 	*last = 0;
 	if (rc != SHM_OK) {
-		log_error("cannot create the table: %s", shm_strerror(rc));
+		log_error("cannot adopt the shard's table: %s%s", shm_strerror(rc),
+			  rc == SHM_ESYS ? " (no private memory to list what it holds)" : "");
 		return rc == SHM_ENOMEM ? SHARDD_EXIT_NOMEM : SHARDD_EXIT_CRASH;
 	}
 	if (dropped > 0)

@@ -19,8 +19,7 @@ struct shard_recovery {
 	uint32_t id;
 	struct wal *wal;
 	enum wal_sync_mode mode;
-	struct shm_epoch_slot *const *readers; /* every client slot, for reclamation */
-	size_t nreaders;
+	struct shm_readers readers; /* every client that may read, for reclamation */
 };
 
 /* Returns 0, or the shardd_exit code the shard should exit with (the

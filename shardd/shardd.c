@@ -2,9 +2,9 @@
  * shardd.c — the shard loop (DESIGN §1).
  *
  * A shard process is the single writer of its shard: its table, records
- * and log. It starts by rebuilding the shard from its log into a fresh
- * table that readers do not see yet (the table a previous incarnation left
- * stays readable meanwhile), publishes it with one store, and then loops:
+ * and log. It starts by adopting the table a previous incarnation left
+ * (readers go on using it) and correcting it from its log (recover.c),
+ * and then loops:
  *
  *   1. take the pending flag in each attached client's channel (or, every
  *      CHAN_SWEEP_MS, visit every attached client: the safety net);
@@ -121,6 +121,7 @@ struct shardd {
 	uint64_t *hotmap;   /* bit per attached hot client: the loops of a round visit only these */
 	uint64_t *freshmap; /* cold clients listed since the last sleep: flag read once more */
 	uint64_t seen_version;
+	uint64_t readers_version; /* registry version refresh_readers last looked at */
 	bool retry;      /* a client's channel could not be mapped: look again at a sweep */
 	bool sleep_failed; /* futex_waitv failed once (logged) */
 	uint8_t *req;  /* private copy of one request */
@@ -253,6 +254,32 @@ static bool chan_ready(struct shardd *d, uint32_t slot, uint32_t gen)
 	c->incoming = -1;
 	chan_use(d, slot, p, gen);
 	return true;
+}
+
+/* The writer's refresh (struct shm_readers, shard.h): before it looks at
+ * the epoch slots, map the channel of every ACTIVE client not mapped yet,
+ * so its slot is among them. amorad publishes a slot (and bumps the
+ * version) before it answers the attach, so a client that can be reading
+ * is ACTIVE by the time the version load below could miss it only if it
+ * entered its read section after the writer's epoch bump. Runs in the
+ * middle of a round and during recovery: it maps, it never unmaps and
+ * never touches peers (sync_peers does, between requests). */
+static void refresh_readers(void *arg)
+{
+	struct shardd *d = arg;
+	struct engine *e = d->e;
+	uint64_t v = atomic_load_explicit(&e->reg->version, memory_order_seq_cst);
+
+	if (v == d->readers_version)
+		return;
+	d->readers_version = v;
+	for (uint32_t i = 0; i < e->cfg.max_clients; i++) {
+		uint32_t st = atomic_load_explicit(&e->clients[i].state, memory_order_acquire);
+		uint32_t gen = atomic_load_explicit(&e->clients[i].gen, memory_order_acquire);
+
+		if (st == REG_ACTIVE && d->chans[i].base == NULL)
+			chan_ready(d, i, gen);
+	}
 }
 
 /* ---------- the watcher ---------- */
@@ -911,8 +938,8 @@ static int open_log(struct shardd *d)
 
 static int recover(struct shardd *d)
 {
-	struct shard_recovery r = { &d->e->seg, d->id, &d->wal, d->e->cfg.sync, d->readers,
-				    d->e->cfg.max_clients };
+	struct shard_recovery r = { &d->e->seg, d->id, &d->wal, d->e->cfg.sync,
+				    { d->readers, d->e->cfg.max_clients, refresh_readers, d } };
 	uint64_t last = 0, t0 = now_ns();
 	int rc = open_log(d);
 
@@ -967,6 +994,7 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 		return SHARDD_EXIT_CRASH;
 	}
 	d->seen_version = UINT64_MAX;
+	d->readers_version = UINT64_MAX;
 	rc = watch_start(d);
 	if (rc != 0) {
 		log_error("cannot start the watcher thread: %s", strerror(rc));

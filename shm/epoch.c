@@ -210,11 +210,15 @@ uint64_t shm_epoch_min(struct shm_epoch_slot *const *slots, size_t n)
 	return min;
 }
 
-void shm_epoch_quiesce(struct shm_epoch_slot *const *slots, size_t n, struct shm_header *hdr)
+uint64_t shm_epoch_bump(struct shm_header *hdr)
 {
 	/* Same argument as a seal followed by collect (see the top): a
 	 * reader showing e >= E loaded the global after this bump. */
-	uint64_t e = atomic_fetch_add_explicit(&hdr->global_epoch, 1, memory_order_seq_cst) + 1;
+	return atomic_fetch_add_explicit(&hdr->global_epoch, 1, memory_order_seq_cst) + 1;
+}
+
+void shm_epoch_wait(struct shm_epoch_slot *const *slots, size_t n, uint64_t e)
+{
 	struct timespec ms = { 0, 1000000 };
 
 	while (shm_epoch_min(slots, n) < e)

@@ -78,12 +78,15 @@ void shm_epoch_slot_clear(struct shm_epoch_slot *slot);
  * (about 0.5 us with no reader running, a few us with IPIs). */
 uint64_t shm_epoch_min(struct shm_epoch_slot *const *slots, size_t n);
 
-/* Wait until every slot among `slots` that is inside a read section
- * entered it after this call began (bumps the global epoch once, then
- * polls every millisecond): memory unlinked before the call is then out of
- * every reader's reach. Waits as long as a reader stays inside; the
- * supervisor cuts off readers stuck for long (server.c). */
-void shm_epoch_quiesce(struct shm_epoch_slot *const *slots, size_t n, struct shm_header *hdr);
+/* Quiescence, in two steps: bump the global epoch once and return the new
+ * value E; then wait until every slot among `slots` that is inside a read
+ * section shows an epoch >= E (polls every millisecond). Memory unlinked
+ * before the bump is then out of every reader's reach. A slot added to
+ * `slots` between the two calls is covered too. Waits as long as a reader
+ * stays inside; the supervisor cuts off readers stuck for long
+ * (server.c). */
+uint64_t shm_epoch_bump(struct shm_header *hdr);
+void shm_epoch_wait(struct shm_epoch_slot *const *slots, size_t n, uint64_t e);
 
 struct shm_retired {
 	uint64_t off;

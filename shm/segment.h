@@ -31,7 +31,9 @@
  * Ownership. A shard that takes chunks records itself as their owner
  * (shm_chunk_set_owner) and clears that before it frees them, so a
  * restarted shard can find every chunk it holds (slab.h, rebuild). A shard
- * killed between taking a chunk and recording it loses that chunk.
+ * killed between taking a chunk and recording it, or between clearing its
+ * record and freeing it, loses that chunk (until amorad restarts): never
+ * the other way round, which could put a chunk on the free stack twice.
  *
  * Limits: segment size at most SHM_MAX_SIZE (64 GiB: records are addressed
  * by 32-bit offsets in units of 16 bytes), shard count a power of two in

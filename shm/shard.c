@@ -126,62 +126,75 @@ static int live_collect(struct shm_writer *w, uint64_t off, struct live_set *l)
 	return rc == SHM_OK ? live_add(l, off, t->bytes, TAG_TABLE) : rc;
 }
 
-/* Rebuild the allocator around the table at `off` (0: none). Returns the
- * table to use: `off`, or 0 if it could not be kept. */
-static uint64_t adopt(struct shm_writer *w, uint64_t off, size_t *dropped)
+/* Bump the epoch, let the owner list readers that appeared, wait for
+ * those inside a read section to leave (shm_readers). */
+static void writer_quiesce(struct shm_writer *w)
 {
-	struct live_set l = { 0 };
-	struct shm_table *t = (struct shm_table *)(w->seg->base + off);
-	bool table_lost = false;
+	uint64_t e = shm_epoch_bump(w->seg->hdr);
 
-	if (off != 0 && live_collect(w, off, &l) != SHM_OK)
-		table_lost = true; /* no memory to list it: start empty */
-	if (table_lost || off == 0)
-		l.n = 0;
-	*dropped += shm_slab_rebuild(w->seg, &w->sh->slab, l.v, l.n);
-	for (size_t i = 0; i < l.n && !table_lost; i++) {
-		if (!l.v[i].dropped)
-			continue;
-		if (l.v[i].tag == TAG_TABLE)
-			table_lost = true;
-		else
+	if (w->refresh != NULL)
+		w->refresh(w->refresh_arg);
+	shm_epoch_wait(w->readers, w->nreaders, e);
+}
+
+/* Steps 2-5 of shm_writer_open for the table at *off (0: none): on return
+ * *off is the table kept, 0 if it could not be. */
+static int adopt(struct shm_writer *w, uint64_t *off, size_t *dropped)
+{
+	struct shm_table *t = (struct shm_table *)(w->seg->base + *off);
+	struct live_set l = { 0 };
+
+	if (*off != 0 && live_collect(w, *off, &l) != SHM_OK) {
+		free(l.v);
+		return SHM_ESYS;
+	}
+	*dropped = shm_slab_check(w->seg, &w->sh->slab, l.v, l.n);
+	for (size_t i = 0; i < l.n && *off != 0; i++) {
+		if (l.v[i].dropped && l.v[i].tag == TAG_TABLE) {
+			set_table(w, 0); /* its memory is not the shard's: keep nothing */
+			*off = 0;
+			l.n = 0;
+		}
+	}
+	for (size_t i = 0; i < l.n; i++)
+		if (l.v[i].dropped)
 			shm_table_delete_at(w->seg, t, l.v[i].tag);
-	}
+	/* Only now is anything freed: what the dead writer unlinked and what
+	 * was just unlinked above is out of every reader's reach. */
+	writer_quiesce(w);
+	shm_slab_rebuild(w->seg, &w->sh->slab, l.v, l.n);
 	free(l.v);
-	if (table_lost && off != 0) {
-		/* Its memory may now be handed out: readers must stop using
-		 * it before anything is, and nothing of it is live. */
-		set_table(w, 0);
-		shm_epoch_quiesce(w->readers, w->nreaders, w->seg->hdr);
-		shm_slab_rebuild(w->seg, &w->sh->slab, NULL, 0);
-		return 0;
-	}
-	if (off != 0)
+	if (*off != 0)
 		shm_table_recount(w->seg, t);
-	return off;
+	return SHM_OK;
 }
 
 int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
-		    uint64_t expected_keys, struct shm_epoch_slot *const *readers, size_t nreaders,
-		    size_t *dropped)
+		    uint64_t expected_keys, const struct shm_readers *r, size_t *dropped)
 {
 	size_t lost = 0;
 	uint64_t off;
+	int rc;
 
 	if (writer_init(w, seg, index) != SHM_OK)
 		return SHM_EINVAL;
-	w->readers = readers;
-	w->nreaders = nreaders;
+	if (r != NULL) {
+		w->readers = r->slots;
+		w->nreaders = r->n;
+		w->refresh = r->refresh;
+		w->refresh_arg = r->arg;
+	}
 	off = table_left(w);
 	if (off == 0)
 		set_table(w, 0);
-	shm_epoch_quiesce(readers, nreaders, seg->hdr);
-	off = adopt(w, off, &lost);
+	rc = adopt(w, &off, &lost);
 	if (dropped != NULL)
 		*dropped = lost;
+	if (rc != SHM_OK)
+		return rc;
 	if (off == 0) {
-		int rc = shm_table_create(seg, &w->sh->slab,
-					  groups_for(expected_keys, KEYS_PER_GROUP_EXPECTED), &off);
+		rc = shm_table_create(seg, &w->sh->slab,
+				      groups_for(expected_keys, KEYS_PER_GROUP_EXPECTED), &off);
 		if (rc != SHM_OK)
 			return rc;
 	}
@@ -200,7 +213,7 @@ void shm_writer_drain(struct shm_writer *w)
 	shm_writer_reclaim(w);
 	if (w->retired.n == 0)
 		return;
-	shm_epoch_quiesce(w->readers, w->nreaders, w->seg->hdr);
+	writer_quiesce(w);
 	shm_writer_reclaim(w);
 }
 
@@ -209,6 +222,8 @@ size_t shm_writer_reclaim(struct shm_writer *w)
 	w->since_reclaim = 0;
 	w->retired_bytes = 0;
 	shm_retire_seal(&w->retired, w->seg->hdr);
+	if (w->refresh != NULL)
+		w->refresh(w->refresh_arg); /* after the bump: see struct shm_readers */
 	return shm_retire_collect(&w->retired, w->seg, &w->sh->slab, w->readers, w->nreaders);
 }
 
@@ -299,23 +314,30 @@ static int publish(struct shm_writer *w, const void *key, uint32_t klen, uint64_
 	return SHM_OK;
 }
 
+static int set_once(struct shm_writer *w, const void *key, uint32_t klen, const void *val,
+		    uint32_t vlen, uint64_t seq)
+{
+	uint64_t rec;
+	int rc = shm_record_new(w->seg, &w->sh->slab, key, klen, val, vlen, seq, &rec);
+
+	if (rc != SHM_OK)
+		return rc;
+	rc = publish(w, key, klen, shm_hash(key, klen), rec);
+	if (rc != SHM_OK)
+		shm_slab_free(w->seg, &w->sh->slab, rec, shm_record_size(klen, vlen));
+	return rc;
+}
+
 int shm_writer_set(struct shm_writer *w, const void *key, uint32_t klen, const void *val,
 		   uint32_t vlen)
 {
 	uint64_t seq = atomic_load_explicit(&w->sh->seq, memory_order_relaxed) + 1;
-	uint64_t rec;
-	int rc;
+	int rc = set_once(w, key, klen, val, vlen, seq);
 
-	rc = shm_record_new(w->seg, &w->sh->slab, key, klen, val, vlen, seq, &rec);
 	if (rc == SHM_ENOMEM && w->retired.n > 0 && shm_writer_reclaim(w) > 0)
-		rc = shm_record_new(w->seg, &w->sh->slab, key, klen, val, vlen, seq, &rec);
+		rc = set_once(w, key, klen, val, vlen, seq);
 	if (rc != SHM_OK)
 		return rc;
-	rc = publish(w, key, klen, shm_hash(key, klen), rec);
-	if (rc != SHM_OK) {
-		shm_slab_free(w->seg, &w->sh->slab, rec, shm_record_size(klen, vlen));
-		return rc;
-	}
 	atomic_store_explicit(&w->sh->seq, seq, memory_order_release);
 	maybe_reclaim(w);
 	return SHM_OK;

@@ -34,43 +34,61 @@
 #define SHM_WRITER_RECLAIM_BYTES (1u << 20) /* ... or once this much was retired */
 #define SHM_TABLE_MIN_GROUPS 4
 
+/* Who may be reading the shard: every reader's epoch slot (a slot not in
+ * use may point at an idle one), and a function that brings the array up
+ * to date with readers that appeared since (NULL: the array is always
+ * current). The writer calls refresh after each epoch bump and before it
+ * looks at the slots, so a reader that appears later entered after the
+ * bump and cannot reach what was unlinked before it. */
+struct shm_readers {
+	struct shm_epoch_slot *const *slots;
+	size_t n;
+	void (*refresh)(void *arg);
+	void *arg;
+};
+
 struct shm_writer {
 	struct shm_seg *seg;
 	struct shm_shard *sh;
 	struct shm_retire_list retired;
 	size_t since_reclaim;
 	uint64_t retired_bytes; /* since the last reclamation */
-	/* Reader epoch slots that guard reclamation; the owner keeps this
-	 * array current as readers come and go. */
+	/* Reader epoch slots that guard reclamation (struct shm_readers);
+	 * the owner keeps the array current, with refresh's help. */
 	struct shm_epoch_slot *const *readers;
 	size_t nreaders;
+	void (*refresh)(void *arg);
+	void *refresh_arg;
 	uint64_t table_off;     /* the shard's table */
 };
 
-/* Become the writer of shard `index`, adopting whatever a previous writer
- * left, which may have been killed at any instruction:
+/* Become the writer of shard `index` with the readers `r` (NULL: nobody
+ * reads), adopting whatever a previous writer left, which may have been
+ * killed at any instruction:
  *   1. its table, if it passes the checks a reader makes and lies in the
- *      shard's own memory (else the shard starts empty); readers go on
- *      using it throughout;
- *   2. wait until every reader in readers[0..nreaders) that was inside a
- *      read section has left it (shm_epoch_quiesce): memory the previous
- *      writer had unlinked but not freed is then unreachable;
- *   3. rebuild the allocator from what the table references (slab.h): all
- *      other memory of the shard is free again, chunks with nothing live
- *      go back to the pool. An entry whose record is not a valid block of
- *      the shard is deleted (*dropped counts them; NULL: not wanted);
- *   4. recount the table. With no table, create one sized for
+ *      shard's own memory; else readers are told the shard has no table;
+ *   2. list what the table references and check it against the shard's
+ *      chunks (slab.h): an entry whose record is not a valid block of the
+ *      shard is deleted (*dropped counts them; NULL: not wanted). Until
+ *      here the shard's memory is only read;
+ *   3. wait until every reader that was inside a read section has left
+ *      it: memory the previous writer had unlinked but not freed, and
+ *      what step 2 unlinked, is then unreachable;
+ *   4. rebuild the allocator around what is live: all other memory of the
+ *      shard is free again, chunks with nothing live go back to the pool;
+ *   5. recount the table. With no table, create one sized for
  *      `expected_keys` (may be 0).
- * Memory needed: none beyond what is live, plus a private array of 32
- * bytes per live key for step 3. Errors: SHM_EINVAL (no such shard),
- * SHM_ENOMEM (no table could be created; nothing else changed). */
+ * Memory needed: none in the segment beyond what is live; private memory
+ * for the list of step 2 (32 to 64 bytes per live key). Errors:
+ * SHM_EINVAL (no such shard), SHM_ESYS (no private memory for the list:
+ * nothing changed), SHM_ENOMEM (no table could be created). */
 int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
-		    uint64_t expected_keys, struct shm_epoch_slot *const *readers, size_t nreaders,
-		    size_t *dropped);
+		    uint64_t expected_keys, const struct shm_readers *r, size_t *dropped);
 void shm_writer_close(struct shm_writer *w);
 
-/* Insert or replace. Out of memory, it first frees what readers no longer
- * see (shm_writer_reclaim) and tries once more. Errors: SHM_EINVAL (klen 0
+/* Insert or replace. Out of memory (for the record or a bigger table), it
+ * first frees what readers no longer see (shm_writer_reclaim) and tries
+ * once more. Errors: SHM_EINVAL (klen 0
  * or > SHM_KEY_MAX, vlen > SHM_VALUE_MAX), SHM_ENOMEM (nothing changed). */
 int shm_writer_set(struct shm_writer *w, const void *key, uint32_t klen, const void *val,
 		   uint32_t vlen);
@@ -92,8 +110,8 @@ int shm_writer_each(struct shm_writer *w, int (*fn)(void *arg, const struct shm_
 size_t shm_writer_reclaim(struct shm_writer *w);
 
 /* Free everything retired, waiting for readers to leave the sections they
- * are in (shm_epoch_quiesce): for a writer that ran out of memory while
- * much waits to be freed. */
+ * are in (shm_epoch_wait): for a writer that ran out of memory while much
+ * waits to be freed. */
 void shm_writer_drain(struct shm_writer *w);
 
 /* Turn Bloom-filter use by readers on or off (the filter is always kept). */

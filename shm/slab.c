@@ -13,7 +13,9 @@
  *   - the block just below the frontier is never free (a free block that
  *     ends at the frontier moves the frontier down instead);
  *   - a free block's header has SLAB_FREE, its footer holds its size, and
- *     the header after it has SLAB_PREV_FREE; no other header has it.
+ *     the header after it has SLAB_PREV_FREE; no other header has it;
+ *   - a free block of 16 bytes (a split's remainder) is in no list: it
+ *     cannot hold two links, but it merges like any other.
  * Size classes (TLSF): below 256 bytes one list per 16 bytes; above, 16
  * lists per power of two. A block sits in the list of its exact size; a
  * search starts one class up from the request's own (so anything found
@@ -117,6 +119,8 @@ static void list_insert(struct shm_seg *seg, struct shm_slab *s, uint64_t b, uin
 	unsigned fl, sl;
 	uint64_t next;
 
+	if (size < SHM_SLAB_MIN_BLOCK)
+		return; /* too small for links: free, merged by its neighbours, never listed */
 	mapping(size, &fl, &sl);
 	next = s->free[fl][sl];
 	*word(seg, b + 8) = next;
@@ -130,9 +134,13 @@ static void list_insert(struct shm_seg *seg, struct shm_slab *s, uint64_t b, uin
 
 static void list_remove(struct shm_seg *seg, struct shm_slab *s, uint64_t b, uint64_t size)
 {
-	uint64_t next = *word(seg, b + 8), prev = *word(seg, b + 16);
+	uint64_t next, prev;
 	unsigned fl, sl;
 
+	if (size < SHM_SLAB_MIN_BLOCK)
+		return;
+	next = *word(seg, b + 8);
+	prev = *word(seg, b + 16);
 	mapping(size, &fl, &sl);
 	if (prev != 0)
 		*word(seg, prev + 8) = next;
@@ -195,7 +203,7 @@ static void frontier_advance(struct shm_slab *s, uint64_t to)
 }
 
 /* The current chunk stops being carved: what is left past the frontier
- * becomes a free block (or a 16-byte filler), and the sentinel is set. */
+ * becomes a free block, and the sentinel is set. */
 static void frontier_close(struct shm_seg *seg, struct shm_slab *s)
 {
 	uint64_t end = s->cur + ARENA_END, rem = end - s->frontier;
@@ -204,10 +212,8 @@ static void frontier_close(struct shm_seg *seg, struct shm_slab *s)
 		return;
 	add(&s->untouched_bytes, -(int64_t)(end - s->hwm));
 	*word(seg, end) = 0;
-	if (rem >= SHM_SLAB_MIN_BLOCK)
+	if (rem > 0)
 		make_free(seg, s, s->frontier, rem);
-	else if (rem > 0)
-		*word(seg, s->frontier) = rem; /* in use for good: too small to hold a free block */
 	s->cur = s->frontier = s->hwm = 0;
 }
 
@@ -234,7 +240,7 @@ static void block_take(struct shm_seg *seg, struct shm_slab *s, uint64_t b, uint
 		       uint64_t need)
 {
 	list_remove(seg, s, b, have);
-	if (have - need >= SHM_SLAB_MIN_BLOCK) {
+	if (have > need) { /* at least 16 bytes: a free block of its own */
 		*word(seg, b) = need;
 		make_free(seg, s, b + need, have - need);
 	} else {
@@ -319,6 +325,7 @@ static int free_small(struct shm_seg *seg, struct shm_slab *s, uint64_t off, uin
 		return SHM_ERANGE;
 	sz = bsize(seg, b);
 	account(s, sz, size, -1);
+	*word(seg, b) |= SLAB_FREE; /* stays set once merged away: a second free is refused */
 	if (*word(seg, b) & SLAB_PREV_FREE) {
 		uint64_t psz = *word(seg, b - 8);
 
@@ -361,7 +368,7 @@ static int free_run(struct shm_seg *seg, struct shm_slab *s, uint64_t off, uint6
 
 int shm_slab_free(struct shm_seg *seg, struct shm_slab *s, uint64_t off, uint64_t size)
 {
-	if (size == 0 || off >= seg->size)
+	if (size == 0 || size > seg->size || off >= seg->size)
 		return SHM_ERANGE;
 	return size <= SHM_SLAB_MAX ? free_small(seg, s, off, size) : free_run(seg, s, off, size);
 }
@@ -382,7 +389,7 @@ static bool live_extent(const struct shm_seg *seg, const struct shm_slab *s,
 {
 	uint64_t base = seg->hdr->chunk_base;
 
-	if (l->size == 0 || l->off < base + 16 || l->off >= seg->size)
+	if (l->size == 0 || l->off < base || l->off >= seg->size)
 		return false;
 	if (l->size > SHM_SLAB_MAX) {
 		uint64_t n = chunks_for(l->size);
@@ -404,12 +411,14 @@ static bool live_extent(const struct shm_seg *seg, const struct shm_slab *s,
 	       *start >= c + ARENA_FIRST && *end <= c + ARENA_END;
 }
 
-/* Mark invalid and overlapping blocks dropped. */
-static size_t live_check(const struct shm_seg *seg, const struct shm_slab *s,
-			 struct shm_slab_live *live, size_t n)
+size_t shm_slab_check(const struct shm_seg *seg, const struct shm_slab *s,
+		      struct shm_slab_live *live, size_t n)
 {
 	uint64_t prev_end = 0, start, end;
 	size_t dropped = 0;
+
+	if (n > 0)
+		qsort(live, n, sizeof(*live), cmp_live);
 
 	for (size_t i = 0; i < n; i++) {
 		live[i].dropped = !live_extent(seg, s, &live[i], &start, &end) || start < prev_end;
@@ -421,19 +430,16 @@ static size_t live_check(const struct shm_seg *seg, const struct shm_slab *s,
 	return dropped;
 }
 
-/* Gap [pos, pos + gap) between blocks of an arena: a free block, a filler
- * or nothing. Returns whether the next header must say SLAB_PREV_FREE. */
+/* Gap [pos, pos + gap) between blocks of an arena: a free block or
+ * nothing. Returns whether the next header must say SLAB_PREV_FREE. */
 static bool fill_gap(struct shm_seg *seg, struct shm_slab *s, uint64_t pos, uint64_t gap)
 {
-	if (gap >= SHM_SLAB_MIN_BLOCK) {
-		*word(seg, pos) = gap | SLAB_FREE;
-		*word(seg, pos + gap - 8) = gap;
-		list_insert(seg, s, pos, gap);
-		return true;
-	}
-	if (gap > 0)
-		*word(seg, pos) = gap;
-	return false;
+	if (gap == 0)
+		return false;
+	*word(seg, pos) = gap | SLAB_FREE;
+	*word(seg, pos + gap - 8) = gap;
+	list_insert(seg, s, pos, gap);
+	return true;
 }
 
 /* Rewrite the headers of chunk c's live blocks live[i..j); returns the
@@ -461,20 +467,20 @@ static uint64_t arena_rebuild(struct shm_seg *seg, struct shm_slab *s, uint64_t 
  * frontier again (its tail was most likely never written). */
 static uint64_t best_tail(const struct shm_seg *seg, const struct shm_slab_live *live, size_t n)
 {
-	uint64_t best = 0, room = 0;
+	uint64_t best = 0, room = 0, c = 0, end = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		uint64_t c = chunk_of(seg, live[i].off), end;
+	for (size_t i = 0; i <= n; i++) {
+		uint64_t ci = i < n ? chunk_of(seg, live[i].off) : 0;
 
-		if (live[i].dropped || live[i].size > SHM_SLAB_MAX)
+		if (i < n && (live[i].dropped || live[i].size > SHM_SLAB_MAX))
 			continue;
-		if (i + 1 < n && !live[i + 1].dropped && live[i + 1].size <= SHM_SLAB_MAX &&
-		    chunk_of(seg, live[i + 1].off) == c)
-			continue; /* not the chunk's last block */
-		end = live[i].off - SHM_SLAB_HDR + block_for(live[i].size);
-		if (c + ARENA_END - end > room) {
-			room = c + ARENA_END - end;
+		if (c != 0 && ci != c && c + ARENA_END - end > room) {
+			room = c + ARENA_END - end; /* chunk c is done: end is its last block's */
 			best = c;
+		}
+		if (i < n) {
+			c = ci;
+			end = live[i].off - SHM_SLAB_HDR + block_for(live[i].size);
 		}
 	}
 	return best;
@@ -518,9 +524,7 @@ size_t shm_slab_rebuild(struct shm_seg *seg, struct shm_slab *s, struct shm_slab
 	size_t i = 0, dropped;
 
 	slab_reset(s);
-	if (n > 0)
-		qsort(live, n, sizeof(*live), cmp_live);
-	dropped = live_check(seg, s, live, n);
+	dropped = shm_slab_check(seg, s, live, n);
 	frontier_chunk = best_tail(seg, live, n);
 	for (uint32_t idx = 0; idx < touched; idx++) {
 		uint64_t c = shm_chunk_offset(seg, idx), cend = c + SHM_CHUNK_SIZE;
@@ -543,7 +547,8 @@ size_t shm_slab_rebuild(struct shm_seg *seg, struct shm_slab *s, struct shm_slab
 		for (j = i; j < n && live[j].off < cend; j++)
 			;
 		if (j == i) {
-			chunk_release(seg, s, c, 1); /* nothing live here */
+			add(&s->chunk_bytes, SHM_CHUNK_SIZE); /* chunk_release counts it out */
+			chunk_release(seg, s, c, 1);          /* nothing live here */
 			continue;
 		}
 		add(&s->chunk_bytes, SHM_CHUNK_SIZE);

@@ -107,11 +107,17 @@ int shm_slab_alloc(struct shm_seg *seg, struct shm_slab *s, uint64_t size, uint6
  * chunks, misaligned, already free, a size its header disagrees with). */
 int shm_slab_free(struct shm_seg *seg, struct shm_slab *s, uint64_t off, uint64_t size);
 
+/* Sort live[0..n) by offset and mark dropped each block that overlaps an
+ * earlier one, lies outside this shard's chunks or is misaligned. Writes
+ * nothing in the segment. Returns the number dropped. */
+size_t shm_slab_check(const struct shm_seg *seg, const struct shm_slab *s,
+		      struct shm_slab_live *live, size_t n);
+
 /* Forget every block but live[0..n) and rebuild the allocator over the
- * chunks this shard owns. Sorts live[] by offset; a block that overlaps
- * another, lies outside this shard's chunks or is misaligned is marked
- * dropped (and not kept). Call only when no reader can see any other
- * memory of the shard. Returns the number of blocks dropped. */
+ * chunks this shard owns (shm_slab_check first: dropped blocks are not
+ * kept). Call only when no reader can see any other memory of the shard:
+ * it writes headers into every gap and returns chunks with nothing live to
+ * the pool. Returns the number of blocks dropped. */
 size_t shm_slab_rebuild(struct shm_seg *seg, struct shm_slab *s, struct shm_slab_live *live,
 			size_t n);
 

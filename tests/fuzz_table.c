@@ -32,7 +32,7 @@ static void build(void)
 	struct shm_writer w;
 	char k[16], v[40];
 
-	if (shm_seg_create(&seg, 16ULL << 20, 1) != SHM_OK || shm_writer_open(&w, &seg, 0, 0, NULL, 0, NULL) != SHM_OK)
+	if (shm_seg_create(&seg, 16ULL << 20, 1) != SHM_OK || shm_writer_open(&w, &seg, 0, 0, NULL, NULL) != SHM_OK)
 		abort();
 	for (int i = 0; i < NKEYS; i++) {
 		int kl = sprintf(k, "k%d", i), vl = sprintf(v, "value-%d", i);

@@ -165,6 +165,57 @@ static inline void proc_cleanup(struct daemon *d)
 		fprintf(stderr, "could not remove %s\n", d->dir);
 }
 
+/* The amorad of the running test. A suite that starts one uses this
+ * fixture: a temp dir of its own before each test, its processes killed
+ * and the dir removed after (TestSuite(x, .init = proc_init, .fini =
+ * proc_fini)). */
+static struct daemon D __attribute__((unused));
+
+static inline void proc_init(void)
+{
+	memset(&D, 0, sizeof(D));
+	proc_tmpdir(&D);
+}
+
+static inline void proc_fini(void)
+{
+	proc_cleanup(&D);
+}
+
+/* Attach to D's amorad, or fail the test with the cause. */
+static inline amora *proc_open(void)
+{
+	amora *db = NULL;
+	int rc = amora_open(D.sock, &db);
+
+	cr_assert_eq(rc, AMORA_OK, "amora_open: %s: %s", amora_strerror(rc), amora_errmsg(NULL));
+	return db;
+}
+
+/* Run shell command `cmd`, keep its stdout (up to cap - 1 bytes, NUL
+ * terminated) and return its exit status (-1 if a signal ended it). */
+static inline int proc_run(char *out, size_t cap, const char *cmd)
+{
+	FILE *f = popen(cmd, "r");
+	size_t n;
+	int status;
+
+	cr_assert_not_null(f, "popen %s", cmd);
+	n = fread(out, 1, cap - 1, f);
+	out[n] = 0;
+	status = pclose(f);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* `amora -s D.sock args` (args may redirect, e.g. "stats 2>&1"). */
+static inline int proc_cli(char *out, size_t cap, const char *args)
+{
+	char cmd[4096];
+
+	snprintf(cmd, sizeof(cmd), AMORA_CLI " -s %s %s", D.sock, args);
+	return proc_run(out, cap, cmd);
+}
+
 /* Key and value of item i, as tests write and check them. */
 static inline int proc_key(char *buf, const char *prefix, int i)
 {

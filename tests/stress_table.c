@@ -91,7 +91,7 @@ static void writer(void)
 	struct value v;
 	char key[16];
 
-	if (shm_writer_open(&w, &seg, 0, 0, NULL, 0, NULL) != SHM_OK)
+	if (shm_writer_open(&w, &seg, 0, 0, NULL, NULL) != SHM_OK)
 		die("writer open", 0);
 	for (int i = 0; i < NREADERS; i++)
 		ptrs[i] = &slots[i];
@@ -136,7 +136,7 @@ int main(void)
 		die("segment", 0);
 	/* The table exists before readers start. */
 	struct shm_writer w0;
-	if (shm_writer_open(&w0, &seg, 0, 0, NULL, 0, NULL) != SHM_OK)
+	if (shm_writer_open(&w0, &seg, 0, 0, NULL, NULL) != SHM_OK)
 		die("writer open", 0);
 	shm_writer_close(&w0);
 	for (intptr_t i = 0; i < NREADERS; i++)

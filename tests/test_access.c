@@ -28,7 +28,6 @@
 #include "proc.h"
 #include "chan.h"
 
-static struct daemon D;
 
 /* ---------- users ---------- */
 
@@ -128,8 +127,7 @@ static void make_user(struct user *u, const char *tag, const char *groups)
 
 static void setup(void)
 {
-	memset(&D, 0, sizeof(D));
-	proc_tmpdir(&D);
+	proc_init();
 	if (geteuid() == 0) {
 		remove_stale("/etc/passwd", "amt", "userdel -f");
 		remove_stale("/etc/group", "amg", "groupdel");
@@ -141,7 +139,7 @@ static void teardown(void)
 {
 	char cmd[512];
 
-	proc_cleanup(&D);
+	proc_fini();
 	for (int i = 0; i < n_made_users; i++) {
 		snprintf(cmd, sizeof(cmd), "userdel -f %s >/dev/null 2>&1", made_users[i]);
 		if (run_cmd(cmd) != 0)

@@ -7,63 +7,37 @@
 
 #include "proc.h"
 
-static struct daemon D;
-
 static void setup(void)
 {
-	memset(&D, 0, sizeof(D));
-	proc_tmpdir(&D);
+	proc_init();
 	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
 }
 
-static void teardown(void)
-{
-	proc_cleanup(&D);
-}
-
-TestSuite(cli, .init = setup, .fini = teardown, .timeout = 60);
-
-/* Run `amora -s SOCK args`, capture stdout (up to cap bytes) and return
- * the exit status. */
-static int cli(char *out, size_t cap, const char *args)
-{
-	char cmd[1024];
-	FILE *f;
-	size_t n;
-	int status;
-
-	snprintf(cmd, sizeof(cmd), AMORA_CLI " -s %s %s", D.sock, args);
-	f = popen(cmd, "r");
-	cr_assert_not_null(f);
-	n = fread(out, 1, cap - 1, f);
-	out[n] = 0;
-	status = pclose(f);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+TestSuite(cli, .init = setup, .fini = proc_fini, .timeout = 60);
 
 Test(cli, set_get_del_has_ping_stats)
 {
 	char out[4096];
 
-	cr_assert_eq(cli(out, sizeof(out), "set user:1 alice"), 0);
+	cr_assert_eq(proc_cli(out, sizeof(out), "set user:1 alice"), 0);
 	cr_assert_str_eq(out, "OK\n");
-	cr_assert_eq(cli(out, sizeof(out), "get user:1"), 0);
+	cr_assert_eq(proc_cli(out, sizeof(out), "get user:1"), 0);
 	cr_assert_str_eq(out, "alice", "stdout is a pipe: no newline added");
-	cr_assert_eq(cli(out, sizeof(out), "get nobody"), 1);
+	cr_assert_eq(proc_cli(out, sizeof(out), "get nobody"), 1);
 	cr_assert_str_eq(out, "");
-	cr_assert_eq(cli(out, sizeof(out), "has user:1"), 0);
+	cr_assert_eq(proc_cli(out, sizeof(out), "has user:1"), 0);
 	cr_assert_str_eq(out, "1\n");
-	cr_assert_eq(cli(out, sizeof(out), "del user:1"), 0);
+	cr_assert_eq(proc_cli(out, sizeof(out), "del user:1"), 0);
 	cr_assert_str_eq(out, "1\n");
-	cr_assert_eq(cli(out, sizeof(out), "del user:1"), 0);
+	cr_assert_eq(proc_cli(out, sizeof(out), "del user:1"), 0);
 	cr_assert_str_eq(out, "0\n");
-	cr_assert_eq(cli(out, sizeof(out), "has user:1"), 1);
-	cr_assert_eq(cli(out, sizeof(out), "ping"), 0);
+	cr_assert_eq(proc_cli(out, sizeof(out), "has user:1"), 1);
+	cr_assert_eq(proc_cli(out, sizeof(out), "ping"), 0);
 	cr_assert_str_eq(out, "PONG\n");
-	cr_assert_eq(cli(out, sizeof(out), "stats"), 0);
+	cr_assert_eq(proc_cli(out, sizeof(out), "stats"), 0);
 	cr_assert(strstr(out, "keys"), "%s", out);
-	cr_assert_eq(cli(out, sizeof(out), "set empty ''"), 0);
-	cr_assert_eq(cli(out, sizeof(out), "get empty"), 0, "an empty value is found");
+	cr_assert_eq(proc_cli(out, sizeof(out), "set empty ''"), 0);
+	cr_assert_eq(proc_cli(out, sizeof(out), "get empty"), 0, "an empty value is found");
 }
 
 Test(cli, binary_value_from_stdin)
@@ -80,7 +54,7 @@ Test(cli, binary_value_from_stdin)
 	fwrite(bytes, 1, sizeof(bytes), f);
 	fclose(f);
 	snprintf(cmd, sizeof(cmd), "-x set blob < %s", in);
-	cr_assert_eq(cli(out, sizeof(out), cmd), 0);
+	cr_assert_eq(proc_cli(out, sizeof(out), cmd), 0);
 	snprintf(cmd, sizeof(cmd), AMORA_CLI " -s %s get blob > %s && cmp %s %s", D.sock, path, in, path);
 	cr_assert_eq(system(cmd), 0, "the value read back differs from the file");
 }
@@ -104,17 +78,9 @@ Test(cli, errors_exit_2_with_a_message)
 static int cli_stderr(char *err, size_t cap, const char *prefix, const char *sock)
 {
 	char cmd[1024];
-	FILE *f;
-	size_t n;
-	int status;
 
 	snprintf(cmd, sizeof(cmd), "%s " AMORA_CLI " -s %s get k 2>&1 >/dev/null", prefix, sock);
-	f = popen(cmd, "r");
-	cr_assert_not_null(f);
-	n = fread(err, 1, cap - 1, f);
-	err[n] = 0;
-	status = pclose(f);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	return proc_run(err, cap, cmd);
 }
 
 /* A failed attach prints its real cause, with a hint only where it fits. */

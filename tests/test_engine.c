@@ -16,29 +16,7 @@
 
 #define SHARDS "8"
 
-static struct daemon D;
-
-static void setup(void)
-{
-	memset(&D, 0, sizeof(D));
-	proc_tmpdir(&D);
-}
-
-static void teardown(void)
-{
-	proc_cleanup(&D);
-}
-
-TestSuite(engine, .init = setup, .fini = teardown, .timeout = 120);
-
-static amora *open_db(void)
-{
-	amora *db = NULL;
-	int rc = amora_open(D.sock, &db);
-
-	cr_assert_eq(rc, AMORA_OK, "amora_open: %s", amora_strerror(rc));
-	return db;
-}
+TestSuite(engine, .init = proc_init, .fini = proc_fini, .timeout = 120);
 
 static void expect_value(amora *db, const char *prefix, int i, int version)
 {
@@ -78,7 +56,7 @@ Test(engine, set_get_del_and_errors)
 	amora *db;
 
 	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
-	db = open_db();
+	db = proc_open();
 	cr_assert_eq(amora_set(db, "k", 1, "v", 1), AMORA_OK);
 	cr_assert_eq(amora_has(db, "k", 1), 1);
 	cr_assert_eq(amora_set(db, "empty", 5, "", 0), AMORA_OK);
@@ -132,7 +110,7 @@ Test(engine, buffered_large_values_keep_their_bytes)
 	/* one shard: 511 small writes fill its completion budget, so the
 	 * library must wait for room while the first large value is pending */
 	proc_start(&D, "--shards", "1", "--memory", "64M", NULL);
-	db = open_db();
+	db = proc_open();
 	for (int i = 0; i < 511; i++) {
 		char sk[64], sv[128];
 		int kl = proc_key(sk, "small", i), vl = proc_val(sv, i, 1);
@@ -172,7 +150,7 @@ Test(engine, buffered_mget_and_stats)
 	amora *db;
 
 	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
-	db = open_db();
+	db = proc_open();
 	for (int i = 0; i < 5000; i++) {
 		char k[64], v[128];
 		int kl = proc_key(k, "b", i), vl = proc_val(v, i, 1);
@@ -255,7 +233,7 @@ static void restart_twice(const char *sync)
 	amora *db;
 
 	proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--sync", sync, NULL);
-	db = open_db();
+	db = proc_open();
 	for (int i = 0; i < 2000; i++)
 		cr_assert_eq(put(db, "r", i, 1), AMORA_OK);
 	for (int i = 0; i < 2000; i += 3)
@@ -269,7 +247,7 @@ static void restart_twice(const char *sync)
 	for (int round = 0; round < 2; round++) {
 		cr_assert_eq(proc_stop(&D, SIGTERM), 0, "amorad did not exit 0 on SIGTERM");
 		proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--sync", sync, NULL);
-		db = open_db();
+		db = proc_open();
 		for (int i = 0; i < 2000; i++) {
 			if (i % 5 == 1)
 				expect_missing(db, "r", i);
@@ -331,7 +309,7 @@ Test(engine, kill9_shard_under_load)
 	}
 	cr_assert_eq(waitpid(writer, &status, 0), writer);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer failed: %d", status);
-	db = open_db();
+	db = proc_open();
 	for (int i = 0; i <= atomic_load(&acked[0]); i++)
 		expect_value(db, "k9", i, 1);
 	cr_assert_eq(amora_heartbeat(db), AMORA_OK, "%s", amora_errmsg(db));
@@ -361,7 +339,7 @@ Test(engine, kill9_client_mid_read_frees_its_slot)
 	amora *a, *b;
 
 	proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--max-clients", "2", NULL);
-	a = open_db();
+	a = proc_open();
 	cr_assert_eq(put(a, "x", 1, 1), AMORA_OK);
 	reader = fork();
 	if (reader == 0) {
@@ -405,7 +383,7 @@ Test(engine, kill9_amorad_shards_exit_and_recovery)
 	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
 	n = proc_children(D.pid, shards, 16);
 	cr_assert_eq(n, 8);
-	db = open_db();
+	db = proc_open();
 	for (int i = 0; i < 1000; i++)
 		cr_assert_eq(put(db, "a", i, 7), AMORA_OK);
 	cr_assert_eq(proc_stop(&D, SIGKILL), -SIGKILL);
@@ -422,7 +400,7 @@ Test(engine, kill9_amorad_shards_exit_and_recovery)
 		cr_assert(proc_now_ms() - t0 < 5000, "%d shards outlived amorad", alive);
 	}
 	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
-	db = open_db();
+	db = proc_open();
 	for (int i = 0; i < 1000; i++)
 		expect_value(db, "a", i, 7);
 	amora_close(db);
@@ -465,7 +443,7 @@ Test(engine, failed_log_write_changes_nothing)
 	int rc, failed = -1;
 
 	proc_start_env(&D, "AMORA_WAL_FAULT=write:20:eio", "--shards", "1", "--memory", "64M", NULL);
-	db = open_db();
+	db = proc_open();
 	/* 30 writes: the restarted shard inherits the fault plan, and its
 	 * 20th write would fail again. */
 	for (int i = 0; i < 30; i++) {
@@ -483,7 +461,7 @@ Test(engine, failed_log_write_changes_nothing)
 	amora_close(db);
 	cr_assert_eq(proc_stop(&D, SIGTERM), 0);
 	proc_start(&D, "--shards", "1", "--memory", "64M", NULL);
-	db = open_db();
+	db = proc_open();
 	for (int i = 0; i < 30; i++)
 		if (i == failed)
 			expect_missing(db, "f", i);
@@ -549,7 +527,7 @@ Test(engine, garbage_in_a_ring_cuts_off_only_that_client)
 	amora *good;
 
 	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
-	good = open_db();
+	good = proc_open();
 	chan = raw_attach(&sock, &shards, &slot);
 	/* the memfds a client can write cannot be shrunk under the shards */
 	cr_assert_neq(ftruncate(raw_fds[1], 0), 0, "a client could shrink its channel");
@@ -585,7 +563,7 @@ Test(engine, corrupt_log_inside_stops_only_its_shard)
 	int fd, kl, found = -1;
 
 	proc_start(&D, "--shards", "2", "--memory", "64M", "--sync", "always", NULL);
-	db = open_db();
+	db = proc_open();
 	for (int i = 0; i < 400; i++)
 		cr_assert_eq(put(db, "c", i, 1), AMORA_OK);
 	amora_close(db);
@@ -604,7 +582,7 @@ Test(engine, corrupt_log_inside_stops_only_its_shard)
 	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
 	cr_assert(proc_log_has(&D, "wal-0000000000000001.log"), "the error does not name the file");
 	cr_assert(proc_log_has(&D, "corrupt log"));
-	db = open_db();
+	db = proc_open();
 	amora_set_timeout(db, 2000);
 	for (int i = 0; i < 400 && found < 0; i++) {
 		kl = proc_key(k, "c", i);
@@ -631,7 +609,7 @@ Test(engine, stuck_reader_is_cut_off, .timeout = 60)
 	amora *good;
 
 	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
-	good = open_db();
+	good = proc_open();
 	chan = raw_attach(&sock, &shards, &slot);
 	h = (struct chan_hdr *)chan;
 	atomic_store(&h->epoch.epoch, 1); /* enter a read section, never leave */

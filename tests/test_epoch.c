@@ -708,9 +708,9 @@ Test(epoch, membarrier_registration_is_per_process, .init = setup, .fini = teard
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
-/* shm_epoch_quiesce returns only once a reader that was inside a section
- * when it began has left: a restarted writer relies on that before it
- * reuses memory its dead predecessor had unlinked. */
+/* shm_epoch_wait returns only once a reader that was inside a section at
+ * the bump has left: a restarted writer relies on that before it reuses
+ * memory its dead predecessor had unlinked. */
 static int leave_after_100ms(void *arg)
 {
 	(void)arg;
@@ -723,7 +723,7 @@ Test(epoch, quiesce_waits_for_readers_inside)
 {
 	shm_epoch_enter(slots[1], seg.hdr);
 	cr_assert_gt(spawn(leave_after_100ms, NULL), 0);
-	shm_epoch_quiesce(slots, NSLOTS, seg.hdr);
+	shm_epoch_wait(slots, NSLOTS, shm_epoch_bump(seg.hdr));
 	cr_assert_eq(atomic_load(&slots[1]->epoch), 0, "returned while the reader was inside");
-	shm_epoch_quiesce(slots, NSLOTS, seg.hdr); /* nobody inside: returns at once */
+	shm_epoch_wait(slots, NSLOTS, shm_epoch_bump(seg.hdr)); /* nobody inside: at once */
 }

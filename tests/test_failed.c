@@ -15,29 +15,7 @@
 #include "proc.h"
 #include "shard.h"
 
-static struct daemon D;
-
-static void setup(void)
-{
-	memset(&D, 0, sizeof(D));
-	proc_tmpdir(&D);
-}
-
-static void teardown(void)
-{
-	proc_cleanup(&D);
-}
-
-TestSuite(failed, .init = setup, .fini = teardown, .timeout = 60);
-
-static amora *open_db(void)
-{
-	amora *db = NULL;
-	int rc = amora_open(D.sock, &db);
-
-	cr_assert_eq(rc, AMORA_OK, "amora_open: %s: %s", amora_strerror(rc), amora_errmsg(NULL));
-	return db;
-}
+TestSuite(failed, .init = proc_init, .fini = proc_fini, .timeout = 60);
 
 static uint32_t shard_of(const char *k, uint32_t shards)
 {
@@ -88,23 +66,6 @@ static void get_info(char *buf, size_t cap)
 	close(fd);
 }
 
-/* Run `amora -s SOCK args` capturing stdout+stderr; returns the exit status. */
-static int cli(char *out, size_t cap, const char *args)
-{
-	char cmd[1024];
-	FILE *f;
-	size_t n;
-	int status;
-
-	snprintf(cmd, sizeof(cmd), AMORA_CLI " -s %s %s 2>&1", D.sock, args);
-	f = popen(cmd, "r");
-	cr_assert_not_null(f);
-	n = fread(out, 1, cap - 1, f);
-	out[n] = 0;
-	status = pclose(f);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 #define NKEYS 400
 
 /* 2 shards, NKEYS keys "c:%08d" = "v%d"; then shard 0's log is damaged
@@ -116,7 +77,7 @@ static void start_with_shard0_corrupt(void)
 	amora *db;
 
 	proc_start(&D, "--shards", "2", "--memory", "64M", "--sync", "always", NULL);
-	db = open_db();
+	db = proc_open();
 	for (int i = 0; i < NKEYS; i++) {
 		int kl = proc_key(k, "c", i), vl = sprintf(v, "v%d", i);
 
@@ -160,7 +121,7 @@ Test(failed, corrupt_log_at_start_fails_its_keys_not_found)
 	amora *db;
 
 	start_with_shard0_corrupt();
-	db = open_db();
+	db = proc_open();
 	amora_set_timeout(db, 2000);
 	for (int i = 0; i < NKEYS; i++) {
 		char *k = kbuf[i];
@@ -216,7 +177,7 @@ Test(failed, out_of_memory_is_named_as_such)
 	cr_assert_not_null(val);
 	memset(val, 'm', big);
 	proc_start(&D, "--shards", "1", "--memory", "128M", NULL);
-	db = open_db();
+	db = proc_open();
 	/* Until the data is larger than 64M could hold, or the store is full
 	 * (then it needs its 128M). */
 	for (rc = AMORA_OK; n < 200; n++) {
@@ -236,7 +197,7 @@ Test(failed, out_of_memory_is_named_as_such)
 	proc_start(&D, "--shards", "1", "--memory", "64M", NULL);
 	cr_assert(proc_log_has(&D, "0 of 1 shards recovered"), "startup line counts a failed shard");
 	cr_assert(proc_log_has(&D, "shard 00 failed: not enough shared memory"));
-	db = open_db();
+	db = proc_open();
 	proc_key(k, "m", 0);
 	rc = amora_get(db, k, strlen(k), NULL, 0, &vlen);
 	expect_stopped(db, rc, "get", k, "not enough shared memory");
@@ -272,7 +233,7 @@ Test(failed, startup_line_info_stats_name_the_failed_shard)
 	cr_assert(strstr(info, "shards_failed:1\r\n"), "%s", info);
 	cr_assert(strstr(info, "shard0:state=failed,cause=corrupt_log,restarts=0\r\n"), "%s", info);
 	cr_assert(strstr(info, "shard1:state=ready,cause=none,restarts=0\r\n"), "%s", info);
-	db = open_db();
+	db = proc_open();
 	cr_assert_eq(amora_stats(db, &st), AMORA_OK);
 	cr_assert_eq(st.shards, 2);
 	cr_assert_eq(st.shards_ready, 1);
@@ -287,17 +248,17 @@ Test(failed, startup_line_info_stats_name_the_failed_shard)
 	cr_assert_eq(amora_shard_status(db, 2, &ss), AMORA_EINVAL);
 	cr_assert(strstr(amora_errmsg(db), "no shard 2"), "%s", amora_errmsg(db));
 	amora_close(db);
-	cr_assert_eq(cli(out, sizeof(out), "stats"), 0, "%s", out);
+	cr_assert_eq(proc_cli(out, sizeof(out), "stats 2>&1"), 0, "%s", out);
 	cr_assert(strstr(out, "shards_failed: 1\n"), "%s", out);
 	cr_assert(strstr(out, "shard0: failed (corrupt log)\n"), "%s", out);
 	cr_assert_null(strstr(out, "shard1:"), "a ready shard gets no line: %s", out);
 	do
 		proc_key(k, "c", i++);
 	while (shard_of(k, 2) != 0);
-	snprintf(args, sizeof(args), "get %s", k);
-	cr_assert_eq(cli(out, sizeof(out), args), 2, "a failed shard's key is an error: %s", out);
+	snprintf(args, sizeof(args), "get %s 2>&1", k);
+	cr_assert_eq(proc_cli(out, sizeof(out), args), 2, "a failed shard's key is an error: %s", out);
 	cr_assert(strstr(out, "shard 0 stopped: corrupt log"), "%s", out);
-	cr_assert_eq(cli(out, sizeof(out), "ping"), 2, "%s", out);
+	cr_assert_eq(proc_cli(out, sizeof(out), "ping 2>&1"), 2, "%s", out);
 	cr_assert(strstr(out, "shard 0 stopped: corrupt log"), "%s", out);
 }
 
@@ -316,7 +277,7 @@ Test(failed, every_failure_sets_its_own_message)
 
 	memset(big, 'k', sizeof(big));
 	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
-	db = open_db();
+	db = proc_open();
 	/* amora_mget formats its message from a copy of the key's reason */
 	cr_assert_eq(amora_mget(db, 3, keys, klens, count_found, &cnt), AMORA_EINVAL);
 	cr_assert_str_eq(amora_errmsg(db), "key 1: key is 5000 bytes, the limit is 4096");

@@ -25,20 +25,7 @@
 #include "record.h"
 #include "shard.h"
 
-static struct daemon D;
-
-static void setup(void)
-{
-	memset(&D, 0, sizeof(D));
-	proc_tmpdir(&D);
-}
-
-static void teardown(void)
-{
-	proc_cleanup(&D);
-}
-
-TestSuite(hostile, .init = setup, .fini = teardown, .timeout = 90);
+TestSuite(hostile, .init = proc_init, .fini = proc_fini, .timeout = 90);
 
 /* A key (written into buf) that shard `s` of `shards` owns. */
 static size_t key_of_shard(char *buf, size_t cap, const char *prefix, uint32_t s, uint32_t shards)

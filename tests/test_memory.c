@@ -12,29 +12,7 @@
 
 #include "proc.h"
 
-static struct daemon D;
-
-static void setup(void)
-{
-	memset(&D, 0, sizeof(D));
-	proc_tmpdir(&D);
-}
-
-static void teardown(void)
-{
-	proc_cleanup(&D);
-}
-
-TestSuite(memory, .init = setup, .fini = teardown, .timeout = 240);
-
-static amora *open_db(void)
-{
-	amora *db = NULL;
-	int rc = amora_open(D.sock, &db);
-
-	cr_assert_eq(rc, AMORA_OK, "amora_open: %s", amora_strerror(rc));
-	return db;
-}
+TestSuite(memory, .init = proc_init, .fini = proc_fini, .timeout = 240);
 
 /* Value of key i at `version`: `len` bytes that differ per key and version. */
 static void make_value(uint8_t *v, size_t len, int i, int version)
@@ -97,7 +75,7 @@ Test(memory, restart_when_the_log_outgrows_memory)
 	amora *db;
 
 	proc_start(&D, "--shards", "1", "--memory", "64M", NULL);
-	db = open_db();
+	db = proc_open();
 	cr_assert_eq(amora_set(db, "small", 5, "kept", 4), AMORA_OK);
 	for (int ver = 1; ver <= VERSIONS; ver++) {
 		make_value(v, LEN, 0, ver);
@@ -109,7 +87,7 @@ Test(memory, restart_when_the_log_outgrows_memory)
 	for (int round = 0; round < 2; round++) {
 		cr_assert_eq(proc_stop(&D, SIGTERM), 0);
 		proc_start(&D, "--shards", "1", "--memory", "64M", NULL);
-		db = open_db();
+		db = proc_open();
 		char got[8];
 		size_t n;
 		cr_assert_eq(amora_get(db, "small", 5, got, sizeof(got), &n), AMORA_OK, "%s",
@@ -120,7 +98,7 @@ Test(memory, restart_when_the_log_outgrows_memory)
 	/* kill -9 of the shard: it recovers while amorad runs */
 	cr_assert_eq(proc_children(D.pid, &shard, 1), 1);
 	kill(shard, SIGKILL);
-	db = open_db();
+	db = proc_open();
 	usleep(50000);
 	wait_ready(db);
 	expect_big(db, 0, VERSIONS, LEN, "after kill -9");
@@ -142,7 +120,7 @@ Test(memory, nearly_full_store_survives_kills_and_restarts)
 	amora *db;
 
 	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
-	db = open_db();
+	db = proc_open();
 	for (int ver = 1; ver <= OVERWRITES + 1; ver++) {
 		for (int i = 0; i < keys; i++) {
 			char k[32];
@@ -179,7 +157,7 @@ Test(memory, nearly_full_store_survives_kills_and_restarts)
 			fprintf(stderr, "memory: restart with %d MiB of log for %d MiB live: %llu ms\n",
 				(int)((uint64_t)keys * LEN * (OVERWRITES + 1) >> 20),
 				(int)((uint64_t)keys * LEN >> 20), (unsigned long long)(proc_now_ms() - t0));
-		db = open_db();
+		db = proc_open();
 		for (int i = 0; i < keys; i++)
 			expect_big(db, i, OVERWRITES + 1, LEN, "after restart");
 		if (round == 4)
@@ -203,7 +181,7 @@ Test(memory, random_sizes_fill_three_quarters_and_deletes_give_back)
 	amora *db;
 
 	proc_start(&D, "--shards", "8", "--memory", "256M", NULL);
-	db = open_db();
+	db = proc_open();
 	for (;; n++) {
 		char k[32];
 		size_t len;
@@ -282,7 +260,7 @@ Test(memory, memory_used_tracks_ram)
 
 	memset(val, 'v', sizeof(val));
 	proc_start(&D, "--memory", "4G", NULL);
-	db = open_db();
+	db = proc_open();
 	for (int i = 0; i < 1000000; i++) {
 		snprintf(k, sizeof(k), "key:%012d", i); /* 16 bytes */
 		cr_assert_eq(amora_set_buffered(db, k, 16, val, sizeof(val)), AMORA_OK, "%s",

@@ -18,7 +18,7 @@ static struct shm_writer w;
 static void setup(void)
 {
 	cr_assert_eq(shm_seg_create(&seg, 256 * MiB, 1), SHM_OK);
-	cr_assert_eq(shm_writer_open(&w, &seg, 0, 0, NULL, 0, NULL), SHM_OK);
+	cr_assert_eq(shm_writer_open(&w, &seg, 0, 0, NULL, NULL), SHM_OK);
 }
 
 static void teardown(void)
@@ -320,7 +320,7 @@ Test(shard, out_of_memory_changes_nothing, .timeout = 60)
 	int n = 0, rc;
 
 	cr_assert_eq(shm_seg_create(&seg, 32 * MiB, 1), SHM_OK);
-	cr_assert_eq(shm_writer_open(&w, &seg, 0, 0, NULL, 0, NULL), SHM_OK);
+	cr_assert_eq(shm_writer_open(&w, &seg, 0, 0, NULL, NULL), SHM_OK);
 	memset(v, 'v', sizeof(v));
 	while ((rc = shm_writer_set(&w, k, (uint32_t)key_of(k, n), v, sizeof(v))) == SHM_OK)
 		n++;

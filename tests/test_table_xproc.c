@@ -137,7 +137,7 @@ Test(table_xproc, writer_and_two_readers, .timeout = 180, .fini = kill_children)
 	cr_assert_neq(sh, MAP_FAILED);
 	memset(sh, 0, sizeof(*sh));
 	cr_assert_eq(shm_seg_create(&seg, 512 * MiB, 1), SHM_OK);
-	cr_assert_eq(shm_writer_open(&w, &seg, 0, 0, NULL, 0, NULL), SHM_OK);
+	cr_assert_eq(shm_writer_open(&w, &seg, 0, 0, NULL, NULL), SHM_OK);
 	struct shm_epoch_slot *slots[NREADERS] = {&sh->slots[0], &sh->slots[1]};
 	w.readers = slots;
 	w.nreaders = NREADERS;
