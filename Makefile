@@ -1,7 +1,8 @@
 # Amora build. `make` builds everything, `make test` runs the tests,
 # `make asan` runs them under ASan+UBSan, `make tsan` runs the in-process
 # stress programs under TSan, `make bench` runs the benchmarks, `make deps`
-# installs the Debian packages the build needs.
+# installs the Debian packages the build needs, `make check` checks the
+# module graph (run by `make test`).
 #
 # Objects go to $(BUILD) (default build/); sanitizer builds use their own
 # directories so they never mix with the normal objects. Header dependencies
@@ -13,7 +14,7 @@ OPT ?= -O2
 CFLAGS ?= $(OPT) -g -Wall -Wextra -fno-omit-frame-pointer -std=gnu11 -msse4.2
 CFLAGS += $(EXTRA_CFLAGS)
 CFLAGS += -fPIC
-CPPFLAGS += -Ishm -Icoordinator -Ishardd -Ilibclient -MMD -MP -D_GNU_SOURCE \
+CPPFLAGS += -I. -MMD -MP -D_GNU_SOURCE \
 	-DAMORA_BUILD_DIR='"$(BUILD)"' -DAMORA_EXTRA_LDFLAGS='"$(EXTRA_LDFLAGS)"'
 LDFLAGS += $(EXTRA_LDFLAGS)
 SHM_LIBS = -lisal -lpthread
@@ -46,7 +47,7 @@ AMORAD := $(BUILD)/amorad
 CLI := $(BUILD)/amora
 TESTS := $(BUILD)/tests/amora-tests
 
-.PHONY: all run test run-tests asan tsan bench run-bench fuzz deps clean
+.PHONY: all run test run-tests check asan tsan bench run-bench fuzz deps clean
 .SUFFIXES:
 .SECONDARY:
 
@@ -102,7 +103,12 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory run-tests
 
-run-tests: $(TESTS) $(STRESS_BIN)
+# The module graph (DESIGN.md): includes name their folder, dependencies
+# point one way. Part of every test run.
+check:
+	@tests/check_includes.sh
+
+run-tests: check $(TESTS) $(STRESS_BIN)
 	$(TEST_ENV) $(TESTS) --jobs 2
 	@for s in $(STRESS_BIN); do echo "== $$s"; $(TEST_ENV) $$s || exit 1; done
 
@@ -134,7 +140,7 @@ FUZZ_SECONDS ?= 30
 fuzz: deps
 	@mkdir -p $(BUILD)/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-		clang -O1 -g -std=gnu11 -msse4.2 -D_GNU_SOURCE -Ishm -Icoordinator -Ishardd -Ilibclient -fsanitize=fuzzer,address,undefined \
+		clang -O1 -g -std=gnu11 -msse4.2 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined \
 			$$f $(SHM_SRC) $(ENGINE_SRC) $(SHM_LIBS) -o $(BUILD)/fuzz/$$n || exit 1; \
 		echo "== $$n ($(FUZZ_SECONDS) s)"; \
 		$(BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; done

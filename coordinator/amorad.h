@@ -18,8 +18,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "engine.h"
-#include "resp.h"
+#include "coordinator/config.h"
+#include "shm/clock.h"
+#include "shardd/engine.h"
+#include "coordinator/resp.h"
 
 #define AMORAD_TICK_MS 20
 #define AMORAD_STOP_TIMEOUT_MS 30000
@@ -44,6 +46,7 @@ struct reader_watch {
 };
 
 struct amorad {
+	struct amorad_config cfg; /* all of it; e.cfg holds what the shards need */
 	struct engine e;
 	int listen_fd, epfd, sig_fd, lock_fd;
 	struct conn **conns;
@@ -63,7 +66,6 @@ struct amorad {
 	int exit_code;
 };
 
-uint64_t amorad_now_ns(void);
 
 /* supervise.c */
 int sup_start_all(struct amorad *a);

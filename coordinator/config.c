@@ -31,8 +31,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "log.h"
+#include "coordinator/config.h"
+#include "shardd/log.h"
 
 /* Longest socket path bind(2) takes (sun_path holds it NUL-terminated). */
 #define SOCKET_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
@@ -193,14 +193,11 @@ static int set_shards(struct amorad_config *c, const char *v, char *why, size_t 
 
 static int set_sync(struct amorad_config *c, const char *v, char *why, size_t n)
 {
-	if (strcmp(v, "always") == 0)
-		c->sync = WAL_SYNC_ALWAYS;
-	else if (strcmp(v, "periodic") == 0)
-		c->sync = WAL_SYNC_PERIODIC;
-	else if (strcmp(v, "none") == 0)
-		c->sync = WAL_SYNC_NONE;
-	else
+	int m = wal_sync_parse(v);
+
+	if (m < 0)
 		return refuse(why, n, "must be always, periodic or none");
+	c->sync = (enum wal_sync_mode)m;
 	return 0;
 }
 

@@ -42,8 +42,8 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#include "chan.h" /* CHAN_MAX_CLIENTS */
-#include "wal.h" /* enum wal_sync_mode */
+#include "shm/chan.h" /* CHAN_MAX_CLIENTS */
+#include "shardd/wal.h" /* enum wal_sync_mode */
 
 #define AMORAD_VERSION "0.1"
 

@@ -33,8 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "amorad.h"
-#include "log.h"
+#include "coordinator/amorad.h"
+#include "shardd/log.h"
 
 static int lock_data_dir(struct amorad *a, char *err, size_t errlen)
 {
@@ -138,7 +138,7 @@ static bool shards_settled(const struct amorad *a)
  * reads the whole store, never a half-replayed one. */
 static void maybe_listen(struct amorad *a)
 {
-	const struct amorad_config *cfg = &a->e.cfg;
+	const struct amorad_config *cfg = &a->cfg;
 	char err[PATH_MAX + 256], failed[1024] = "", counted[32];
 	uint32_t ready = 0, down = 0;
 	size_t len = 0;
@@ -180,9 +180,9 @@ static void maybe_listen(struct amorad *a)
 		snprintf(counted, sizeof(counted), "%u", ready);
 	log_msg(down ? LOG_WARN : LOG_INFO,
 		"serving %s: %s shards recovered in %.0f ms, %llu MiB, sync %s, data in %s%s",
-		cfg->socket_path, counted, (double)(amorad_now_ns() - a->started_ns) / 1e6,
+		cfg->socket_path, counted, (double)(shm_now_ns() - a->started_ns) / 1e6,
 		(unsigned long long)(cfg->memory >> 20),
-		cfg->sync == WAL_SYNC_ALWAYS ? "always" : cfg->sync == WAL_SYNC_NONE ? "none" : "periodic",
+		wal_sync_name(cfg->sync),
 		cfg->data_dir, failed);
 }
 
@@ -206,15 +206,15 @@ static void run(struct amorad *a)
 		}
 		srv_free_closed(a);
 		maybe_listen(a);
-		if (amorad_now_ns() >= next_tick) {
-			next_tick = amorad_now_ns() + AMORAD_TICK_MS * 1000000ull;
+		if (shm_now_ns() >= next_tick) {
+			next_tick = shm_now_ns() + AMORAD_TICK_MS * 1000000ull;
 			sup_tick(a);
 			srv_tick(a);
 			srv_expire(a);
 		}
 		if (a->stopping && sup_all_exited(a))
 			return;
-		if (a->stopping && amorad_now_ns() > a->stop_deadline_ns) {
+		if (a->stopping && shm_now_ns() > a->stop_deadline_ns) {
 			sup_kill_all(a);
 			a->exit_code = 1;
 			a->stop_deadline_ns = UINT64_MAX;
@@ -222,10 +222,23 @@ static void run(struct amorad *a)
 	}
 }
 
+/* What of the configuration the engine and the shards need. */
+static void engine_config_of(const struct amorad_config *c, struct engine_config *e)
+{
+	memset(e, 0, sizeof(*e));
+	snprintf(e->data_dir, sizeof(e->data_dir), "%s", c->data_dir);
+	e->memory = c->memory;
+	e->shards = c->shards;
+	e->max_clients = c->max_clients;
+	e->sync = c->sync;
+	e->sync_interval_ms = c->sync_interval_ms;
+}
+
 int main(int argc, char **argv)
 {
 	static struct amorad a;
 	struct amorad_config cfg;
+	struct engine_config ecfg;
 	char err[PATH_MAX + 512];
 	int rc;
 
@@ -239,8 +252,10 @@ int main(int argc, char **argv)
 	log_init("amorad", (enum log_level)cfg.log_level);
 	raise_fd_limit(&cfg);
 	a.listen_fd = a.sig_fd = a.lock_fd = -1;
-	a.e.cfg = cfg;
-	a.started_ns = amorad_now_ns();
+	a.cfg = cfg;
+	engine_config_of(&cfg, &ecfg);
+	a.e.cfg = ecfg;
+	a.started_ns = shm_now_ns();
 	a.cmd = malloc(sizeof(*a.cmd));
 	a.shards = calloc(cfg.shards, sizeof(*a.shards));
 	a.watch = calloc(cfg.max_clients, sizeof(*a.watch));
@@ -251,7 +266,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (lock_data_dir(&a, err, sizeof(err)) != 0 ||
-	    engine_create(&a.e, &cfg, err, sizeof(err)) != 0) {
+	    engine_create(&a.e, &ecfg, err, sizeof(err)) != 0) {
 		log_error("%s", err);
 		return 1;
 	}

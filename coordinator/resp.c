@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "resp.h"
+#include "coordinator/resp.h"
 
 /* ---------- parser ---------- */
 

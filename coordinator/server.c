@@ -9,8 +9,8 @@
  * Commands: PING, INFO, SHUTDOWN, QUIT, COMMAND (for redis-cli's start-up
  * probe) and AMORA.ATTACH, which makes the connection a libamora client:
  *
- *   AMORA.ATTACH  ->  *6 :2 :shards :segment-bytes :channel-bytes :slot
- *                        :generation
+ *   AMORA.ATTACH  ->  the reply shm/chan.h specifies (CHAN_ATTACH_*):
+ *                     *6 :2 :shards :segment-bytes :channel-bytes :slot :generation
  *                     with two descriptors attached (SCM_RIGHTS): the data
  *                     segment (a read-only reopen) and the client's channel
  *                     (read-write), the only memory the client can write.
@@ -62,12 +62,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "amorad.h"
-#include "log.h"
-#include "table.h"
+#include "coordinator/amorad.h"
+#include "shardd/log.h"
+#include "shm/table.h"
 
 #define READ_CHUNK 65536
-#define ATTACH_PROTO 2 /* 2: no doorbell memfd */
 
 struct conn {
 	int fd;
@@ -169,7 +168,7 @@ static void in_free(struct amorad *a, struct conn *c)
  * ENOBUFS (the budget would be passed) or ENOMEM. */
 static int in_reserve(struct amorad *a, struct conn *c, size_t need)
 {
-	uint64_t others = a->in_bytes - c->incap, budget = a->e.cfg.input_budget;
+	uint64_t others = a->in_bytes - c->incap, budget = a->cfg.input_budget;
 	size_t cap = in_round(need);
 	void *p;
 
@@ -284,7 +283,7 @@ static bool peer_groups_listed(const struct amorad_config *cfg, int fd)
  * amorad's memory anyway, and the owner must always have a way in. */
 static bool allowed(const struct amorad *a, int fd, const struct ucred *cred)
 {
-	const struct amorad_config *cfg = &a->e.cfg;
+	const struct amorad_config *cfg = &a->cfg;
 
 	if (is_owner(cred->uid))
 		return true;
@@ -331,7 +330,7 @@ static void log_refusal(const char *fmt, ...)
 {
 	static uint64_t last_ns;
 	static unsigned quiet;
-	uint64_t now = amorad_now_ns();
+	uint64_t now = shm_now_ns();
 	char msg[320];
 	va_list ap;
 
@@ -374,7 +373,7 @@ static bool refuse_out_of_fds(struct amorad *a)
  * as the error line it gets; NULL if it may. */
 static const char *over_limit(const struct amorad *a, const struct ucred *cred, char *why, size_t n)
 {
-	const struct amorad_config *cfg = &a->e.cfg;
+	const struct amorad_config *cfg = &a->cfg;
 	uint32_t mine;
 
 	if (is_owner(cred->uid)) {
@@ -480,18 +479,18 @@ static int attach_reply(struct amorad *a, struct conn *c, uint32_t slot, uint32_
 {
 	struct engine *e = &a->e;
 	struct resp_buf b = { 0 };
-	int fds[2], rc;
-	uint64_t v[6] = { ATTACH_PROTO, e->cfg.shards, e->seg.size, e->chan_bytes, slot, gen };
+	int fds[CHAN_ATTACH_FDS], rc;
+	uint64_t v[CHAN_ATTACH_FIELDS] = { CHAN_ATTACH_PROTO, e->cfg.shards, e->seg.size, e->chan_bytes, slot, gen };
 
 	fds[0] = shm_seg_reopen_rdonly(&e->seg);
 	if (fds[0] < 0)
 		return -1;
 	fds[1] = e->chan_fd[slot];
-	rc = resp_add_array(&b, 6);
-	for (int i = 0; rc == RESP_OK && i < 6; i++)
+	rc = resp_add_array(&b, CHAN_ATTACH_FIELDS);
+	for (int i = 0; rc == RESP_OK && i < CHAN_ATTACH_FIELDS; i++)
 		rc = resp_add_int(&b, (int64_t)v[i]);
 	if (rc == RESP_OK)
-		rc = send_with_fds(c->fd, b.data, b.len, fds, 2, 0);
+		rc = send_with_fds(c->fd, b.data, b.len, fds, CHAN_ATTACH_FDS, 0);
 	close(fds[0]);
 	resp_buf_free(&b);
 	return rc == RESP_OK ? 0 : -1;
@@ -595,7 +594,6 @@ static uint64_t shard_used(const struct shm_shard *sh)
 
 static void cmd_info(struct amorad *a, struct conn *c)
 {
-	static const char *const sync_names[] = { "always", "periodic", "none" };
 	struct engine *e = &a->e;
 	uint64_t keys = 0, used = 0;
 	uint32_t ready = 0, failed = 0;
@@ -625,8 +623,8 @@ static void cmd_info(struct amorad *a, struct conn *c)
 		     "# Clients\r\nconnected_clients:%zu\r\nattached_clients:%u\r\nmax_clients:%u\r\n"
 		     "# Memory\r\nused_memory:%llu\r\nmemory_limit:%llu\r\n"
 		     "# Keyspace\r\nkeys:%llu\r\n# Shards\r\n",
-		     getpid(), (unsigned long long)((amorad_now_ns() - a->started_ns) / 1000000000ull),
-		     e->cfg.data_dir, sync_names[e->cfg.sync], e->cfg.shards, ready, failed, a->nconns,
+		     getpid(), (unsigned long long)((shm_now_ns() - a->started_ns) / 1000000000ull),
+		     e->cfg.data_dir, wal_sync_name(e->cfg.sync), e->cfg.shards, ready, failed, a->nconns,
 		     a->attached, e->cfg.max_clients, (unsigned long long)used,
 		     (unsigned long long)e->seg.size, (unsigned long long)keys);
 	/* One line a shard: state, why it failed (cause=none unless FAILED),
@@ -746,12 +744,12 @@ static void refuse_input(struct amorad *a, struct conn *c)
 	if (errno == ENOBUFS) {
 		log_refusal("closing the connection of pid %d (uid %u): its request needs more than "
 			    "the %llu MiB of input-buffer-budget left (%llu MiB held by all connections)",
-			    c->pid, c->uid, (unsigned long long)(a->e.cfg.input_budget / mib),
+			    c->pid, c->uid, (unsigned long long)(a->cfg.input_budget / mib),
 			    (unsigned long long)(a->in_bytes / mib));
 		resp_add_errorf(&c->out, "ERR amorad's input buffers are full: unfinished requests of "
 				"all connections hold %llu MiB, input-buffer-budget is %llu MiB; closing "
 				"the connection", (unsigned long long)(a->in_bytes / mib),
-				(unsigned long long)(a->e.cfg.input_budget / mib));
+				(unsigned long long)(a->cfg.input_budget / mib));
 	} else {
 		resp_add_error(&c->out, "ERR amorad is out of memory for this request; closing the connection");
 	}
@@ -802,11 +800,11 @@ static bool conn_read(struct amorad *a, struct conn *c)
 			return true;
 		}
 		memcpy(c->in, scratch + off, len - off);
-		c->req_since_ns = amorad_now_ns();
+		c->req_since_ns = shm_now_ns();
 	} else if (off > 0) {
 		/* requests completed; the rest is a new one */
 		memmove(c->in, c->in + off, len - off);
-		c->req_since_ns = amorad_now_ns();
+		c->req_since_ns = shm_now_ns();
 	}
 	c->inlen = len - off;
 	if (off > 0)
@@ -886,7 +884,7 @@ static bool cut_stuck_reader(struct amorad *a, uint32_t i, uint32_t gen)
 	struct reader_watch *w = &a->watch[i];
 	uint64_t g = atomic_load(&e->seg.hdr->global_epoch);
 	uint64_t ep = atomic_load(&h->epoch.epoch);
-	uint64_t now = amorad_now_ns();
+	uint64_t now = shm_now_ns();
 
 	if (w->gen != gen)
 		*w = (struct reader_watch){ .gen = gen };
@@ -899,7 +897,7 @@ static bool cut_stuck_reader(struct amorad *a, uint32_t i, uint32_t gen)
 		w->since_ns = now;
 		return false;
 	}
-	if (now - w->since_ns < (uint64_t)e->cfg.reader_timeout_ms * 1000000ull)
+	if (now - w->since_ns < (uint64_t)a->cfg.reader_timeout_ms * 1000000ull)
 		return false;
 	atomic_store_explicit(&h->cut_off, CHAN_CUT_BY_AMORAD, memory_order_release);
 	return true;
@@ -925,7 +923,7 @@ void srv_tick(struct amorad *a)
 
 			log_warn("dropping client pid %d: it stayed in one read section for %u ms while "
 				 "writers waited to reclaim memory (reader-timeout-ms)", c ? c->pid : 0,
-				 e->cfg.reader_timeout_ms);
+				 a->cfg.reader_timeout_ms);
 			if (c)
 				conn_close(a, c);
 		} else if (st == REG_ACTIVE && atomic_load(&engine_chan_hdr(e, i)->cut_off) != 0) {
@@ -941,8 +939,8 @@ void srv_tick(struct amorad *a)
 
 void srv_expire(struct amorad *a)
 {
-	uint32_t ms = a->e.cfg.request_timeout_ms;
-	uint64_t now = amorad_now_ns(), limit = (uint64_t)ms * 1000000ull;
+	uint32_t ms = a->cfg.request_timeout_ms;
+	uint64_t now = shm_now_ns(), limit = (uint64_t)ms * 1000000ull;
 
 	/* backwards: conn_close moves the last connection into the hole */
 	for (size_t i = a->nconns; i-- > 0;) {
@@ -1022,7 +1020,7 @@ static bool same_dir(const char *x, const char *y)
  * Returns 0, or -1 with the reason in err. */
 static int apply_access(struct amorad *a, const char *path, char *err, size_t errlen)
 {
-	const struct amorad_config *cfg = &a->e.cfg;
+	const struct amorad_config *cfg = &a->cfg;
 	struct access_plan p = access_plan(cfg);
 	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	const char *data = cfg->data_dir;
@@ -1062,7 +1060,7 @@ static int apply_access(struct amorad *a, const char *path, char *err, size_t er
 
 int srv_listen(struct amorad *a, char *err, size_t errlen)
 {
-	const char *path = a->e.cfg.socket_path;
+	const char *path = a->cfg.socket_path;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	mode_t old_mask;
 	int fd, rc;
@@ -1113,7 +1111,7 @@ void srv_close_listener(struct amorad *a)
 	if (a->listen_fd < 0)
 		return;
 	close(a->listen_fd);
-	unlink(a->e.cfg.socket_path);
+	unlink(a->cfg.socket_path);
 	a->listen_fd = -1;
 }
 

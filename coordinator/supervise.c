@@ -27,21 +27,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "amorad.h"
-#include "log.h"
-#include "shardd.h"
+#include "coordinator/amorad.h"
+#include "shardd/log.h"
+#include "shardd/shardd.h"
 
 #define RESTART_FIRST_MS 10
 #define RESTART_MAX_MS 5000
 #define RESTART_STABLE_NS (10ull * 1000000000ull)
-
-uint64_t amorad_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 void amorad_begin_stop(struct amorad *a, const char *why)
 {
@@ -49,7 +41,7 @@ void amorad_begin_stop(struct amorad *a, const char *why)
 		return;
 	log_info("stopping (%s): shards drain and sync", why);
 	a->stopping = true;
-	a->stop_deadline_ns = amorad_now_ns() + AMORAD_STOP_TIMEOUT_MS * 1000000ull;
+	a->stop_deadline_ns = shm_now_ns() + AMORAD_STOP_TIMEOUT_MS * 1000000ull;
 	srv_close_listener(a);
 	sup_stop_all(a);
 }
@@ -88,7 +80,7 @@ static int start_shard(struct amorad *a, uint32_t s)
 		_exit(shardd_run(&a->e, s));
 	}
 	p->pid = pid;
-	p->started_ns = amorad_now_ns();
+	p->started_ns = shm_now_ns();
 	return 0;
 }
 
@@ -104,7 +96,7 @@ static void schedule_restart(struct amorad *a, uint32_t s, int status)
 {
 	struct shardproc *p = &a->shards[s];
 	struct shm_shard *sh = shm_shard_at(&a->e.seg, s);
-	uint64_t now = amorad_now_ns();
+	uint64_t now = shm_now_ns();
 
 	if (p->backoff_ms == 0 || now - p->started_ns > RESTART_STABLE_NS)
 		p->backoff_ms = RESTART_FIRST_MS;
@@ -166,7 +158,7 @@ void sup_reap(struct amorad *a)
 
 void sup_tick(struct amorad *a)
 {
-	uint64_t now = amorad_now_ns();
+	uint64_t now = shm_now_ns();
 
 	if (a->stopping)
 		return;

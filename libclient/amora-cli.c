@@ -38,7 +38,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "amora.h"
+#include "libclient/amora.h"
 
 #define DEFAULT_SOCKET "amora-data/amora.sock"
 

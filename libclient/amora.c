@@ -39,17 +39,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "amora.h"
-#include "chan.h"
-#include "shard.h"
+#include "shm/clock.h"
+#include "libclient/amora.h"
+#include "shm/chan.h"
+#include "shm/shard.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define WAIT_SLICE_MS 20           /* sleep at most this long between checks */
 #define BUFFERED_BATCH 256         /* staged buffered sets that make a batch */
-#define CQ_CAPACITY (CHAN_CQ_DATA / 32)
-#define ATTACH_PROTO 2             /* 2: no doorbell memfd (server.c) */
-#define ATTACH_FIELDS 6            /* integers in the attach reply */
-#define ATTACH_FDS 2               /* descriptors with it: segment, channel */
+#define CQ_CAPACITY (CHAN_CQ_DATA / CHAN_CQE_BYTES)
 #define MGET_WINDOW 16             /* lookups whose cache misses overlap */
 
 struct shardq {
@@ -82,6 +80,14 @@ struct amora {
 };
 
 /* ---------- errors ---------- */
+
+/* Completions carry chan.h's wire codes; they are ours (amora.h). */
+_Static_assert((int)CHAN_OK == (int)AMORA_OK && (int)CHAN_ENOTFOUND == (int)AMORA_ENOTFOUND &&
+		       (int)CHAN_EINVAL == (int)AMORA_EINVAL && (int)CHAN_EFULL == (int)AMORA_EFULL &&
+		       (int)CHAN_EIO == (int)AMORA_EIO && (int)CHAN_ECORRUPT == (int)AMORA_ECORRUPT,
+	       "wire status codes are amora_err codes");
+_Static_assert(AMORA_KEY_MAX == SHM_KEY_MAX && AMORA_VALUE_MAX == SHM_VALUE_MAX,
+	       "amora.h's limits are the store's");
 
 const char *amora_strerror(int code)
 {
@@ -176,14 +182,6 @@ static int check_kv(amora *db, const void *key, size_t klen, const void *val, si
 	return AMORA_OK;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* ---------- attaching ---------- */
 
 static int connect_to(amora *db, const char *path)
@@ -207,13 +205,13 @@ static int connect_to(amora *db, const char *path)
 
 /* Read the attach reply: "*6" and 6 integers (server.c), or an error
  * line. The descriptors come with the first bytes. */
-static int read_attach_reply(amora *db, uint64_t v[ATTACH_FIELDS], int fds[ATTACH_FDS], int *nfds)
+static int read_attach_reply(amora *db, uint64_t v[CHAN_ATTACH_FIELDS], int fds[CHAN_ATTACH_FDS], int *nfds)
 {
 	char buf[512];
 	size_t len = 0;
 
 	for (;;) {
-		char ctl[CMSG_SPACE(sizeof(int) * (ATTACH_FDS + 1))];
+		char ctl[CMSG_SPACE(sizeof(int) * (CHAN_ATTACH_FDS + 1))];
 		struct iovec iov = { buf + len, sizeof(buf) - 1 - len };
 		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
 				      .msg_controllen = sizeof(ctl) };
@@ -231,7 +229,7 @@ static int read_attach_reply(amora *db, uint64_t v[ATTACH_FIELDS], int fds[ATTAC
 					int fd;
 
 					memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-					if (*nfds < ATTACH_FDS)
+					if (*nfds < CHAN_ATTACH_FDS)
 						fds[(*nfds)++] = fd;
 					else
 						close(fd);
@@ -251,7 +249,7 @@ static int read_attach_reply(amora *db, uint64_t v[ATTACH_FIELDS], int fds[ATTAC
 		int lines = 0;
 		for (char *p = buf; (p = strstr(p, "\r\n")) != NULL; p += 2)
 			lines++;
-		if (lines >= ATTACH_FIELDS + 1)
+		if (lines >= CHAN_ATTACH_FIELDS + 1)
 			break;
 		if (len >= sizeof(buf) - 1)
 			return fail(db, AMORA_EPROTO, "attach reply too long");
@@ -260,11 +258,11 @@ static int read_attach_reply(amora *db, uint64_t v[ATTACH_FIELDS], int fds[ATTAC
 		/* Protocol 1 was an array of 8: say which side is old. */
 		if (strncmp(buf, "*8\r\n:1\r\n", 8) == 0)
 			return fail(db, AMORA_EPROTO, "coordinator speaks attach protocol 1, we speak %d "
-				    "(upgrade amorad)", ATTACH_PROTO);
-		return fail(db, AMORA_EPROTO, "attach reply is not an array of %d", ATTACH_FIELDS);
+				    "(upgrade amorad)", CHAN_ATTACH_PROTO);
+		return fail(db, AMORA_EPROTO, "attach reply is not an array of %d", CHAN_ATTACH_FIELDS);
 	}
 	char *p = buf + 4;
-	for (int i = 0; i < ATTACH_FIELDS; i++) {
+	for (int i = 0; i < CHAN_ATTACH_FIELDS; i++) {
 		char *end;
 
 		if (*p != ':')
@@ -288,13 +286,13 @@ static void *map_fd(int fd, size_t bytes)
 	return p == MAP_FAILED ? NULL : p;
 }
 
-static int map_store(amora *db, const uint64_t v[ATTACH_FIELDS], const int fds[ATTACH_FDS])
+static int map_store(amora *db, const uint64_t v[CHAN_ATTACH_FIELDS], const int fds[CHAN_ATTACH_FDS])
 {
 	int rc;
 
-	if (v[0] != ATTACH_PROTO)
+	if (v[0] != CHAN_ATTACH_PROTO)
 		return fail(db, AMORA_EPROTO, "coordinator speaks attach protocol %llu, we speak %d",
-			    (unsigned long long)v[0], ATTACH_PROTO);
+			    (unsigned long long)v[0], CHAN_ATTACH_PROTO);
 	db->shards = (uint32_t)v[1];
 	db->slot = (uint32_t)v[4];
 	db->chan_bytes = chan_bytes(db->shards);
@@ -383,9 +381,9 @@ int amora_open(const char *socket_path, amora **out)
 	}
 	if (rc == AMORA_OK)
 		rc = read_attach_reply(db, v, fds, &nfds);
-	if (rc == AMORA_OK && nfds != ATTACH_FDS)
+	if (rc == AMORA_OK && nfds != CHAN_ATTACH_FDS)
 		rc = fail(db, AMORA_EPROTO, "attach reply carried %d descriptors, not %d", nfds,
-			  ATTACH_FDS);
+			  CHAN_ATTACH_FDS);
 	if (rc == AMORA_OK)
 		rc = map_store(db, v, fds);
 	if (rc == AMORA_OK)
@@ -662,7 +660,7 @@ static int wait_problem(amora *db, uint32_t s, uint64_t start)
 		return fail(db, AMORA_EGONE, "the coordinator closed the connection");
 	if (st == SHM_SHARD_FAILED)
 		return fail_shard_stopped(db, s);
-	if (now_ns() - start > (uint64_t)db->timeout_ms * 1000000ull) {
+	if (shm_now_ns() - start > (uint64_t)db->timeout_ms * 1000000ull) {
 		if (st != SHM_SHARD_READY)
 			return fail(db, AMORA_ERESTARTING, "shard %u did not come back within %d ms", s,
 				    db->timeout_ms);
@@ -677,7 +675,7 @@ static int wait_problem(amora *db, uint32_t s, uint64_t start)
 static int wait_done(amora *db, uint32_t s, uint64_t upto, uint64_t want, int *status)
 {
 	struct shardq *q = &db->q[s];
-	uint64_t start = now_ns();
+	uint64_t start = shm_now_ns();
 	int rc;
 
 	for (;;) {
@@ -724,7 +722,7 @@ static int make_room(amora *db, uint32_t s, uint32_t len)
 		if (q->staged > 0)
 			publish(db, s);
 		if (start == 0)
-			start = now_ns();
+			start = shm_now_ns();
 		rc = wait_problem(db, s, start);
 		if (rc != AMORA_OK)
 			return rc;

@@ -74,7 +74,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "amora.h"
+#include "libclient/amora.h"
 
 #ifndef AMORA_BUILD_DIR
 #define AMORA_BUILD_DIR "build"

@@ -36,7 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ring.h"
+#include "shm/ring.h"
 
 #define PAYLOAD 32
 #define RUNS 5

@@ -29,7 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shard.h"
+#include "shm/shard.h"
 
 #define KLEN 16
 #define VLEN 100

@@ -36,9 +36,9 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "log.h"
-#include "recover.h"
-#include "shardd.h"
+#include "shardd/log.h"
+#include "shardd/recover.h"
+#include "shardd/shardd.h"
 
 /* ---------- pass 1: the last effect of each key ---------- */
 

@@ -11,8 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "shard.h"
-#include "wal.h"
+#include "shm/shard.h"
+#include "shardd/wal.h"
 
 struct shard_recovery {
 	struct shm_seg *seg;

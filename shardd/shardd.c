@@ -30,7 +30,7 @@
  * an impossible state when the shard attaches them, cut off the client
  * (its channel's cut-off flag: it gets AMORA_EBADRING and amorad drops it;
  * the others go on). A log write or sync that fails is answered
- * with AMORA_EIO for the whole batch and the process exits: the table
+ * with CHAN_EIO for the whole batch and the process exits: the table
  * already holds the batch's effects, and the only state known to be right
  * is the log on disk, which the restarted shard recovers from.
  */
@@ -49,15 +49,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "amora.h"
-#include "log.h"
-#include "shard.h"
-#include "recover.h"
-#include "shardd.h"
-#include "wal.h"
+#include "shm/clock.h"
+#include "shardd/log.h"
+#include "shm/shard.h"
+#include "shardd/recover.h"
+#include "shardd/shardd.h"
+#include "shardd/wal.h"
 
 #define PER_CLIENT_BATCH 256 /* requests taken from one client per round */
-#define CQE_BYTES 32         /* ring bytes of one completion record */
 #define BATCH_BYTES_MAX (64u << 20) /* a round ends once its log batch is this big */
 #define RECLAIM_IDLE_ITEMS 256
 #define RECLAIM_IDLE_NS (20 * 1000000ull)
@@ -139,14 +138,6 @@ static void on_stop(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* ---------- channels ---------- */
@@ -566,14 +557,14 @@ static void sync_peers(struct shardd *d, bool sweep)
 
 /* ---------- requests ---------- */
 
-static int amora_code(int shm_rc)
+static int wire_status(int shm_rc)
 {
 	switch (shm_rc) {
-	case SHM_OK: return AMORA_OK;
-	case SHM_ENOTFOUND: return AMORA_ENOTFOUND;
-	case SHM_EINVAL: return AMORA_EINVAL;
-	case SHM_ENOMEM: return AMORA_EFULL;
-	default: return AMORA_ECORRUPT;
+	case SHM_OK: return CHAN_OK;
+	case SHM_ENOTFOUND: return CHAN_ENOTFOUND;
+	case SHM_EINVAL: return CHAN_EINVAL;
+	case SHM_ENOMEM: return CHAN_EFULL;
+	default: return CHAN_ECORRUPT;
 	}
 }
 
@@ -600,13 +591,13 @@ static int apply(struct shardd *d, const struct chan_op_view *v, uint64_t *seq)
 	int rc, wrc;
 
 	if (v->klen == 0 || v->klen > SHM_KEY_MAX || v->vlen > SHM_VALUE_MAX)
-		return AMORA_EINVAL;
+		return CHAN_EINVAL;
 	if (v->op == CHAN_OP_SET)
 		rc = shm_writer_set(&d->w, v->key, v->klen, v->val, v->vlen);
 	else
 		rc = shm_writer_del(&d->w, v->key, v->klen);
 	if (rc != SHM_OK)
-		return amora_code(rc);
+		return wire_status(rc);
 	*seq = atomic_load_explicit(&d->sh->seq, memory_order_relaxed);
 	wrc = wal_batch_add(&d->wal, *seq, v->op == CHAN_OP_SET ? WAL_OP_SET : WAL_OP_DEL, v->key,
 			    v->klen, v->val, v->vlen);
@@ -615,7 +606,7 @@ static int apply(struct shardd *d, const struct chan_op_view *v, uint64_t *seq)
 		exit(SHARDD_EXIT_CRASH);
 	}
 	d->dirty = true;
-	return AMORA_OK;
+	return CHAN_OK;
 }
 
 /* Take up to PER_CLIENT_BATCH requests from one client. Returns true if it
@@ -630,7 +621,7 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 		cut_off(d, slot, "moved its completion ring impossibly");
 		return false;
 	}
-	room -= (int64_t)p->taken * CQE_BYTES;
+	room -= (int64_t)p->taken * CHAN_CQE_BYTES;
 	while (p->taken < PER_CLIENT_BATCH && wal_batch_bytes(&d->wal) < BATCH_BYTES_MAX) {
 		struct chan_op_view v;
 		const void *rec;
@@ -641,7 +632,7 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 		/* No room for the completion: only a client that ignores its
 		 * completions gets here (libamora bounds what it has in
 		 * flight); it waits for the next sweep. */
-		if (room < CQE_BYTES)
+		if (room < CHAN_CQE_BYTES)
 			return false;
 		rc = ring_peek(&p->sq, &rec, &len);
 		if (rc == SHM_EEMPTY)
@@ -659,7 +650,7 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 		if (v.id <= p->decided) {
 			/* applied and logged by our previous incarnation, which
 			 * died before answering: answer, never apply again */
-			rc = AMORA_OK;
+			rc = CHAN_OK;
 		} else {
 			if (v.flags & CHAN_REQ_BULK) {
 				memcpy(d->bulk, bulk_src, v.vlen);
@@ -675,7 +666,7 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 		ring_consume(&p->sq);
 		p->taken++;
 		p->touched = true;
-		room -= CQE_BYTES;
+		room -= CHAN_CQE_BYTES;
 	}
 	return true;
 }
@@ -743,8 +734,8 @@ static void log_failure(struct shardd *d, const char *what)
 	log_error("%s: %s; answering the batch with an I/O error and restarting", what,
 		  wal_errmsg(&d->wal));
 	for (size_t i = 0; i < d->npend; i++)
-		if (d->pend[i].cqe.status == AMORA_OK)
-			d->pend[i].cqe.status = AMORA_EIO;
+		if (d->pend[i].cqe.status == CHAN_OK)
+			d->pend[i].cqe.status = CHAN_EIO;
 }
 
 /* The round is in the log: tell each client's channel how far, before
@@ -848,7 +839,7 @@ static uint64_t reclaim_when_idle(struct shardd *d, uint64_t now)
  * the next timed duty (sweep, periodic log sync, reclamation). */
 static void idle(struct shardd *d)
 {
-	uint64_t now = now_ns();
+	uint64_t now = shm_now_ns();
 	int64_t due = wal_next_sync_ns(&d->wal);
 	int64_t until = (int64_t)d->next_sweep_ns;
 	int64_t reclaim = (int64_t)reclaim_when_idle(d, now);
@@ -940,7 +931,7 @@ static int recover(struct shardd *d)
 {
 	struct shard_recovery r = { &d->e->seg, d->id, &d->wal, d->e->cfg.sync,
 				    { d->readers, d->e->cfg.max_clients, refresh_readers, d } };
-	uint64_t last = 0, t0 = now_ns();
+	uint64_t last = 0, t0 = shm_now_ns();
 	int rc = open_log(d);
 
 	if (rc == 0)
@@ -948,7 +939,7 @@ static int recover(struct shardd *d)
 	if (rc != 0)
 		return rc;
 	log_msg(last ? LOG_INFO : LOG_DEBUG, "recovered to seq %llu in %.1f ms",
-		(unsigned long long)last, (double)(now_ns() - t0) / 1e6);
+		(unsigned long long)last, (double)(shm_now_ns() - t0) / 1e6);
 	wal_batch_begin(&d->wal);
 	return 0;
 }
@@ -1011,7 +1002,7 @@ static void serve(struct shardd *d)
 	bool more = true;
 
 	while (!stop_requested || more) {
-		uint64_t now = now_ns();
+		uint64_t now = shm_now_ns();
 		bool sweep = now >= d->next_sweep_ns;
 		int fatal;
 
@@ -1020,7 +1011,7 @@ static void serve(struct shardd *d)
 			d->next_sweep_ns = now + CHAN_SWEEP_MS * 1000000ull;
 		more = gather(d, sweep);
 		fatal = finish_round(d);
-		if (fatal || wal_sync_if_due(&d->wal, now_ns()) != WAL_OK) {
+		if (fatal || wal_sync_if_due(&d->wal, shm_now_ns()) != WAL_OK) {
 			if (!fatal)
 				log_error("periodic log sync failed: %s; restarting", wal_errmsg(&d->wal));
 			exit(SHARDD_EXIT_IO);

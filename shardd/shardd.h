@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#include "engine.h"
+#include "shardd/engine.h"
 
 /* The shard's end of its socket to amorad, on which channel fds arrive. */
 #define SHARDD_SOCK_FD 3

@@ -157,11 +157,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "crc32c.h"
-#include "log.h"
-#include "record.h"
-#include "wal.h"
-#include "walio.h"
+#include "shm/clock.h"
+#include "shm/crc32c.h"
+#include "shardd/log.h"
+#include "shm/record.h"
+#include "shardd/wal.h"
+#include "shardd/walio.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the WAL format is little-endian");
 
@@ -183,14 +184,6 @@ static inline void st16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 static inline void st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline void st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static inline uint64_t align8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 __attribute__((format(printf, 3, 4)))
 static int fail(struct wal *w, int code, const char *fmt, ...)
@@ -684,6 +677,21 @@ static int seg_ensure(struct wal *w, uint64_t need)
  * Open, close
  * ===================================================================== */
 
+static const char *const sync_names[] = { "always", "periodic", "none" };
+
+const char *wal_sync_name(enum wal_sync_mode m)
+{
+	return (unsigned)m < 3 ? sync_names[m] : "unknown";
+}
+
+int wal_sync_parse(const char *name)
+{
+	for (int m = 0; m < 3; m++)
+		if (strcmp(name, sync_names[m]) == 0)
+			return m;
+	return -1;
+}
+
 int wal_open(struct wal *w, const char *dir, uint32_t shard_id, enum wal_sync_mode mode,
 	     uint32_t sync_interval_ms)
 {
@@ -1070,7 +1078,7 @@ int wal_batch_commit(struct wal *w)
 		w->stat_syncs++;
 	} else if (!w->dirty) {
 		w->dirty = 1;
-		w->dirty_since_ns = now_ns();
+		w->dirty_since_ns = shm_now_ns();
 	}
 	w->write_off += total;
 	w->last_seq = w->batch_last_seq;

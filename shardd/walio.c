@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "walio.h"
+#include "shardd/walio.h"
 
 enum rule_kind { RULE_WRITE, RULE_SYNC };
 

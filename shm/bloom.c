@@ -6,7 +6,7 @@
  * (the splitmix64 finalizer): the eight bit positions (6 bits each) come
  * from the low 48 bits, the block from the rest.
  */
-#include "bloom.h"
+#include "shm/bloom.h"
 
 static uint64_t mix(uint64_t x)
 {

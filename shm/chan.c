@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "chan.h"
+#include "shm/chan.h"
 
 #define PAGE 4096u
 

@@ -116,9 +116,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "epoch.h"
-#include "record.h"
-#include "ring.h"
+#include "shm/epoch.h"
+#include "shm/record.h"
+#include "shm/ring.h"
 
 #define CHAN_MAGIC 0x4e4148434d524f4dULL /* "MORMCHAN" */
 #define CHAN_VERSION 2u
@@ -129,6 +129,15 @@
 #define CHAN_SWEEP_MS 200                /* shards look at every ring this often */
 #define CHAN_WAIT_WORDS FUTEX_WAITV_MAX  /* 128: words one sleep can wait on */
 #define CHAN_MAX_CLIENTS (CHAN_WAIT_WORDS - 2) /* two words go to the shard's own (shardd.c) */
+
+/* The attach reply (amorad's AMORA.ATTACH, coordinator/server.c; read by
+ * libclient/amora.c): a RESP array of CHAN_ATTACH_FIELDS integers
+ *   :CHAN_ATTACH_PROTO :shards :segment-bytes :channel-bytes :slot :generation
+ * with CHAN_ATTACH_FDS descriptors (SCM_RIGHTS): the data segment
+ * (read-only) and the client's channel. */
+#define CHAN_ATTACH_PROTO 2 /* 2: no doorbell memfd */
+#define CHAN_ATTACH_FIELDS 6
+#define CHAN_ATTACH_FDS 2
 
 enum chan_op { CHAN_OP_SET = 1, CHAN_OP_DEL = 2 };
 #define CHAN_REQ_BULK 0x1u
@@ -144,12 +153,30 @@ struct chan_req {
 	uint32_t zero2;  /* must be 0 */
 };
 
+/* Status of a completion: the wire codes, equal to the amora_err codes
+ * (amora.h) they become; libamora checks they agree (amora.c). */
+enum chan_status {
+	CHAN_OK = 0,
+	CHAN_ENOTFOUND = -1, /* delete of a missing key */
+	CHAN_EINVAL = -2,    /* key or value size out of range */
+	CHAN_EFULL = -3,     /* no shared memory for it; nothing changed */
+	CHAN_EIO = -6,       /* the log write or sync failed; the shard restarts */
+	CHAN_ECORRUPT = -7,  /* anything else the shard could not do */
+};
+
 struct chan_cqe {
 	uint64_t id;
-	int32_t status;  /* an amora_err code (amora.h) */
+	int32_t status;  /* enum chan_status */
 	uint32_t zero;
 	uint64_t seq;    /* sequence number the write got in its shard's log */
 };
+
+/* Ring bytes one completion takes: the record header (ring.h) and the
+ * struct. A shard answers only when its client's CQ has room for this
+ * much; libamora keeps fewer than CHAN_CQ_DATA / CHAN_CQE_BYTES requests in
+ * flight per shard. */
+#define CHAN_CQE_BYTES 32u
+_Static_assert(sizeof(struct chan_cqe) + 8 == CHAN_CQE_BYTES, "a completion is one 32-byte record");
 
 struct chan_hdr {
 	uint64_t magic;

@@ -8,7 +8,7 @@
 #include <isa-l/crc.h>
 #include <limits.h>
 
-#include "crc32c.h"
+#include "shm/crc32c.h"
 
 #define PIECE ((size_t)1 << 30)
 

@@ -123,7 +123,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "epoch.h"
+#include "shm/epoch.h"
 
 #define RETIRE_MIN_CAP 64
 

@@ -46,7 +46,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "segment.h"
+#include "shm/segment.h"
 
 struct shm_epoch_slot {
 	_Atomic uint64_t epoch; /* 0: idle */

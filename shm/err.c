@@ -2,7 +2,7 @@
  * err.c — messages for the shm_ error codes and names of shard states and
  * failure causes (see err.h).
  */
-#include "segment.h"
+#include "shm/segment.h"
 
 const char *shm_strerror(int code)
 {

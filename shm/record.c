@@ -12,7 +12,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "record.h"
+#include "shm/record.h"
 
 uint64_t shm_hash(const void *key, size_t len)
 {

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "segment.h"
+#include "shm/segment.h"
 
 #define SHM_KEY_MAX 4096u
 #define SHM_VALUE_MAX (1u << 20)

@@ -91,7 +91,8 @@
  * A hostile peer can at worst wake us early (we re-check) or never wake us
  * (waits take a timeout).
  */
-#include "ring.h"
+#include "shm/clock.h"
+#include "shm/ring.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -129,25 +130,17 @@ static inline void store_rec_hdr(uint8_t *p, uint32_t len)
 	w[1] = 0;
 }
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Absolute CLOCK_MONOTONIC deadline in ns, or -1 for "no limit". */
 static int64_t deadline_after(int timeout_ms)
 {
 	if (timeout_ms < 0)
 		return -1;
-	return now_ns() + (int64_t)timeout_ms * 1000000;
+	return (int64_t)shm_now_ns() + (int64_t)timeout_ms * 1000000;
 }
 
 static int deadline_passed(int64_t deadline)
 {
-	return deadline >= 0 && now_ns() >= deadline;
+	return deadline >= 0 && (int64_t)shm_now_ns() >= deadline;
 }
 
 /* Data bytes of a ring in `bytes` bytes of memory, 0 if too small. */
@@ -242,7 +235,7 @@ static int bell_wait_until(struct ring_bell *b, int (*ready)(void *), void *arg,
 		return 0;
 	}
 	if (deadline >= 0) {
-		int64_t left = deadline - now_ns();
+		int64_t left = deadline - (int64_t)shm_now_ns();
 
 		if (left <= 0) {
 			atomic_store_explicit(&b->sleeping, 0, memory_order_relaxed);

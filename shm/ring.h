@@ -43,7 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "err.h"
+#include "shm/err.h"
 
 #define RING_PAD 0xffffffffu
 #define RING_MIN_SIZE 64u

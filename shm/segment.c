@@ -27,7 +27,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "segment.h"
+#include "shm/segment.h"
 
 #define NO_CHUNK 0u
 

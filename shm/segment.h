@@ -47,8 +47,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "err.h"
-#include "slab.h"
+#include "shm/err.h"
+#include "shm/slab.h"
 
 #define SHM_MAGIC 0x4d48534152524f4dULL /* "MORRASHM" */
 #define SHM_VERSION 3u

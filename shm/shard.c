@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shard.h"
+#include "shm/shard.h"
 
 #define KEYS_PER_GROUP_AFTER_REBUILD 7
 /* A table sized for an expected key count holds it at 3/4 load: below the

@@ -25,10 +25,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "epoch.h"
-#include "record.h"
-#include "segment.h"
-#include "table.h"
+#include "shm/epoch.h"
+#include "shm/record.h"
+#include "shm/segment.h"
+#include "shm/table.h"
 
 #define SHM_WRITER_RECLAIM_EVERY 1024
 #define SHM_WRITER_RECLAIM_BYTES (1u << 20) /* ... or once this much was retired */

@@ -25,8 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "segment.h"
-#include "slab.h"
+#include "shm/segment.h"
+#include "shm/slab.h"
 
 #define relaxed memory_order_relaxed
 #define SLAB_FREE 1ull

@@ -16,8 +16,8 @@
 #include <emmintrin.h>
 #include <string.h>
 
-#include "record.h"
-#include "table.h"
+#include "shm/record.h"
+#include "shm/table.h"
 
 #define SLOT_OFF_MASK 0xffffffffULL
 

@@ -49,9 +49,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "bloom.h"
-#include "record.h"
-#include "segment.h"
+#include "shm/bloom.h"
+#include "shm/record.h"
+#include "shm/segment.h"
 
 #define SHM_GROUP_SLOTS 16
 #define SHM_CTRL_EMPTY 0x80u

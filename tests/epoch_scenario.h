@@ -16,9 +16,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "epoch.h"
-#include "segment.h"
-#include "slab.h"
+#include "shm/epoch.h"
+#include "shm/segment.h"
+#include "shm/slab.h"
 
 #define DATA_MAX 200
 

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "resp.h"
+#include "coordinator/resp.h"
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 

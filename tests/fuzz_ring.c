@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ring.h"
+#include "shm/ring.h"
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shard.h"
+#include "shm/shard.h"
 
 #define NKEYS 200
 

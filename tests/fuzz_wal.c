@@ -34,10 +34,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "crc32c.h"
-#include "log.h"
-#include "wal.h"
-#include "walio.h"
+#include "shm/crc32c.h"
+#include "shardd/log.h"
+#include "shardd/wal.h"
+#include "shardd/walio.h"
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 #define SEG_HDR 40u

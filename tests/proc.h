@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "amora.h"
+#include "libclient/amora.h"
 
 #define AMORAD_BIN AMORA_BUILD_DIR "/amorad"
 #define AMORA_CLI AMORA_BUILD_DIR "/amora"

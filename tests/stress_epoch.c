@@ -22,11 +22,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "epoch.h"
-#include "segment.h"
-#include "slab.h"
+#include "shm/epoch.h"
+#include "shm/segment.h"
+#include "shm/slab.h"
 
-#include "epoch_scenario.h"
+#include "tests/epoch_scenario.h"
 
 #define SEG_SIZE (64ULL << 20)
 #define NREADERS 3

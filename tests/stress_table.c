@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crc32c.h"
-#include "shard.h"
+#include "shm/crc32c.h"
+#include "shm/shard.h"
 
 #define NKEYS 2048
 #define NREADERS 2

@@ -10,9 +10,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "epoch.h"
-#include "segment.h"
-#include "shard.h"
+#include "shm/epoch.h"
+#include "shm/segment.h"
+#include "shm/shard.h"
 
 #define MiB (1ULL << 20)
 

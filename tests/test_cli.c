@@ -5,7 +5,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "proc.h"
+#include "tests/proc.h"
 
 static void setup(void)
 {

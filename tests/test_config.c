@@ -15,8 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "log.h"
+#include "coordinator/config.h"
+#include "shardd/log.h"
 
 static struct amorad_config cfg;
 static char err[512];

@@ -11,8 +11,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "proc.h"
-#include "chan.h"
+#include "tests/proc.h"
+#include "shm/chan.h"
 
 #define SHARDS "8"
 

@@ -12,8 +12,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "proc.h"
-#include "shard.h"
+#include "tests/proc.h"
+#include "shm/shard.h"
 
 TestSuite(failed, .init = proc_init, .fini = proc_fini, .timeout = 60);
 

@@ -20,10 +20,10 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "proc.h"
-#include "chan.h"
-#include "record.h"
-#include "shard.h"
+#include "tests/proc.h"
+#include "shm/chan.h"
+#include "shm/record.h"
+#include "shm/shard.h"
 
 TestSuite(hostile, .init = proc_init, .fini = proc_fini, .timeout = 90);
 

@@ -10,7 +10,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#include "proc.h"
+#include "tests/proc.h"
 
 TestSuite(memory, .init = proc_init, .fini = proc_fini, .timeout = 240);
 

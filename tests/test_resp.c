@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "resp.h"
+#include "coordinator/resp.h"
 
 /* 64 KiB each: static rather than on the stack. */
 static struct resp_cmd cmd, cmd2;

@@ -27,7 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ring.h"
+#include "shm/ring.h"
 
 #define DSIZE 4096u
 

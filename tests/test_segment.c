@@ -13,9 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "crc32c.h"
-#include "segment.h"
-#include "slab.h"
+#include "shm/crc32c.h"
+#include "shm/segment.h"
+#include "shm/slab.h"
 
 #define MiB (1ULL << 20)
 

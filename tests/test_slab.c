@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "segment.h"
-#include "slab.h"
+#include "shm/segment.h"
+#include "shm/slab.h"
 
 #define MiB (1ULL << 20)
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shard.h"
+#include "shm/shard.h"
 
 #define MiB (1ULL << 20)
 

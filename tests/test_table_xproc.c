@@ -20,8 +20,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "crc32c.h"
-#include "shard.h"
+#include "shm/crc32c.h"
+#include "shm/shard.h"
 
 #define MiB (1ULL << 20)
 #define NKEYS 4096

@@ -20,9 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "crc32c.h"
-#include "wal.h"
-#include "walio.h"
+#include "shm/crc32c.h"
+#include "shardd/wal.h"
+#include "shardd/walio.h"
 
 /* ---- fixtures: one temp dir per test ---- */
 

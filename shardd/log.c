@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "shardd/log.h"
 
 static char log_tag[32] = "amora";
 static enum log_level log_min = LOG_INFO;

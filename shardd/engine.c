@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "engine.h"
+#include "shardd/engine.h"
 
 static void *map_memfd(const char *name, size_t bytes, int *fd_out)
 {
@@ -107,7 +107,7 @@ static int create_registry(struct engine *e)
 	return 0;
 }
 
-int engine_create(struct engine *e, const struct amorad_config *cfg, char *err, size_t errlen)
+int engine_create(struct engine *e, const struct engine_config *cfg, char *err, size_t errlen)
 {
 	int rc;
 

@@ -35,14 +35,15 @@
 #ifndef AMORA_ENGINE_H
 #define AMORA_ENGINE_H
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "chan.h"
-#include "config.h"
-#include "segment.h"
+#include "shm/chan.h"
+#include "shm/segment.h"
+#include "shardd/wal.h"
 
 enum reg_state { REG_FREE = 0, REG_ACTIVE = 1, REG_CLOSING = 2 };
 
@@ -59,8 +60,19 @@ struct reg {
 	_Atomic uint32_t wake;    /* futex word: amorad bumps it after a change (engine_wake_shards) */
 };
 
+/* What the engine and its shards need of amorad's configuration
+ * (coordinator/config.h checks and documents each value). */
+struct engine_config {
+	char data_dir[PATH_MAX];     /* shard logs go to data_dir/shard-NN/ */
+	uint64_t memory;             /* bytes of the data segment */
+	uint32_t shards;             /* a power of two */
+	uint32_t max_clients;        /* client slots, at most CHAN_MAX_CLIENTS */
+	enum wal_sync_mode sync;
+	uint32_t sync_interval_ms;
+};
+
 struct engine {
-	struct amorad_config cfg;
+	struct engine_config cfg;
 	struct shm_seg seg;
 	int *chan_fd;    /* per client slot, -1: no channel */
 	uint8_t **chan;  /* per client slot, NULL: no channel */
@@ -81,7 +93,7 @@ struct engine_chan_msg {
 /* Create every shared region for `cfg` and seal the data segment.
  * Returns 0 or -1 with a message in err (also when cfg->max_clients is
  * above CHAN_MAX_CLIENTS, or the kernel lacks futex_waitv: chan.h). */
-int engine_create(struct engine *e, const struct amorad_config *cfg, char *err, size_t errlen);
+int engine_create(struct engine *e, const struct engine_config *cfg, char *err, size_t errlen);
 void engine_destroy(struct engine *e);
 
 static inline _Atomic uint32_t *engine_ack(const struct engine *e, uint32_t slot, uint32_t s)
