@@ -2,7 +2,12 @@
 # `make asan` runs them under ASan+UBSan, `make tsan` runs the in-process
 # stress programs under TSan, `make bench` runs the benchmarks, `make deps`
 # installs the Debian packages the build needs, `make check` checks the
-# module graph (run by `make test`).
+# module graph (run by `make test`). `make install` installs amorad, amora,
+# libamora (.so with its SONAME links, and .a), amora.h, amora.pc, the
+# systemd unit and the config example under PREFIX (default /usr/local;
+# DESTDIR for staging; BINDIR, LIBDIR, INCLUDEDIR, PKGCONFIGDIR, SYSCONFDIR,
+# SYSTEMDUNITDIR override single places); `make uninstall` removes exactly
+# those files.
 #
 # Objects go to $(BUILD) (default build/); sanitizer builds use their own
 # directories so they never mix with the normal objects. Header dependencies
@@ -14,10 +19,30 @@ OPT ?= -O2
 CFLAGS ?= $(OPT) -g -Wall -Wextra -fno-omit-frame-pointer -std=gnu11 -msse4.2
 CFLAGS += $(EXTRA_CFLAGS)
 CFLAGS += -fPIC
+# Only what amora.h marks AMORA_API leaves libamora.so (with the version
+# script libclient/libamora.map). Visibility plays no part in static
+# linking: amorad, the CLI, perf and the tests still call shm_* and the
+# rest from the .a files.
+CFLAGS += -fvisibility=hidden
 CPPFLAGS += -I. -MMD -MP -D_GNU_SOURCE \
 	-DAMORA_BUILD_DIR='"$(BUILD)"' -DAMORA_EXTRA_LDFLAGS='"$(EXTRA_LDFLAGS)"'
 LDFLAGS += $(EXTRA_LDFLAGS)
 SHM_LIBS = -lisal -lpthread
+
+# The version's one home is shm/version.h; the shared library is
+# libamora.so.MAJOR.MINOR.PATCH with SONAME libamora.so.MAJOR.
+version_of = $(shell sed -n 's/^.define AMORA_VERSION_$(1) \([0-9][0-9]*\).*/\1/p' shm/version.h)
+VERSION_MAJOR := $(call version_of,MAJOR)
+VERSION := $(VERSION_MAJOR).$(call version_of,MINOR).$(call version_of,PATCH)
+SONAME := libamora.so.$(VERSION_MAJOR)
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+SYSCONFDIR ?= $(PREFIX)/etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 
 PACKAGES = gcc make pkg-config libc6-dev clang libclang-rt-14-dev libbpf-dev bpftool \
 	systemtap-sdt-dev libcriterion-dev liblz4-dev lz4 libxxhash-dev libisal-dev valgrind \
@@ -43,15 +68,16 @@ LIBSHM := $(BUILD)/libshm.a
 LIBENGINE := $(BUILD)/libamorad.a
 LIBAMORA := $(BUILD)/libamora.a
 LIBAMORA_SO := $(BUILD)/libamora.so
+LIBAMORA_REAL := $(BUILD)/libamora.so.$(VERSION)
 AMORAD := $(BUILD)/amorad
 CLI := $(BUILD)/amora
 TESTS := $(BUILD)/tests/amora-tests
 
-.PHONY: all run test run-tests check asan tsan bench run-bench fuzz deps clean
+.PHONY: all run test run-tests check asan tsan bench run-bench fuzz deps install uninstall clean
 .SUFFIXES:
 .SECONDARY:
 
-all: $(AMORAD) $(CLI) $(LIBAMORA) $(LIBAMORA_SO) $(TESTS) $(STRESS_BIN) $(BENCH_BIN)
+all: $(AMORAD) $(CLI) $(LIBAMORA) $(LIBAMORA_SO) $(BUILD)/include/amora.h $(TESTS) $(STRESS_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -69,8 +95,26 @@ $(LIBAMORA): $(LIB_OBJ) $(SHM_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(LIBAMORA_SO): $(LIB_OBJ) $(SHM_OBJ)
-	$(CC) -shared $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
+# -z defs: the .so names every library it needs (not under a sanitizer,
+# whose runtime clang leaves to the program).
+$(LIBAMORA_REAL): $(LIB_OBJ) $(SHM_OBJ) libclient/libamora.map
+	$(CC) -shared $(CFLAGS) $(LDFLAGS) -Wl,-soname,$(SONAME) -Wl,--version-script=libclient/libamora.map \
+		$(if $(findstring -fsanitize,$(EXTRA_LDFLAGS)),,-Wl,-z,defs) $(LIB_OBJ) $(SHM_OBJ) $(SHM_LIBS) -o $@
+
+# libamora.so -> libamora.so.0 -> libamora.so.0.1.0, as installed.
+$(BUILD)/$(SONAME): $(LIBAMORA_REAL)
+	ln -sf $(notdir $<) $@
+
+$(LIBAMORA_SO): $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+# The amora.h that is installed: libclient/amora.h with shm/version.h in
+# place of its include, so that it needs no other header of this tree.
+$(BUILD)/include/amora.h: libclient/amora.h shm/version.h
+	@mkdir -p $(dir $@)
+	sed -e '/^#include "shm\/version.h"$$/{r shm/version.h' -e 'd;}' libclient/amora.h > $@.tmp
+	@if grep -n '^#include "' $@.tmp; then echo "$@: includes a header of the tree" >&2; exit 1; fi
+	mv $@.tmp $@
 
 $(AMORAD): $(BUILD)/coordinator/main.o $(LIBENGINE) $(LIBSHM)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
@@ -78,8 +122,10 @@ $(AMORAD): $(BUILD)/coordinator/main.o $(LIBENGINE) $(LIBSHM)
 $(CLI): $(BUILD)/libclient/amora-cli.o $(LIBAMORA)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
 
-# Tests run the real programs (amorad, amora), so they depend on them.
-$(TESTS): $(TEST_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) $(AMORAD) $(CLI)
+# Tests run the real programs (amorad, amora) and install everything into a
+# temp dir (tests/test_install.c), so they depend on what that installs.
+$(TESTS): $(TEST_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) $(AMORAD) $(CLI) $(LIBAMORA_SO) \
+		$(BUILD)/include/amora.h
 	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) -lcriterion $(SHM_LIBS) -o $@
 
 $(BUILD)/tests/stress_%: $(BUILD)/tests/stress_%.o $(LIBSHM)
@@ -91,7 +137,7 @@ $(BUILD)/perf/%: $(BUILD)/perf/%.o $(LIBAMORA) $(AMORAD)
 # The main job: installs what is missing, builds, runs amorad in the
 # foreground on ./amora-data (Ctrl-C stops it cleanly). RUN_ARGS adds options.
 run: deps
-	@$(MAKE) --no-print-directory $(AMORAD) $(CLI) $(LIBAMORA) $(LIBAMORA_SO)
+	@$(MAKE) --no-print-directory $(AMORAD) $(CLI) $(LIBAMORA) $(LIBAMORA_SO) $(BUILD)/include/amora.h
 	@echo "amorad: data in amora-data/, socket amora-data/amora.sock. From another terminal:"
 	@echo "  $(CLI) -s amora-data/amora.sock set user:1 alice"
 	@echo "  $(CLI) -s amora-data/amora.sock get user:1"
@@ -155,6 +201,41 @@ deps:
 		if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; sh -c "$$cmd" || exit 1; \
 		else echo "missing packages:$$missing"; echo "run as root: $$cmd"; exit 1; fi; \
 	fi
+
+# ldconfig only for a real install as root (DESTDIR empty): the loader finds
+# libamora.so.0 in LIBDIR through its cache.
+install: $(AMORAD) $(CLI) $(LIBAMORA_SO) $(LIBAMORA) $(BUILD)/include/amora.h
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/amora $(DESTDIR)$(SYSTEMDUNITDIR)
+	install -m 755 $(AMORAD) $(CLI) $(DESTDIR)$(BINDIR)/
+	install -m 755 $(LIBAMORA_REAL) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(notdir $(LIBAMORA_REAL)) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libamora.so
+	install -m 644 $(LIBAMORA) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(BUILD)/include/amora.h $(DESTDIR)$(INCLUDEDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|; s|@VERSION@|$(VERSION)|' \
+		libclient/amora.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/amora.pc
+	chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/amora.pc
+	sed -e '1i # systemd unit for amorad, installed by make install. Copy' \
+		-e '1i # $(SYSCONFDIR)/amora/amorad.conf.example to amorad.conf, edit it, then' \
+		-e '1i # systemctl daemon-reload && systemctl enable --now amorad' \
+		-e '1,/^\[Unit\]/{/^#/d;}' \
+		-e 's|/usr/local/bin/amorad|$(BINDIR)/amorad|; s|/etc/amora/amorad.conf|$(SYSCONFDIR)/amora/amorad.conf|' \
+		deploy/amorad.service > $(DESTDIR)$(SYSTEMDUNITDIR)/amorad.service
+	chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/amorad.service
+	install -m 644 deploy/amorad.conf $(DESTDIR)$(SYSCONFDIR)/amora/amorad.conf.example
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
+
+# Removes the files install put (not amorad.conf made from the example:
+# etc/amora goes only if empty).
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/amorad $(DESTDIR)$(BINDIR)/amora \
+		$(DESTDIR)$(LIBDIR)/$(notdir $(LIBAMORA_REAL)) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+		$(DESTDIR)$(LIBDIR)/libamora.so $(DESTDIR)$(LIBDIR)/libamora.a \
+		$(DESTDIR)$(INCLUDEDIR)/amora.h $(DESTDIR)$(PKGCONFIGDIR)/amora.pc \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/amorad.service $(DESTDIR)$(SYSCONFDIR)/amora/amorad.conf.example
+	@if [ -d $(DESTDIR)$(SYSCONFDIR)/amora ]; then rmdir --ignore-fail-on-non-empty $(DESTDIR)$(SYSCONFDIR)/amora; fi
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 clean:
 	rm -rf build

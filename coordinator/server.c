@@ -64,7 +64,8 @@
 
 #include "coordinator/amorad.h"
 #include "shardd/log.h"
-#include "shm/table.h"
+#include "shm/shard.h"
+#include "shm/version.h"
 
 #define READ_CHUNK 65536
 
@@ -583,20 +584,10 @@ static void cmd_attach(struct amorad *a, struct conn *c)
 
 /* ---------- other commands ---------- */
 
-/* Bytes of the segment shard sh has written (slab.h). */
-static uint64_t shard_used(const struct shm_shard *sh)
-{
-	struct shm_slab_stats ss;
-
-	shm_slab_stats(&sh->slab, &ss);
-	return ss.used_bytes;
-}
-
 static void cmd_info(struct amorad *a, struct conn *c)
 {
 	struct engine *e = &a->e;
-	uint64_t keys = 0, used = 0;
-	uint32_t ready = 0, failed = 0;
+	struct shm_store_stats ss;
 	/* Room for the fixed part, the data directory and one line a shard
 	 * ("shard1023:state=restarting,cause=out_of_memory,restarts=4294967295"). */
 	size_t cap = 1024 + strlen(e->cfg.data_dir) + (size_t)e->cfg.shards * 80, len;
@@ -606,27 +597,17 @@ static void cmd_info(struct amorad *a, struct conn *c)
 		resp_add_error(&c->out, "ERR out of memory for INFO");
 		return;
 	}
-	for (uint32_t s = 0; s < e->cfg.shards; s++) {
-		struct shm_shard *sh = shm_shard_at(&e->seg, s);
-		uint64_t toff = atomic_load(&sh->table_off);
-		struct shm_table *t = shm_ptr(&e->seg, toff, sizeof(*t));
-		uint32_t st = atomic_load(&sh->state);
-
-		keys += t ? atomic_load(&t->live) : 0;
-		used += shard_used(sh);
-		ready += st == SHM_SHARD_READY;
-		failed += st == SHM_SHARD_FAILED;
-	}
+	shm_store_stats(&e->seg, &ss);
 	len = (size_t)snprintf(buf, cap,
-		     "# Server\r\namora_version:0.1\r\nprocess_id:%d\r\nuptime_in_seconds:%llu\r\n"
+		     "# Server\r\namora_version:" AMORA_VERSION_STRING "\r\nprocess_id:%d\r\nuptime_in_seconds:%llu\r\n"
 		     "data_dir:%s\r\nsync:%s\r\nshards:%u\r\nshards_ready:%u\r\nshards_failed:%u\r\n"
 		     "# Clients\r\nconnected_clients:%zu\r\nattached_clients:%u\r\nmax_clients:%u\r\n"
 		     "# Memory\r\nused_memory:%llu\r\nmemory_limit:%llu\r\n"
 		     "# Keyspace\r\nkeys:%llu\r\n# Shards\r\n",
 		     getpid(), (unsigned long long)((shm_now_ns() - a->started_ns) / 1000000000ull),
-		     e->cfg.data_dir, wal_sync_name(e->cfg.sync), e->cfg.shards, ready, failed, a->nconns,
-		     a->attached, e->cfg.max_clients, (unsigned long long)used,
-		     (unsigned long long)e->seg.size, (unsigned long long)keys);
+		     e->cfg.data_dir, wal_sync_name(e->cfg.sync), e->cfg.shards, ss.ready, ss.failed,
+		     a->nconns, a->attached, e->cfg.max_clients, (unsigned long long)ss.used_bytes,
+		     (unsigned long long)e->seg.size, (unsigned long long)ss.keys);
 	/* One line a shard: state, why it failed (cause=none unless FAILED),
 	 * restarts. The cause is loaded after the state (shardd.h). */
 	for (uint32_t s = 0; s < e->cfg.shards && len < cap; s++) {

@@ -111,6 +111,19 @@ const char *amora_strerror(int code)
 	return "unknown error";
 }
 
+/* The numbers this library was built with (shm/version.h, through
+ * amora.h), not those of the header the caller was compiled with. */
+const char *amora_version(int *major, int *minor, int *patch)
+{
+	if (major)
+		*major = AMORA_VERSION_MAJOR;
+	if (minor)
+		*minor = AMORA_VERSION_MINOR;
+	if (patch)
+		*patch = AMORA_VERSION_PATCH;
+	return AMORA_VERSION_STRING;
+}
+
 /* The message of this thread's last failed amora_open, which leaves no
  * handle to hold it. */
 static __thread char open_errmsg[256];
@@ -909,38 +922,24 @@ int amora_flush(amora *db)
 
 int amora_stats(amora *db, struct amora_stats *st)
 {
-	uint64_t requested = 0, chunks = 0;
+	struct shm_store_stats ss;
 
 	if (db == NULL)
 		return AMORA_EINVAL;
 	if (st == NULL)
 		return fail(db, AMORA_EINVAL, "st is NULL");
 	memset(st, 0, sizeof(*st));
-	st->shards = db->shards;
 	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
-	for (uint32_t s = 0; s < db->shards; s++) {
-		const struct shm_shard *sh = shm_shard_at(&db->seg, s);
-		struct shm_table_view v;
-		uint64_t toff = atomic_load_explicit(&sh->table_off, memory_order_acquire);
-		const struct shm_table *t;
-		struct shm_slab_stats ss;
-		uint32_t state;
-
-		if (toff != 0 && shm_table_view(&db->seg, toff, &v) == SHM_OK &&
-		    (t = shm_ptr(&db->seg, toff, sizeof(*t))) != NULL)
-			st->keys += atomic_load_explicit(&t->live, memory_order_relaxed);
-		shm_slab_stats(&sh->slab, &ss);
-		requested += ss.requested_bytes;
-		chunks += ss.used_bytes;
-		state = atomic_load(&sh->state);
-		st->shards_ready += state == SHM_SHARD_READY;
-		st->shards_failed += state == SHM_SHARD_FAILED;
-	}
+	shm_store_stats(&db->seg, &ss);
 	shm_epoch_leave(&db->hdr->epoch);
+	st->shards = db->shards;
+	st->shards_ready = ss.ready;
+	st->shards_failed = ss.failed;
+	st->keys = ss.keys;
 	st->memory_limit = db->seg.size;
-	st->memory_used = chunks;
-	st->record_bytes = requested;
-	st->fragmentation = chunks ? 1.0 - (double)requested / (double)chunks : 0.0;
+	st->memory_used = ss.used_bytes;
+	st->record_bytes = ss.requested_bytes;
+	st->fragmentation = ss.used_bytes ? 1.0 - (double)ss.requested_bytes / (double)ss.used_bytes : 0.0;
 	st->gets = db->gets;
 	st->sets = db->sets;
 	st->dels = db->dels;

@@ -37,6 +37,72 @@
  * moment. If the log write then fails, the writer gets AMORA_EIO and the
  * shard restarts from its log, so the write disappears again.) No call blocks forever: waits for a shard are
  * bounded by the handle's timeout (amora_set_timeout, default 10 s).
+ *
+ * Version: AMORA_VERSION_MAJOR, _MINOR, _PATCH and AMORA_VERSION_STRING
+ * ("0.1.0") are the version of this header; amora_version() gives that of
+ * the library a program runs with. libamora.so's SONAME is
+ * libamora.so.MAJOR: a new major version is one a program must be rebuilt
+ * for. (In this tree the numbers live in shm/version.h, included below;
+ * the installed amora.h carries them inline and includes no other header of
+ * Amora's.) The shared library exports the amora_* functions declared here
+ * and nothing else.
+ *
+ * Caveats:
+ *
+ *   - One handle per thread. A handle has no lock: two threads calling
+ *     libamora on one handle at once break its single-producer rings (the
+ *     shard then cuts the handle off, AMORA_EBADRING) or its state. Open a
+ *     handle for each thread; handles are independent.
+ *   - At most 126 handles at once on one store, over all processes: each
+ *     takes one of amorad's client slots, --max-clients (default 64, at
+ *     most 126: a shard sleeps on every client's futex word and two of its
+ *     own with one futex_waitv, which takes at most 128). amora_open
+ *     beyond it fails with AMORA_EBUSY; more threads than that share a
+ *     pool of handles.
+ *   - fork(): the child inherits the handle's mappings and rings, but it
+ *     is not a client of its own. Neither use nor amora_close the inherited
+ *     handle in the child (closing flushes buffered writes into the
+ *     parent's rings); open a new handle there. exec() drops the handle
+ *     (its socket is close-on-exec).
+ *   - Read sections are bounded. A read (amora_get, amora_get_alloc,
+ *     amora_has, amora_mget with its callbacks) announces an epoch that
+ *     keeps the shards from freeing memory; a handle that stays inside one
+ *     read for amorad's --reader-timeout-ms (default 10 s: the process was
+ *     stopped by a signal or a debugger inside a read, a callback blocked)
+ *     is cut off: amorad detaches it, its writes fail with AMORA_EBADRING
+ *     and it can only be closed (its reads are not refused, but nothing
+ *     guards them against reclamation any more: open a new handle). Many
+ *     short reads are never cut off.
+ *   - The memory limit. amorad's --memory is the store's limit, counting
+ *     record headers, tables and free space inside chunks as well as keys
+ *     and values (expect to store at least three quarters of it as live
+ *     data). A write that does not fit fails with AMORA_EFULL and changes
+ *     nothing: the old value, if any, stays. Reads and deletes go on, and
+ *     what deletes and overwrites free is reused once no reader can still
+ *     see it.
+ *   - A value is visible a moment before its log write: a shard applies a
+ *     batch to its table just before writing it to its log, so a reader
+ *     may see a write that is not yet acknowledged; if the log write fails
+ *     (the writer gets AMORA_EIO) the value disappears again when the shard
+ *     recovers. What is guaranteed: a read sees every write acknowledged
+ *     before it began.
+ *   - Outcomes that are unknown: AMORA_ERESTARTING and AMORA_ETIMEDOUT
+ *     leave a write queued that may still be applied; a delete in flight
+ *     while its shard crashed may report AMORA_OK for a key that was
+ *     missing.
+ *   - Reads do not notice that amorad is gone: they answer from the
+ *     mapping as the store was when it went (writes fail with AMORA_EGONE).
+ *   - The store's own limits (README, "Known limits"): until checkpoints
+ *     exist the logs grow without end and recovery reads the whole log
+ *     twice, keeping 64 to 128 bytes of private memory per distinct key
+ *     the log has ever held; a shard killed in the instant between taking
+ *     a 2 MiB chunk from the pool and recording it as its own (or between
+ *     the reverse steps) loses that chunk until amorad restarts; tables
+ *     larger than 2 MiB take runs of chunks that come only from never-used
+ *     chunks; after a restart, amora_stats' memory_used counts the tail of
+ *     one chunk per shard as never written, which it may have been.
+ *   - Linux only, one machine: amorad needs Linux 5.16 or later
+ *     (futex_waitv).
  */
 #ifndef AMORA_H
 #define AMORA_H
@@ -44,8 +110,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shm/version.h"
+
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+/* What libamora.so exports (it is built with -fvisibility=hidden). */
+#if defined(__GNUC__)
+#define AMORA_API __attribute__((visibility("default")))
+#else
+#define AMORA_API
 #endif
 
 #define AMORA_KEY_MAX 4096u
@@ -102,15 +177,15 @@ typedef struct amora amora;
  * coordinator). On failure *out is NULL; amora_strerror names the
  * code and amora_errmsg(NULL) gives the message with its cause ("cannot
  * connect to amora-data/amora.sock: No such file or directory"). */
-int amora_open(const char *socket_path, amora **out);
+AMORA_API int amora_open(const char *socket_path, amora **out);
 
 /* Flush buffered writes (as amora_flush; its result is returned), detach
  * and free the handle. NULL is accepted. */
-int amora_close(amora *db);
+AMORA_API int amora_close(amora *db);
 
 /* Bound, in milliseconds, on any wait for a shard (default 10000). A
  * value <= 0 restores the default. */
-void amora_set_timeout(amora *db, int timeout_ms);
+AMORA_API void amora_set_timeout(amora *db, int timeout_ms);
 
 /* --- reads: direct, lock-free --- */
 
@@ -121,15 +196,15 @@ void amora_set_timeout(amora *db, int timeout_ms);
  * AMORA_EFAILED (the key's shard stopped), AMORA_ECORRUPT. Reads need no
  * coordinator: after it is gone they still answer from the mapping, as
  * the store was when it went. */
-int amora_get(amora *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen);
+AMORA_API int amora_get(amora *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen);
 
 /* As amora_get, into a buffer from malloc() (*val, free it with free();
  * a zero-length value still gets a 1-byte allocation). */
-int amora_get_alloc(amora *db, const void *key, size_t klen, void **val, size_t *vlen);
+AMORA_API int amora_get_alloc(amora *db, const void *key, size_t klen, void **val, size_t *vlen);
 
 /* 1 if `key` exists, 0 if not, or a negative error (AMORA_EINVAL,
  * AMORA_EFAILED, AMORA_ECORRUPT, as amora_get). */
-int amora_has(amora *db, const void *key, size_t klen);
+AMORA_API int amora_has(amora *db, const void *key, size_t klen);
 
 /* Called by amora_mget for each key found: `val` points into the shared
  * store and is valid only during the call. The callback must not call
@@ -144,8 +219,8 @@ typedef void (*amora_mget_fn)(void *arg, size_t index, const void *val, size_t v
  * key's shard stopped) or AMORA_ECORRUPT: then fn was called for the keys
  * found before the one that failed, and amora_errmsg names its index
  * ("key 7: shard 3 stopped: corrupt log (see amorad's log)"). */
-int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens[],
-	       amora_mget_fn fn, void *arg);
+AMORA_API int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens[],
+			 amora_mget_fn fn, void *arg);
 
 /* --- writes: through the owning shard --- */
 
@@ -157,12 +232,12 @@ int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens
  * failure of earlier buffered writes, if any (as amora_flush), and the
  * late failure of an earlier write that ended in
  * AMORA_ERESTARTING/AMORA_ETIMEDOUT. */
-int amora_set(amora *db, const void *key, size_t klen, const void *val, size_t vlen);
+AMORA_API int amora_set(amora *db, const void *key, size_t klen, const void *val, size_t vlen);
 
 /* Remove. Errors: AMORA_ENOTFOUND and those of amora_set. A delete that
  * was in flight while its shard crashed is answered again after the
  * restart and may then report AMORA_OK although the key was missing. */
-int amora_del(amora *db, const void *key, size_t klen);
+AMORA_API int amora_del(amora *db, const void *key, size_t klen);
 
 /* Queue a set and return without waiting: sets are sent to the shards in
  * batches and applied in the order given. Argument errors (AMORA_EINVAL)
@@ -171,12 +246,12 @@ int amora_del(amora *db, const void *key, size_t klen);
  * are reported by the next amora_flush, amora_set, amora_del or
  * amora_close. A buffered set is acknowledged (and visible to every
  * reader) only once amora_flush has returned 0. */
-int amora_set_buffered(amora *db, const void *key, size_t klen, const void *val, size_t vlen);
+AMORA_API int amora_set_buffered(amora *db, const void *key, size_t klen, const void *val, size_t vlen);
 
 /* Wait until every buffered write is applied and durable per the sync
  * mode. Returns 0, or the first error among them (the others were still
  * attempted; a failed one changed nothing). */
-int amora_flush(amora *db);
+AMORA_API int amora_flush(amora *db);
 
 /* --- the store --- */
 
@@ -199,7 +274,7 @@ struct amora_stats {
 
 /* Fill *st from the shared segment (no system call). Errors: AMORA_EINVAL
  * (st is NULL). */
-int amora_stats(amora *db, struct amora_stats *st);
+AMORA_API int amora_stats(amora *db, struct amora_stats *st);
 
 /* Life of a shard as amora_shard_status reports it. */
 enum amora_shard_state {
@@ -222,23 +297,29 @@ struct amora_shard_status {
 /* Fill *out with the state of shard `shard` (0 .. amora_stats' shards - 1)
  * from the shared segment (no system call; the strings are static).
  * Errors: AMORA_EINVAL (out is NULL, no such shard). */
-int amora_shard_status(amora *db, uint32_t shard, struct amora_shard_status *out);
+AMORA_API int amora_shard_status(amora *db, uint32_t shard, struct amora_shard_status *out);
 
 /* Ask the coordinator whether it and every shard are up (one round trip
  * on the control socket). Returns 0, AMORA_EGONE (coordinator gone),
  * AMORA_ETIMEDOUT (no answer within the timeout), AMORA_EPROTO,
  * AMORA_ERESTARTING (a shard is not serving yet) or AMORA_EFAILED (a
  * shard stopped for good; amora_errmsg names the first and its cause). */
-int amora_heartbeat(amora *db);
+AMORA_API int amora_heartbeat(amora *db);
 
 /* Name of an error code; never NULL. */
-const char *amora_strerror(int code);
+AMORA_API const char *amora_strerror(int code);
 
 /* Message of the handle's last failure, with its cause ("" if none).
  * Every failure sets it, argument errors included ("vlen is NULL"). With
  * db NULL: the message of this thread's last failed amora_open ("" if
  * none), since a failed open leaves no handle. */
-const char *amora_errmsg(const amora *db);
+AMORA_API const char *amora_errmsg(const amora *db);
+
+/* The version of the libamora a program runs with, which may be newer than
+ * the amora.h it was compiled with (AMORA_VERSION_*): sets *major, *minor
+ * and *patch (each may be NULL) and returns the version as a string
+ * ("0.1.0"; static, never NULL). */
+AMORA_API const char *amora_version(int *major, int *minor, int *patch);
 
 #ifdef __cplusplus
 }

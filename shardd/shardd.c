@@ -66,8 +66,8 @@ struct peer {
 	bool bad;     /* cut off for garbage; ignored until its slot is reused */
 	uint32_t gen;
 	struct ring sq, cq;
-	uint64_t decided; /* requests up to this id are applied and logged */
-	uint64_t last_id; /* last request taken this round */
+	uint64_t decided; /* requests up to this id succeeded and are logged */
+	uint64_t last_id; /* last request that succeeded this round */
 	bool touched;     /* requests taken this round */
 	uint32_t taken;
 	bool hot;         /* the loop waits on its wake word itself, else the watcher does */
@@ -657,7 +657,8 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 				v.val = d->bulk;
 			}
 			rc = apply(d, &v, &seq);
-			p->last_id = v.id;
+			if (rc == CHAN_OK)
+				p->last_id = v.id;
 		}
 		if (add_pending(d, slot, v.id, rc, seq) != 0) {
 			log_error("out of memory for completions");
@@ -667,6 +668,12 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 		p->taken++;
 		p->touched = true;
 		room -= CHAN_CQE_BYTES;
+		/* A request that failed changed nothing and is not in the log:
+		 * the decided word must not cover it (a restarted shard would
+		 * answer it CHAN_OK). So it ends this client's turn, and no
+		 * later request of this round raises the word past it. */
+		if (rc != CHAN_OK && v.id > p->decided)
+			return true;
 	}
 	return true;
 }

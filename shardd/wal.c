@@ -831,29 +831,47 @@ static int scan_report(struct wal *w, const char *name, const struct wal_scan *s
 	return WAL_OK;
 }
 
+/* Open segment `seq` (its name into name[32]). */
+static int seg_open(struct wal *w, uint64_t seq, int flags, char name[32], int *fd)
+{
+	seg_name(name, seq);
+	*fd = openat(w->dirfd, name, flags | O_CLOEXEC);
+	if (*fd < 0)
+		return fail(w, WAL_EIO, "%s/%s: open: %s", w->dir, name, strerror(errno));
+	return WAL_OK;
+}
+
+/* Map the open segment and scan at most `cap` bytes of it, calling fn
+ * (*len: the file's size). */
+static int seg_scan(struct wal *w, int fd, const char *name, size_t cap, wal_apply_fn fn, void *arg,
+		    struct wal_scan *sc, size_t *len)
+{
+	const uint8_t *map;
+	int rc = seg_map(w, fd, name, &map, len);
+
+	if (rc != WAL_OK)
+		return rc;
+	rc = wal_scan_buf(map, *len < cap ? *len : cap, fn, arg, sc);
+	if (map != NULL)
+		munmap((void *)map, *len);
+	if (rc == WAL_EAPPLY)
+		return fail(w, WAL_EAPPLY, "%s/%s: offset %" PRIu64 ": %s", w->dir, name, sc->end, sc->why);
+	return rc;
+}
+
 /* Replay one segment; the last one is kept open for appends. */
 static int recover_segment(struct wal *w, uint64_t seq, int first, int last, wal_apply_fn fn,
 			   void *arg)
 {
 	struct wal_scan sc = { .shard_id = w->shard_id, .name_seq = seq, .prev_seq = w->last_seq,
 			       .chained = !first };
-	const uint8_t *map;
 	char name[32];
 	size_t len = 0;
-	int fd, rc;
+	int fd, rc = seg_open(w, seq, last ? O_RDWR : O_RDONLY, name, &fd);
 
-	seg_name(name, seq);
-	fd = openat(w->dirfd, name, (last ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-	if (fd < 0)
-		return fail(w, WAL_EIO, "%s/%s: open: %s", w->dir, name, strerror(errno));
-	rc = seg_map(w, fd, name, &map, &len);
-	if (rc == WAL_OK) {
-		rc = wal_scan_buf(map, len, fn, arg, &sc);
-		if (map != NULL)
-			munmap((void *)map, len);
-	}
-	if (rc == WAL_EAPPLY)
-		rc = fail(w, WAL_EAPPLY, "%s/%s: offset %" PRIu64 ": %s", w->dir, name, sc.end, sc.why);
+	if (rc != WAL_OK)
+		return rc;
+	rc = seg_scan(w, fd, name, SIZE_MAX, fn, arg, &sc, &len);
 	if (rc == WAL_OK)
 		rc = scan_report(w, name, &sc, last);
 	w->last_seq = sc.last_seq;
@@ -889,37 +907,27 @@ int wal_recover(struct wal *w, wal_apply_fn fn, void *arg, uint64_t *last_seq)
 	return rc;
 }
 
-/* Replay one segment again, read-only, up to where recovery left it. */
+/* Replay one segment again, read-only, up to where recovery left it (the
+ * current segment ends in preallocated zeros past write_off). */
 static int replay_segment(struct wal *w, uint64_t seq, int first, uint64_t *prev, wal_apply_fn fn,
 			  void *arg)
 {
 	struct wal_scan sc = { .shard_id = w->shard_id, .name_seq = seq, .prev_seq = *prev,
 			       .chained = !first };
-	const uint8_t *map;
+	size_t cap = w->fd >= 0 && seq == w->seg_first_seq ? (size_t)w->write_off : SIZE_MAX, len;
 	char name[32];
-	size_t len = 0;
-	int fd, rc;
+	int fd, rc = seg_open(w, seq, O_RDONLY, name, &fd);
 
-	seg_name(name, seq);
-	fd = openat(w->dirfd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return fail(w, WAL_EIO, "%s/%s: open: %s", w->dir, name, strerror(errno));
-	rc = seg_map(w, fd, name, &map, &len);
-	close(fd);
 	if (rc != WAL_OK)
 		return rc;
-	if (w->fd >= 0 && seq == w->seg_first_seq && len > w->write_off)
-		len = (size_t)w->write_off; /* the preallocated zeros */
-	rc = wal_scan_buf(map, len, fn, arg, &sc);
-	if (map != NULL)
-		munmap((void *)map, len);
-	if (rc == WAL_EAPPLY)
-		return fail(w, WAL_EAPPLY, "%s/%s: offset %" PRIu64 ": %s", w->dir, name, sc.end, sc.why);
-	if (sc.status != WAL_SCAN_CLEAN)
-		return fail(w, WAL_ECORRUPT, "%s/%s: changed since recovery at offset %" PRIu64 ": %s",
-			    w->dir, name, sc.bad_off, sc.why);
-	*prev = sc.last_seq;
-	return WAL_OK;
+	rc = seg_scan(w, fd, name, cap, fn, arg, &sc, &len);
+	close(fd);
+	if (rc == WAL_OK && sc.status != WAL_SCAN_CLEAN)
+		rc = fail(w, WAL_ECORRUPT, "%s/%s: changed since recovery at offset %" PRIu64 ": %s",
+			  w->dir, name, sc.bad_off, sc.why);
+	if (rc == WAL_OK)
+		*prev = sc.last_seq;
+	return rc;
 }
 
 int wal_replay(struct wal *w, wal_apply_fn fn, void *arg)

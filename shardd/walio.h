@@ -2,7 +2,7 @@
  * walio.h — the thin file-I/O layer under the WAL, with a fault plan.
  *
  * Every write, sync, truncate and preallocation of the WAL goes through
- * these functions (DESIGN §3), so a test can make the log's I/O fail at a
+ * these functions (DESIGN.md §9), so a test can make the log's I/O fail at a
  * chosen point, the way SQLite's crash-test VFS does, instead of only
  * killing processes. All functions return 0 or a negative errno.
  *

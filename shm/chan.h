@@ -31,14 +31,17 @@
  *
  * Crash safety. A shard handles a round of requests in this order: apply
  * them, write them to its log, store in each client's "decided" word the
- * id of the last request taken from it, then publish the completions and
- * release the SQ space. A restarted shard re-reads the requests it had not
- * released. Those with an id up to the decided word were already applied
- * and logged: it only completes them again (as AMORA_OK), it never
- * re-applies them, since another client may have written the same key
- * since. The others were never acknowledged and are applied as new. The
- * client drops a completion whose id it has already seen. The word is in
- * the client's own memory: a client that forges it only confuses itself.
+ * id of the last request of this round that succeeded, then publish the
+ * completions and release the SQ space. A request that fails ends its
+ * client's turn in the round, so the word never covers a failed request
+ * still in the ring. A restarted shard re-reads the requests it had not
+ * released. Those with an id up to the decided word were applied and
+ * logged: it only completes them again (as CHAN_OK), it never re-applies
+ * them, since another client may have written the same key since. The
+ * others were never acknowledged and are applied as new (a failed one may
+ * now succeed: nobody saw its first answer). The client drops a completion
+ * whose id it has already seen. The word is in the client's own memory: a
+ * client that forges it only confuses itself.
  *
  * Doorbells: how a client wakes a sleeping shard, with no memory shared
  * between clients. Per (client, shard) the client's channel holds a pending
@@ -194,7 +197,7 @@ struct chan_hdr {
 /* The words of one (client, shard) pair, in the client's channel, one
  * cache line per shard (shards do not share lines). */
 struct chan_words {
-	_Atomic uint64_t decided; /* shard: last request id applied and logged */
+	_Atomic uint64_t decided; /* shard: requests up to this id succeeded and are logged */
 	_Atomic uint32_t pending; /* client: 1 after publishing; the shard takes it (0) */
 	_Atomic uint32_t wake;    /* futex word: bumped by the client to wake the shard */
 	_Atomic uint32_t cold;    /* shard: 1 while it looks at `pending` only when woken:

@@ -436,3 +436,25 @@ int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const v
 		return rc;
 	return shm_shard_find(seg, sh, &v, key, klen, h, kv);
 }
+
+void shm_store_stats(const struct shm_seg *seg, struct shm_store_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (uint32_t i = 0; i < seg->hdr->shard_count; i++) {
+		const struct shm_shard *sh = shm_shard_at(seg, i);
+		struct shm_table_view v;
+		struct shm_slab_stats ss;
+		const struct shm_table *t;
+		uint32_t state = atomic_load_explicit(&sh->state, memory_order_acquire);
+
+		if (shm_shard_view(seg, sh, &v) == SHM_OK &&
+		    (t = shm_ptr(seg, atomic_load_explicit(&sh->table_off, memory_order_acquire),
+				 sizeof(*t))) != NULL)
+			out->keys += atomic_load_explicit(&t->live, memory_order_relaxed);
+		shm_slab_stats(&sh->slab, &ss);
+		out->used_bytes += ss.used_bytes;
+		out->requested_bytes += ss.requested_bytes;
+		out->ready += state == SHM_SHARD_READY;
+		out->failed += state == SHM_SHARD_FAILED;
+	}
+}

@@ -138,6 +138,17 @@ int shm_shard_find(const struct shm_seg *seg, const struct shm_shard *sh,
 		   const struct shm_table_view *v, const void *key, uint32_t klen, uint64_t h,
 		   struct shm_kv *kv);
 
+/* The shards of a segment, summed (amora_stats, INFO). Each table is
+ * validated before its header is read; hold an epoch (a reader) so that a
+ * table freed meanwhile is not read. */
+struct shm_store_stats {
+	uint64_t keys;            /* live keys */
+	uint64_t used_bytes;      /* segment bytes the shards have written (slab.h) */
+	uint64_t requested_bytes; /* bytes asked for by records and tables */
+	uint32_t ready, failed;   /* shards in those states */
+};
+void shm_store_stats(const struct shm_seg *seg, struct shm_store_stats *out);
+
 /* Shard that owns a key hash among `shard_count` (a power of two). Uses the
  * high hash bits, which the table does not use for placement. */
 static inline uint32_t shm_shard_of(uint64_t h, uint32_t shard_count)

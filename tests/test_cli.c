@@ -139,7 +139,7 @@ Test(cli, readme_example_compiles_and_runs)
 	FILE *f;
 
 	snprintf(cmd, sizeof(cmd),
-		 "cc -Wall -Werror " AMORA_EXTRA_LDFLAGS " libclient/examples/hello.c -Ilibclient -L" AMORA_BUILD_DIR
+		 "cc -Wall -Werror " AMORA_EXTRA_LDFLAGS " libclient/examples/hello.c -I" AMORA_BUILD_DIR "/include -L" AMORA_BUILD_DIR
 		 " -lamora -Wl,-rpath," AMORA_BUILD_DIR " -o %s/hello && %s/hello %s",
 		 D.dir, D.dir, D.sock);
 	f = popen(cmd, "r");

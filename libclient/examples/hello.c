@@ -1,6 +1,8 @@
 /* hello.c — the smallest libamora program: attach, write, read, detach.
  *
- *   cc hello.c -Ilibclient -Lbuild -lamora -o hello && ./hello DIR/amora.sock
+ *   cc hello.c $(pkg-config --cflags --libs amora) -o hello && ./hello DIR/amora.sock
+ *
+ * (after `make install`; in the tree: -Ibuild/include -Lbuild -lamora).
  */
 #include <stdio.h>
 
