@@ -80,7 +80,7 @@ struct amorad_config {
 	uint32_t shards;             /* power of two 1..1024, default 64 */
 	enum wal_sync_mode sync;     /* always | periodic (default) | none */
 	uint32_t sync_interval_ms;   /* periodic: default 100, 1..60000 */
-	uint32_t max_clients;        /* default 64, 1..1024 */
+	uint32_t max_clients;        /* default 64, 1..CONFIG_MAX_CLIENTS (126) */
 	uint32_t reader_timeout_ms;  /* a client whose epoch slot holds reclamation
 				      * back this long is cut off; default 10000,
 				      * 100..3600000 */

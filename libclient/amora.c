@@ -103,8 +103,8 @@ const char *amora_strerror(int code)
 	case AMORA_ESYS: return "system call failed";
 	case AMORA_EPROTO: return "unexpected reply from the coordinator";
 	case AMORA_EDENIED: return "access denied by the coordinator";
-	case AMORA_EBUSY: return "no free client slot";
-	case AMORA_EBADRING: return "cut off by a shard for a malformed request";
+	case AMORA_EBUSY: return "no free client slot or too many connections";
+	case AMORA_EBADRING: return "cut off (malformed request, or stuck inside a read)";
 	case AMORA_ETIMEDOUT: return "timed out waiting for a shard";
 	case AMORA_EFAILED: return "shard stopped and will not restart";
 	}

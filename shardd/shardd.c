@@ -1,5 +1,5 @@
 /*
- * shardd.c — the shard loop (DESIGN §1).
+ * shardd.c — the shard loop (DESIGN.md §8; sleeping: §6).
  *
  * A shard process is the single writer of its shard: its table, records
  * and log. It starts by adopting the table a previous incarnation left

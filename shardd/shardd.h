@@ -46,7 +46,7 @@ static inline uint32_t shardd_exit_cause(int code)
 	return SHM_FAIL_NONE;
 }
 
-/* Recover shard `id` from its log into a fresh table, publish it, then
+/* Adopt shard `id`'s table and correct it from its log (recover.h), then
  * serve requests until SIGTERM/SIGINT (then drain, sync and return
  * SHARDD_EXIT_OK) or a fatal error. */
 int shardd_run(struct engine *e, uint32_t id);

@@ -75,7 +75,8 @@ enum shm_fail_cause {
 	SHM_FAIL_START = 3,       /* could not start (files, memory of its own) */
 };
 
-/* Per-shard descriptor. Written only by the shard's writer; read by all. */
+/* Per-shard descriptor. Written by the shard's writer, except state,
+ * restarts and cause, which amorad also writes (supervise.c); read by all. */
 struct shm_shard {
 	_Atomic uint64_t table_off; /* current Swiss table (0: none yet) */
 	_Atomic uint32_t bloom_on;  /* 1: lookups consult the Bloom filter */

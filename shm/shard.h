@@ -12,8 +12,8 @@
  *
  * Reclamation: replaced records and tables go on the writer's retire list.
  * shm_writer_reclaim() seals the pending ones (one global-epoch bump) and
- * frees whatever no reader in w->readers can still see. The writer calls it
- * once per batch of writes; set/delete also call it by themselves every
+ * frees whatever no reader in w->readers can still see. The owner calls it
+ * when it likes (shardd: when idle, DESIGN.md §4); set/delete also call it by themselves every
  * SHM_WRITER_RECLAIM_EVERY writes so memory is recycled even when the
  * caller forgets (or once SHM_WRITER_RECLAIM_BYTES were retired, so large
  * values do not pile up). w->readers must list every reader slot: with no
