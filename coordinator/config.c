@@ -530,7 +530,7 @@ static int scan_args(int argc, char **argv, const char **config_file, char *err,
 			return 1;
 		}
 		if (a.o->kind == OPT_VERSION) {
-			printf("amorad %s\n", AMORAD_VERSION);
+			printf("amorad %s\n", AMORA_VERSION_STRING);
 			return 1;
 		}
 		if (a.o->kind == OPT_CONFIG)

@@ -44,8 +44,8 @@
 
 #include "shm/chan.h" /* CHAN_MAX_CLIENTS */
 #include "shardd/wal.h" /* enum wal_sync_mode */
+#include "shm/version.h"
 
-#define AMORAD_VERSION "0.1"
 
 #define CONFIG_DEFAULT_DATA_DIR "amora-data"
 #define CONFIG_SOCKET_NAME "amora.sock"          /* inside the data directory */

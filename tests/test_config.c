@@ -520,7 +520,7 @@ static char *read_stdout(void)
 Test(config, version, .init = cr_redirect_stdout)
 {
 	cr_assert_eq(LOAD("--version"), 1);
-	cr_assert_str_eq(read_stdout(), "amorad 0.1\n");
+	cr_assert_str_eq(read_stdout(), "amorad " AMORA_VERSION_STRING "\n");
 }
 
 Test(config, help_lists_every_option, .init = cr_redirect_stdout)
