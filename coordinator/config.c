@@ -168,17 +168,26 @@ static int set_socket(struct amorad_config *c, const char *v, char *why, size_t 
 	return set_path(c->socket_path, v, why, n);
 }
 
-static int set_memory(struct amorad_config *c, const char *v, char *why, size_t n)
+/* A size option: *dst = v if it is a size in [min, max]; `example` and
+ * `range` word the refusals. */
+static int set_size(uint64_t *dst, const char *v, uint64_t min, uint64_t max, const char *example,
+		    const char *range, char *why, size_t n)
 {
 	uint64_t m;
 
 	if (parse_size(v, &m) < 0)
 		return refuse(why, n, "expected a size in bytes with an optional K, M, G or T "
-			      "suffix (powers of 1024), such as 512M or 4G");
-	if (m < CONFIG_MIN_MEMORY || m > CONFIG_MAX_MEMORY)
-		return refuse(why, n, "must be between 64M and 64G");
-	c->memory = m;
+			      "suffix (powers of 1024), such as %s", example);
+	if (m < min || m > max)
+		return refuse(why, n, "must be between %s", range);
+	*dst = m;
 	return 0;
+}
+
+static int set_memory(struct amorad_config *c, const char *v, char *why, size_t n)
+{
+	return set_size(&c->memory, v, CONFIG_MIN_MEMORY, CONFIG_MAX_MEMORY, "512M or 4G",
+			"64M and 64G", why, n);
 }
 
 static int set_shards(struct amorad_config *c, const char *v, char *why, size_t n)
@@ -250,15 +259,8 @@ static int set_max_conns_per_uid(struct amorad_config *c, const char *v, char *w
 
 static int set_input_budget(struct amorad_config *c, const char *v, char *why, size_t n)
 {
-	uint64_t m;
-
-	if (parse_size(v, &m) < 0)
-		return refuse(why, n, "expected a size in bytes with an optional K, M, G or T "
-			      "suffix (powers of 1024), such as 64M");
-	if (m < CONFIG_MIN_INPUT_BUDGET || m > CONFIG_MAX_INPUT_BUDGET)
-		return refuse(why, n, "must be between 32M (one request may take 16M) and 64G");
-	c->input_budget = m;
-	return 0;
+	return set_size(&c->input_budget, v, CONFIG_MIN_INPUT_BUDGET, CONFIG_MAX_INPUT_BUDGET, "64M",
+			"32M (one request may take 16M) and 64G", why, n);
 }
 
 static int set_log_level(struct amorad_config *c, const char *v, char *why, size_t n)
