@@ -42,7 +42,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#include "shm/chan.h" /* CHAN_MAX_CLIENTS */
+#include "shm/chan.h" /* SHM_CHAN_MAX_CLIENTS */
 #include "shardd/wal.h" /* enum wal_sync_mode */
 #include "shm/version.h"
 
@@ -58,7 +58,7 @@
 #define CONFIG_DEFAULT_SYNC_INTERVAL_MS 100u
 #define CONFIG_MAX_SYNC_INTERVAL_MS 60000u
 #define CONFIG_DEFAULT_MAX_CLIENTS 64u
-#define CONFIG_MAX_CLIENTS CHAN_MAX_CLIENTS     /* 126: what a shard can wait on (chan.h) */
+#define CONFIG_MAX_CLIENTS SHM_CHAN_MAX_CLIENTS     /* 126: what a shard can wait on (chan.h) */
 #define CONFIG_MAX_IDS 32u                        /* entries of --allow-uid/-gid */
 #define CONFIG_DEFAULT_READER_TIMEOUT_MS 10000u
 #define CONFIG_MIN_TIMEOUT_MS 100u                /* reader and request timeouts */

@@ -9,7 +9,7 @@
  * Commands: PING, INFO, SHUTDOWN, QUIT, COMMAND (for redis-cli's start-up
  * probe) and AMORA.ATTACH, which makes the connection a libamora client:
  *
- *   AMORA.ATTACH  ->  the reply shm/chan.h specifies (CHAN_ATTACH_*):
+ *   AMORA.ATTACH  ->  the reply shm/chan.h specifies (SHM_CHAN_ATTACH_*):
  *                     *6 :2 :shards :segment-bytes :channel-bytes :slot :generation
  *                     with two descriptors attached (SCM_RIGHTS): the data
  *                     segment (a read-only reopen) and the client's channel
@@ -480,18 +480,18 @@ static int attach_reply(struct amorad *a, struct conn *c, uint32_t slot, uint32_
 {
 	struct engine *e = &a->e;
 	struct resp_buf b = { 0 };
-	int fds[CHAN_ATTACH_FDS], rc;
-	uint64_t v[CHAN_ATTACH_FIELDS] = { CHAN_ATTACH_PROTO, e->cfg.shards, e->seg.size, e->chan_bytes, slot, gen };
+	int fds[SHM_CHAN_ATTACH_FDS], rc;
+	uint64_t v[SHM_CHAN_ATTACH_FIELDS] = { SHM_CHAN_ATTACH_PROTO, e->cfg.shards, e->seg.size, e->chan_bytes, slot, gen };
 
 	fds[0] = shm_seg_reopen_rdonly(&e->seg);
 	if (fds[0] < 0)
 		return -1;
 	fds[1] = e->chan_fd[slot];
-	rc = resp_add_array(&b, CHAN_ATTACH_FIELDS);
-	for (int i = 0; rc == RESP_OK && i < CHAN_ATTACH_FIELDS; i++)
+	rc = resp_add_array(&b, SHM_CHAN_ATTACH_FIELDS);
+	for (int i = 0; rc == RESP_OK && i < SHM_CHAN_ATTACH_FIELDS; i++)
 		rc = resp_add_int(&b, (int64_t)v[i]);
 	if (rc == RESP_OK)
-		rc = send_with_fds(c->fd, b.data, b.len, fds, CHAN_ATTACH_FDS, 0);
+		rc = send_with_fds(c->fd, b.data, b.len, fds, SHM_CHAN_ATTACH_FDS, 0);
 	close(fds[0]);
 	resp_buf_free(&b);
 	return rc == RESP_OK ? 0 : -1;
@@ -500,7 +500,7 @@ static int attach_reply(struct amorad *a, struct conn *c, uint32_t slot, uint32_
 /* Give every running shard the new channel (a shard forked later inherits
  * amorad's mapping). Before the slot is published: a shard that sees it
  * ACTIVE finds the fd queued on its socket, if it has not taken it yet
- * (sendmsg has queued it when it returns; shardd.c, chan_ready). */
+ * (sendmsg has queued it when it returns; shardd.c, peer_ready). */
 static int send_channel(struct amorad *a, uint32_t slot, uint32_t gen)
 {
 	struct engine *e = &a->e;
@@ -861,7 +861,7 @@ static struct conn *conn_of_slot(const struct amorad *a, uint32_t slot)
 static bool cut_stuck_reader(struct amorad *a, uint32_t i, uint32_t gen)
 {
 	struct engine *e = &a->e;
-	struct chan_hdr *h = engine_chan_hdr(e, i);
+	struct shm_chan_hdr *h = engine_chan_hdr(e, i);
 	struct reader_watch *w = &a->watch[i];
 	uint64_t g = atomic_load(&e->seg.hdr->global_epoch);
 	uint64_t ep = atomic_load(&h->epoch.epoch);
@@ -880,7 +880,7 @@ static bool cut_stuck_reader(struct amorad *a, uint32_t i, uint32_t gen)
 	}
 	if (now - w->since_ns < (uint64_t)a->cfg.reader_timeout_ms * 1000000ull)
 		return false;
-	atomic_store_explicit(&h->cut_off, CHAN_CUT_BY_AMORAD, memory_order_release);
+	atomic_store_explicit(&h->cut_off, SHM_CHAN_CUT_BY_AMORAD, memory_order_release);
 	return true;
 }
 

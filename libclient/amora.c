@@ -9,7 +9,7 @@
  *
  * Writes are requests in our channel's submission ring for the owning
  * shard (chan.h). A synchronous write publishes the ring, rings the shard
- * through our own channel's words (chan_notify: a futex wake only if the
+ * through our own channel's words (shm_chan_notify: a futex wake only if the
  * shard sleeps) and sleeps on the completion ring's futex at once, in
  * slices, checking between slices that the coordinator is alive, that no shard cut us off and that
  * the handle's timeout has not passed. It does not spin first: measured on
@@ -47,15 +47,15 @@
 #define DEFAULT_TIMEOUT_MS 10000
 #define WAIT_SLICE_MS 20           /* sleep at most this long between checks */
 #define BUFFERED_BATCH 256         /* staged buffered sets that make a batch */
-#define CQ_CAPACITY (CHAN_CQ_DATA / CHAN_CQE_BYTES)
+#define CQ_CAPACITY (SHM_CHAN_CQ_DATA / SHM_CHAN_CQE_BYTES)
 #define MGET_WINDOW 16             /* lookups whose cache misses overlap */
 
 struct shardq {
-	struct ring sq, cq;
+	struct shm_ring sq, cq;
 	uint64_t next_id;  /* last id issued */
 	uint64_t done_id;  /* last id completed */
 	uint32_t staged;   /* pushed but not published */
-	struct chan_words *words;      /* our pending flag and wake word for the shard */
+	struct shm_chan_words *words;      /* our pending flag and wake word for the shard */
 	const _Atomic uint32_t *asleep;/* the shard's sleeping flag (read-only mapping) */
 };
 
@@ -64,7 +64,7 @@ struct amora {
 	struct shm_seg seg;
 	uint8_t *chan;
 	size_t chan_bytes;
-	struct chan_hdr *hdr;
+	struct shm_chan_hdr *hdr;
 	uint32_t shards, slot;
 	struct shardq *q;
 	uint8_t *req;      /* one request being built */
@@ -82,9 +82,9 @@ struct amora {
 /* ---------- errors ---------- */
 
 /* Completions carry chan.h's wire codes; they are ours (amora.h). */
-_Static_assert((int)CHAN_OK == (int)AMORA_OK && (int)CHAN_ENOTFOUND == (int)AMORA_ENOTFOUND &&
-		       (int)CHAN_EINVAL == (int)AMORA_EINVAL && (int)CHAN_EFULL == (int)AMORA_EFULL &&
-		       (int)CHAN_EIO == (int)AMORA_EIO && (int)CHAN_ECORRUPT == (int)AMORA_ECORRUPT,
+_Static_assert((int)SHM_CHAN_OK == (int)AMORA_OK && (int)SHM_CHAN_ENOTFOUND == (int)AMORA_ENOTFOUND &&
+		       (int)SHM_CHAN_EINVAL == (int)AMORA_EINVAL && (int)SHM_CHAN_EFULL == (int)AMORA_EFULL &&
+		       (int)SHM_CHAN_EIO == (int)AMORA_EIO && (int)SHM_CHAN_ECORRUPT == (int)AMORA_ECORRUPT,
 	       "wire status codes are amora_err codes");
 _Static_assert(AMORA_KEY_MAX == SHM_KEY_MAX && AMORA_VALUE_MAX == SHM_VALUE_MAX,
 	       "amora.h's limits are the store's");
@@ -218,13 +218,13 @@ static int connect_to(amora *db, const char *path)
 
 /* Read the attach reply: "*6" and 6 integers (server.c), or an error
  * line. The descriptors come with the first bytes. */
-static int read_attach_reply(amora *db, uint64_t v[CHAN_ATTACH_FIELDS], int fds[CHAN_ATTACH_FDS], int *nfds)
+static int read_attach_reply(amora *db, uint64_t v[SHM_CHAN_ATTACH_FIELDS], int fds[SHM_CHAN_ATTACH_FDS], int *nfds)
 {
 	char buf[512];
 	size_t len = 0;
 
 	for (;;) {
-		char ctl[CMSG_SPACE(sizeof(int) * (CHAN_ATTACH_FDS + 1))];
+		char ctl[CMSG_SPACE(sizeof(int) * (SHM_CHAN_ATTACH_FDS + 1))];
 		struct iovec iov = { buf + len, sizeof(buf) - 1 - len };
 		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
 				      .msg_controllen = sizeof(ctl) };
@@ -242,7 +242,7 @@ static int read_attach_reply(amora *db, uint64_t v[CHAN_ATTACH_FIELDS], int fds[
 					int fd;
 
 					memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-					if (*nfds < CHAN_ATTACH_FDS)
+					if (*nfds < SHM_CHAN_ATTACH_FDS)
 						fds[(*nfds)++] = fd;
 					else
 						close(fd);
@@ -262,7 +262,7 @@ static int read_attach_reply(amora *db, uint64_t v[CHAN_ATTACH_FIELDS], int fds[
 		int lines = 0;
 		for (char *p = buf; (p = strstr(p, "\r\n")) != NULL; p += 2)
 			lines++;
-		if (lines >= CHAN_ATTACH_FIELDS + 1)
+		if (lines >= SHM_CHAN_ATTACH_FIELDS + 1)
 			break;
 		if (len >= sizeof(buf) - 1)
 			return fail(db, AMORA_EPROTO, "attach reply too long");
@@ -271,11 +271,11 @@ static int read_attach_reply(amora *db, uint64_t v[CHAN_ATTACH_FIELDS], int fds[
 		/* Protocol 1 was an array of 8: say which side is old. */
 		if (strncmp(buf, "*8\r\n:1\r\n", 8) == 0)
 			return fail(db, AMORA_EPROTO, "coordinator speaks attach protocol 1, we speak %d "
-				    "(upgrade amorad)", CHAN_ATTACH_PROTO);
-		return fail(db, AMORA_EPROTO, "attach reply is not an array of %d", CHAN_ATTACH_FIELDS);
+				    "(upgrade amorad)", SHM_CHAN_ATTACH_PROTO);
+		return fail(db, AMORA_EPROTO, "attach reply is not an array of %d", SHM_CHAN_ATTACH_FIELDS);
 	}
 	char *p = buf + 4;
-	for (int i = 0; i < CHAN_ATTACH_FIELDS; i++) {
+	for (int i = 0; i < SHM_CHAN_ATTACH_FIELDS; i++) {
 		char *end;
 
 		if (*p != ':')
@@ -299,16 +299,16 @@ static void *map_fd(int fd, size_t bytes)
 	return p == MAP_FAILED ? NULL : p;
 }
 
-static int map_store(amora *db, const uint64_t v[CHAN_ATTACH_FIELDS], const int fds[CHAN_ATTACH_FDS])
+static int map_store(amora *db, const uint64_t v[SHM_CHAN_ATTACH_FIELDS], const int fds[SHM_CHAN_ATTACH_FDS])
 {
 	int rc;
 
-	if (v[0] != CHAN_ATTACH_PROTO)
+	if (v[0] != SHM_CHAN_ATTACH_PROTO)
 		return fail(db, AMORA_EPROTO, "coordinator speaks attach protocol %llu, we speak %d",
-			    (unsigned long long)v[0], CHAN_ATTACH_PROTO);
+			    (unsigned long long)v[0], SHM_CHAN_ATTACH_PROTO);
 	db->shards = (uint32_t)v[1];
 	db->slot = (uint32_t)v[4];
-	db->chan_bytes = chan_bytes(db->shards);
+	db->chan_bytes = shm_chan_bytes(db->shards);
 	rc = shm_seg_attach(&db->seg, fds[0], false);
 	if (rc != SHM_OK)
 		return fail(db, AMORA_ECORRUPT, "data segment: %s", shm_strerror(rc));
@@ -317,8 +317,8 @@ static int map_store(amora *db, const uint64_t v[CHAN_ATTACH_FIELDS], const int 
 	db->chan = map_fd(fds[1], db->chan_bytes);
 	if (db->chan == NULL)
 		return fail(db, AMORA_ESYS, "cannot map the channel: %s", strerror(errno));
-	db->hdr = (struct chan_hdr *)db->chan;
-	if (db->hdr->magic != CHAN_MAGIC || db->hdr->slot != db->slot || db->hdr->gen != v[5])
+	db->hdr = (struct shm_chan_hdr *)db->chan;
+	if (db->hdr->magic != SHM_CHAN_MAGIC || db->hdr->slot != db->slot || db->hdr->gen != v[5])
 		return fail(db, AMORA_EPROTO, "channel header does not match the attach reply");
 	return AMORA_OK;
 }
@@ -326,14 +326,14 @@ static int map_store(amora *db, const uint64_t v[CHAN_ATTACH_FIELDS], const int 
 static int attach_rings(amora *db)
 {
 	db->q = calloc(db->shards, sizeof(*db->q));
-	db->req = malloc(CHAN_SQ_DATA / 2);
+	db->req = malloc(SHM_CHAN_SQ_DATA / 2);
 	if (db->q == NULL || db->req == NULL)
 		return fail(db, AMORA_ESYS, "out of memory");
 	for (uint32_t s = 0; s < db->shards; s++) {
-		if (ring_attach(&db->q[s].sq, chan_sq_mem(db->chan, db->shards, s), chan_sq_bytes()) != SHM_OK ||
-		    ring_attach(&db->q[s].cq, chan_cq_mem(db->chan, db->shards, s), chan_cq_bytes()) != SHM_OK)
+		if (shm_ring_attach(&db->q[s].sq, shm_chan_sq_mem(db->chan, db->shards, s), shm_chan_sq_bytes()) != SHM_OK ||
+		    shm_ring_attach(&db->q[s].cq, shm_chan_cq_mem(db->chan, db->shards, s), shm_chan_cq_bytes()) != SHM_OK)
 			return fail(db, AMORA_ECORRUPT, "channel rings fail validation");
-		db->q[s].words = chan_words(db->chan, s);
+		db->q[s].words = shm_chan_words(db->chan, s);
 		db->q[s].asleep = &shm_shard_at(&db->seg, s)->sleeping;
 	}
 	shm_epoch_slot_init(&db->hdr->epoch, getpid());
@@ -394,9 +394,9 @@ int amora_open(const char *socket_path, amora **out)
 	}
 	if (rc == AMORA_OK)
 		rc = read_attach_reply(db, v, fds, &nfds);
-	if (rc == AMORA_OK && nfds != CHAN_ATTACH_FDS)
+	if (rc == AMORA_OK && nfds != SHM_CHAN_ATTACH_FDS)
 		rc = fail(db, AMORA_EPROTO, "attach reply carried %d descriptors, not %d", nfds,
-			  CHAN_ATTACH_FDS);
+			  SHM_CHAN_ATTACH_FDS);
 	if (rc == AMORA_OK)
 		rc = map_store(db, v, fds);
 	if (rc == AMORA_OK)
@@ -634,13 +634,13 @@ static int reap(amora *db, uint32_t s, uint64_t want, int *status)
 	uint32_t len;
 	int rc;
 
-	while ((rc = ring_peek(&q->cq, &rec, &len)) == SHM_OK) {
-		struct chan_cqe c;
+	while ((rc = shm_ring_peek(&q->cq, &rec, &len)) == SHM_OK) {
+		struct shm_chan_cqe c;
 
 		if (len != sizeof(c))
 			return fail(db, AMORA_ECORRUPT, "shard %u sent a malformed completion", s);
 		memcpy(&c, rec, sizeof(c));
-		ring_consume(&q->cq);
+		shm_ring_consume(&q->cq);
 		if (c.id <= q->done_id)
 			continue; /* answered again by a restarted shard */
 		if (c.id > q->next_id)
@@ -652,7 +652,7 @@ static int reap(amora *db, uint32_t s, uint64_t want, int *status)
 		else if (c.status != AMORA_OK)
 			note_deferred(db, c.status, s);
 	}
-	ring_release(&q->cq);
+	shm_ring_release(&q->cq);
 	if (rc != SHM_EEMPTY)
 		return fail(db, AMORA_ECORRUPT, "completion ring of shard %u is corrupt", s);
 	return AMORA_OK;
@@ -664,7 +664,7 @@ static int wait_problem(amora *db, uint32_t s, uint64_t start)
 	uint32_t cut = atomic_load_explicit(&db->hdr->cut_off, memory_order_acquire);
 	uint32_t st = atomic_load(&shm_shard_at(&db->seg, s)->state);
 
-	if (cut == CHAN_CUT_BY_AMORAD)
+	if (cut == SHM_CHAN_CUT_BY_AMORAD)
 		return fail(db, AMORA_EBADRING, "amorad cut this client off: it stayed in one read "
 			    "section for seconds (stopped or stuck) while writers waited");
 	if (cut != 0)
@@ -697,7 +697,7 @@ static int wait_done(amora *db, uint32_t s, uint64_t upto, uint64_t want, int *s
 			return rc;
 		/* Problems are looked for only when a slice passes without
 		 * an answer: the checks cost a system call. */
-		if (ring_wait_data(&q->cq, WAIT_SLICE_MS) == SHM_ETIMEDOUT) {
+		if (shm_ring_wait_data(&q->cq, WAIT_SLICE_MS) == SHM_ETIMEDOUT) {
 			rc = wait_problem(db, s, start);
 			if (rc != AMORA_OK)
 				return rc;
@@ -711,10 +711,10 @@ static void publish(amora *db, uint32_t s)
 {
 	struct shardq *q = &db->q[s];
 
-	ring_publish(&q->sq);
+	shm_ring_publish(&q->sq);
 	q->staged = 0;
 	/* Our flag and word only: nobody else's wake-up depends on us. */
-	chan_notify(q->words, q->asleep);
+	shm_chan_notify(q->words, q->asleep);
 }
 
 /* Room for one more request to shard s: in flight below the completion
@@ -731,7 +731,7 @@ static int make_room(amora *db, uint32_t s, uint32_t len)
 		if (rc != AMORA_OK)
 			return rc;
 	}
-	while ((rc = ring_wait_space(&q->sq, len, 0)) == SHM_ETIMEDOUT) {
+	while ((rc = shm_ring_wait_space(&q->sq, len, 0)) == SHM_ETIMEDOUT) {
 		if (q->staged > 0)
 			publish(db, s);
 		if (start == 0)
@@ -742,7 +742,7 @@ static int make_room(amora *db, uint32_t s, uint32_t len)
 		rc = reap(db, s, 0, &status);
 		if (rc != AMORA_OK)
 			return rc;
-		ring_wait_space(&q->sq, len, WAIT_SLICE_MS);
+		shm_ring_wait_space(&q->sq, len, WAIT_SLICE_MS);
 	}
 	if (rc != SHM_OK)
 		return fail(db, AMORA_ECORRUPT, "submission ring of shard %u: %s", s, shm_strerror(rc));
@@ -774,7 +774,7 @@ static int submit(amora *db, uint8_t op, const void *key, size_t klen, const voi
 {
 	uint32_t s = shm_shard_of(shm_hash(key, klen), db->shards);
 	struct shardq *q = &db->q[s];
-	struct chan_req r = { .op = op, .klen = (uint32_t)klen, .vlen = (uint32_t)vlen };
+	struct shm_chan_req r = { .op = op, .klen = (uint32_t)klen, .vlen = (uint32_t)vlen };
 	size_t len = sizeof(r) + klen + vlen;
 	int rc;
 
@@ -788,28 +788,28 @@ static int submit(amora *db, uint8_t op, const void *key, size_t klen, const voi
 	 * queueing (one load; a shard failing later is seen while waiting). */
 	if (shard_stopped(shm_shard_at(&db->seg, s)))
 		return fail_shard_stopped(db, s);
-	if (len > ring_max_record(&q->sq)) {
+	if (len > shm_ring_max_record(&q->sq)) {
 		rc = bulk_wait(db);
 		if (rc != AMORA_OK)
 			return rc;
-		r.flags = CHAN_REQ_BULK;
+		r.flags = SHM_CHAN_REQ_BULK;
 		len = sizeof(r) + klen;
 	}
 	rc = make_room(db, s, (uint32_t)len);
 	if (rc != AMORA_OK)
 		return rc;
 	r.id = ++q->next_id;
-	if (r.flags & CHAN_REQ_BULK) {
-		memcpy(db->chan + chan_bulk_off(db->shards), val, vlen);
+	if (r.flags & SHM_CHAN_REQ_BULK) {
+		memcpy(db->chan + shm_chan_bulk_off(db->shards), val, vlen);
 		db->bulk_busy = true;
 		db->bulk_shard = s;
 		db->bulk_id = r.id;
 	}
 	memcpy(db->req, &r, sizeof(r));
 	memcpy(db->req + sizeof(r), key, klen);
-	if (!(r.flags & CHAN_REQ_BULK) && vlen > 0)
+	if (!(r.flags & SHM_CHAN_REQ_BULK) && vlen > 0)
 		memcpy(db->req + sizeof(r) + klen, val, vlen);
-	if (ring_push(&q->sq, db->req, (uint32_t)len) != SHM_OK) {
+	if (shm_ring_push(&q->sq, db->req, (uint32_t)len) != SHM_OK) {
 		q->next_id--;
 		db->bulk_busy = false;
 		return fail(db, AMORA_ECORRUPT, "submission ring of shard %u is corrupt", s);
@@ -865,7 +865,7 @@ int amora_set(amora *db, const void *key, size_t klen, const void *val, size_t v
 	if (rc != AMORA_OK)
 		return rc;
 	db->sets++;
-	return write_sync(db, CHAN_OP_SET, key, klen, val, vlen);
+	return write_sync(db, SHM_CHAN_OP_SET, key, klen, val, vlen);
 }
 
 int amora_del(amora *db, const void *key, size_t klen)
@@ -878,7 +878,7 @@ int amora_del(amora *db, const void *key, size_t klen)
 	if (rc != AMORA_OK)
 		return rc;
 	db->dels++;
-	return write_sync(db, CHAN_OP_DEL, key, klen, NULL, 0);
+	return write_sync(db, SHM_CHAN_OP_DEL, key, klen, NULL, 0);
 }
 
 int amora_set_buffered(amora *db, const void *key, size_t klen, const void *val, size_t vlen)
@@ -893,7 +893,7 @@ int amora_set_buffered(amora *db, const void *key, size_t klen, const void *val,
 	if (rc != AMORA_OK)
 		return rc;
 	db->sets++;
-	rc = submit(db, CHAN_OP_SET, key, klen, val, vlen, &s, &id);
+	rc = submit(db, SHM_CHAN_OP_SET, key, klen, val, vlen, &s, &id);
 	if (rc != AMORA_OK)
 		return rc;
 	if (db->q[s].staged >= BUFFERED_BATCH)

@@ -4,11 +4,11 @@
  * Two processes share one ring in a memfd, as a client and a shard do. The
  * producer (a forked child) sends records with a 32-byte payload (the first 8
  * bytes are the record number, which the consumer checks) and calls
- * ring_publish() once per batch of B records, i.e. at most one wake-up per B
- * records. The consumer drains what is visible, calls ring_release() each time
+ * shm_ring_publish() once per batch of B records, i.e. at most one wake-up per B
+ * records. The consumer drains what is visible, calls shm_ring_release() each time
  * it has consumed everything it saw, and sleeps on the data bell
- * (ring_wait_data) when the ring is empty; the producer sleeps on the space
- * bell (ring_wait_space) when the ring is full.
+ * (shm_ring_wait_data) when the ring is empty; the producer sleeps on the space
+ * bell (shm_ring_wait_space) when the ring is full.
  *
  * Spinning: by default neither side spins; it goes to sleep as soon as it has
  * nothing to do, as a shard must (64 shards on 2 cores). With -s US, the
@@ -18,8 +18,8 @@
  *
  * For each batch size the program picks N so that one run takes about half a
  * second, runs 5 times and prints the median records/s and ns/record, plus
- * the wake-ups of the median run: "c-wakes" are ring_publish() calls that woke
- * the sleeping consumer, "p-wakes" ring_release() calls that woke the
+ * the wake-ups of the median run: "c-wakes" are shm_ring_publish() calls that woke
+ * the sleeping consumer, "p-wakes" shm_ring_release() calls that woke the
  * producer.
  *
  * Usage: bench_ring [-s spin_us] [-n records] [-r ring_kib]
@@ -74,23 +74,23 @@ static void die(const char *what, int rc)
 static void producer(struct stats *st, void *mem, size_t bytes, uint64_t n, uint32_t batch,
 		     int go_fd)
 {
-	struct ring p;
+	struct shm_ring p;
 	uint8_t rec[PAYLOAD];
 	char c;
 	int rc;
 
 	memset(rec, 0x5a, sizeof(rec));
-	if ((rc = ring_attach(&p, mem, bytes)) != 0 || read(go_fd, &c, 1) != 1) {
+	if ((rc = shm_ring_attach(&p, mem, bytes)) != 0 || read(go_fd, &c, 1) != 1) {
 		st->prod_rc = rc ? rc : SHM_ESYS;
 		return;
 	}
 	for (uint64_t i = 0; i < n;) {
 		for (uint32_t k = 0; k < batch && i < n; k++, i++) {
 			memcpy(rec, &i, sizeof(i));
-			while ((rc = ring_push(&p, rec, PAYLOAD)) == SHM_EFULL) {
-				if (ring_publish(&p) == 1)
+			while ((rc = shm_ring_push(&p, rec, PAYLOAD)) == SHM_EFULL) {
+				if (shm_ring_publish(&p) == 1)
 					st->c_wakes++;
-				rc = ring_wait_space(&p, PAYLOAD, -1);
+				rc = shm_ring_wait_space(&p, PAYLOAD, -1);
 				if (rc != 0)
 					break;
 			}
@@ -99,13 +99,13 @@ static void producer(struct stats *st, void *mem, size_t bytes, uint64_t n, uint
 				return;
 			}
 		}
-		if (ring_publish(&p) == 1)
+		if (shm_ring_publish(&p) == 1)
 			st->c_wakes++;
 	}
 }
 
 /* Poll for data for up to spin_us microseconds; 1 if some arrived. */
-static int spin_for_data(struct ring *c)
+static int spin_for_data(struct shm_ring *c)
 {
 	double end = now_s() + spin_us / 1e6;
 
@@ -119,7 +119,7 @@ static int spin_for_data(struct ring *c)
 	return 0;
 }
 
-static int consume(struct ring *c, struct stats *st, uint64_t n)
+static int consume(struct shm_ring *c, struct stats *st, uint64_t n)
 {
 	const void *rec;
 	uint32_t len;
@@ -127,7 +127,7 @@ static int consume(struct ring *c, struct stats *st, uint64_t n)
 	int rc;
 
 	while (got < n) {
-		rc = ring_peek(c, &rec, &len);
+		rc = shm_ring_peek(c, &rec, &len);
 		if (rc == 0) {
 			memcpy(&seq, rec, sizeof(seq));
 			if (len != PAYLOAD || seq != got) {
@@ -135,10 +135,10 @@ static int consume(struct ring *c, struct stats *st, uint64_t n)
 					got, len, seq);
 				return SHM_ECORRUPT;
 			}
-			ring_consume(c);
+			shm_ring_consume(c);
 			got++;
 			/* Drained everything seen so far: hand the space back. */
-			if (c->head == c->tail && ring_release(c) == 1)
+			if (c->head == c->tail && shm_ring_release(c) == 1)
 				st->p_wakes++;
 			continue;
 		}
@@ -146,18 +146,18 @@ static int consume(struct ring *c, struct stats *st, uint64_t n)
 			return rc;
 		if (spin_us > 0 && spin_for_data(c))
 			continue;
-		rc = ring_wait_data(c, -1);
+		rc = shm_ring_wait_data(c, -1);
 		if (rc != 0)
 			return rc;
 	}
-	if (ring_release(c) == 1)
+	if (shm_ring_release(c) == 1)
 		st->p_wakes++;
 	return 0;
 }
 
 static struct result run(uint64_t n, uint32_t batch)
 {
-	size_t bytes = ring_bytes(ring_kib * 1024);
+	size_t bytes = shm_ring_bytes(ring_kib * 1024);
 	size_t mapsize = STATS_BYTES + bytes;
 	int fd = memfd_create("bench-ring", MFD_CLOEXEC);
 	int go[2];
@@ -171,9 +171,9 @@ static struct result run(uint64_t n, uint32_t batch)
 	close(fd);
 	struct stats *st = (struct stats *)map;
 	void *mem = map + STATS_BYTES;
-	int rc = ring_format(mem, bytes);
+	int rc = shm_ring_format(mem, bytes);
 	if (rc != 0)
-		die("ring_format", rc);
+		die("shm_ring_format", rc);
 
 	pid_t parent = getpid();
 	pid_t pid = fork();
@@ -189,9 +189,9 @@ static struct result run(uint64_t n, uint32_t batch)
 	}
 	close(go[0]);
 
-	struct ring c;
-	if ((rc = ring_attach(&c, mem, bytes)) != 0)
-		die("ring_attach", rc);
+	struct shm_ring c;
+	if ((rc = shm_ring_attach(&c, mem, bytes)) != 0)
+		die("shm_ring_attach", rc);
 	double t0 = now_s();
 	if (write(go[1], "g", 1) != 1)
 		die("write", SHM_ESYS);

@@ -46,7 +46,7 @@ static int create_channels(struct engine *e)
 {
 	uint32_t n = e->cfg.max_clients;
 
-	e->chan_bytes = chan_bytes(e->cfg.shards);
+	e->chan_bytes = shm_chan_bytes(e->cfg.shards);
 	e->chan_fd = calloc(n, sizeof(*e->chan_fd));
 	e->chan = calloc(n, sizeof(*e->chan));
 	e->shard_sock = calloc(e->cfg.shards, sizeof(*e->shard_sock));
@@ -69,7 +69,7 @@ int engine_chan_open(struct engine *e, uint32_t slot, uint32_t gen, int32_t pid)
 
 	if (p == NULL)
 		return -1;
-	if (chan_format(p, e->cfg.shards, slot, gen, pid) != SHM_OK) {
+	if (shm_chan_format(p, e->cfg.shards, slot, gen, pid) != SHM_OK) {
 		munmap(p, e->chan_bytes);
 		close(fd);
 		errno = EINVAL;
@@ -114,13 +114,13 @@ int engine_create(struct engine *e, const struct engine_config *cfg, char *err, 
 	memset(e, 0, sizeof(*e));
 	e->cfg = *cfg;
 	e->seg.fd = -1;
-	if (cfg->max_clients > CHAN_MAX_CLIENTS) {
+	if (cfg->max_clients > SHM_CHAN_MAX_CLIENTS) {
 		snprintf(err, errlen, "--max-clients %u is above %u: a sleeping shard waits on one futex "
 			 "word per client plus two of its own, and futex_waitv takes at most %u",
-			 cfg->max_clients, CHAN_MAX_CLIENTS, CHAN_WAIT_WORDS);
+			 cfg->max_clients, SHM_CHAN_MAX_CLIENTS, SHM_CHAN_WAIT_WORDS);
 		return -1;
 	}
-	if (!chan_sleep_supported()) {
+	if (!shm_chan_sleep_supported()) {
 		snprintf(err, errlen, "this kernel lacks futex_waitv(2) (Linux 5.16 or later), on which "
 			 "shards sleep: %s", strerror(errno));
 		return -1;
@@ -168,5 +168,5 @@ void engine_destroy(struct engine *e)
 void engine_wake_shards(const struct engine *e)
 {
 	/* One word for all shards: FUTEX_WAKE wakes every one asleep on it. */
-	chan_word_wake(&e->reg->wake, 0);
+	shm_chan_word_wake(&e->reg->wake, 0);
 }

@@ -66,7 +66,7 @@ struct engine_config {
 	char data_dir[PATH_MAX];     /* shard logs go to data_dir/shard-NN/ */
 	uint64_t memory;             /* bytes of the data segment */
 	uint32_t shards;             /* a power of two */
-	uint32_t max_clients;        /* client slots, at most CHAN_MAX_CLIENTS */
+	uint32_t max_clients;        /* client slots, at most SHM_CHAN_MAX_CLIENTS */
 	enum wal_sync_mode sync;
 	uint32_t sync_interval_ms;
 };
@@ -92,7 +92,7 @@ struct engine_chan_msg {
 
 /* Create every shared region for `cfg` and seal the data segment.
  * Returns 0 or -1 with a message in err (also when cfg->max_clients is
- * above CHAN_MAX_CLIENTS, or the kernel lacks futex_waitv: chan.h). */
+ * above SHM_CHAN_MAX_CLIENTS, or the kernel lacks futex_waitv: chan.h). */
 int engine_create(struct engine *e, const struct engine_config *cfg, char *err, size_t errlen);
 void engine_destroy(struct engine *e);
 
@@ -101,9 +101,9 @@ static inline _Atomic uint32_t *engine_ack(const struct engine *e, uint32_t slot
 	return &e->acks[(size_t)slot * e->cfg.shards + s];
 }
 
-static inline struct chan_hdr *engine_chan_hdr(const struct engine *e, uint32_t slot)
+static inline struct shm_chan_hdr *engine_chan_hdr(const struct engine *e, uint32_t slot)
 {
-	return (struct chan_hdr *)e->chan[slot];
+	return (struct shm_chan_hdr *)e->chan[slot];
 }
 
 /* Wake every sleeping shard through amorad's word (after a registry

@@ -7,7 +7,7 @@
  * and then loops:
  *
  *   1. take the pending flag in each attached client's channel (or, every
- *      CHAN_SWEEP_MS, visit every attached client: the safety net);
+ *      SHM_CHAN_SWEEP_MS, visit every attached client: the safety net);
  *   2. for each client with work, copy each request out of its SQ, check
  *      it, apply it to the table and add its effect to the log batch,
  *      keeping a completion for it. A client whose CQ has no room for
@@ -30,7 +30,7 @@
  * an impossible state when the shard attaches them, cut off the client
  * (its channel's cut-off flag: it gets AMORA_EBADRING and amorad drops it;
  * the others go on). A log write or sync that fails is answered
- * with CHAN_EIO for the whole batch and the process exits: the table
+ * with SHM_CHAN_EIO for the whole batch and the process exits: the table
  * already holds the batch's effects, and the only state known to be right
  * is the log on disk, which the restarted shard recovers from.
  */
@@ -65,7 +65,7 @@ struct peer {
 	bool active;  /* rings attached */
 	bool bad;     /* cut off for garbage; ignored until its slot is reused */
 	uint32_t gen;
-	struct ring sq, cq;
+	struct shm_ring sq, cq;
 	uint64_t decided; /* requests up to this id succeeded and are logged */
 	uint64_t last_id; /* last request that succeeded this round */
 	bool touched;     /* requests taken this round */
@@ -79,7 +79,7 @@ struct peer {
 struct pending {
 	uint32_t slot;
 	uint32_t gen; /* the client the completion is for, not a later one */
-	struct chan_cqe cqe;
+	struct shm_chan_cqe cqe;
 };
 
 /* The watcher thread and what it shares with the loop ("Sleeping").
@@ -87,7 +87,7 @@ struct pending {
  * until the process exits. */
 struct watcher {
 	pthread_mutex_t mu;         /* guards `cold` */
-	struct chan_sleep cold;     /* [0]: `version`; then each cold client's word and
+	struct shm_chan_sleep cold;     /* [0]: `version`; then each cold client's word and
 				     * the value the loop loaded */
 	_Atomic uint32_t version;   /* loop: bumped after changing `cold` (private futex) */
 	_Atomic uint32_t rang;      /* watcher: bumped when a cold word moved (private futex) */
@@ -113,7 +113,7 @@ struct shardd {
 	struct shm_shard *sh;
 	struct shm_writer w;
 	struct wal wal;
-	struct chan_sleep zz; /* the words of the next sleep */
+	struct shm_chan_sleep zz; /* the words of the next sleep */
 	struct watcher *watch;
 	struct peer *peers;
 	uint64_t *again; /* clients with more requests than one round takes */
@@ -145,7 +145,7 @@ static void on_stop(int sig)
 /* The epoch slot of a client we do not map: never reading. */
 static struct shm_epoch_slot idle_slot;
 
-static void chan_unmap(struct shardd *d, uint32_t slot)
+static void peer_unmap(struct shardd *d, uint32_t slot)
 {
 	struct chanmap *c = &d->chans[slot];
 
@@ -155,12 +155,12 @@ static void chan_unmap(struct shardd *d, uint32_t slot)
 	c->base = NULL;
 }
 
-static void chan_use(struct shardd *d, uint32_t slot, uint8_t *base, uint32_t gen)
+static void peer_map(struct shardd *d, uint32_t slot, uint8_t *base, uint32_t gen)
 {
-	chan_unmap(d, slot);
+	peer_unmap(d, slot);
 	d->chans[slot].base = base;
 	d->chans[slot].gen = gen;
-	d->readers[slot] = &((struct chan_hdr *)base)->epoch;
+	d->readers[slot] = &((struct shm_chan_hdr *)base)->epoch;
 }
 
 /* Take the channel fds queued on our socket (engine.h). */
@@ -216,7 +216,7 @@ static void drop_incoming(struct shardd *d, uint32_t slot, uint32_t gen)
  * drain finds it whatever the interleaving. (A shard forked after the
  * attach inherited amorad's mapping instead: setup.) Returns false only if
  * the mapping fails; the fd is kept and the caller tries again later. */
-static bool chan_ready(struct shardd *d, uint32_t slot, uint32_t gen)
+static bool peer_ready(struct shardd *d, uint32_t slot, uint32_t gen)
 {
 	struct chanmap *c = &d->chans[slot];
 	void *p;
@@ -243,7 +243,7 @@ static bool chan_ready(struct shardd *d, uint32_t slot, uint32_t gen)
 	}
 	close(c->incoming);
 	c->incoming = -1;
-	chan_use(d, slot, p, gen);
+	peer_map(d, slot, p, gen);
 	return true;
 }
 
@@ -269,7 +269,7 @@ static void refresh_readers(void *arg)
 		uint32_t gen = atomic_load_explicit(&e->clients[i].gen, memory_order_acquire);
 
 		if (st == REG_ACTIVE && d->chans[i].base == NULL)
-			chan_ready(d, i, gen);
+			peer_ready(d, i, gen);
 	}
 }
 
@@ -294,7 +294,7 @@ static void refresh_readers(void *arg)
  *   `rang`, takes that client's pending flag (it becomes hot) and rebuilds
  *   the list before it sleeps again, reloading every cold word.
  *
- * A cold client's channel says so (chan_words.cold): it rings after every
+ * A cold client's channel says so (shm_chan_words.cold): it rings after every
  * publish, so the loop reads only the hot clients' pending flags in each
  * round (chan.h, "Cost and limits"), and a cold one's once more at the
  * first sleep after it went cold (`fresh`: the flag store came before that
@@ -328,7 +328,7 @@ static void set_hot(struct shardd *d, struct peer *p, uint32_t slot, bool hot)
 		d->hotmap[slot / 64] |= bit;
 	else
 		d->hotmap[slot / 64] &= ~bit;
-	atomic_store_explicit(&chan_words(d->chans[slot].base, d->id)->cold, !hot,
+	atomic_store_explicit(&shm_chan_words(d->chans[slot].base, d->id)->cold, !hot,
 			      memory_order_relaxed);
 }
 
@@ -354,8 +354,8 @@ static void watch_rebuild(struct shardd *d, uint32_t rang)
 	struct watcher *w = d->watch;
 
 	pthread_mutex_lock(&w->mu);
-	chan_sleep_begin(&w->cold);
-	chan_sleep_add(&w->cold, &w->version, 0, 1); /* the value is the thread's */
+	shm_chan_sleep_begin(&w->cold);
+	shm_chan_sleep_add(&w->cold, &w->version, 0, 1); /* the value is the thread's */
 	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
 		struct peer *p = &d->peers[i];
 		_Atomic uint32_t *word;
@@ -365,15 +365,15 @@ static void watch_rebuild(struct shardd *d, uint32_t rang)
 			p->listed = false;
 			continue;
 		}
-		word = &chan_words(d->chans[i].base, d->id)->wake;
+		word = &shm_chan_words(d->chans[i].base, d->id)->wake;
 		v = atomic_load_explicit(word, memory_order_acquire);
 		if (p->listed && v != p->listed_val) {
 			set_hot(d, p, i, true);
 			p->listed = false;
 			continue;
 		}
-		/* at most CHAN_MAX_CLIENTS + 1 words: always room */
-		chan_sleep_add(&w->cold, word, v, 0);
+		/* at most SHM_CHAN_MAX_CLIENTS + 1 words: always room */
+		shm_chan_sleep_add(&w->cold, word, v, 0);
 		if (!p->listed)
 			d->freshmap[i / 64] |= 1ull << (i % 64);
 		p->listed = true;
@@ -382,15 +382,15 @@ static void watch_rebuild(struct shardd *d, uint32_t rang)
 	pthread_mutex_unlock(&w->mu);
 	w->rang_seen = rang;
 	w->stale = false;
-	/* Release (in chan_word_wake), pairs with the watcher's acquire load
+	/* Release (in shm_chan_word_wake), pairs with the watcher's acquire load
 	 * of `version`: it then copies this list or a later one. */
-	chan_word_wake(&w->version, 1);
+	shm_chan_word_wake(&w->version, 1);
 }
 
 static void *watch_run(void *arg)
 {
 	struct watcher *w = arg;
-	struct chan_sleep z;
+	struct shm_chan_sleep z;
 
 	for (;;) {
 		uint32_t v = atomic_load_explicit(&w->version, memory_order_acquire);
@@ -401,16 +401,16 @@ static void *watch_run(void *arg)
 		pthread_mutex_unlock(&w->mu);
 		if (z.n > 0) {
 			z.w[0].val = v;
-			rc = chan_sleep_wait(&z, NULL, NULL, NULL, -1);
+			rc = shm_chan_sleep_wait(&z, NULL, NULL, NULL, -1);
 			if (atomic_load_explicit(&w->version, memory_order_acquire) != v)
 				continue; /* a new list (also after EFAULT on a channel going away) */
 			if (rc == SHM_OK)
-				chan_word_wake(&w->rang, 1); /* a cold word moved: tell the loop */
+				shm_chan_word_wake(&w->rang, 1); /* a cold word moved: tell the loop */
 		}
 		/* Until the loop rebuilds the list. */
-		chan_sleep_begin(&z);
-		chan_sleep_add(&z, &w->version, v, 1);
-		chan_sleep_wait(&z, NULL, NULL, NULL, -1);
+		shm_chan_sleep_begin(&z);
+		shm_chan_sleep_add(&z, &w->version, v, 1);
+		shm_chan_sleep_wait(&z, NULL, NULL, NULL, -1);
 	}
 	return NULL;
 }
@@ -486,7 +486,7 @@ static void cut_off(struct shardd *d, uint32_t slot, const char *why)
 
 	log_warn("client slot %u (pid %d) %s; cut off", slot,
 		 atomic_load(&d->e->clients[slot].pid), why);
-	atomic_store_explicit(&((struct chan_hdr *)d->chans[slot].base)->cut_off, d->id + 1,
+	atomic_store_explicit(&((struct shm_chan_hdr *)d->chans[slot].base)->cut_off, d->id + 1,
 			      memory_order_release);
 	if (p->listed)
 		d->watch->stale = true; /* its channel stays mapped until amorad closes the slot */
@@ -501,21 +501,21 @@ static void attach_peer(struct shardd *d, uint32_t slot, uint32_t gen)
 	uint8_t *base;
 	uint32_t n = d->e->cfg.shards;
 
-	peer_forget(d, slot); /* a previous client of the slot, whose channel chan_ready unmaps */
+	peer_forget(d, slot); /* a previous client of the slot, whose channel peer_ready unmaps */
 	memset(p, 0, sizeof(*p));
 	p->gen = gen;
-	if (!chan_ready(d, slot, gen)) {
+	if (!peer_ready(d, slot, gen)) {
 		d->retry = true; /* neither active nor bad: attached at a later sweep */
 		return;
 	}
 	base = d->chans[slot].base;
 
-	if (ring_attach(&p->sq, chan_sq_mem(base, n, d->id), chan_sq_bytes()) != SHM_OK ||
-	    ring_attach(&p->cq, chan_cq_mem(base, n, d->id), chan_cq_bytes()) != SHM_OK) {
+	if (shm_ring_attach(&p->sq, shm_chan_sq_mem(base, n, d->id), shm_chan_sq_bytes()) != SHM_OK ||
+	    shm_ring_attach(&p->cq, shm_chan_cq_mem(base, n, d->id), shm_chan_cq_bytes()) != SHM_OK) {
 		cut_off(d, slot, "left its rings in an impossible state (positions or size)");
 		return;
 	}
-	p->decided = atomic_load_explicit(&chan_words(base, d->id)->decided, memory_order_acquire);
+	p->decided = atomic_load_explicit(&shm_chan_words(base, d->id)->decided, memory_order_acquire);
 	p->active = true;
 	/* Cold until it has work: a burst of attaches must not make every
 	 * sleep wait on all of them ("Sleeping"). */
@@ -547,7 +547,7 @@ static void sync_peers(struct shardd *d, bool sweep)
 			attach_peer(d, i, gen);
 		else if (st != REG_ACTIVE) {
 			peer_forget(d, i);
-			chan_unmap(d, i);
+			peer_unmap(d, i);
 			drop_incoming(d, i, gen);
 			if (st == REG_CLOSING)
 				atomic_store_explicit(engine_ack(e, i, d->id), gen, memory_order_release);
@@ -560,11 +560,11 @@ static void sync_peers(struct shardd *d, bool sweep)
 static int wire_status(int shm_rc)
 {
 	switch (shm_rc) {
-	case SHM_OK: return CHAN_OK;
-	case SHM_ENOTFOUND: return CHAN_ENOTFOUND;
-	case SHM_EINVAL: return CHAN_EINVAL;
-	case SHM_ENOMEM: return CHAN_EFULL;
-	default: return CHAN_ECORRUPT;
+	case SHM_OK: return SHM_CHAN_OK;
+	case SHM_ENOTFOUND: return SHM_CHAN_ENOTFOUND;
+	case SHM_EINVAL: return SHM_CHAN_EINVAL;
+	case SHM_ENOMEM: return SHM_CHAN_EFULL;
+	default: return SHM_CHAN_ECORRUPT;
 	}
 }
 
@@ -586,27 +586,27 @@ static int add_pending(struct shardd *d, uint32_t slot, uint64_t id, int status,
 /* Apply one checked request; returns its status. Effects go to the log
  * batch; a log buffer that cannot grow is fatal (the table already
  * changed), reported as SHM_ESYS. */
-static int apply(struct shardd *d, const struct chan_op_view *v, uint64_t *seq)
+static int apply(struct shardd *d, const struct shm_chan_op_view *v, uint64_t *seq)
 {
 	int rc, wrc;
 
 	if (v->klen == 0 || v->klen > SHM_KEY_MAX || v->vlen > SHM_VALUE_MAX)
-		return CHAN_EINVAL;
-	if (v->op == CHAN_OP_SET)
+		return SHM_CHAN_EINVAL;
+	if (v->op == SHM_CHAN_OP_SET)
 		rc = shm_writer_set(&d->w, v->key, v->klen, v->val, v->vlen);
 	else
 		rc = shm_writer_del(&d->w, v->key, v->klen);
 	if (rc != SHM_OK)
 		return wire_status(rc);
 	*seq = atomic_load_explicit(&d->sh->seq, memory_order_relaxed);
-	wrc = wal_batch_add(&d->wal, *seq, v->op == CHAN_OP_SET ? WAL_OP_SET : WAL_OP_DEL, v->key,
+	wrc = wal_batch_add(&d->wal, *seq, v->op == SHM_CHAN_OP_SET ? WAL_OP_SET : WAL_OP_DEL, v->key,
 			    v->klen, v->val, v->vlen);
 	if (wrc != WAL_OK) {
 		log_error("cannot add to the log batch: %s", wal_errmsg(&d->wal));
 		exit(SHARDD_EXIT_CRASH);
 	}
 	d->dirty = true;
-	return CHAN_OK;
+	return SHM_CHAN_OK;
 }
 
 /* Take up to PER_CLIENT_BATCH requests from one client. Returns true if it
@@ -614,16 +614,16 @@ static int apply(struct shardd *d, const struct chan_op_view *v, uint64_t *seq)
 static bool take_requests(struct shardd *d, uint32_t slot)
 {
 	struct peer *p = &d->peers[slot];
-	uint8_t *bulk_src = d->chans[slot].base + chan_bulk_off(d->e->cfg.shards);
-	int64_t room = ring_space(&p->cq);
+	uint8_t *bulk_src = d->chans[slot].base + shm_chan_bulk_off(d->e->cfg.shards);
+	int64_t room = shm_ring_space(&p->cq);
 
 	if (room < 0) {
 		cut_off(d, slot, "moved its completion ring impossibly");
 		return false;
 	}
-	room -= (int64_t)p->taken * CHAN_CQE_BYTES;
+	room -= (int64_t)p->taken * SHM_CHAN_CQE_BYTES;
 	while (p->taken < PER_CLIENT_BATCH && wal_batch_bytes(&d->wal) < BATCH_BYTES_MAX) {
-		struct chan_op_view v;
+		struct shm_chan_op_view v;
 		const void *rec;
 		uint32_t len;
 		uint64_t seq = 0;
@@ -632,47 +632,47 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 		/* No room for the completion: only a client that ignores its
 		 * completions gets here (libamora bounds what it has in
 		 * flight); it waits for the next sweep. */
-		if (room < CHAN_CQE_BYTES)
+		if (room < SHM_CHAN_CQE_BYTES)
 			return false;
-		rc = ring_peek(&p->sq, &rec, &len);
+		rc = shm_ring_peek(&p->sq, &rec, &len);
 		if (rc == SHM_EEMPTY)
 			return false;
-		if (rc != SHM_OK || len > ring_max_record(&p->sq)) {
+		if (rc != SHM_OK || len > shm_ring_max_record(&p->sq)) {
 			cut_off(d, slot, "wrote garbage into its submission ring");
 			return false;
 		}
 		/* Copy first: the client can change the bytes while we parse. */
 		memcpy(d->req, rec, len);
-		if (chan_req_decode(d->req, len, &v) != SHM_OK) {
+		if (shm_chan_req_decode(d->req, len, &v) != SHM_OK) {
 			cut_off(d, slot, "sent a malformed request");
 			return false;
 		}
 		if (v.id <= p->decided) {
 			/* applied and logged by our previous incarnation, which
 			 * died before answering: answer, never apply again */
-			rc = CHAN_OK;
+			rc = SHM_CHAN_OK;
 		} else {
-			if (v.flags & CHAN_REQ_BULK) {
+			if (v.flags & SHM_CHAN_REQ_BULK) {
 				memcpy(d->bulk, bulk_src, v.vlen);
 				v.val = d->bulk;
 			}
 			rc = apply(d, &v, &seq);
-			if (rc == CHAN_OK)
+			if (rc == SHM_CHAN_OK)
 				p->last_id = v.id;
 		}
 		if (add_pending(d, slot, v.id, rc, seq) != 0) {
 			log_error("out of memory for completions");
 			exit(SHARDD_EXIT_CRASH);
 		}
-		ring_consume(&p->sq);
+		shm_ring_consume(&p->sq);
 		p->taken++;
 		p->touched = true;
-		room -= CHAN_CQE_BYTES;
+		room -= SHM_CHAN_CQE_BYTES;
 		/* A request that failed changed nothing and is not in the log:
 		 * the decided word must not cover it (a restarted shard would
-		 * answer it CHAN_OK). So it ends this client's turn, and no
+		 * answer it SHM_CHAN_OK). So it ends this client's turn, and no
 		 * later request of this round raises the word past it. */
-		if (rc != CHAN_OK && v.id > p->decided)
+		if (rc != SHM_CHAN_OK && v.id > p->decided)
 			return true;
 	}
 	return true;
@@ -685,11 +685,11 @@ static bool take_requests(struct shardd *d, uint32_t slot)
  * cache, and the exchange would take it away from the client. */
 static bool take_pending(struct shardd *d, uint32_t slot)
 {
-	_Atomic uint32_t *f = &chan_words(d->chans[slot].base, d->id)->pending;
+	_Atomic uint32_t *f = &shm_chan_words(d->chans[slot].base, d->id)->pending;
 
 	if (atomic_load_explicit(f, memory_order_relaxed) == 0)
 		return false;
-	/* Acquire, pairs with the release store in chan_notify: the records
+	/* Acquire, pairs with the release store in shm_chan_notify: the records
 	 * published before the flag are visible to take_requests. */
 	return atomic_exchange_explicit(f, 0, memory_order_acquire) != 0;
 }
@@ -741,8 +741,8 @@ static void log_failure(struct shardd *d, const char *what)
 	log_error("%s: %s; answering the batch with an I/O error and restarting", what,
 		  wal_errmsg(&d->wal));
 	for (size_t i = 0; i < d->npend; i++)
-		if (d->pend[i].cqe.status == CHAN_OK)
-			d->pend[i].cqe.status = CHAN_EIO;
+		if (d->pend[i].cqe.status == SHM_CHAN_OK)
+			d->pend[i].cqe.status = SHM_CHAN_EIO;
 }
 
 /* The round is in the log: tell each client's channel how far, before
@@ -754,7 +754,7 @@ static void mark_decided(struct shardd *d)
 
 		if (p->active && p->last_id > p->decided) {
 			p->decided = p->last_id;
-			atomic_store_explicit(&chan_words(d->chans[i].base, d->id)->decided, p->decided,
+			atomic_store_explicit(&shm_chan_words(d->chans[i].base, d->id)->decided, p->decided,
 					      memory_order_release);
 		}
 	}
@@ -779,7 +779,7 @@ static int finish_round(struct shardd *d)
 		struct pending *q = &d->pend[i];
 		struct peer *p = &d->peers[q->slot];
 
-		if (p->active && p->gen == q->gen && ring_push(&p->cq, &q->cqe, sizeof(q->cqe)) != SHM_OK)
+		if (p->active && p->gen == q->gen && shm_ring_push(&p->cq, &q->cqe, sizeof(q->cqe)) != SHM_OK)
 			cut_off(d, q->slot, "moved its completion ring impossibly");
 	}
 	d->npend = 0;
@@ -789,8 +789,8 @@ static int finish_round(struct shardd *d)
 		if (!p->touched)
 			continue;
 		if (p->active) {
-			ring_publish(&p->cq);
-			ring_release(&p->sq);
+			shm_ring_publish(&p->cq);
+			shm_ring_release(&p->sq);
 		}
 		p->touched = false;
 		p->taken = 0;
@@ -814,7 +814,7 @@ static int work_ready(void *arg)
 		for (uint64_t bits = d->hotmap[w] | d->freshmap[w]; bits; bits &= bits - 1) {
 			uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(bits);
 
-			if (atomic_load_explicit(&chan_words(d->chans[i].base, d->id)->pending,
+			if (atomic_load_explicit(&shm_chan_words(d->chans[i].base, d->id)->pending,
 						 memory_order_relaxed)) {
 				peer_busy(d, i); /* a fresh one: gather reads hot clients' flags */
 				return 1;
@@ -860,24 +860,24 @@ static void idle(struct shardd *d)
 		until = reclaim;
 	/* Step (a): every word loaded before the sleeping flag is set, the
 	 * cold clients' by watch_rebuild ("Sleeping"). At most
-	 * CHAN_MAX_CLIENTS clients (engine_create), so all fit. */
+	 * SHM_CHAN_MAX_CLIENTS clients (engine_create), so all fit. */
 	rang = atomic_load_explicit(&d->watch->rang, memory_order_acquire);
 	if (d->watch->stale || rang != d->watch->rang_seen)
 		watch_rebuild(d, rang);
-	chan_sleep_begin(&d->zz);
-	chan_sleep_add(&d->zz, &d->e->reg->wake,
+	shm_chan_sleep_begin(&d->zz);
+	shm_chan_sleep_add(&d->zz, &d->e->reg->wake,
 		       atomic_load_explicit(&d->e->reg->wake, memory_order_acquire), 0);
-	chan_sleep_add(&d->zz, &d->watch->rang, rang, 1);
+	shm_chan_sleep_add(&d->zz, &d->watch->rang, rang, 1);
 	for (uint32_t w = 0; w < (d->e->cfg.max_clients + 63) / 64; w++) {
 		for (uint64_t bits = d->hotmap[w]; bits; bits &= bits - 1) {
 			uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(bits);
-			_Atomic uint32_t *word = &chan_words(d->chans[i].base, d->id)->wake;
+			_Atomic uint32_t *word = &shm_chan_words(d->chans[i].base, d->id)->wake;
 
-			chan_sleep_add(&d->zz, word, atomic_load_explicit(word, memory_order_acquire), 0);
+			shm_chan_sleep_add(&d->zz, word, atomic_load_explicit(word, memory_order_acquire), 0);
 		}
 	}
 	d->watch->checked = false;
-	rc = chan_sleep_wait(&d->zz, &d->sh->sleeping, work_ready, d, until);
+	rc = shm_chan_sleep_wait(&d->zz, &d->sh->sleeping, work_ready, d, until);
 	if (d->watch->checked)
 		memset(d->freshmap, 0, (d->e->cfg.max_clients + 63) / 64 * sizeof(*d->freshmap));
 	if (rc != SHM_ESYS)
@@ -887,7 +887,7 @@ static void idle(struct shardd *d)
 	 * the sweep. */
 	if (!d->sleep_failed)
 		log_error("futex_waitv failed: %s; polling every %d ms instead", strerror(errno),
-			  CHAN_SWEEP_MS);
+			  SHM_CHAN_SWEEP_MS);
 	d->sleep_failed = true;
 	ts.tv_sec = until / 1000000000;
 	ts.tv_nsec = until % 1000000000;
@@ -979,13 +979,13 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 		d->chans[i].incoming = -1;
 		d->readers[i] = &idle_slot;
 		if (e->chan[i] != NULL)
-			chan_use(d, i, e->chan[i], atomic_load(&e->clients[i].gen));
+			peer_map(d, i, e->chan[i], atomic_load(&e->clients[i].gen));
 	}
 	d->again = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->again));
 	d->hotmap = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->hotmap));
 	d->freshmap = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->freshmap));
-	d->req = malloc(CHAN_SQ_DATA);
-	d->bulk = malloc(CHAN_BULK_BYTES);
+	d->req = malloc(SHM_CHAN_SQ_DATA);
+	d->bulk = malloc(SHM_CHAN_BULK_BYTES);
 	if (d->sh == NULL || d->peers == NULL || d->again == NULL || d->hotmap == NULL ||
 	    d->freshmap == NULL || d->req == NULL || d->bulk == NULL) {
 		log_error("out of memory at start");
@@ -1015,7 +1015,7 @@ static void serve(struct shardd *d)
 
 		sync_peers(d, sweep);
 		if (sweep)
-			d->next_sweep_ns = now + CHAN_SWEEP_MS * 1000000ull;
+			d->next_sweep_ns = now + SHM_CHAN_SWEEP_MS * 1000000ull;
 		more = gather(d, sweep);
 		fatal = finish_round(d);
 		if (fatal || wal_sync_if_due(&d->wal, shm_now_ns()) != WAL_OK) {

@@ -26,75 +26,75 @@ static size_t round_page(size_t n)
 	return (n + PAGE - 1) & ~(size_t)(PAGE - 1);
 }
 
-size_t chan_sq_bytes(void)
+size_t shm_chan_sq_bytes(void)
 {
-	return round_page(ring_bytes(CHAN_SQ_DATA));
+	return round_page(shm_ring_bytes(SHM_CHAN_SQ_DATA));
 }
 
-size_t chan_cq_bytes(void)
+size_t shm_chan_cq_bytes(void)
 {
-	return round_page(ring_bytes(CHAN_CQ_DATA));
+	return round_page(shm_ring_bytes(SHM_CHAN_CQ_DATA));
 }
 
 static size_t pair_bytes(void)
 {
-	return chan_sq_bytes() + chan_cq_bytes();
+	return shm_chan_sq_bytes() + shm_chan_cq_bytes();
 }
 
 /* Offset of the first ring: after the header and the shards' words. */
 static size_t rings_off(uint32_t shard_count)
 {
-	return CHAN_HDR_BYTES + round_page((size_t)shard_count * sizeof(struct chan_words));
+	return SHM_CHAN_HDR_BYTES + round_page((size_t)shard_count * sizeof(struct shm_chan_words));
 }
 
-size_t chan_bulk_off(uint32_t shard_count)
+size_t shm_chan_bulk_off(uint32_t shard_count)
 {
 	return rings_off(shard_count) + (size_t)shard_count * pair_bytes();
 }
 
-size_t chan_bytes(uint32_t shard_count)
+size_t shm_chan_bytes(uint32_t shard_count)
 {
-	return chan_bulk_off(shard_count) + round_page(CHAN_BULK_BYTES);
+	return shm_chan_bulk_off(shard_count) + round_page(SHM_CHAN_BULK_BYTES);
 }
 
-void *chan_sq_mem(void *base, uint32_t shard_count, uint32_t s)
+void *shm_chan_sq_mem(void *base, uint32_t shard_count, uint32_t s)
 {
 	return (uint8_t *)base + rings_off(shard_count) + (size_t)s * pair_bytes();
 }
 
-void *chan_cq_mem(void *base, uint32_t shard_count, uint32_t s)
+void *shm_chan_cq_mem(void *base, uint32_t shard_count, uint32_t s)
 {
-	return (uint8_t *)chan_sq_mem(base, shard_count, s) + chan_sq_bytes();
+	return (uint8_t *)shm_chan_sq_mem(base, shard_count, s) + shm_chan_sq_bytes();
 }
 
-struct chan_words *chan_words(void *base, uint32_t s)
+struct shm_chan_words *shm_chan_words(void *base, uint32_t s)
 {
-	return (struct chan_words *)((uint8_t *)base + CHAN_HDR_BYTES) + s;
+	return (struct shm_chan_words *)((uint8_t *)base + SHM_CHAN_HDR_BYTES) + s;
 }
 
-int chan_format(void *base, uint32_t shard_count, uint32_t slot, uint32_t gen, int32_t pid)
+int shm_chan_format(void *base, uint32_t shard_count, uint32_t slot, uint32_t gen, int32_t pid)
 {
-	struct chan_hdr *h = base;
+	struct shm_chan_hdr *h = base;
 
 	if (base == NULL || shard_count == 0)
 		return SHM_EINVAL;
 	memset(h, 0, sizeof(*h));
-	h->magic = CHAN_MAGIC;
-	h->version = CHAN_VERSION;
+	h->magic = SHM_CHAN_MAGIC;
+	h->version = SHM_CHAN_VERSION;
 	h->shard_count = shard_count;
-	h->bytes = chan_bytes(shard_count);
+	h->bytes = shm_chan_bytes(shard_count);
 	h->slot = slot;
 	h->gen = gen;
 	for (uint32_t s = 0; s < shard_count; s++) {
-		int rc = ring_format(chan_sq_mem(base, shard_count, s), chan_sq_bytes());
-		struct chan_words *w = chan_words(base, s);
+		int rc = shm_ring_format(shm_chan_sq_mem(base, shard_count, s), shm_chan_sq_bytes());
+		struct shm_chan_words *w = shm_chan_words(base, s);
 
 		atomic_store_explicit(&w->decided, 0, memory_order_relaxed);
 		atomic_store_explicit(&w->pending, 0, memory_order_relaxed);
 		atomic_store_explicit(&w->wake, 0, memory_order_relaxed);
 		atomic_store_explicit(&w->cold, 0, memory_order_relaxed);
 		if (rc == SHM_OK)
-			rc = ring_format(chan_cq_mem(base, shard_count, s), chan_cq_bytes());
+			rc = shm_ring_format(shm_chan_cq_mem(base, shard_count, s), shm_chan_cq_bytes());
 		if (rc != SHM_OK)
 			return rc;
 	}
@@ -115,7 +115,7 @@ static long futex_wake(_Atomic uint32_t *word, int n, int private_)
 	return syscall(SYS_futex, (uint32_t *)word, op, n, NULL, NULL, 0);
 }
 
-void chan_word_wake(_Atomic uint32_t *word, int private_)
+void shm_chan_word_wake(_Atomic uint32_t *word, int private_)
 {
 	/* Release: a waiter that loads the new value (acquire) sees what was
 	 * done before the bump (the registry change, for amorad's word). */
@@ -123,12 +123,12 @@ void chan_word_wake(_Atomic uint32_t *word, int private_)
 	futex_wake(word, INT_MAX, private_);
 }
 
-int chan_notify(struct chan_words *w, const _Atomic uint32_t *sleeping)
+int shm_chan_notify(struct shm_chan_words *w, const _Atomic uint32_t *sleeping)
 {
 	/* (d) Release: the shard's exchange that takes the flag (acquire)
 	 * then sees the ring's tail published before it. */
 	atomic_store_explicit(&w->pending, 1, memory_order_release);
-	/* Pairs with the fence in chan_sleep_wait after (b): either the
+	/* Pairs with the fence in shm_chan_sleep_wait after (b): either the
 	 * shard's re-check (c) sees the flag above, or the loads below see
 	 * sleeping (or cold: the shard's fence is after its store) set. */
 	atomic_thread_fence(memory_order_seq_cst);
@@ -143,14 +143,14 @@ int chan_notify(struct chan_words *w, const _Atomic uint32_t *sleeping)
 	return 1;
 }
 
-void chan_sleep_begin(struct chan_sleep *z)
+void shm_chan_sleep_begin(struct shm_chan_sleep *z)
 {
 	z->n = 0;
 }
 
-int chan_sleep_add(struct chan_sleep *z, _Atomic uint32_t *word, uint32_t expect, int private_)
+int shm_chan_sleep_add(struct shm_chan_sleep *z, _Atomic uint32_t *word, uint32_t expect, int private_)
 {
-	if (z->n >= CHAN_WAIT_WORDS)
+	if (z->n >= SHM_CHAN_WAIT_WORDS)
 		return SHM_EFULL;
 	z->w[z->n++] = (struct futex_waitv){
 		.val = expect,
@@ -166,7 +166,7 @@ static long futex_waitv(struct futex_waitv *w, uint32_t n, const struct timespec
 	return syscall(SYS_futex_waitv, w, n, 0, abs, CLOCK_MONOTONIC);
 }
 
-int chan_sleep_wait(struct chan_sleep *z, _Atomic uint32_t *sleeping, int (*ready)(void *),
+int shm_chan_sleep_wait(struct shm_chan_sleep *z, _Atomic uint32_t *sleeping, int (*ready)(void *),
 		    void *arg, int64_t deadline_ns)
 {
 	struct timespec ts, *tp = NULL;
@@ -178,7 +178,7 @@ int chan_sleep_wait(struct chan_sleep *z, _Atomic uint32_t *sleeping, int (*read
 	/* (b) Relaxed: the fence below orders it before the re-check. */
 	if (sleeping != NULL)
 		atomic_store_explicit(sleeping, 1, memory_order_relaxed);
-	/* Pairs with the fence in chan_notify (after (d)). */
+	/* Pairs with the fence in shm_chan_notify (after (d)). */
 	atomic_thread_fence(memory_order_seq_cst);
 	if (ready == NULL || !ready(arg)) { /* (c) */
 		if (deadline_ns >= 0) {
@@ -202,29 +202,29 @@ int chan_sleep_wait(struct chan_sleep *z, _Atomic uint32_t *sleeping, int (*read
 	return SHM_ESYS;
 }
 
-int chan_sleep_supported(void)
+int shm_chan_sleep_supported(void)
 {
 	/* An empty list is EINVAL where the call exists, ENOSYS where not. */
 	return futex_waitv(NULL, 0, NULL) != 0 && errno == EINVAL;
 }
 
-int chan_req_decode(const void *rec, uint32_t len, struct chan_op_view *v)
+int shm_chan_req_decode(const void *rec, uint32_t len, struct shm_chan_op_view *v)
 {
-	struct chan_req r;
+	struct shm_chan_req r;
 	uint64_t need;
 
 	if (len < sizeof(r))
 		return SHM_ECORRUPT;
 	memcpy(&r, rec, sizeof(r));
-	if (r.zero != 0 || r.zero2 != 0 || (r.flags & ~CHAN_REQ_BULK) != 0)
+	if (r.zero != 0 || r.zero2 != 0 || (r.flags & ~SHM_CHAN_REQ_BULK) != 0)
 		return SHM_ECORRUPT;
-	if (r.op != CHAN_OP_SET && r.op != CHAN_OP_DEL)
+	if (r.op != SHM_CHAN_OP_SET && r.op != SHM_CHAN_OP_DEL)
 		return SHM_ECORRUPT;
-	if (r.op == CHAN_OP_DEL && (r.vlen != 0 || r.flags != 0))
+	if (r.op == SHM_CHAN_OP_DEL && (r.vlen != 0 || r.flags != 0))
 		return SHM_ECORRUPT;
-	if ((r.flags & CHAN_REQ_BULK) && r.vlen > CHAN_BULK_BYTES)
+	if ((r.flags & SHM_CHAN_REQ_BULK) && r.vlen > SHM_CHAN_BULK_BYTES)
 		return SHM_ECORRUPT;
-	need = sizeof(r) + (uint64_t)r.klen + ((r.flags & CHAN_REQ_BULK) ? 0 : r.vlen);
+	need = sizeof(r) + (uint64_t)r.klen + ((r.flags & SHM_CHAN_REQ_BULK) ? 0 : r.vlen);
 	if (need != len)
 		return SHM_ECORRUPT;
 	v->id = r.id;
@@ -233,6 +233,6 @@ int chan_req_decode(const void *rec, uint32_t len, struct chan_op_view *v)
 	v->klen = r.klen;
 	v->vlen = r.vlen;
 	v->key = (const uint8_t *)rec + sizeof(r);
-	v->val = (r.flags & CHAN_REQ_BULK) ? NULL : v->key + r.klen;
+	v->val = (r.flags & SHM_CHAN_REQ_BULK) ? NULL : v->key + r.klen;
 	return SHM_OK;
 }

@@ -10,22 +10,22 @@
  *
  * Channel layout (offsets from the start of the channel memfd):
  *
- *   0                      struct chan_hdr: geometry, the client's epoch
+ *   0                      struct shm_chan_hdr: geometry, the client's epoch
  *                          slot (epoch.h), the cut-off flag
- *   CHAN_HDR_BYTES + 64*s  struct chan_words of shard s: its "decided"
+ *   SHM_CHAN_HDR_BYTES + 64*s  struct shm_chan_words of shard s: its "decided"
  *                          word (below), the pending flag and the wake
  *                          word of the doorbell ("Doorbells", below)
- *   chan_sq_mem(s)         shard s's submission ring (SQ: client produces
+ *   shm_chan_sq_mem(s)         shard s's submission ring (SQ: client produces
  *                          requests, shard consumes), then its completion
  *                          ring (CQ: shard produces, client consumes)
- *   chan_bulk_off()        the bulk area: one value too large for a ring
- *                          record (a request with CHAN_REQ_BULK)
+ *   shm_chan_bulk_off()        the bulk area: one value too large for a ring
+ *                          record (a request with SHM_CHAN_REQ_BULK)
  *
- * Geometry is a function of the shard count alone (chan_bytes), computed
+ * Geometry is a function of the shard count alone (shm_chan_bytes), computed
  * by each side for itself: nothing in the header is trusted for layout.
  *
- * SQ record: struct chan_req, then klen key bytes, then vlen value bytes
- * (none when the value is in the bulk area). CQ record: struct chan_cqe.
+ * SQ record: struct shm_chan_req, then klen key bytes, then vlen value bytes
+ * (none when the value is in the bulk area). CQ record: struct shm_chan_cqe.
  * Requests carry an id that grows by one per request on each (client,
  * shard) pair; completions echo it.
  *
@@ -36,7 +36,7 @@
  * client's turn in the round, so the word never covers a failed request
  * still in the ring. A restarted shard re-reads the requests it had not
  * released. Those with an id up to the decided word were applied and
- * logged: it only completes them again (as CHAN_OK), it never re-applies
+ * logged: it only completes them again (as SHM_CHAN_OK), it never re-applies
  * them, since another client may have written the same key since. The
  * others were never acknowledged and are applied as new (a failed one may
  * now succeed: nobody saw its first answer). The client drops a completion
@@ -45,18 +45,18 @@
  *
  * Doorbells: how a client wakes a sleeping shard, with no memory shared
  * between clients. Per (client, shard) the client's channel holds a pending
- * flag and a futex word (struct chan_words); the shard's "sleeping" flag is
+ * flag and a futex word (struct shm_chan_words); the shard's "sleeping" flag is
  * in its descriptor in the data segment (struct shm_shard), which clients
  * map read-only; amorad's "registry changed" futex word is in the registry
  * (engine.h), which clients do not map at all.
  *
- *   client, after publishing to shard s (chan_notify):
+ *   client, after publishing to shard s (shm_chan_notify):
  *     store_release(pending, 1)                            (d)
  *     fence(seq_cst)
  *     if load(cold) or load(shard.sleeping):
  *         fetch_add(wake, 1); FUTEX_WAKE(&wake)            (e)
  *
- *   shard s, about to sleep (chan_sleep_begin/_add/_wait):
+ *   shard s, about to sleep (shm_chan_sleep_begin/_add/_wait):
  *     v[i] = load_acquire(wake word of every client it serves, and
  *            amorad's)                                     (a)
  *     store(shard.sleeping, 1)                             (b)
@@ -89,7 +89,7 @@
  * the client pays system calls for), clear its own flag or never bump (it
  * delays only itself). It cannot write any other client's words,
  * the sleeping flag or amorad's word, so it cannot delay anyone else. The
- * shard's periodic sweep of every channel (CHAN_SWEEP_MS) stays as a
+ * shard's periodic sweep of every channel (SHM_CHAN_SWEEP_MS) stays as a
  * safety net (and serves a client that left its completion ring full,
  * shardd.c).
  *
@@ -108,7 +108,7 @@
  * publish. Going cold, the shard stores `cold` before the full fence of
  * its next sleep and reads the flag once more after it: either it sees
  * the flag, or the client sees `cold` and rings. The loop's wait has two words of the shard's own
- * (amorad's and the watcher's), hence at most CHAN_MAX_CLIENTS (126)
+ * (amorad's and the watcher's), hence at most SHM_CHAN_MAX_CLIENTS (126)
  * clients; amorad refuses a larger --max-clients (engine.c).
  */
 #ifndef AMORA_SHM_CHAN_H
@@ -123,33 +123,33 @@
 #include "shm/record.h"
 #include "shm/ring.h"
 
-#define CHAN_MAGIC 0x4e4148434d524f4dULL /* "MORMCHAN" */
-#define CHAN_VERSION 2u
-#define CHAN_HDR_BYTES 4096u
-#define CHAN_SQ_DATA (64u << 10)         /* SQ data bytes per shard */
-#define CHAN_CQ_DATA (16u << 10)         /* CQ data bytes per shard */
-#define CHAN_BULK_BYTES SHM_VALUE_MAX
-#define CHAN_SWEEP_MS 200                /* shards look at every ring this often */
-#define CHAN_WAIT_WORDS FUTEX_WAITV_MAX  /* 128: words one sleep can wait on */
-#define CHAN_MAX_CLIENTS (CHAN_WAIT_WORDS - 2) /* two words go to the shard's own (shardd.c) */
+#define SHM_CHAN_MAGIC 0x4e4148434d524f4dULL /* "MORMCHAN" */
+#define SHM_CHAN_VERSION 2u
+#define SHM_CHAN_HDR_BYTES 4096u
+#define SHM_CHAN_SQ_DATA (64u << 10)         /* SQ data bytes per shard */
+#define SHM_CHAN_CQ_DATA (16u << 10)         /* CQ data bytes per shard */
+#define SHM_CHAN_BULK_BYTES SHM_VALUE_MAX
+#define SHM_CHAN_SWEEP_MS 200                /* shards look at every ring this often */
+#define SHM_CHAN_WAIT_WORDS FUTEX_WAITV_MAX  /* 128: words one sleep can wait on */
+#define SHM_CHAN_MAX_CLIENTS (SHM_CHAN_WAIT_WORDS - 2) /* two words go to the shard's own (shardd.c) */
 
 /* The attach reply (amorad's AMORA.ATTACH, coordinator/server.c; read by
- * libclient/amora.c): a RESP array of CHAN_ATTACH_FIELDS integers
- *   :CHAN_ATTACH_PROTO :shards :segment-bytes :channel-bytes :slot :generation
- * with CHAN_ATTACH_FDS descriptors (SCM_RIGHTS): the data segment
+ * libclient/amora.c): a RESP array of SHM_CHAN_ATTACH_FIELDS integers
+ *   :SHM_CHAN_ATTACH_PROTO :shards :segment-bytes :channel-bytes :slot :generation
+ * with SHM_CHAN_ATTACH_FDS descriptors (SCM_RIGHTS): the data segment
  * (read-only) and the client's channel. */
-#define CHAN_ATTACH_PROTO 2 /* 2: no doorbell memfd */
-#define CHAN_ATTACH_FIELDS 6
-#define CHAN_ATTACH_FDS 2
+#define SHM_CHAN_ATTACH_PROTO 2 /* 2: no doorbell memfd */
+#define SHM_CHAN_ATTACH_FIELDS 6
+#define SHM_CHAN_ATTACH_FDS 2
 
-enum chan_op { CHAN_OP_SET = 1, CHAN_OP_DEL = 2 };
-#define CHAN_REQ_BULK 0x1u
-#define CHAN_CUT_BY_AMORAD 0xffffffffu
+enum shm_chan_op { SHM_CHAN_OP_SET = 1, SHM_CHAN_OP_DEL = 2 };
+#define SHM_CHAN_REQ_BULK 0x1u
+#define SHM_CHAN_CUT_BY_AMORAD 0xffffffffu
 
-struct chan_req {
+struct shm_chan_req {
 	uint64_t id;
-	uint8_t op;      /* enum chan_op */
-	uint8_t flags;   /* CHAN_REQ_BULK: the value is in the bulk area */
+	uint8_t op;      /* enum shm_chan_op */
+	uint8_t flags;   /* SHM_CHAN_REQ_BULK: the value is in the bulk area */
 	uint16_t zero;   /* must be 0 */
 	uint32_t klen;
 	uint32_t vlen;
@@ -158,30 +158,30 @@ struct chan_req {
 
 /* Status of a completion: the wire codes, equal to the amora_err codes
  * (amora.h) they become; libamora checks they agree (amora.c). */
-enum chan_status {
-	CHAN_OK = 0,
-	CHAN_ENOTFOUND = -1, /* delete of a missing key */
-	CHAN_EINVAL = -2,    /* key or value size out of range */
-	CHAN_EFULL = -3,     /* no shared memory for it; nothing changed */
-	CHAN_EIO = -6,       /* the log write or sync failed; the shard restarts */
-	CHAN_ECORRUPT = -7,  /* anything else the shard could not do */
+enum shm_chan_status {
+	SHM_CHAN_OK = 0,
+	SHM_CHAN_ENOTFOUND = -1, /* delete of a missing key */
+	SHM_CHAN_EINVAL = -2,    /* key or value size out of range */
+	SHM_CHAN_EFULL = -3,     /* no shared memory for it; nothing changed */
+	SHM_CHAN_EIO = -6,       /* the log write or sync failed; the shard restarts */
+	SHM_CHAN_ECORRUPT = -7,  /* anything else the shard could not do */
 };
 
-struct chan_cqe {
+struct shm_chan_cqe {
 	uint64_t id;
-	int32_t status;  /* enum chan_status */
+	int32_t status;  /* enum shm_chan_status */
 	uint32_t zero;
 	uint64_t seq;    /* sequence number the write got in its shard's log */
 };
 
 /* Ring bytes one completion takes: the record header (ring.h) and the
  * struct. A shard answers only when its client's CQ has room for this
- * much; libamora keeps fewer than CHAN_CQ_DATA / CHAN_CQE_BYTES requests in
+ * much; libamora keeps fewer than SHM_CHAN_CQ_DATA / SHM_CHAN_CQE_BYTES requests in
  * flight per shard. */
-#define CHAN_CQE_BYTES 32u
-_Static_assert(sizeof(struct chan_cqe) + 8 == CHAN_CQE_BYTES, "a completion is one 32-byte record");
+#define SHM_CHAN_CQE_BYTES 32u
+_Static_assert(sizeof(struct shm_chan_cqe) + 8 == SHM_CHAN_CQE_BYTES, "a completion is one 32-byte record");
 
-struct chan_hdr {
+struct shm_chan_hdr {
 	uint64_t magic;
 	uint32_t version;
 	uint32_t shard_count;
@@ -190,13 +190,13 @@ struct chan_hdr {
 	uint32_t gen;    /* attach generation of that slot */
 	struct shm_epoch_slot epoch;
 	/* Shard id + 1 of a shard that cut this client off for garbage, or
-	 * CHAN_CUT_BY_AMORAD (it held a read section far too long). */
+	 * SHM_CHAN_CUT_BY_AMORAD (it held a read section far too long). */
 	_Alignas(SHM_CACHELINE) _Atomic uint32_t cut_off;
 };
 
 /* The words of one (client, shard) pair, in the client's channel, one
  * cache line per shard (shards do not share lines). */
-struct chan_words {
+struct shm_chan_words {
 	_Atomic uint64_t decided; /* shard: requests up to this id succeeded and are logged */
 	_Atomic uint32_t pending; /* client: 1 after publishing; the shard takes it (0) */
 	_Atomic uint32_t wake;    /* futex word: bumped by the client to wake the shard */
@@ -206,28 +206,28 @@ struct chan_words {
 
 /* Words to wait on at once, each with the value it had (see "Doorbells").
  * Private to the process that waits. */
-struct chan_sleep {
-	struct futex_waitv w[CHAN_WAIT_WORDS];
+struct shm_chan_sleep {
+	struct futex_waitv w[SHM_CHAN_WAIT_WORDS];
 	uint32_t n;
 };
 
 /* Bytes of one shard's SQ and CQ memory. */
-size_t chan_sq_bytes(void);
-size_t chan_cq_bytes(void);
+size_t shm_chan_sq_bytes(void);
+size_t shm_chan_cq_bytes(void);
 
 /* Bytes of a channel for `shard_count` shards. */
-size_t chan_bytes(uint32_t shard_count);
-size_t chan_bulk_off(uint32_t shard_count);
+size_t shm_chan_bytes(uint32_t shard_count);
+size_t shm_chan_bulk_off(uint32_t shard_count);
 
 /* Memory of shard s's rings and words inside a channel for `shard_count`
  * shards mapped at `base`. */
-void *chan_sq_mem(void *base, uint32_t shard_count, uint32_t s);
-void *chan_cq_mem(void *base, uint32_t shard_count, uint32_t s);
-struct chan_words *chan_words(void *base, uint32_t s);
+void *shm_chan_sq_mem(void *base, uint32_t shard_count, uint32_t s);
+void *shm_chan_cq_mem(void *base, uint32_t shard_count, uint32_t s);
+struct shm_chan_words *shm_chan_words(void *base, uint32_t s);
 
 /* Format a channel (amorad, while no client or shard uses it): header,
  * epoch slot owned by `pid`, every ring empty. Errors: SHM_EINVAL. */
-int chan_format(void *base, uint32_t shard_count, uint32_t slot, uint32_t gen, int32_t pid);
+int shm_chan_format(void *base, uint32_t shard_count, uint32_t slot, uint32_t gen, int32_t pid);
 
 /* --- doorbells (see "Doorbells") --- */
 
@@ -235,19 +235,19 @@ int chan_format(void *base, uint32_t shard_count, uint32_t slot, uint32_t gen, i
  * sleeping flag is `sleeping` (its struct shm_shard, read-only for us) that
  * we published requests. Issues the full fence the protocol needs. Returns
  * 1 if it woke the shard (FUTEX_WAKE), 0 if the shard was awake. */
-int chan_notify(struct chan_words *w, const _Atomic uint32_t *sleeping);
+int shm_chan_notify(struct shm_chan_words *w, const _Atomic uint32_t *sleeping);
 
 /* Bump futex word `word` (release: a waiter that loads the new value sees
  * what came before) and wake everybody waiting on it. `private_`: the
  * word is in memory only this process maps (FUTEX_PRIVATE_FLAG). Used for
  * amorad's registry word and a shard's own words. */
-void chan_word_wake(_Atomic uint32_t *word, int private_);
+void shm_chan_word_wake(_Atomic uint32_t *word, int private_);
 
 /* Empty `z`, then add `word` expecting `expect`, a value the caller loaded
  * (acquire) before announcing the sleep: step (a). Returns SHM_EFULL past
- * CHAN_WAIT_WORDS words. */
-void chan_sleep_begin(struct chan_sleep *z);
-int chan_sleep_add(struct chan_sleep *z, _Atomic uint32_t *word, uint32_t expect, int private_);
+ * SHM_CHAN_WAIT_WORDS words. */
+void shm_chan_sleep_begin(struct shm_chan_sleep *z);
+int shm_chan_sleep_add(struct shm_chan_sleep *z, _Atomic uint32_t *word, uint32_t expect, int private_);
 
 /* Set *sleeping, issue the full fence, and unless ready(arg) (which
  * re-checks every pending flag and whatever else wakes the shard), wait
@@ -258,15 +258,15 @@ int chan_sleep_add(struct chan_sleep *z, _Atomic uint32_t *word, uint32_t expect
  * SHM_ETIMEDOUT, or SHM_ESYS (errno set: EFAULT if a word is not mapped,
  * ENOSYS on kernels without futex_waitv; the caller must not retry at
  * once, it would spin). */
-int chan_sleep_wait(struct chan_sleep *z, _Atomic uint32_t *sleeping, int (*ready)(void *),
+int shm_chan_sleep_wait(struct shm_chan_sleep *z, _Atomic uint32_t *sleeping, int (*ready)(void *),
 		    void *arg, int64_t deadline_ns);
 
 /* Whether this kernel has futex_waitv(2). */
-int chan_sleep_supported(void);
+int shm_chan_sleep_supported(void);
 
 /* A request copied out of a ring, checked. key and val point into the
  * caller's copy (or its copy of the bulk area). */
-struct chan_op_view {
+struct shm_chan_op_view {
 	uint64_t id;
 	uint8_t op;
 	uint8_t flags;
@@ -279,9 +279,9 @@ struct chan_op_view {
  * SHM_OK: *v is filled (key/value sizes may still exceed the limits: the
  * caller answers those with AMORA_EINVAL). SHM_ECORRUPT: the bytes are not
  * a request (bad op, flags, reserved bytes, lengths that disagree with
- * `len`): the client is broken or hostile. With CHAN_REQ_BULK the value is
+ * `len`): the client is broken or hostile. With SHM_CHAN_REQ_BULK the value is
  * not in `rec`: v->val is NULL and the caller copies vlen bytes (checked
- * against CHAN_BULK_BYTES here) from the bulk area. */
-int chan_req_decode(const void *rec, uint32_t len, struct chan_op_view *v);
+ * against SHM_CHAN_BULK_BYTES here) from the bulk area. */
+int shm_chan_req_decode(const void *rec, uint32_t len, struct shm_chan_op_view *v);
 
 #endif

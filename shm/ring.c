@@ -20,9 +20,9 @@
  * by a published record.
  *
  * Each side keeps private copies: the producer stages records past the shared
- * tail and makes a whole batch visible with one release store (ring_publish);
+ * tail and makes a whole batch visible with one release store (shm_ring_publish);
  * the consumer steps past records privately and hands the space back with one
- * release store (ring_release). Each side reads the other's position only when
+ * release store (shm_ring_release). Each side reads the other's position only when
  * its cached copy says "full" or "empty", so in the steady state the two cache
  * lines holding head and tail each move once per batch, not once per record.
  *
@@ -30,7 +30,7 @@
  * -----
  * The ring lives in memory the peer can write at any time, so the consumer
  * treats every byte it reads as hostile: the data size comes from its own
- * ring_attach(), the tail it loads must be 8-aligned, not behind the last one
+ * shm_ring_attach(), the tail it loads must be 8-aligned, not behind the last one
  * seen and at most `size` ahead of its head; every record header is loaded
  * once (volatile) into a local, its reserved word must be zero and its record
  * must lie inside both the published bytes and the contiguous rest of the
@@ -84,7 +84,7 @@
  * of microseconds a sleeping CPU needs to wake issues one FUTEX_WAKE, not one
  * per publish. A stale flag (sleeper already awake) costs one useless
  * FUTEX_WAKE; a waker that is not the last to see the flag simply does
- * nothing. Callers always re-check the ring after ring_bell_wait() returns.
+ * nothing. Callers always re-check the ring after shm_ring_bell_wait() returns.
  *
  * The futex calls are cross-process (no FUTEX_PRIVATE_FLAG): the word is in
  * a MAP_SHARED mapping, and the kernel keys the wait on the backing page.
@@ -102,7 +102,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HDR_BYTES ((uint64_t)sizeof(struct ring_hdr))
+#define HDR_BYTES ((uint64_t)sizeof(struct shm_ring_hdr))
 
 /* ---------- small helpers ---------- */
 
@@ -148,12 +148,12 @@ static uint64_t data_size(size_t bytes)
 {
 	uint64_t avail, size;
 
-	if ((uint64_t)bytes < HDR_BYTES + RING_MIN_SIZE)
+	if ((uint64_t)bytes < HDR_BYTES + SHM_RING_MIN_SIZE)
 		return 0;
 	avail = (uint64_t)bytes - HDR_BYTES;
-	if (avail > RING_MAX_SIZE)
-		avail = RING_MAX_SIZE;
-	size = RING_MIN_SIZE;
+	if (avail > SHM_RING_MAX_SIZE)
+		avail = SHM_RING_MAX_SIZE;
+	size = SHM_RING_MIN_SIZE;
 	while (size * 2 <= avail)
 		size *= 2;
 	return size;
@@ -161,14 +161,14 @@ static uint64_t data_size(size_t bytes)
 
 /* ---------- geometry ---------- */
 
-size_t ring_bytes(uint64_t size)
+size_t shm_ring_bytes(uint64_t size)
 {
 	return (size_t)(HDR_BYTES + size);
 }
 
-int ring_format(void *mem, size_t bytes)
+int shm_ring_format(void *mem, size_t bytes)
 {
-	struct ring_hdr *h = mem;
+	struct shm_ring_hdr *h = mem;
 	uint64_t size = data_size(bytes);
 
 	if (mem == NULL || ((uintptr_t)mem & 63) != 0 || size == 0)
@@ -184,9 +184,9 @@ int ring_format(void *mem, size_t bytes)
 	return 0;
 }
 
-int ring_attach(struct ring *r, void *mem, size_t bytes)
+int shm_ring_attach(struct shm_ring *r, void *mem, size_t bytes)
 {
-	struct ring_hdr *h = mem;
+	struct shm_ring_hdr *h = mem;
 	uint64_t size = data_size(bytes);
 	uint64_t head, tail;
 
@@ -218,8 +218,8 @@ static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct tim
 	return syscall(SYS_futex, (uint32_t *)word, op, val, ts, NULL, 0);
 }
 
-/* ring_bell_wait with an absolute deadline (ns, -1: none). */
-static int bell_wait_until(struct ring_bell *b, int (*ready)(void *), void *arg,
+/* shm_ring_bell_wait with an absolute deadline (ns, -1: none). */
+static int bell_wait_until(struct shm_ring_bell *b, int (*ready)(void *), void *arg,
 			   int64_t deadline)
 {
 	struct timespec ts, *tp = NULL;
@@ -256,14 +256,14 @@ static int bell_wait_until(struct ring_bell *b, int (*ready)(void *), void *arg,
 	return SHM_ESYS;
 }
 
-int ring_bell_wait(struct ring_bell *bell, int (*ready)(void *), void *arg, int timeout_ms)
+int shm_ring_bell_wait(struct shm_ring_bell *bell, int (*ready)(void *), void *arg, int timeout_ms)
 {
 	if (bell == NULL || ready == NULL)
 		return SHM_EINVAL;
 	return bell_wait_until(bell, ready, arg, deadline_after(timeout_ms));
 }
 
-int ring_bell_ring(struct ring_bell *bell)
+int shm_ring_bell_ring(struct shm_ring_bell *bell)
 {
 	atomic_thread_fence(memory_order_seq_cst);
 	if (!atomic_load_explicit(&bell->sleeping, memory_order_relaxed))
@@ -278,7 +278,7 @@ int ring_bell_ring(struct ring_bell *bell)
 /* ---------- producer ---------- */
 
 /* Bytes a record of `need` bytes costs at the staged tail, pad included. */
-static uint64_t push_cost(const struct ring *r, uint64_t need)
+static uint64_t push_cost(const struct shm_ring *r, uint64_t need)
 {
 	uint64_t room = r->size - (r->tail & r->mask);
 
@@ -287,7 +287,7 @@ static uint64_t push_cost(const struct ring *r, uint64_t need)
 
 /* Load the consumer's head and check it: 8-aligned, not behind the last head
  * seen, not past our tail. Then tail - head <= size still holds. */
-static int refresh_head(struct ring *r)
+static int refresh_head(struct shm_ring *r)
 {
 	uint64_t h = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
 
@@ -298,7 +298,7 @@ static int refresh_head(struct ring *r)
 }
 
 /* 1 if a record of `need` bytes fits now, 0 if not, or SHM_ECORRUPT. */
-static int room_for(struct ring *r, uint64_t need)
+static int room_for(struct shm_ring *r, uint64_t need)
 {
 	uint64_t cost = push_cost(r, need);
 	int rc;
@@ -311,7 +311,7 @@ static int room_for(struct ring *r, uint64_t need)
 	return cost <= r->size - (r->tail - r->head);
 }
 
-int64_t ring_space(struct ring *r)
+int64_t shm_ring_space(struct shm_ring *r)
 {
 	int rc = refresh_head(r);
 
@@ -320,12 +320,12 @@ int64_t ring_space(struct ring *r)
 	return (int64_t)(r->size - (r->tail - r->head));
 }
 
-int ring_push(struct ring *r, const void *rec, uint32_t len)
+int shm_ring_push(struct shm_ring *r, const void *rec, uint32_t len)
 {
 	uint64_t need, idx, room;
 	int rc;
 
-	if (len > ring_max_record(r))
+	if (len > shm_ring_max_record(r))
 		return SHM_ETOOBIG;
 	need = rec_bytes(len);
 	rc = room_for(r, need);
@@ -335,7 +335,7 @@ int ring_push(struct ring *r, const void *rec, uint32_t len)
 	idx = r->tail & r->mask;
 	room = r->size - idx;
 	if (need > room) {
-		store_rec_hdr(r->data + idx, RING_PAD);
+		store_rec_hdr(r->data + idx, SHM_RING_PAD);
 		r->tail += room;
 		idx = 0;
 	}
@@ -350,17 +350,17 @@ int ring_push(struct ring *r, const void *rec, uint32_t len)
 	return 0;
 }
 
-int ring_publish(struct ring *r)
+int shm_ring_publish(struct shm_ring *r)
 {
 	if (r->tail == r->published)
 		return 0;
 	atomic_store_explicit(&r->hdr->tail, r->tail, memory_order_release);
 	r->published = r->tail;
-	return ring_bell_ring(&r->hdr->data);
+	return shm_ring_bell_ring(&r->hdr->data);
 }
 
 struct space_wait {
-	struct ring *r;
+	struct shm_ring *r;
 	uint64_t need;
 	int rc; /* 0, or SHM_ECORRUPT found while checking */
 };
@@ -375,16 +375,16 @@ static int space_ready(void *arg)
 	return rc != 0;
 }
 
-int ring_wait_space(struct ring *r, uint32_t len, int timeout_ms)
+int shm_ring_wait_space(struct shm_ring *r, uint32_t len, int timeout_ms)
 {
 	struct space_wait w = { r, 0, 0 };
 	int64_t deadline;
 	int rc;
 
-	if (len > ring_max_record(r))
+	if (len > shm_ring_max_record(r))
 		return SHM_ETOOBIG;
 	w.need = rec_bytes(len);
-	ring_publish(r);
+	shm_ring_publish(r);
 	deadline = deadline_after(timeout_ms);
 	for (;;) {
 		if (space_ready(&w))
@@ -403,7 +403,7 @@ int ring_wait_space(struct ring *r, uint32_t len, int timeout_ms)
 
 /* Load the producer's tail and check it: 8-aligned, not behind the last tail
  * seen, at most size bytes past our head. */
-static int refresh_tail(struct ring *r)
+static int refresh_tail(struct shm_ring *r)
 {
 	uint64_t t = atomic_load_explicit(&r->hdr->tail, memory_order_acquire);
 	uint64_t used = t - r->head;
@@ -414,7 +414,7 @@ static int refresh_tail(struct ring *r)
 	return 0;
 }
 
-int ring_peek(struct ring *r, const void **rec, uint32_t *len)
+int shm_ring_peek(struct shm_ring *r, const void **rec, uint32_t *len)
 {
 	uint64_t avail, idx, room, need;
 	uint32_t l, rsv;
@@ -434,7 +434,7 @@ int ring_peek(struct ring *r, const void **rec, uint32_t *len)
 	load_rec_hdr(r->data + idx, &l, &rsv);
 	if (rsv != 0)
 		return SHM_ECORRUPT;
-	if (l == RING_PAD) {
+	if (l == SHM_RING_PAD) {
 		/* The pad covers [idx, size) and is always followed by a
 		 * record published with it (this also rules out a pad at 0). */
 		if (avail <= room)
@@ -444,10 +444,10 @@ int ring_peek(struct ring *r, const void **rec, uint32_t *len)
 		idx = 0;
 		room = r->size;
 		load_rec_hdr(r->data, &l, &rsv);
-		if (rsv != 0 || l == RING_PAD)
+		if (rsv != 0 || l == SHM_RING_PAD)
 			return SHM_ECORRUPT;
 	}
-	if (l > ring_max_record(r))
+	if (l > shm_ring_max_record(r))
 		return SHM_ECORRUPT;
 	need = rec_bytes(l);
 	if (need > room || need > avail)
@@ -458,35 +458,35 @@ int ring_peek(struct ring *r, const void **rec, uint32_t *len)
 	return 0;
 }
 
-void ring_consume(struct ring *r)
+void shm_ring_consume(struct shm_ring *r)
 {
 	r->head += r->peeked;
 	r->peeked = 0;
 }
 
-int ring_release(struct ring *r)
+int shm_ring_release(struct shm_ring *r)
 {
 	if (r->head == r->released)
 		return 0;
 	atomic_store_explicit(&r->hdr->head, r->head, memory_order_release);
 	r->released = r->head;
-	return ring_bell_ring(&r->hdr->space);
+	return shm_ring_bell_ring(&r->hdr->space);
 }
 
 static int data_ready(void *arg)
 {
-	struct ring *r = arg;
+	struct shm_ring *r = arg;
 
 	return r->tail != r->head ||
 	       atomic_load_explicit(&r->hdr->tail, memory_order_acquire) != r->head;
 }
 
-int ring_wait_data(struct ring *r, int timeout_ms)
+int shm_ring_wait_data(struct shm_ring *r, int timeout_ms)
 {
 	int64_t deadline;
 	int rc;
 
-	ring_release(r);
+	shm_ring_release(r);
 	deadline = deadline_after(timeout_ms);
 	for (;;) {
 		if (data_ready(r))

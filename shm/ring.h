@@ -9,24 +9,24 @@
  * Records are variable-size byte strings. Each occupies an 8-byte header
  * (u32 payload length, u32 reserved = 0) plus the payload, rounded up to 8
  * bytes, contiguous in the data area. A record that would cross the end of
- * the data area is preceded by a pad marker (length RING_PAD) that fills the
+ * the data area is preceded by a pad marker (length SHM_RING_PAD) that fills the
  * rest of the area, and starts again at offset 0. Hence the largest payload
- * is ring_max_record() = size / 2 - 8: such a record always fits somewhere
+ * is shm_ring_max_record() = size / 2 - 8: such a record always fits somewhere
  * once the ring is empty.
  *
  * Positions (head: consumed, tail: produced) are free-running byte counts;
  * the index into the data area is position & (size - 1). The producer
- * stages records with ring_push() and makes a batch visible with one
- * ring_publish(); the consumer reads with ring_peek()/ring_consume() and
- * frees space with one ring_release(). Batching is how the rings go fast on
+ * stages records with shm_ring_push() and makes a batch visible with one
+ * shm_ring_publish(); the consumer reads with shm_ring_peek()/shm_ring_consume() and
+ * frees space with one shm_ring_release(). Batching is how the rings go fast on
  * few cores: one wake-up per batch, not per record.
  *
  * Trust: the consumer never trusts the ring. The data size is what the
- * consumer's own ring_attach() computed, not a value read from shared
+ * consumer's own shm_ring_attach() computed, not a value read from shared
  * memory; every header is range-checked against the published tail (and
  * its reserved word must be 0; a pad must be followed by published bytes); a
  * violation is SHM_ECORRUPT and the ring should be abandoned (the peer is
- * broken or hostile). A payload returned by ring_peek() can still be changed
+ * broken or hostile). A payload returned by shm_ring_peek() can still be changed
  * by a hostile producer while the consumer reads it: copy it before parsing.
  *
  * Wake-ups (never lost, never wasted): each direction has a bell, a futex
@@ -45,30 +45,30 @@
 
 #include "shm/err.h"
 
-#define RING_PAD 0xffffffffu
-#define RING_MIN_SIZE 64u
-#define RING_MAX_SIZE (1ull << 32)
+#define SHM_RING_PAD 0xffffffffu
+#define SHM_RING_MIN_SIZE 64u
+#define SHM_RING_MAX_SIZE (1ull << 32)
 
-struct ring_bell {
+struct shm_ring_bell {
 	_Atomic uint32_t seq;      /* futex word, bumped on each wake */
 	_Atomic uint32_t sleeping; /* 1 while a waiter is (about to be) asleep */
 };
 
 /* Shared part, at the start of the ring's memory. */
-struct ring_hdr {
+struct shm_ring_hdr {
 	_Alignas(64) _Atomic uint64_t head; /* written by the consumer */
-	struct ring_bell space;             /* producer waits here for room */
+	struct shm_ring_bell space;             /* producer waits here for room */
 	_Alignas(64) _Atomic uint64_t tail; /* written by the producer */
-	struct ring_bell data;              /* consumer waits here for records */
+	struct shm_ring_bell data;              /* consumer waits here for records */
 	_Alignas(64) uint64_t size;         /* informational; never trusted */
 };
 
-/* Private view of one side. ring_attach() does not know which side it
+/* Private view of one side. shm_ring_attach() does not know which side it
  * attaches, so it loads both positions (each side's own position is stable
  * while it attaches: only that side writes it) and each side then uses the
  * fields that belong to it. */
-struct ring {
-	struct ring_hdr *hdr;
+struct shm_ring {
+	struct shm_ring_hdr *hdr;
 	uint8_t *data;
 	uint64_t size, mask;
 	uint64_t head;      /* consumer: local head; producer: last head seen */
@@ -79,24 +79,24 @@ struct ring {
 };
 
 /* Bytes of shared memory a ring with `size` data bytes needs. */
-size_t ring_bytes(uint64_t size);
+size_t shm_ring_bytes(uint64_t size);
 
 /* Initialise shared memory for a ring with the largest power-of-two data
- * area that fits in `bytes`, at most RING_MAX_SIZE (record lengths are u32).
+ * area that fits in `bytes`, at most SHM_RING_MAX_SIZE (record lengths are u32).
  * Not to be called while either side is attached. Errors: SHM_EINVAL if less
- * than RING_MIN_SIZE data bytes fit or `mem` is not 64-byte aligned. */
-int ring_format(void *mem, size_t bytes);
+ * than SHM_RING_MIN_SIZE data bytes fit or `mem` is not 64-byte aligned. */
+int shm_ring_format(void *mem, size_t bytes);
 
 /* Attach one side to ring memory of `bytes` bytes (the same figure given to
- * ring_format). The geometry comes from `bytes`, never from the header. May
+ * shm_ring_format). The geometry comes from `bytes`, never from the header. May
  * be called on a ring in use (e.g. by a restarted process) as long as the
  * side being attached is not running elsewhere.
  * Errors: SHM_EINVAL (bad `bytes` or alignment), SHM_ECORRUPT (the header's
  * size disagrees with `bytes`, or the positions are impossible). */
-int ring_attach(struct ring *r, void *mem, size_t bytes);
+int shm_ring_attach(struct shm_ring *r, void *mem, size_t bytes);
 
 /* Largest payload a record can have in this ring. */
-static inline uint32_t ring_max_record(const struct ring *r)
+static inline uint32_t shm_ring_max_record(const struct shm_ring *r)
 {
 	return (uint32_t)(r->size / 2 - 8);
 }
@@ -104,44 +104,44 @@ static inline uint32_t ring_max_record(const struct ring *r)
 /* --- producer --- */
 
 /* Stage one record (not yet visible to the consumer). `rec` may be NULL
- * when `len` is 0. Errors: SHM_ETOOBIG (len > ring_max_record), SHM_EFULL
+ * when `len` is 0. Errors: SHM_ETOOBIG (len > shm_ring_max_record), SHM_EFULL
  * (no room now), SHM_ECORRUPT (the shared head moved impossibly). */
-int ring_push(struct ring *r, const void *rec, uint32_t len);
+int shm_ring_push(struct shm_ring *r, const void *rec, uint32_t len);
 
 /* Free bytes for the producer right now (the consumer's head re-read), or
  * SHM_ECORRUPT. Records whose size divides the ring size (all of one size,
  * a power of two) never need a pad, so `space / size` of them fit. */
-int64_t ring_space(struct ring *r);
+int64_t shm_ring_space(struct shm_ring *r);
 
 /* Make staged records visible; wake the consumer if it sleeps. Returns 1 if
  * a wake-up was sent, 0 if not (also when nothing was staged). */
-int ring_publish(struct ring *r);
+int shm_ring_publish(struct shm_ring *r);
 
 /* Sleep until a record of `len` bytes fits or `timeout_ms` passes (-1, or
  * any negative value: no limit; 0: just check). Publishes staged records
  * first (the consumer cannot make room while it cannot see them). Returns 0,
  * SHM_ETIMEDOUT, SHM_ETOOBIG, SHM_ECORRUPT (the shared head moved
  * impossibly), SHM_ESYS. */
-int ring_wait_space(struct ring *r, uint32_t len, int timeout_ms);
+int shm_ring_wait_space(struct shm_ring *r, uint32_t len, int timeout_ms);
 
 /* --- consumer --- */
 
 /* Next record without consuming it. Returns 0 with *rec and *len set,
  * SHM_EEMPTY, or SHM_ECORRUPT (garbage: lengths or positions impossible). */
-int ring_peek(struct ring *r, const void **rec, uint32_t *len);
+int shm_ring_peek(struct shm_ring *r, const void **rec, uint32_t *len);
 
-/* Step past the record returned by the last successful ring_peek. */
-void ring_consume(struct ring *r);
+/* Step past the record returned by the last successful shm_ring_peek. */
+void shm_ring_consume(struct shm_ring *r);
 
 /* Hand consumed space back to the producer; wake it if it sleeps.
  * Returns 1 if a wake-up was sent, 0 if not. */
-int ring_release(struct ring *r);
+int shm_ring_release(struct shm_ring *r);
 
 /* Sleep until a record is available or `timeout_ms` passes (-1, or any
  * negative value: no limit; 0: just check). Releases consumed space first
- * (the producer may be waiting for it). Returns 0 (then ring_peek; it may
+ * (the producer may be waiting for it). Returns 0 (then shm_ring_peek; it may
  * still report SHM_ECORRUPT), SHM_ETIMEDOUT or SHM_ESYS. */
-int ring_wait_data(struct ring *r, int timeout_ms);
+int shm_ring_wait_data(struct shm_ring *r, int timeout_ms);
 
 /* --- bells, usable on their own --- */
 
@@ -149,11 +149,11 @@ int ring_wait_data(struct ring *r, int timeout_ms);
  * One sleeper per bell at a time; any number of ringers.
  * Returns 0 (ready, woken or interrupted by a signal; callers re-check),
  * SHM_ETIMEDOUT, SHM_ESYS, SHM_EINVAL (NULL bell or ready). */
-int ring_bell_wait(struct ring_bell *bell, int (*ready)(void *), void *arg, int timeout_ms);
+int shm_ring_bell_wait(struct shm_ring_bell *bell, int (*ready)(void *), void *arg, int timeout_ms);
 
 /* Wake the sleeper of `bell`, if any; call after publishing. Returns 1 if a
  * FUTEX_WAKE was issued. Clears the sleeping flag, so a burst of rings
  * while the sleeper is still waking issues one FUTEX_WAKE, not one each. */
-int ring_bell_ring(struct ring_bell *bell);
+int shm_ring_bell_ring(struct shm_ring_bell *bell);
 
 #endif

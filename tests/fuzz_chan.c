@@ -1,5 +1,5 @@
 /*
- * fuzz_chan.c — libFuzzer target for chan_req_decode, the shard's parser
+ * fuzz_chan.c — libFuzzer target for shm_chan_req_decode, the shard's parser
  * of the requests a client puts in its submission ring. Whatever the
  * bytes, it must either refuse them or describe a request whose key and
  * value lie inside the record (or, for a bulk value, within the bulk area).
@@ -12,22 +12,22 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct chan_op_view v;
+	struct shm_chan_op_view v;
 	uint8_t *copy;
 
-	if (size > CHAN_SQ_DATA)
+	if (size > SHM_CHAN_SQ_DATA)
 		return 0;
 	copy = malloc(size ? size : 1);
 	memcpy(copy, data, size);
-	if (chan_req_decode(copy, (uint32_t)size, &v) == SHM_OK) {
+	if (shm_chan_req_decode(copy, (uint32_t)size, &v) == SHM_OK) {
 		const uint8_t *end = copy + size;
 
-		if (v.op != CHAN_OP_SET && v.op != CHAN_OP_DEL)
+		if (v.op != SHM_CHAN_OP_SET && v.op != SHM_CHAN_OP_DEL)
 			abort();
 		if (v.key < copy || v.key + v.klen > end)
 			abort();
-		if (v.flags & CHAN_REQ_BULK) {
-			if (v.val != NULL || v.vlen > CHAN_BULK_BYTES)
+		if (v.flags & SHM_CHAN_REQ_BULK) {
+			if (v.val != NULL || v.vlen > SHM_CHAN_BULK_BYTES)
 				abort();
 		} else if (v.val + v.vlen != end) {
 			abort();

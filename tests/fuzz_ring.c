@@ -4,7 +4,7 @@
  * The first input byte picks a mode.
  *
  * Mode 0 (even first byte): the input is the ring's shared memory as a broken
- * or hostile peer could leave it. First ring_attach() meets raw positions
+ * or hostile peer could leave it. First shm_ring_attach() meets raw positions
  * (it must refuse them or get consistent ones). Then a consumer and a
  * producer attach to a sane ring, and the input overwrites the data area and
  * the tail (also between peeks); the consumer peeks/consumes/releases until it
@@ -51,13 +51,13 @@ static uint64_t take(struct input *in, int bytes)
 
 static void *ring_alloc(uint64_t dsize, size_t *bytes)
 {
-	*bytes = ring_bytes(dsize);
+	*bytes = shm_ring_bytes(dsize);
 	return aligned_alloc(64, *bytes); /* exact size: ASan sees overruns */
 }
 
 /* ---------- mode 0: consumer and producer over garbage ---------- */
 
-static void read_record(const struct ring *c, const void *rec, uint32_t len)
+static void read_record(const struct shm_ring *c, const void *rec, uint32_t len)
 {
 	const uint8_t *b = rec;
 	volatile uint8_t sink = 0;
@@ -86,8 +86,8 @@ static void garbage(struct input *in)
 	uint64_t base = take(in, 8) & ~7ull;
 	size_t bytes;
 	uint8_t *m = ring_alloc(dsize, &bytes);
-	struct ring_hdr *h = (struct ring_hdr *)m;
-	struct ring c, p, x;
+	struct shm_ring_hdr *h = (struct shm_ring_hdr *)m;
+	struct shm_ring c, p, x;
 	const void *rec;
 	uint32_t len;
 	int rc, n = 0, moves = 1;
@@ -95,20 +95,20 @@ static void garbage(struct input *in)
 	if (m == NULL)
 		return;
 	memset(m, 0, bytes);
-	CHECK(ring_format(m, bytes) == 0);
+	CHECK(shm_ring_format(m, bytes) == 0);
 
 	/* Attach over raw positions: refused or consistent. */
 	atomic_store(&h->head, take(in, 8));
 	atomic_store(&h->tail, pick_pos(in, sel >> 3, atomic_load(&h->head), dsize));
-	if (ring_attach(&x, m, bytes) == 0)
+	if (shm_ring_attach(&x, m, bytes) == 0)
 		CHECK(x.tail - x.head <= x.size && ((x.head | x.tail) & 7) == 0);
 
 	/* Both sides attached to a sane ring, then the peer writes garbage:
 	 * record bytes, and positions now and then while the consumer reads. */
 	atomic_store(&h->head, base);
 	atomic_store(&h->tail, base);
-	CHECK(ring_attach(&c, m, bytes) == 0);
-	CHECK(ring_attach(&p, m, bytes) == 0);
+	CHECK(shm_ring_attach(&c, m, bytes) == 0);
+	CHECK(shm_ring_attach(&p, m, bytes) == 0);
 	for (uint64_t i = 0; i < dsize && in->n > 0; i++)
 		m[sizeof(*h) + i] = take8(in);
 	atomic_store(&h->tail, pick_pos(in, sel >> 5, base, dsize));
@@ -119,18 +119,18 @@ static void garbage(struct input *in)
 			atomic_store(&h->tail, pick_pos(in, op >> 3, c.head, dsize));
 			moves++;
 		}
-		rc = ring_peek(&c, &rec, &len);
+		rc = shm_ring_peek(&c, &rec, &len);
 		if (rc != 0)
 			break;
 		read_record(&c, rec, len);
-		ring_consume(&c);
+		shm_ring_consume(&c);
 		if (op & 0x10)
-			ring_release(&c);
+			shm_ring_release(&c);
 		/* Each tail seen allows at most size / 8 records. */
 		CHECK(++n <= moves * (int)(dsize / 8));
 	}
 	CHECK(rc == SHM_EEMPTY || rc == SHM_ECORRUPT);
-	rc = ring_wait_data(&c, 0);
+	rc = shm_ring_wait_data(&c, 0);
 	CHECK(rc == 0 || rc == SHM_ETIMEDOUT);
 
 	/* The producer meets a head the consumer (or garbage) left. */
@@ -141,14 +141,14 @@ static void garbage(struct input *in)
 		uint64_t before = p.tail;
 
 		len = (uint32_t)(take(in, 2) % (dsize / 2 + 16));
-		rc = ring_push(&p, buf, len);
+		rc = shm_ring_push(&p, buf, len);
 		CHECK(rc == 0 || rc == SHM_EFULL || rc == SHM_ETOOBIG || rc == SHM_ECORRUPT);
 		CHECK(rc == 0 || p.tail == before);
 		CHECK(p.tail - p.head <= p.size);
 	}
-	rc = ring_wait_space(&p, 0, 0);
+	rc = shm_ring_wait_space(&p, 0, 0);
 	CHECK(rc == 0 || rc == SHM_ETIMEDOUT || rc == SHM_ECORRUPT);
-	ring_publish(&p);
+	shm_ring_publish(&p);
 	free(m);
 }
 
@@ -187,23 +187,23 @@ static void ops(struct input *in)
 	uint64_t start = (uint64_t)(sel >> 3) * 8; /* positions need not start at 0 */
 	size_t bytes;
 	uint8_t *m = ring_alloc(dsize, &bytes);
-	struct ring_hdr *h = (struct ring_hdr *)m;
-	struct ring p, c;
+	struct shm_ring_hdr *h = (struct shm_ring_hdr *)m;
+	struct shm_ring p, c;
 	static struct model md;
 	static uint8_t buf[4096];
 	uint32_t max;
 
 	if (m == NULL)
 		return;
-	CHECK(ring_format(m, bytes) == 0);
+	CHECK(shm_ring_format(m, bytes) == 0);
 	if (sel & 4)
 		start = UINT64_MAX - dsize * 2 + 1 + start; /* cross the 2^64 wrap */
 	start &= ~(uint64_t)7;
 	atomic_store(&h->head, start);
 	atomic_store(&h->tail, start);
-	CHECK(ring_attach(&p, m, bytes) == 0);
-	CHECK(ring_attach(&c, m, bytes) == 0);
-	max = ring_max_record(&p);
+	CHECK(shm_ring_attach(&p, m, bytes) == 0);
+	CHECK(shm_ring_attach(&c, m, bytes) == 0);
+	max = shm_ring_max_record(&p);
 	memset(&md, 0, sizeof(md));
 	md.tail = md.chead = md.head_rel = start;
 
@@ -221,7 +221,7 @@ static void ops(struct input *in)
 			uint64_t s = need <= room ? md.tail : md.tail + room;
 
 			fill(buf, len, md.staged);
-			rc = ring_push(&p, buf, len);
+			rc = shm_ring_push(&p, buf, len);
 			if (len > max) {
 				CHECK(rc == SHM_ETOOBIG);
 			} else if (s + need - md.head_rel > dsize) {
@@ -238,12 +238,12 @@ static void ops(struct input *in)
 			break;
 		}
 		case 3: /* publish */
-			ring_publish(&p);
+			shm_ring_publish(&p);
 			md.published = md.staged;
 			CHECK(atomic_load(&h->tail) == md.tail);
 			break;
 		case 4: case 7: /* peek (7: and do not consume) */
-			rc = ring_peek(&c, &rec, &len);
+			rc = shm_ring_peek(&c, &rec, &len);
 			if (md.consumed == md.published) {
 				CHECK(rc == SHM_EEMPTY);
 				break;
@@ -256,25 +256,25 @@ static void ops(struct input *in)
 			md.chead = md.start[md.consumed]; /* a pad was skipped */
 			CHECK(c.head == md.chead);
 			if (op % 8 == 4) {
-				ring_consume(&c);
+				shm_ring_consume(&c);
 				md.chead = md.end[md.consumed++];
 				CHECK(c.head == md.chead);
 			}
 			break;
 		case 5: /* release */
-			ring_release(&c);
+			shm_ring_release(&c);
 			md.head_rel = md.chead;
 			CHECK(atomic_load(&h->head) == md.head_rel);
 			break;
 		case 6: /* waits with timeout 0 */
 			if (take8(in) & 1) {
-				rc = ring_wait_data(&c, 0);
+				rc = shm_ring_wait_data(&c, 0);
 				md.head_rel = md.chead;
 				CHECK(atomic_load(&h->head) == md.head_rel);
 				CHECK(rc == (md.consumed < md.published ? 0 : SHM_ETIMEDOUT));
 			} else {
 				len = (uint32_t)(take(in, 2) % (max + 1));
-				rc = ring_wait_space(&p, len, 0);
+				rc = shm_ring_wait_space(&p, len, 0);
 				md.published = md.staged;
 				uint64_t need = 8 + ((len + 7u) & ~7u);
 				uint64_t room = dsize - (md.tail & (dsize - 1));
@@ -286,19 +286,19 @@ static void ops(struct input *in)
 		CHECK(atomic_load(&h->data.seq) == 0 && atomic_load(&h->space.seq) == 0);
 	}
 	/* Drain: everything published comes out, in order. */
-	ring_publish(&p);
+	shm_ring_publish(&p);
 	md.published = md.staged;
 	for (;;) {
 		const void *rec;
 		uint32_t len;
-		int rc = ring_peek(&c, &rec, &len);
+		int rc = shm_ring_peek(&c, &rec, &len);
 
 		if (md.consumed == md.published) {
 			CHECK(rc == SHM_EEMPTY);
 			break;
 		}
 		CHECK(rc == 0 && len == md.len[md.consumed] && same(rec, len, md.consumed));
-		ring_consume(&c);
+		shm_ring_consume(&c);
 		md.consumed++;
 	}
 	free(m);

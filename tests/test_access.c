@@ -717,7 +717,7 @@ static int put_n(amora *db, int i)
  * socket. Retries while all slots are taken (a slot of a client that just
  * left may still be closing). The channel is found by its magic among the
  * descriptors the reply carries. */
-static struct chan_hdr *raw_attach(int *sock)
+static struct shm_chan_hdr *raw_attach(int *sock)
 {
 	static const char attach[] = "*1\r\n$12\r\nAMORA.ATTACH\r\n";
 
@@ -726,7 +726,7 @@ static struct chan_hdr *raw_attach(int *sock)
 		struct iovec iov = { buf, sizeof(buf) - 1 };
 		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
 				      .msg_controllen = sizeof(ctl) };
-		struct chan_hdr *h = NULL;
+		struct shm_chan_hdr *h = NULL;
 		struct timeval tv = { 5, 0 };
 
 		*sock = raw_connect();
@@ -748,11 +748,11 @@ static struct chan_hdr *raw_attach(int *sock)
 				void *p;
 
 				memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-				p = mmap(NULL, CHAN_HDR_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-				if (p != MAP_FAILED && ((struct chan_hdr *)p)->magic == CHAN_MAGIC)
+				p = mmap(NULL, SHM_CHAN_HDR_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+				if (p != MAP_FAILED && ((struct shm_chan_hdr *)p)->magic == SHM_CHAN_MAGIC)
 					h = p;
 				else if (p != MAP_FAILED)
-					munmap(p, CHAN_HDR_BYTES);
+					munmap(p, SHM_CHAN_HDR_BYTES);
 				close(fd);
 			}
 		}
@@ -790,7 +790,7 @@ static _Atomic bool toggling;
 
 static void *toggle(void *arg)
 {
-	struct chan_hdr *h = arg;
+	struct shm_chan_hdr *h = arg;
 
 	for (uint64_t v = 0; atomic_load(&toggling); v++) {
 		atomic_store(&h->epoch.epoch, 1 + (v & 1));
@@ -804,7 +804,7 @@ static void *toggle(void *arg)
  * off after reader-timeout-ms. */
 Test(access, toggling_reader_is_cut_off)
 {
-	struct chan_hdr *h;
+	struct shm_chan_hdr *h;
 	pthread_t t;
 	uint64_t ms;
 	int sock;
@@ -832,7 +832,7 @@ Test(access, toggling_reader_is_cut_off)
  * reader-timeout-ms. */
 Test(access, next_client_of_a_slot_starts_clean)
 {
-	struct chan_hdr *a, *b;
+	struct shm_chan_hdr *a, *b;
 	uint64_t ms;
 	int sa, sb;
 	amora *good;

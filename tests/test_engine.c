@@ -509,19 +509,19 @@ static uint8_t *raw_attach(int *sock, uint32_t *shards, uint32_t *slot)
 	return chan;
 }
 
-/* Ring shard s for a raw client: as chan_notify, waking it in any case. */
+/* Ring shard s for a raw client: as shm_chan_notify, waking it in any case. */
 static void raw_notify(uint8_t *chan, uint32_t s)
 {
 	static _Atomic uint32_t asleep = 1;
 
-	chan_notify(chan_words(chan, s), &asleep);
+	shm_chan_notify(shm_chan_words(chan, s), &asleep);
 }
 
 Test(engine, garbage_in_a_ring_cuts_off_only_that_client)
 {
 	uint32_t shards, slot;
 	uint8_t *chan;
-	struct ring sq;
+	struct shm_ring sq;
 	char junk[64], c;
 	int sock;
 	amora *good;
@@ -535,9 +535,9 @@ Test(engine, garbage_in_a_ring_cuts_off_only_that_client)
 	cr_assert_eq(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, raw_fds[0], 0), MAP_FAILED);
 	/* a record that is no request: bad op, reserved bytes set */
 	memset(junk, 0xa5, sizeof(junk));
-	cr_assert_eq(ring_attach(&sq, chan_sq_mem(chan, shards, 0), chan_sq_bytes()), SHM_OK);
-	cr_assert_eq(ring_push(&sq, junk, sizeof(junk)), SHM_OK);
-	ring_publish(&sq);
+	cr_assert_eq(shm_ring_attach(&sq, shm_chan_sq_mem(chan, shards, 0), shm_chan_sq_bytes()), SHM_OK);
+	cr_assert_eq(shm_ring_push(&sq, junk, sizeof(junk)), SHM_OK);
+	shm_ring_publish(&sq);
 	raw_notify(chan, 0);
 	/* amorad hangs up on the bad client ... */
 	struct timeval tv = { 5, 0 };
@@ -603,7 +603,7 @@ Test(engine, stuck_reader_is_cut_off, .timeout = 60)
 {
 	uint32_t shards, slot;
 	uint8_t *chan;
-	struct chan_hdr *h;
+	struct shm_chan_hdr *h;
 	char c;
 	int sock;
 	amora *good;
@@ -611,7 +611,7 @@ Test(engine, stuck_reader_is_cut_off, .timeout = 60)
 	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
 	good = proc_open();
 	chan = raw_attach(&sock, &shards, &slot);
-	h = (struct chan_hdr *)chan;
+	h = (struct shm_chan_hdr *)chan;
 	atomic_store(&h->epoch.epoch, 1); /* enter a read section, never leave */
 	struct timeval tv = { 1, 0 };
 	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -645,7 +645,7 @@ Test(engine, recycled_slot_gets_a_new_channel)
 	for (uint64_t t0 = proc_now_ms(); amora_open(D.sock, &db) != AMORA_OK; usleep(5000))
 		cr_assert(proc_now_ms() - t0 < 5000, "the slot was never freed");
 	/* the ex-client scribbles over everything it still maps */
-	memset(old, 0xa5, chan_bytes(shards));
+	memset(old, 0xa5, shm_chan_bytes(shards));
 	for (int i = 0; i < 200; i++)
 		cr_assert_eq(put(db, "n", i, 1), AMORA_OK, "write %d: %s", i, amora_errmsg(db));
 	expect_value(db, "n", 199, 1);

@@ -190,13 +190,13 @@ static void clear_everything_reachable(int report)
 		struct stat st;
 		uint8_t *p;
 
-		if (fstat(fds[i], &st) != 0 || st.st_size < (off_t)sizeof(struct chan_hdr))
+		if (fstat(fds[i], &st) != 0 || st.st_size < (off_t)sizeof(struct shm_chan_hdr))
 			continue;
 		p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], 0);
 		if (p == MAP_FAILED)
 			continue;
 		/* our own channel: writing it only hurts ourselves */
-		if (((struct chan_hdr *)p)->magic == CHAN_MAGIC && ((struct chan_hdr *)p)->slot == v[4]) {
+		if (((struct shm_chan_hdr *)p)->magic == SHM_CHAN_MAGIC && ((struct shm_chan_hdr *)p)->slot == v[4]) {
 			munmap(p, (size_t)st.st_size);
 			continue;
 		}
@@ -295,7 +295,7 @@ Test(hostile, idle_clients_are_woken_without_the_sweep)
 		cr_assert_eq(amora_set(a, "a", 1, "v", 1), AMORA_OK, "%s", amora_errmsg(a));
 	for (int r = 0; r < ROUNDS; r++) {
 		/* two sweeps without work: both are cold again */
-		usleep(3 * CHAN_SWEEP_MS * 1000);
+		usleep(3 * SHM_CHAN_SWEEP_MS * 1000);
 		if (r == 1) {
 			/* a cold client dies: its channel goes away under the watcher */
 			kill(dying, SIGKILL);
@@ -351,7 +351,7 @@ Test(hostile, idle_client_served_while_the_shard_is_busy)
 	for (int r = 0; r < ROUNDS; r++) {
 		struct timespec t0, t1;
 
-		usleep(3 * CHAN_SWEEP_MS * 1000); /* cold again */
+		usleep(3 * SHM_CHAN_SWEEP_MS * 1000); /* cold again */
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		cr_assert_eq(amora_set(db, "idle", 4, "v", 1), AMORA_OK, "%s", amora_errmsg(db));
 		clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -405,7 +405,7 @@ Test(hostile, impossible_rings_at_attach_are_told)
 	/* Shard 0's submission ring, as its shard attaches it: a size that
 	 * is not the one both sides compute (our own producer side does not
 	 * look at it again). */
-	struct ring_hdr *sq = chan_sq_mem(find_channel(), st.shards, 0);
+	struct shm_ring_hdr *sq = shm_chan_sq_mem(find_channel(), st.shards, 0);
 	*(volatile uint64_t *)&sq->size = 12345;
 	/* every shard restarts and attaches our rings again */
 	n = proc_children(D.pid, shards, 8);
