@@ -167,7 +167,7 @@ static long futex_waitv(struct futex_waitv *w, uint32_t n, const struct timespec
 }
 
 int shm_chan_sleep_wait(struct shm_chan_sleep *z, _Atomic uint32_t *sleeping, int (*ready)(void *),
-		    void *arg, int64_t deadline_ns)
+			void *arg, int64_t deadline_ns)
 {
 	struct timespec ts, *tp = NULL;
 	long rc = 0;

@@ -94,22 +94,23 @@
  * shardd.c).
  *
  * Cost and limits. futex_waitv(2) (Linux 5.16+; amorad checks at start)
- * waits on at most FUTEX_WAITV_MAX (128) words, and queueing costs ~0.35 us
- * a word on this VM, paid at each sleep and again at each wake-up. So a
- * shard's loop waits only on the words of the clients that had work
- * lately, and a watcher thread of the shard keeps one long wait on those
- * of the others, which it renews only when one of them rings (shardd.c,
- * "Sleeping"): a shard serving one busy writer and 60 idle handles sleeps
- * on 3 words, not 62. Nor does it read 60 idle clients' flags in every
- * round (60 cache lines in 60 memfds: ~6 us here): it sets `cold` in their
- * words, so they ring after each publish, and it looks at their flags only
- * when the watcher reports a ring (or at a sweep). A client that clears
- * its `cold` delays only itself; one that sets it pays a wake-up call per
- * publish. Going cold, the shard stores `cold` before the full fence of
- * its next sleep and reads the flag once more after it: either it sees
- * the flag, or the client sees `cold` and rings. The loop's wait has two words of the shard's own
- * (amorad's and the watcher's), hence at most SHM_CHAN_MAX_CLIENTS (126)
- * clients; amorad refuses a larger --max-clients (engine.c).
+ * waits on at most FUTEX_WAITV_MAX (128) words, and queueing costs time per
+ * word (README, "Costs behind the design"), paid at each sleep and again at
+ * each wake-up. So a shard's loop waits only on the words of the clients
+ * that had work lately, and a watcher thread of the shard keeps one long
+ * wait on those of the others, which it renews only when one of them rings
+ * (shardd.c, "Sleeping"): a shard serving one busy writer and 60 idle
+ * handles sleeps on 3 words, not 62. Nor does it read 60 idle clients'
+ * flags in every round (60 cache lines in 60 memfds): it sets `cold` in
+ * their words, so they ring after each publish, and it looks at their flags
+ * only when the watcher reports a ring (or at a sweep). A client that
+ * clears its `cold` delays only itself; one that sets it pays a wake-up
+ * call per publish. Going cold, the shard stores `cold` before the full
+ * fence of its next sleep and reads the flag once more after it: either it
+ * sees the flag, or the client sees `cold` and rings. The loop's wait has
+ * two words of the shard's own (amorad's and the watcher's), hence at most
+ * SHM_CHAN_MAX_CLIENTS (126) clients; amorad refuses a larger --max-clients
+ * (engine.c).
  */
 #ifndef AMORA_SHM_CHAN_H
 #define AMORA_SHM_CHAN_H
@@ -259,7 +260,7 @@ int shm_chan_sleep_add(struct shm_chan_sleep *z, _Atomic uint32_t *word, uint32_
  * ENOSYS on kernels without futex_waitv; the caller must not retry at
  * once, it would spin). */
 int shm_chan_sleep_wait(struct shm_chan_sleep *z, _Atomic uint32_t *sleeping, int (*ready)(void *),
-		    void *arg, int64_t deadline_ns);
+			void *arg, int64_t deadline_ns);
 
 /* Whether this kernel has futex_waitv(2). */
 int shm_chan_sleep_supported(void);
@@ -285,3 +286,4 @@ struct shm_chan_op_view {
 int shm_chan_req_decode(const void *rec, uint32_t len, struct shm_chan_op_view *v);
 
 #endif
+

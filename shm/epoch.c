@@ -65,10 +65,10 @@
  *
  *     The reader's fence is not free: a locked instruction that waits for
  *     every earlier load, so a loop of GETs cannot overlap one lookup's
- *     cache misses with the next one's (measured: 320 -> 222 ns per hit at
- *     1 M keys without it). Reads are far more frequent than reclamation,
- *     so the cost is moved to the writer, as liburcu's membarrier flavour
- *     does: a reader process registers with membarrier(2)
+ *     cache misses with the next one's (README, "Costs behind the
+ *     design"). Reads are far more frequent than reclamation, so the
+ *     cost is moved to the writer, as liburcu's membarrier flavour does:
+ *     a reader process registers with membarrier(2)
  *     (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) when it claims its slot,
  *     and from then on enter needs only a compiler barrier; the writer
  *     calls membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) before each scan,

@@ -75,7 +75,7 @@ void shm_epoch_slot_clear(struct shm_epoch_slot *slot);
 /* Smallest epoch any of the `n` slots is reading in, UINT64_MAX if all are
  * idle. Issues the fence the protocol needs before scanning: its own, and
  * membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) for the registered readers
- * (about 0.5 us with no reader running, a few us with IPIs). */
+ * (its cost: README, "Costs behind the design"). */
 uint64_t shm_epoch_min(struct shm_epoch_slot *const *slots, size_t n);
 
 /* Quiescence, in two steps: bump the global epoch once and return the new

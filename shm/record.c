@@ -50,8 +50,8 @@ int shm_record_view(const struct shm_seg *seg, uint64_t off, struct shm_kv *kv)
 		return SHM_ECORRUPT;
 	/* Both lengths in one atomic load: the compiler may not load them
 	 * again after the check (volatile would say the same, but also forbid
-	 * the compiler from scheduling the load well: measured +100 ns per
-	 * GET in bench_shm). */
+	 * the compiler from scheduling the load well: README, "Costs behind
+	 * the design"). */
 	lens = __atomic_load_n((const uint64_t *)(const void *)&r->klen, __ATOMIC_RELAXED);
 	klen = (uint32_t)lens;
 	vlen = (uint32_t)(lens >> 32);

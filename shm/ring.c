@@ -79,7 +79,7 @@
  * it (the kernel compares the word and queues the waiter atomically with
  * respect to FUTEX_WAKE). So no wake-up is lost. And since the waker only
  * calls the kernel when the flag is set, no futex call is made while nobody
- * sleeps (FUTEX_WAKE on an empty queue still costs ~150 ns here). The waker
+ * sleeps (FUTEX_WAKE on an empty queue is still a system call). The waker
  * clears the flag with the exchange, so a burst of publishes during the tens
  * of microseconds a sleeping CPU needs to wake issues one FUTEX_WAKE, not one
  * per publish. A stale flag (sleeper already awake) costs one useless

@@ -14,6 +14,7 @@
 #include <isa-l/crc.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "shm/epoch.h"
@@ -61,6 +62,27 @@ static inline void poison_freed(const struct shm_seg *seg, const struct shm_reti
 		uint8_t *p = shm_ptr(seg, r[i].off, r[i].size);
 		memset(p + 16, 0xdd, r[i].size - 24);
 	}
+}
+
+/* Collect what no slot among `slots` can still reach, then poison what was
+ * freed (poison_freed), so a reader still inside a freed block fails its
+ * check at once. Sets *freed to the number freed. -1 if no memory for the
+ * copy of the list (nothing was collected). */
+static inline int collect_and_poison(struct shm_retire_list *l, struct shm_seg *seg,
+				     struct shm_slab *slab, struct shm_epoch_slot *const *slots,
+				     size_t nslots, size_t *freed)
+{
+	struct shm_retired *before = NULL;
+	size_t had = l->n;
+
+	if (had && (before = malloc(had * sizeof(*before))) == NULL)
+		return -1;
+	if (had)
+		memcpy(before, l->items, had * sizeof(*before));
+	*freed = shm_retire_collect(l, seg, slab, slots, nslots);
+	poison_freed(seg, before, had - l->n);
+	free(before);
+	return 0;
 }
 
 #endif

@@ -124,37 +124,11 @@ static uint64_t make_block(uint64_t seq)
 	return off;
 }
 
-/* Collect, then poison what was just freed (sparing the allocator's
- * links), so a reader still inside it fails at once. */
-static int collect_and_poison(struct shm_retire_list *l)
-{
-	static struct shm_retired *before;
-	static size_t cap;
-	size_t had = l->n;
-
-	if (had > cap) {
-		struct shm_retired *p = realloc(before, had * 2 * sizeof(*p));
-		if (p == NULL)
-			return -1;
-		before = p;
-		cap = had * 2;
-	}
-	if (had)
-		memcpy(before, l->items, had * sizeof(*before));
-	freed += shm_retire_collect(l, &seg, slab, slots, NREADERS);
-	poison_freed(&seg, before, had - l->n);
-	if (l->n == 0) {
-		free(before);
-		before = NULL;
-		cap = 0;
-	}
-	return 0;
-}
-
 static void *writer(void *arg)
 {
 	struct shm_retire_list *l = &retired;
 	uint64_t seq = 1;
+	size_t n;
 	double end = now() + seconds;
 
 	(void)arg;
@@ -172,10 +146,11 @@ static void *writer(void *arg)
 			break;
 		}
 		shm_retire_seal(l, seg.hdr);
-		if (collect_and_poison(l) != 0) {
+		if (collect_and_poison(l, &seg, slab, slots, NREADERS, &n) != 0) {
 			fail("out of memory");
 			break;
 		}
+		freed += n;
 		if ((seq & 255) == 0 && now() > end)
 			break;
 	}
@@ -230,7 +205,10 @@ int main(void)
 	if (atomic_load(&failed))
 		return 1;
 	/* Every reader is idle now: whatever is still queued must go. */
-	int rc = collect_and_poison(&retired);
+	size_t n = 0;
+	int rc = collect_and_poison(&retired, &seg, slab, slots, NREADERS, &n);
+
+	freed += n;
 	printf("stress_epoch: %llu writes, %llu reads, %llu freed, %d readers, %.2f s\n",
 	       (unsigned long long)writes, (unsigned long long)reads, (unsigned long long)freed,
 	       NREADERS, now() - start);

@@ -599,26 +599,6 @@ static uint64_t publish_new(uint64_t seq)
 	return off;
 }
 
-/* Collect, then poison what was freed (past the free-list link), so that
- * a reader still inside a freed block fails its check at once. */
-static size_t collect_and_poison(struct shm_retire_list *l)
-{
-	static struct shm_retired *before;
-	static size_t cap;
-	size_t had = l->n;
-
-	if (had > cap) {
-		cap = had * 2;
-		before = realloc(before, cap * sizeof(*before));
-		cr_assert_not_null(before);
-	}
-	if (had)
-		memcpy(before, l->items, had * sizeof(*before));
-	size_t freed = shm_retire_collect(l, &seg, slab, slots, NSLOTS);
-	poison_freed(&seg, before, had - l->n);
-	return freed;
-}
-
 Test(epoch, stress_writer_two_reader_processes, .timeout = 40)
 {
 	struct stress *st = shared_zeroed(sizeof(*st));
@@ -628,6 +608,7 @@ Test(epoch, stress_writer_two_reader_processes, .timeout = 40)
 	pid_t pids[STRESS_READERS];
 	struct reader_arg args[STRESS_READERS];
 	uint64_t seq = 1, freed = 0, reads = 0;
+	size_t n;
 
 	shm_retire_init(&l);
 	atomic_store_explicit(cur, publish_new(seq), memory_order_release);
@@ -647,7 +628,8 @@ Test(epoch, stress_writer_two_reader_processes, .timeout = 40)
 		atomic_store_explicit(cur, nw, memory_order_release);
 		cr_assert_eq(shm_retire_push(&l, old, blk_size(seq - 1)), SHM_OK);
 		shm_retire_seal(&l, seg.hdr);
-		freed += collect_and_poison(&l);
+		cr_assert_eq(collect_and_poison(&l, &seg, slab, slots, NSLOTS, &n), 0);
+		freed += n;
 		if ((seq & 1023) == 0) {
 			reads = 0;
 			for (int i = 0; i < STRESS_READERS; i++)
@@ -678,7 +660,8 @@ Test(epoch, stress_writer_two_reader_processes, .timeout = 40)
 
 	/* Memory was recycled: with the readers gone everything retired is
 	 * freed, and the slab never grew beyond one chunk per size class. */
-	freed += collect_and_poison(&l);
+	cr_assert_eq(collect_and_poison(&l, &seg, slab, slots, NSLOTS, &n), 0);
+	freed += n;
 	cr_assert_eq(l.n, 0, "%zu blocks still queued with no reader inside", l.n);
 	cr_assert_eq(freed, seq - 1, "every retired block was freed once");
 	struct shm_slab_stats ss;

@@ -471,6 +471,23 @@ static void until_sleeping(struct shm_ring_bell *b)
 	usleep(20000); /* most likely inside FUTEX_WAIT by now */
 }
 
+/* Run fn(w) in a thread and return once it sleeps on `bell`. */
+static pthread_t waiter_start(void *(*fn)(void *), struct waiter *w, struct shm_ring_bell *bell)
+{
+	pthread_t t;
+
+	cr_assert_eq(pthread_create(&t, NULL, fn, w), 0);
+	until_sleeping(bell);
+	return t;
+}
+
+/* Join the waiter and check it was woken (rc 0), not timed out. */
+static void waiter_join(pthread_t t, const struct waiter *w)
+{
+	pthread_join(t, NULL);
+	cr_assert_eq(w->rc, 0);
+}
+
 Test(ring, publish_without_sleeper_makes_no_futex_call)
 {
 	struct shm_ring p, c;
@@ -504,16 +521,12 @@ Test(ring, publish_wakes_sleeping_consumer)
 	struct shm_ring p, c;
 	struct shm_ring_hdr *h = mk_ring(DSIZE, &p, &c);
 	struct waiter w = { &c, 0, 5000, 99 };
-	pthread_t t;
-	int64_t t0;
+	pthread_t t = waiter_start(wait_data_thread, &w, &h->data);
+	int64_t t0 = ms_now();
 
-	cr_assert_eq(pthread_create(&t, NULL, wait_data_thread, &w), 0);
-	until_sleeping(&h->data);
-	t0 = ms_now();
 	push_tag(&p, 5, 1);
 	cr_assert_eq(shm_ring_publish(&p), 1);
-	pthread_join(t, NULL);
-	cr_assert_eq(w.rc, 0);
+	waiter_join(t, &w);
 	cr_assert_lt(ms_now() - t0, 2000, "woken by the publish, not by the timeout");
 	cr_assert_eq(atomic_load(&h->data.sleeping), 0);
 	pop_tag(&c, 5, 1);
@@ -531,16 +544,14 @@ Test(ring, release_wakes_sleeping_producer)
 		;
 	/* Not published: shm_ring_wait_space must publish before it sleeps. */
 	cr_assert_eq(atomic_load(&h->tail), 0);
-	cr_assert_eq(pthread_create(&t, NULL, wait_space_thread, &w), 0);
-	until_sleeping(&h->space);
+	t = waiter_start(wait_space_thread, &w, &h->space);
 	cr_assert_neq(atomic_load(&h->tail), 0, "wait_space published the staged records");
 	/* Consuming without releasing wakes nobody. */
 	cr_assert_eq(peek_status(&c), 0);
 	shm_ring_consume(&c);
 	cr_assert_eq(atomic_load(&h->space.sleeping), 1);
 	cr_assert_eq(shm_ring_release(&c), 1);
-	pthread_join(t, NULL);
-	cr_assert_eq(w.rc, 0);
+	waiter_join(t, &w);
 	cr_assert_eq(shm_ring_push(&p, zeros, 100), 0);
 	free(h);
 }
