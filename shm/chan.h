@@ -135,7 +135,7 @@
 #define SHM_CHAN_MAX_CLIENTS (SHM_CHAN_WAIT_WORDS - 2) /* two words go to the shard's own (shardd.c) */
 
 /* The attach reply (amorad's AMORA.ATTACH, coordinator/server.c; read by
- * libclient/amora.c): a RESP array of SHM_CHAN_ATTACH_FIELDS integers
+ * libclient/attach.c): a RESP array of SHM_CHAN_ATTACH_FIELDS integers
  *   :SHM_CHAN_ATTACH_PROTO :shards :segment-bytes :channel-bytes :slot :generation
  * with SHM_CHAN_ATTACH_FDS descriptors (SCM_RIGHTS): the data segment
  * (read-only) and the client's channel. */
@@ -158,7 +158,7 @@ struct shm_chan_req {
 };
 
 /* Status of a completion: the wire codes, equal to the amora_err codes
- * (amora.h) they become; libamora checks they agree (amora.c). */
+ * (amora.h) they become; libamora checks they agree (libclient/client.h). */
 enum shm_chan_status {
 	SHM_CHAN_OK = 0,
 	SHM_CHAN_ENOTFOUND = -1, /* delete of a missing key */

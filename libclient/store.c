@@ -1,0 +1,104 @@
+/*
+ * store.c — the store's state as a client sees it (amora.h): counters and
+ * shard states read from the data segment (amora_stats,
+ * amora_shard_status), and a round trip to amorad on the control socket
+ * (amora_heartbeat).
+ */
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "libclient/client.h"
+
+int amora_stats(amora *db, struct amora_stats *st)
+{
+	struct shm_store_stats ss;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	if (st == NULL)
+		return client_fail(db, AMORA_EINVAL, "st is NULL");
+	memset(st, 0, sizeof(*st));
+	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
+	shm_store_stats(&db->seg, &ss);
+	shm_epoch_leave(&db->hdr->epoch);
+	st->shards = db->shards;
+	st->shards_ready = ss.ready;
+	st->shards_failed = ss.failed;
+	st->keys = ss.keys;
+	st->memory_limit = db->seg.size;
+	st->memory_used = ss.used_bytes;
+	st->record_bytes = ss.requested_bytes;
+	st->fragmentation = ss.used_bytes ? 1.0 - (double)ss.requested_bytes / (double)ss.used_bytes : 0.0;
+	st->gets = db->gets;
+	st->sets = db->sets;
+	st->dels = db->dels;
+	return AMORA_OK;
+}
+
+int amora_heartbeat(amora *db)
+{
+	static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+	struct pollfd p;
+	char buf[16];
+	size_t got = 0;
+	int rc = AMORA_OK;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	if (db->gone || send(db->sock, ping, sizeof(ping) - 1, MSG_NOSIGNAL) != sizeof(ping) - 1)
+		return client_fail(db, AMORA_EGONE, "the coordinator closed the connection");
+	while (got < 7) {
+		ssize_t n;
+
+		p = (struct pollfd){ .fd = db->sock, .events = POLLIN };
+		if (poll(&p, 1, db->timeout_ms) <= 0)
+			return client_fail(db, AMORA_ETIMEDOUT, "no answer to PING within %d ms", db->timeout_ms);
+		n = recv(db->sock, buf + got, 7 - got, 0);
+		if (n <= 0) {
+			db->gone = true;
+			return client_fail(db, AMORA_EGONE, "the coordinator closed the connection");
+		}
+		got += (size_t)n;
+	}
+	if (memcmp(buf, "+PONG\r\n", 7) != 0)
+		return client_fail(db, AMORA_EPROTO, "unexpected answer to PING");
+	/* A shard stopped for good outweighs one that is coming back. */
+	for (uint32_t s = 0; s < db->shards; s++) {
+		const struct shm_shard *sh = shm_shard_at(&db->seg, s);
+		uint32_t st = atomic_load_explicit(&sh->state, memory_order_acquire);
+
+		if (st == SHM_SHARD_FAILED)
+			return client_fail_shard_stopped(db, s);
+		if (st != SHM_SHARD_READY && rc == AMORA_OK)
+			rc = client_fail(db, AMORA_ERESTARTING, "shard %u is %s, not serving yet", s,
+					 shm_shard_state_name(st));
+	}
+	return rc;
+}
+
+_Static_assert((int)AMORA_SHARD_STARTING == (int)SHM_SHARD_STARTING &&
+	       (int)AMORA_SHARD_READY == (int)SHM_SHARD_READY &&
+	       (int)AMORA_SHARD_RESTARTING == (int)SHM_SHARD_RESTARTING &&
+	       (int)AMORA_SHARD_FAILED == (int)SHM_SHARD_FAILED &&
+	       (int)AMORA_SHARD_STOPPED == (int)SHM_SHARD_STOPPED, "amora.h's shard states are segment.h's");
+
+int amora_shard_status(amora *db, uint32_t shard, struct amora_shard_status *out)
+{
+	const struct shm_shard *sh;
+	uint32_t st;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	if (out == NULL)
+		return client_fail(db, AMORA_EINVAL, "out is NULL");
+	if (shard >= db->shards)
+		return client_fail(db, AMORA_EINVAL, "no shard %u: the store has %u", shard, db->shards);
+	sh = shm_shard_at(&db->seg, shard);
+	st = atomic_load_explicit(&sh->state, memory_order_acquire);
+	out->state = (int)st;
+	out->name = shm_shard_state_name(st);
+	out->cause = st == SHM_SHARD_FAILED ? shm_fail_cause_str(atomic_load(&sh->cause)) : "";
+	out->restarts = atomic_load(&sh->restarts);
+	return AMORA_OK;
+}

@@ -1,0 +1,71 @@
+/*
+ * probe.h — Amora's USDT probes: one macro, one list of every probe.
+ *
+ * A probe site is `AMORA_PROBE(name, args...)`: a nop instruction and an
+ * ELF note (.note.stapsdt, provider "amora") saying where the arguments
+ * are. It costs a nop when nobody traces; a tracer (amora-trace,
+ * bpftrace, perf probe) turns it into a breakpoint. Arguments are
+ * integers (at most 12), or a pointer to a NUL-terminated string where
+ * the list says "str". Build with -DAMORA_NO_PROBES to compile every site
+ * away; a site must then evaluate nothing, so its arguments are plain
+ * expressions without side effects.
+ *
+ * Names use "__" for "-" (USDT's convention: op__begin is op-begin).
+ * Durations are not arguments: a tracer stamps each probe itself.
+ *
+ * libamora (libclient/), in the calling thread:
+ *   op__begin(op, klen, vlen)                 a public call starts
+ *   op__end(op, shard, klen, vlen, result)    ... and returns `result`
+ *       op: enum amora_probe_op. shard: the key's shard, -1 when the call
+ *       has none or failed before it was known (mget: klen is then the
+ *       number of keys; flush). A read's vlen at the end is the value's
+ *       length (0 when not found).
+ *   req__submit(shard, slot, id, op)          a write request is pushed
+ *                                             to shard's ring
+ *   req__complete(shard, slot, id, status)    its completion is reaped
+ *
+ * shardd (shardd/), in shard `shard`; (slot, id) names one request of one
+ * client, the same pair as in req__submit:
+ *   round__begin(shard, requests, clients)    requests taken this round
+ *   req__take(shard, slot, id)                a request, before applying
+ *   req__apply(shard, slot, id, status, seq)  ... applied (status as the
+ *                                             client will see it)
+ *   log__write(shard, bytes, records)         the round's log write done
+ *   log__sync(shard, seq)                     the log is durable up to seq
+ *   round__end(shard, completions)            completions published
+ *   shard__sleep(shard)                       about to sleep
+ *   shard__wake(shard)                        woke up
+ *
+ * amorad (coordinator/):
+ *   cmd__begin(name:str)                      a control-socket command
+ *   cmd__end(name:str, result)                result 0 ok, -1 error reply
+ *   client__attach(slot, pid, uid)
+ *   client__detach(slot, pid)
+ *   shard__restart(shard, pid, status)        a shard ended (wait status)
+ *                                             and is started again
+ */
+#ifndef AMORA_SHM_PROBE_H
+#define AMORA_SHM_PROBE_H
+
+/* What op__begin/op__end's `op` means. Values are part of the probe ABI
+ * (amora-trace decodes them). */
+enum amora_probe_op {
+	AMORA_PROBE_GET = 1,
+	AMORA_PROBE_HAS = 2,
+	AMORA_PROBE_MGET = 3,
+	AMORA_PROBE_SET = 4,
+	AMORA_PROBE_DEL = 5,
+	AMORA_PROBE_SET_BUFFERED = 6,
+	AMORA_PROBE_FLUSH = 7,
+	AMORA_PROBE_GET_ALLOC = 8,
+};
+
+#ifdef AMORA_NO_PROBES
+#define AMORA_PROBE(...) ((void)0)
+#else
+#define SDT_USE_VARIADIC 1
+#include <sys/sdt.h>
+#define AMORA_PROBE(name, ...) STAP_PROBEV(amora, name, ##__VA_ARGS__)
+#endif
+
+#endif
