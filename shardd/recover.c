@@ -124,7 +124,7 @@ static int apply_effect(struct fix *f, uint64_t seq, int op, const void *key, ui
 	int rc;
 
 	atomic_store_explicit(&sh->seq, seq - 1, memory_order_relaxed);
-	if (op == WAL_OP_SET) {
+	if (op == WALFMT_OP_SET) {
 		rc = shm_writer_set(f->w, key, klen, val, vlen);
 		if (rc == SHM_ENOMEM) {
 			shm_writer_drain(f->w);
@@ -148,7 +148,7 @@ static int fix_from_log(void *arg, uint64_t seq, int op, const void *key, uint32
 	if (e == NULL || e->seq != seq)
 		return 0; /* a later effect of this key follows */
 	have = shm_writer_get(f->w, key, klen, &kv) == SHM_OK;
-	if (op == WAL_OP_SET ? have && kv.seq == seq : !have) {
+	if (op == WALFMT_OP_SET ? have && kv.seq == seq : !have) {
 		f->kept++;
 		return 0;
 	}
@@ -164,9 +164,9 @@ static int drop_unlogged(void *arg, const struct shm_kv *kv)
 	struct fix *f = arg;
 	const struct last_effect *e = index_find(f->ix, kv->key, kv->klen);
 
-	if (e != NULL && e->op == WAL_OP_SET)
+	if (e != NULL && e->op == WALFMT_OP_SET)
 		return 0;
-	f->rc = apply_effect(f, f->last + 1, WAL_OP_DEL, kv->key, kv->klen, NULL, 0);
+	f->rc = apply_effect(f, f->last + 1, WALFMT_OP_DEL, kv->key, kv->klen, NULL, 0);
 	f->removed++;
 	return f->rc == SHM_OK ? 0 : -1;
 }
@@ -185,11 +185,22 @@ static int failed_pass(const struct shard_recovery *r, int wrc, const struct fix
 	return wrc == WAL_ECORRUPT ? SHARDD_EXIT_CORRUPT : SHARDD_EXIT_CRASH;
 }
 
+/* What the log repaired in its files (a torn tail cut, an empty segment
+ * removed) goes to the shard's log. */
+static void log_wal_note(void *arg, enum wal_note kind, const char *msg)
+{
+	(void)arg;
+	log_msg(kind == WAL_NOTE_WARN ? LOG_WARN : LOG_INFO, "wal: %s", msg);
+}
+
 static int replay_log(struct shm_writer *w, const struct shard_recovery *r, uint64_t *last)
 {
 	struct index ix = { 0 };
 	struct fix f = { .w = w, .ix = &ix };
-	int rc = index_grow(&ix) != 0 ? WAL_EAPPLY : wal_recover(r->wal, note_effect, &ix, last);
+	int rc;
+
+	wal_set_note(r->wal, log_wal_note, NULL);
+	rc = index_grow(&ix) != 0 ? WAL_EAPPLY : wal_recover(r->wal, note_effect, &ix, last);
 
 	f.last = *last;
 	if (rc == WAL_OK)

@@ -23,7 +23,8 @@ struct shard_recovery {
 };
 
 /* Returns 0, or the shardd_exit code the shard should exit with (the
- * cause is logged). */
+ * cause is logged). What the WAL repairs on the way (a torn tail cut) is
+ * logged too, through its note callback. */
 int shard_recover(struct shm_writer *w, const struct shard_recovery *r, uint64_t *last);
 
 #endif

@@ -599,8 +599,8 @@ static int apply(struct shardd *d, const struct shm_chan_op_view *v, uint64_t *s
 	if (rc != SHM_OK)
 		return wire_status(rc);
 	*seq = atomic_load_explicit(&d->sh->seq, memory_order_relaxed);
-	wrc = wal_batch_add(&d->wal, *seq, v->op == SHM_CHAN_OP_SET ? WAL_OP_SET : WAL_OP_DEL, v->key,
-			    v->klen, v->val, v->vlen);
+	wrc = wal_batch_add(&d->wal, *seq, v->op == SHM_CHAN_OP_SET ? WALFMT_OP_SET : WALFMT_OP_DEL,
+			    v->key, v->klen, v->val, v->vlen);
 	if (wrc != WAL_OK) {
 		log_error("cannot add to the log batch: %s", wal_errmsg(&d->wal));
 		exit(SHARDD_EXIT_CRASH);

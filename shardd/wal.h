@@ -3,13 +3,15 @@
  *
  * The shard process is the only writer of its log, a directory
  * DATA_DIR/shard-NN/ holding segment files wal-<first seq, 16 hex>.log (the
- * byte format and its validity rules are at the top of wal.c). Use:
+ * byte format, its validity rules and the decoder are in walfmt.h; what is
+ * done with the files is at the top of wal.c). Use:
  *
  *     wal_open(&w, dir, id, mode, interval_ms);
+ *     wal_set_note(&w, fn, arg);                 // optional: hear what recovery cut
  *     wal_recover(&w, apply, arg, &last_seq);   // replay, then ready to append
  *     loop:
  *         wal_batch_begin(&w);
- *         wal_batch_add(&w, seq, WAL_OP_SET, k, kl, v, vl);  // per effect
+ *         wal_batch_add(&w, seq, WALFMT_OP_SET, k, kl, v, vl);  // per effect
  *         wal_batch_commit(&w);       // one write(2); + fdatasync if "always"
  *         ... acknowledge the batch ...
  *         sleep at most until wal_next_sync_ns(&w); wal_sync_if_due(&w, now);
@@ -26,7 +28,8 @@
  * fdatasync the kernel's idea of the file cannot be trusted; this is the
  * PostgreSQL "fsyncgate" lesson). A failed commit never leaves a batch that
  * recovery would replay: the file is truncated back to the batch start, and
- * if even that fails the partial frame fails its checksum.
+ * if even that fails the partial frame fails its checksum. The log writes
+ * no log lines: what recovery repaired goes to the caller's note callback.
  *
  * WAL_SYNC_NONE keeps no files at all: every call succeeds and does
  * nothing, wal_recover replays nothing.
@@ -40,6 +43,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shardd/walfmt.h"
+
 enum wal_sync_mode { WAL_SYNC_ALWAYS = 0, WAL_SYNC_PERIODIC = 1, WAL_SYNC_NONE = 2 };
 
 /* The name of a sync mode as options, INFO and logs spell it ("always",
@@ -47,28 +52,31 @@ enum wal_sync_mode { WAL_SYNC_ALWAYS = 0, WAL_SYNC_PERIODIC = 1, WAL_SYNC_NONE =
 const char *wal_sync_name(enum wal_sync_mode m);
 int wal_sync_parse(const char *name);
 
-enum wal_op { WAL_OP_SET = 1, WAL_OP_DEL = 2 };
-
 enum wal_err {
 	WAL_OK = 0,
 	WAL_EIO = -1,       /* open, write, sync or truncate failed; the log is now failed */
 	WAL_ECORRUPT = -2,  /* the log is damaged inside (not just a torn tail) */
 	WAL_EINVAL = -3,    /* bad argument: op, lengths, seq not increasing, call order */
 	WAL_ENOMEM = -4,    /* batch buffer could not grow */
-	WAL_EFULL = -5,     /* the batch would pass WAL_BATCH_MAX: commit, then add again */
+	WAL_EFULL = -5,     /* the batch would pass WALFMT_BATCH_MAX: commit, then add again */
 	WAL_EAPPLY = -6,    /* the replay callback returned non-zero */
 };
 
 #define WAL_DEFAULT_SEGMENT_BYTES (64ull << 20)
 #define WAL_DEFAULT_SYNC_MS 100u
-#define WAL_BATCH_MAX (1u << 30)       /* record bytes in one batch frame */
 #define WAL_PREALLOC_STEP (4ull << 20) /* segments grow by fallocate in these steps */
 
-/* Replay callback: one record of a valid batch, oldest first. key/val point
- * into the log's mapping and are valid only during the call. Return 0 to go
- * on; anything else stops recovery with WAL_EAPPLY. */
-typedef int (*wal_apply_fn)(void *arg, uint64_t seq, int op, const void *key, uint32_t klen,
-			    const void *val, uint32_t vlen);
+/* Replay callbacks are walfmt_apply_fn: one record of a valid batch,
+ * oldest first; key/val point into the log's mapping and are valid only
+ * during the call. Return 0 to go on; anything else stops recovery with
+ * WAL_EAPPLY. */
+
+/* What recovery did to the files that is no error but should be heard:
+ * WAL_NOTE_WARN when it cut a torn tail, WAL_NOTE_INFO when it removed a
+ * last segment holding no frame. msg is one line naming file and offset,
+ * valid during the call only. */
+enum wal_note { WAL_NOTE_INFO, WAL_NOTE_WARN };
+typedef void (*wal_note_fn)(void *arg, enum wal_note kind, const char *msg);
 
 struct wal {
 	enum wal_sync_mode mode;
@@ -78,7 +86,7 @@ struct wal {
 	char *dir;
 	int dirfd;
 	int fd;                   /* current segment, -1 until the first commit */
-	char seg_name[32];        /* its file name */
+	char seg_name[WALFMT_NAME_LEN + 1]; /* its file name */
 	uint64_t seg_first_seq;
 	uint64_t write_off;       /* end of the last valid frame: next frame goes here */
 	uint64_t alloc_end;       /* file size (preallocated zeros past write_off) */
@@ -98,6 +106,8 @@ struct wal {
 	uint64_t batch_first_seq, batch_last_seq;
 	/* counters for INFO and tests */
 	uint64_t stat_batches, stat_records, stat_bytes, stat_syncs;
+	wal_note_fn note;         /* NULL: notes are dropped */
+	void *note_arg;
 	char err[320];
 };
 
@@ -109,24 +119,29 @@ int wal_open(struct wal *w, const char *dir, uint32_t shard_id, enum wal_sync_mo
 	     uint32_t sync_interval_ms);
 /* Rotate segments at this size (at least 4096; default 64 MiB). For tests. */
 void wal_set_segment_bytes(struct wal *w, uint64_t bytes);
+/* Where recovery's notes go (fn NULL: nowhere, the default after wal_open).
+ * The caller logs them; the shard's is in recover.c. */
+void wal_set_note(struct wal *w, wal_note_fn fn, void *arg);
 /* Replay every valid batch of every segment, oldest first (fn may be NULL),
- * cut a torn tail of the last segment (log_warn names file and offset),
- * then leave the log ready for appends after *last_seq. WAL_ECORRUPT for
- * damage inside the log, WAL_EAPPLY when fn fails, WAL_EIO. Once only. */
-int wal_recover(struct wal *w, wal_apply_fn fn, void *arg, uint64_t *last_seq);
+ * cut a torn tail of the last segment (a WAL_NOTE_WARN names file and
+ * offset), then leave the log ready for appends after *last_seq.
+ * WAL_ECORRUPT for damage inside the log, WAL_EAPPLY when fn fails,
+ * WAL_EIO. Once only. */
+int wal_recover(struct wal *w, walfmt_apply_fn fn, void *arg, uint64_t *last_seq);
 
 /* Replay the recovered log again, oldest first, read-only (recovery that
  * needs two passes). Only after wal_recover and before any commit.
  * WAL_EINVAL (call order), WAL_EAPPLY, WAL_ECORRUPT (the files changed
  * since wal_recover), WAL_EIO. */
-int wal_replay(struct wal *w, wal_apply_fn fn, void *arg);
+int wal_replay(struct wal *w, walfmt_apply_fn fn, void *arg);
 
 /* Start a batch (discarding any records added but not committed). */
 void wal_batch_begin(struct wal *w);
-/* Copy one record into the batch buffer (for DEL, val/vlen are ignored and
- * logged as empty). WAL_EINVAL for a bad op, klen outside 1..SHM_KEY_MAX,
- * vlen > SHM_VALUE_MAX or a seq not above every earlier one (also before
- * wal_recover); WAL_EFULL when the batch would pass WAL_BATCH_MAX. */
+/* Copy one record into the batch buffer (op a walfmt_op; for DEL, val/vlen
+ * are ignored and logged as empty). WAL_EINVAL for a bad op, klen outside
+ * 1..SHM_KEY_MAX, vlen > SHM_VALUE_MAX or a seq not above every earlier one
+ * (also before wal_recover); WAL_EFULL when the batch would pass
+ * WALFMT_BATCH_MAX. */
 int wal_batch_add(struct wal *w, uint64_t seq, int op, const void *key, uint32_t klen,
 		  const void *val, uint32_t vlen);
 /* Bytes of records in the open batch (to commit early on a size budget). */
@@ -149,34 +164,5 @@ int wal_drop_upto(struct wal *w, uint64_t seq);
 void wal_close(struct wal *w);
 const char *wal_errmsg(const struct wal *w);
 const char *wal_strerror(int code);
-
-/* ---- The segment decoder, on a memory buffer (recovery, fuzzers, tools) ---- */
-
-enum wal_scan_status {
-	WAL_SCAN_CLEAN = 0,  /* valid frames, then end of buffer or only zeros */
-	WAL_SCAN_TORN = 1,   /* valid frames up to `end`, then bytes holding no intact frame */
-	WAL_SCAN_CORRUPT = 2 /* damage at `bad_off` with valid data after it, or a rule broken */
-};
-
-struct wal_scan {
-	/* in */
-	uint32_t shard_id;
-	uint64_t name_seq;      /* first seq from the file name (0: not checked) */
-	int chained;            /* 1: a segment comes before this one... */
-	uint64_t prev_seq;      /* ...and ends at this seq (its prev_seq must match) */
-	/* out */
-	enum wal_scan_status status;
-	uint64_t end;           /* offset past the last valid frame (0: header bad) */
-	uint64_t bad_off;       /* where the damage starts (TORN, CORRUPT) */
-	uint64_t base_seq;      /* the header's prev_seq */
-	uint64_t last_seq;      /* last seq replayed (else prev_seq, or base_seq if unchained) */
-	uint64_t frames, records;
-	char why[160];
-};
-
-/* Validate the segment in buf[0..len) and call fn (may be NULL) for every
- * record of every valid frame before the first bad byte. Returns WAL_OK
- * (see sc->status) or WAL_EAPPLY. Never reads outside the buffer. */
-int wal_scan_buf(const void *buf, size_t len, wal_apply_fn fn, void *arg, struct wal_scan *sc);
 
 #endif

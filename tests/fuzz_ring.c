@@ -24,30 +24,7 @@
 #include <string.h>
 
 #include "shm/ring.h"
-
-#define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
-
-struct input {
-	const uint8_t *p;
-	size_t n;
-};
-
-static uint8_t take8(struct input *in)
-{
-	if (in->n == 0)
-		return 0;
-	in->n--;
-	return *in->p++;
-}
-
-static uint64_t take(struct input *in, int bytes)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < bytes; i++)
-		v |= (uint64_t)take8(in) << (8 * i);
-	return v;
-}
+#include "tests/fuzz_input.h"
 
 static void *ring_alloc(uint64_t dsize, size_t *bytes)
 {
@@ -69,21 +46,21 @@ static void read_record(const struct shm_ring *c, const void *rec, uint32_t len)
 	(void)sink;
 }
 
-static uint64_t pick_pos(struct input *in, uint8_t how, uint64_t near, uint64_t dsize)
+static uint64_t pick_pos(struct fuzz_input *in, uint8_t how, uint64_t near, uint64_t dsize)
 {
 	switch (how % 4) {
-	case 0: return take(in, 8);                              /* anything */
-	case 1: return near + take(in, 2) % (2 * dsize);         /* ahead, maybe too far */
-	case 2: return near - take(in, 2) % (2 * dsize);         /* behind */
-	default: return near + (take(in, 2) % (dsize + 1) & ~7ull); /* plausible */
+	case 0: return fuzz_take(in, 8);                                  /* anything */
+	case 1: return near + fuzz_take(in, 2) % (2 * dsize);             /* ahead, maybe too far */
+	case 2: return near - fuzz_take(in, 2) % (2 * dsize);             /* behind */
+	default: return near + (fuzz_take(in, 2) % (dsize + 1) & ~7ull); /* plausible */
 	}
 }
 
-static void garbage(struct input *in)
+static void garbage(struct fuzz_input *in)
 {
-	uint8_t sel = take8(in);
+	uint8_t sel = fuzz_take8(in);
 	uint64_t dsize = 64u << (sel % 7);
-	uint64_t base = take(in, 8) & ~7ull;
+	uint64_t base = fuzz_take(in, 8) & ~7ull;
 	size_t bytes;
 	uint8_t *m = ring_alloc(dsize, &bytes);
 	struct shm_ring_hdr *h = (struct shm_ring_hdr *)m;
@@ -98,7 +75,7 @@ static void garbage(struct input *in)
 	CHECK(shm_ring_format(m, bytes) == 0);
 
 	/* Attach over raw positions: refused or consistent. */
-	atomic_store(&h->head, take(in, 8));
+	atomic_store(&h->head, fuzz_take(in, 8));
 	atomic_store(&h->tail, pick_pos(in, sel >> 3, atomic_load(&h->head), dsize));
 	if (shm_ring_attach(&x, m, bytes) == 0)
 		CHECK(x.tail - x.head <= x.size && ((x.head | x.tail) & 7) == 0);
@@ -110,10 +87,10 @@ static void garbage(struct input *in)
 	CHECK(shm_ring_attach(&c, m, bytes) == 0);
 	CHECK(shm_ring_attach(&p, m, bytes) == 0);
 	for (uint64_t i = 0; i < dsize && in->n > 0; i++)
-		m[sizeof(*h) + i] = take8(in);
+		m[sizeof(*h) + i] = fuzz_take8(in);
 	atomic_store(&h->tail, pick_pos(in, sel >> 5, base, dsize));
 	for (;;) {
-		uint8_t op = take8(in);
+		uint8_t op = fuzz_take8(in);
 
 		if (op % 8 == 7) {
 			atomic_store(&h->tail, pick_pos(in, op >> 3, c.head, dsize));
@@ -134,13 +111,13 @@ static void garbage(struct input *in)
 	CHECK(rc == 0 || rc == SHM_ETIMEDOUT);
 
 	/* The producer meets a head the consumer (or garbage) left. */
-	if (take8(in) & 1)
-		atomic_store(&h->head, pick_pos(in, take8(in), p.tail, dsize));
+	if (fuzz_take8(in) & 1)
+		atomic_store(&h->head, pick_pos(in, fuzz_take8(in), p.tail, dsize));
 	for (int k = 0; k < 16; k++) {
 		static uint8_t buf[4096];
 		uint64_t before = p.tail;
 
-		len = (uint32_t)(take(in, 2) % (dsize / 2 + 16));
+		len = (uint32_t)(fuzz_take(in, 2) % (dsize / 2 + 16));
 		rc = shm_ring_push(&p, buf, len);
 		CHECK(rc == 0 || rc == SHM_EFULL || rc == SHM_ETOOBIG || rc == SHM_ECORRUPT);
 		CHECK(rc == 0 || p.tail == before);
@@ -180,9 +157,9 @@ static int same(const uint8_t *b, uint32_t len, int seq)
 	return 1;
 }
 
-static void ops(struct input *in)
+static void ops(struct fuzz_input *in)
 {
-	uint8_t sel = take8(in);
+	uint8_t sel = fuzz_take8(in);
 	uint64_t dsize = 64u << (sel % 5);
 	uint64_t start = (uint64_t)(sel >> 3) * 8; /* positions need not start at 0 */
 	size_t bytes;
@@ -208,14 +185,14 @@ static void ops(struct input *in)
 	md.tail = md.chead = md.head_rel = start;
 
 	while (in->n > 0 && md.staged < MAXQ) {
-		uint8_t op = take8(in);
+		uint8_t op = fuzz_take8(in);
 		const void *rec;
 		uint32_t len;
 		int rc;
 
 		switch (op % 8) {
 		case 0: case 1: case 2: { /* push */
-			len = (uint32_t)(take(in, 2) % (max + 2));
+			len = (uint32_t)(fuzz_take(in, 2) % (max + 2));
 			uint64_t need = 8 + ((len + 7u) & ~7u);
 			uint64_t room = dsize - (md.tail & (dsize - 1));
 			uint64_t s = need <= room ? md.tail : md.tail + room;
@@ -267,13 +244,13 @@ static void ops(struct input *in)
 			CHECK(atomic_load(&h->head) == md.head_rel);
 			break;
 		case 6: /* waits with timeout 0 */
-			if (take8(in) & 1) {
+			if (fuzz_take8(in) & 1) {
 				rc = shm_ring_wait_data(&c, 0);
 				md.head_rel = md.chead;
 				CHECK(atomic_load(&h->head) == md.head_rel);
 				CHECK(rc == (md.consumed < md.published ? 0 : SHM_ETIMEDOUT));
 			} else {
-				len = (uint32_t)(take(in, 2) % (max + 1));
+				len = (uint32_t)(fuzz_take(in, 2) % (max + 1));
 				rc = shm_ring_wait_space(&p, len, 0);
 				md.published = md.staged;
 				uint64_t need = 8 + ((len + 7u) & ~7u);
@@ -306,11 +283,11 @@ static void ops(struct input *in)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct input in = { data, size };
+	struct fuzz_input in = { data, size };
 
 	if (size == 0)
 		return 0;
-	if (take8(&in) & 1)
+	if (fuzz_take8(&in) & 1)
 		ops(&in);
 	else
 		garbage(&in);

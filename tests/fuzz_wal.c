@@ -1,10 +1,11 @@
 /*
- * fuzz_wal.c — libFuzzer target for the WAL's recovery (shardd/wal.c).
+ * fuzz_wal.c — libFuzzer target for the WAL: its decoder (shardd/walfmt.c)
+ * and its recovery of files (shardd/wal.c).
  *
  * The first input byte picks a mode (byte % 3):
  *
  * 0 raw:     the rest is a whole segment file as a disk could hold it, fed
- *            to wal_scan_buf(), the decoder recovery runs on each mapped
+ *            to walfmt_scan(), the decoder recovery runs on each mapped
  *            segment. It must not read outside the buffer (ASan), and every
  *            record it hands out must obey the rules (op, lengths, seqs
  *            strictly increasing); the result must be consistent (end inside
@@ -35,31 +36,10 @@
 #include <unistd.h>
 
 #include "shm/crc32c.h"
-#include "shardd/log.h"
 #include "shardd/wal.h"
+#include "shardd/walfmt.h"
 #include "shardd/walio.h"
-
-#define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
-#define SEG_HDR 40u
-#define FRAME_HDR 32u
-
-struct input {
-	const uint8_t *p;
-	size_t n;
-};
-
-static uint8_t take8(struct input *in)
-{
-	if (in->n == 0)
-		return 0;
-	in->n--;
-	return *in->p++;
-}
-
-static uint32_t take16(struct input *in)
-{
-	return take8(in) | (uint32_t)take8(in) << 8;
-}
+#include "tests/fuzz_input.h"
 
 /* ---- modes 0 and 1: the decoder on memory ---- */
 
@@ -75,9 +55,9 @@ static int check_record(void *arg, uint64_t seq, int op, const void *key, uint32
 	volatile uint8_t sink = 0;
 
 	CHECK(!r->started || seq > r->last);
-	CHECK(op == WAL_OP_SET || op == WAL_OP_DEL);
+	CHECK(op == WALFMT_OP_SET || op == WALFMT_OP_DEL);
 	CHECK(klen >= 1 && klen <= 4096 && vlen <= (1u << 20));
-	CHECK(op == WAL_OP_SET || vlen == 0);
+	CHECK(op == WALFMT_OP_SET || vlen == 0);
 	for (uint32_t i = 0; i < klen; i++)
 		sink ^= ((const uint8_t *)key)[i];
 	for (uint32_t i = 0; i < vlen; i++)
@@ -90,17 +70,16 @@ static int check_record(void *arg, uint64_t seq, int op, const void *key, uint32
 
 static void scan_checked(const uint8_t *buf, size_t len, uint64_t prev, int chained)
 {
-	struct wal_scan sc = { .shard_id = 7, .name_seq = 0, .prev_seq = prev, .chained = chained };
+	struct walfmt_scan sc = { .shard_id = 7, .name_seq = 0, .prev_seq = prev, .chained = chained };
 	struct rules r = { .last = prev, .started = chained };
 
-	CHECK(wal_scan_buf(buf, len, check_record, &r, &sc) == WAL_OK);
-	CHECK(sc.status == WAL_SCAN_CLEAN || sc.status == WAL_SCAN_TORN ||
-	      sc.status == WAL_SCAN_CORRUPT);
+	CHECK(walfmt_scan(buf, len, check_record, &r, &sc) == 0);
+	CHECK(sc.status == WALFMT_CLEAN || sc.status == WALFMT_TORN || sc.status == WALFMT_CORRUPT);
 	CHECK(sc.end <= len && sc.bad_off <= len);
 	CHECK(sc.end == 0 || sc.end == len || sc.end % 8 == 0);
 	CHECK(sc.records == 0 || sc.last_seq == r.last);
 	CHECK(sc.frames <= sc.records);
-	if (sc.status == WAL_SCAN_TORN)
+	if (sc.status == WALFMT_TORN)
 		CHECK(sc.bad_off == sc.end);
 }
 
@@ -108,36 +87,31 @@ static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
 /* A valid header (prev/first from the input), then the input with each
- * frame-looking region's magic, length and checksums made right. */
-static void mode_fixed(struct input *in)
+ * frame-looking region's magic, length and checksums made right (its
+ * other fields and pad stay as the input has them). */
+static void mode_fixed(struct fuzz_input *in)
 {
-	size_t len = SEG_HDR + in->n;
+	size_t len = WALFMT_SEG_HDR + in->n;
 	uint8_t *b = malloc(len ? len : 1);
-	uint64_t first, prev;
-	size_t off = SEG_HDR;
+	uint64_t first = 1, prev;
+	size_t off = WALFMT_SEG_HDR;
 
-	memcpy(b + SEG_HDR, in->p, in->n);
-	memset(b, 0, SEG_HDR);
-	put32(b, 0x4c574d41);
-	put32(b + 4, 1);
-	put32(b + 8, 7);
-	put32(b + 12, SEG_HDR);
+	memcpy(b + WALFMT_SEG_HDR, in->p, in->n);
 	/* the first record's seq, if any, so the first-frame rule can pass */
-	first = len >= SEG_HDR + FRAME_HDR + 8 ? *(uint64_t *)(void *)(b + SEG_HDR + FRAME_HDR) : 1;
+	if (len >= WALFMT_SEG_HDR + WALFMT_FRAME_HDR + 8)
+		memcpy(&first, b + WALFMT_SEG_HDR + WALFMT_FRAME_HDR, 8);
 	prev = first > 0 ? first - 1 : 0;
-	memcpy(b + 16, &first, 8);
-	memcpy(b + 24, &prev, 8);
-	put32(b + 36, shm_crc32c(b, 36));
-	while (off + FRAME_HDR <= len) {
+	walfmt_seg_encode(b, 7, first, prev);
+	while (off + WALFMT_FRAME_HDR <= len) {
 		uint8_t *f = b + off;
-		size_t room = len - off - FRAME_HDR;
+		size_t room = len - off - WALFMT_FRAME_HDR;
 		uint32_t flen = (uint32_t)(get32(f + 8) % (room + 1));
-		size_t total = FRAME_HDR + ((flen + 7u) & ~7u);
+		size_t total = walfmt_frame_size(flen);
 		if (total > len - off)
 			break;
-		put32(f, 0x46574d41);
+		put32(f, 0x46574d41); /* "AMWF" */
 		put32(f + 8, flen);
-		put32(f + 24, shm_crc32c(f + FRAME_HDR, total - FRAME_HDR));
+		put32(f + 24, shm_crc32c(f + WALFMT_FRAME_HDR, total - WALFMT_FRAME_HDR));
 		put32(f + 4, shm_crc32c(f + 8, 24));
 		off += total;
 	}
@@ -162,8 +136,8 @@ static void gen(uint64_t seq, uint32_t size, char *k, uint32_t *kl, uint8_t *v, 
 	*kl = 1 + (uint32_t)(seq % 23);
 	for (uint32_t i = 0; i < *kl; i++)
 		k[i] = (char)('a' + (seq + i) % 26);
-	*op = seq % 5 == 4 ? WAL_OP_DEL : WAL_OP_SET;
-	*vl = *op == WAL_OP_DEL ? 0 : size;
+	*op = seq % 5 == 4 ? WALFMT_OP_DEL : WALFMT_OP_SET;
+	*vl = *op == WALFMT_OP_DEL ? 0 : size;
 	for (uint32_t i = 0; i < *vl; i++)
 		v[i] = (uint8_t)(seq * 7 + i);
 }
@@ -228,7 +202,7 @@ static void commit_one(struct wal *w, struct model *m, int nrec, uint32_t vsize)
 	CHECK(wal_batch_commit(w) == WAL_OK);
 	if (!had_seg || w->seg_first_seq != seg_before) {
 		m->seg_first[m->nseg++] = w->seg_first_seq;
-		before = SEG_HDR;
+		before = WALFMT_SEG_HDR;
 	}
 	m->vsize[b] = vsize;
 	m->seg[b] = m->nseg - 1;
@@ -289,11 +263,11 @@ static int expect_after(const struct model *m, int s, uint64_t pos, int what, in
 		return 0;
 	}
 	if (what == 0)            /* truncated at pos */
-		return pos < SEG_HDR ? batches_kept(m, s, 0) : batches_kept(m, s, pos);
+		return pos < WALFMT_SEG_HDR ? batches_kept(m, s, 0) : batches_kept(m, s, pos);
 	if (what == 2)            /* garbage after the last frame */
 		return m->nb;
 	/* a flipped byte: in the header, in a frame, or in the zero tail */
-	if (pos < SEG_HDR) {
+	if (pos < WALFMT_SEG_HDR) {
 		*corrupt = 1;
 		return 0;
 	}
@@ -306,12 +280,12 @@ static int expect_after(const struct model *m, int s, uint64_t pos, int what, in
 	return b;
 }
 
-static void mode_files(struct input *in)
+static void mode_files(struct fuzz_input *in)
 {
 	struct model m = { 0 };
 	struct wal w;
-	uint64_t seg_bytes = 4096 + (uint64_t)take8(in) * 64;
-	int nb = 1 + take8(in) % MAXB;
+	uint64_t seg_bytes = 4096 + (uint64_t)fuzz_take8(in) * 64;
+	int nb = 1 + fuzz_take8(in) % MAXB;
 	char path[128];
 	uint8_t junk[64];
 
@@ -321,20 +295,20 @@ static void mode_files(struct input *in)
 	CHECK(recover(&m, seg_bytes, &w) == WAL_OK && m.n == 0);
 	m.first[0] = 1;
 	for (int b = 0; b < nb; b++)
-		commit_one(&w, &m, 1 + take8(in) % 16, take16(in) % 600);
+		commit_one(&w, &m, 1 + fuzz_take8(in) % 16, fuzz_take(in, 2) % 600);
 	wal_close(&w);
 
 	/* One mutation of one segment. */
-	int what = take8(in) % 3, s = take8(in) % m.nseg, corrupt;
+	int what = fuzz_take8(in) % 3, s = fuzz_take8(in) % m.nseg, corrupt;
 	seg_file(path, m.seg_first[s]);
 	off_t size = file_size(path);
-	uint64_t pos = (take16(in) | (uint64_t)take8(in) << 16) % (uint64_t)size;
+	uint64_t pos = fuzz_take(in, 3) % (uint64_t)size;
 	if (what == 2) {
 		s = m.nseg - 1;
 		seg_file(path, m.seg_first[s]);
 		pos = m.end[m.nb - 1];
 		for (size_t i = 0; i < sizeof(junk); i++)
-			junk[i] = take8(in) | 1;   /* non-zero, so it is not a clean end */
+			junk[i] = fuzz_take8(in) | 1;   /* non-zero, so it is not a clean end */
 	}
 	int fd = open(path, O_RDWR);
 	CHECK(fd >= 0);
@@ -343,7 +317,7 @@ static void mode_files(struct input *in)
 	} else if (what == 1) {
 		uint8_t c;
 		CHECK(pread(fd, &c, 1, (off_t)pos) == 1);
-		c ^= (uint8_t)(1 + take8(in) % 255);
+		c ^= (uint8_t)(1 + fuzz_take8(in) % 255);
 		CHECK(pwrite(fd, &c, 1, (off_t)pos) == 1);
 	} else {
 		CHECK(pwrite(fd, junk, sizeof(junk), (off_t)pos) == (ssize_t)sizeof(junk));
@@ -378,7 +352,6 @@ static void cleanup(void)
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc; (void)argv;
-	log_init("fuzz_wal", LOG_ERROR); /* torn tails warn on every run otherwise */
 	snprintf(root, sizeof(root), "%s/amora-fuzz-wal-%d",
 		 access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp", (int)getpid());
 	atexit(cleanup);
@@ -387,8 +360,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct input in = { data, size };
-	uint8_t mode = take8(&in) % 3;
+	struct fuzz_input in = { data, size };
+	uint8_t mode = fuzz_take8(&in) % 3;
 
 	if (mode == 0) {
 		uint8_t *copy = malloc(in.n ? in.n : 1); /* exact size: ASan sees overreads */
