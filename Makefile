@@ -58,10 +58,16 @@ LIB_SRC := $(filter-out libclient/amora-cli.c,$(wildcard libclient/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+# Starting, attaching to and stopping a real amorad: the tests' and the
+# benchmarks' (tests/daemon.h).
+DAEMON_OBJ := $(BUILD)/tests/daemon.o
 STRESS_SRC := $(wildcard tests/stress_*.c)
 STRESS_BIN := $(STRESS_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard perf/*.c)
 BENCH_BIN := $(BENCH_SRC:perf/%.c=$(BUILD)/perf/%)
+# The benchmarks' parts (perf/lib/), linked into each perf/*.c program.
+BENCH_LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard perf/lib/*.c))
+LIBBENCH := $(BUILD)/libbench.a
 FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 
 LIBSHM := $(BUILD)/libshm.a
@@ -124,15 +130,19 @@ $(CLI): $(BUILD)/libclient/amora-cli.o $(LIBAMORA)
 
 # Tests run the real programs (amorad, amora) and install everything into a
 # temp dir (tests/test_install.c), so they depend on what that installs.
-$(TESTS): $(TEST_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) $(AMORAD) $(CLI) $(LIBAMORA_SO) \
+$(TESTS): $(TEST_OBJ) $(DAEMON_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) $(AMORAD) $(CLI) $(LIBAMORA_SO) \
 		$(BUILD)/include/amora.h
-	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) -lcriterion $(SHM_LIBS) -o $@
+	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_OBJ) $(DAEMON_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) -lcriterion $(SHM_LIBS) -o $@
 
 $(BUILD)/tests/stress_%: $(BUILD)/tests/stress_%.o $(LIBSHM)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
 
-$(BUILD)/perf/%: $(BUILD)/perf/%.o $(LIBAMORA) $(AMORAD)
-	$(CC) $(CFLAGS) $(LDFLAGS) $< $(LIBAMORA) $(SHM_LIBS) -llmdb -lm -o $@
+$(LIBBENCH): $(BENCH_LIB_OBJ) $(DAEMON_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/perf/%: $(BUILD)/perf/%.o $(LIBBENCH) $(LIBAMORA) $(AMORAD)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(LIBBENCH) $(LIBAMORA) $(SHM_LIBS) -llmdb -lm -o $@
 
 # The main job: installs what is missing, builds, runs amorad in the
 # foreground on ./amora-data (Ctrl-C stops it cleanly). RUN_ARGS adds options.
@@ -241,4 +251,5 @@ clean:
 	rm -rf build
 
 -include $(SHM_OBJ:.o=.d) $(ENGINE_OBJ:.o=.d) $(LIB_OBJ:.o=.d) $(BUILD)/coordinator/main.d \
-	$(BUILD)/libclient/amora-cli.d $(TEST_OBJ:.o=.d) $(STRESS_BIN:=.d) $(BENCH_BIN:=.d)
+	$(BUILD)/libclient/amora-cli.d $(TEST_OBJ:.o=.d) $(STRESS_BIN:=.d) $(BENCH_BIN:=.d) \
+	$(BENCH_LIB_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d)

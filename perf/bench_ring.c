@@ -33,9 +33,9 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "shm/clock.h"
 #include "shm/ring.h"
 
 #define PAYLOAD 32
@@ -58,10 +58,7 @@ static int spin_us;
 
 static double now_s(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	return shm_now_ns() / 1e9;
 }
 
 static void die(const char *what, int rc)

@@ -5,17 +5,19 @@
 #   shardd/      shm/, shardd/
 #   coordinator/ shm/, shardd/, coordinator/
 #   libclient/   shm/, libclient/ (examples/ use the installed "amora.h")
-#   tests/ perf/ anything of the project
+#   tests/       anything of the project but perf/
+#   perf/        anything of the project (amorad is run through tests/daemon.h)
 # Prints every include that breaks it and exits 1; exits 0 when none does.
 cd "$(dirname "$0")/.." || exit 2
 status=0
-for f in shm/*.[ch] shardd/*.[ch] coordinator/*.[ch] libclient/*.[ch] tests/*.[ch] perf/*.[ch]; do
+for f in shm/*.[ch] shardd/*.[ch] coordinator/*.[ch] libclient/*.[ch] tests/*.[ch] perf/*.[ch] perf/lib/*.[ch]; do
 	dir=${f%%/*}
 	case $dir in
 	shm) allowed="shm" ;;
 	shardd) allowed="shm shardd" ;;
 	coordinator) allowed="shm shardd coordinator" ;;
 	libclient) allowed="shm libclient" ;;
+	tests) allowed="shm shardd coordinator libclient tests" ;;
 	*) allowed="shm shardd coordinator libclient tests perf" ;;
 	esac
 	grep -n '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$f" | while IFS= read -r line; do

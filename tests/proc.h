@@ -3,9 +3,11 @@
  *
  * Tests start the built amorad binary in a temp dir of their own, talk to
  * it through libamora or the socket, kill its processes, and read its
- * files. Every process a test starts gets PR_SET_PDEATHSIG, so a test that
- * fails or times out leaves nothing running (Criterion does not kill what
- * a test forked).
+ * files. Starting, attaching and stopping are tests/daemon.h's (shared with
+ * the benchmarks); this file adds Criterion's asserts and the fixture.
+ * Every process a test starts gets PR_SET_PDEATHSIG, so a test that fails
+ * or times out leaves nothing running (Criterion does not kill what a test
+ * forked).
  */
 #ifndef AMORA_TESTS_PROC_H
 #define AMORA_TESTS_PROC_H
@@ -26,83 +28,57 @@
 #include <unistd.h>
 
 #include "libclient/amora.h"
+#include "shm/clock.h"
+#include "tests/daemon.h"
 
-#define AMORAD_BIN AMORA_BUILD_DIR "/amorad"
+#define AMORAD_BIN DAEMON_AMORAD
 #define AMORA_CLI AMORA_BUILD_DIR "/amora"
-
-struct daemon {
-	char dir[256];
-	char sock[300];
-	char log[300];
-	pid_t pid;
-};
 
 static inline uint64_t proc_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return shm_now_ns() / 1000000;
 }
 
 static inline void proc_tmpdir(struct daemon *d)
 {
-	snprintf(d->dir, sizeof(d->dir), "/tmp/amora-test-XXXXXX");
-	cr_assert_not_null(mkdtemp(d->dir));
-	snprintf(d->sock, sizeof(d->sock), "%s/amora.sock", d->dir);
-	snprintf(d->log, sizeof(d->log), "%s/amorad.log", d->dir);
+	char dir[] = "/tmp/amora-test-XXXXXX", log[sizeof(dir) + 16];
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(log, sizeof(log), "%s/amorad.log", dir);
+	cr_assert_eq(daemon_paths(d, dir, log), 0);
 }
 
 /* Start amorad on d->dir with extra options (NULL-terminated), wait until
  * its socket answers a client. `env` (may be NULL) is one NAME=value. */
 static inline void proc_start_env(struct daemon *d, const char *env, ...)
 {
-	const char *argv[32] = { AMORAD_BIN, "--data-dir", d->dir };
-	int argc = 3;
+	const char *args[29];
+	int argc = 0;
+	enum daemon_result r;
+	amora *db;
 	va_list ap;
 
 	va_start(ap, env);
-	for (const char *a; argc < 31 && (a = va_arg(ap, const char *)) != NULL;)
-		argv[argc++] = a;
+	for (const char *a; argc < 28 && (a = va_arg(ap, const char *)) != NULL;)
+		args[argc++] = a;
 	va_end(ap);
-	argv[argc] = NULL;
-	d->pid = fork();
-	cr_assert(d->pid >= 0);
-	if (d->pid == 0) {
-		int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(fd, 2);
-		dup2(fd, 1);
-		if (env)
-			putenv((char *)env);
-		execv(argv[0], (char **)argv);
-		_exit(127);
-	}
-	for (uint64_t t0 = proc_now_ms(); proc_now_ms() - t0 < 20000; usleep(10000)) {
-		amora *db;
-
-		if (amora_open(d->sock, &db) == AMORA_OK) {
-			amora_close(db);
-			return;
-		}
-		if (waitpid(d->pid, NULL, WNOHANG) == d->pid)
-			cr_assert_fail("amorad exited at start; see %s", d->log);
-	}
-	cr_assert_fail("amorad did not answer within 20 s");
+	args[argc] = NULL;
+	cr_assert_eq(daemon_start(d, AMORAD_BIN, env, args), DAEMON_OK, "fork: %s", strerror(errno));
+	r = daemon_open(d, 20000000000ull, 10000000ull, &db, NULL);
+	cr_assert_neq(r, DAEMON_EXITED, "amorad exited at start; see %s", d->log);
+	cr_assert_eq(r, DAEMON_OK, "amorad did not answer within 20 s");
+	amora_close(db);
 }
 
 #define proc_start(d, ...) proc_start_env(d, NULL, __VA_ARGS__)
 
-/* Signal amorad and wait for it; returns its exit status (or -signal). */
+/* Signal amorad and wait for it (60 s at most); returns its exit status
+ * (or -signal). */
 static inline int proc_stop(struct daemon *d, int sig)
 {
-	int status;
-
-	kill(d->pid, sig);
-	cr_assert_eq(waitpid(d->pid, &status, 0), d->pid);
-	d->pid = 0;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+	cr_assert_eq(daemon_stop(d, sig, 60000000000ull), DAEMON_OK, "amorad did not exit after signal %d",
+		     sig);
+	return daemon_exit_code(d->status);
 }
 
 /* Pids of amorad's children (its shards), up to n. */
@@ -156,10 +132,7 @@ static inline void proc_cleanup(struct daemon *d)
 {
 	char cmd[300];
 
-	if (d->pid > 0) {
-		kill(d->pid, SIGKILL);
-		waitpid(d->pid, NULL, 0);
-	}
+	daemon_kill(d);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", d->dir);

@@ -1,0 +1,72 @@
+/*
+ * engine.h — one key-value store as amora-bench's phases see it, so each
+ * phase is written once and run against amora and LMDB alike.
+ *
+ * An engine is a struct of function pointers followed by the store's own
+ * state: the phases call e->put(e, ...) and so on, one indirect call per
+ * operation for both stores. Every operation either succeeds or dies
+ * (perf/lib/fail.h) with the store's own error text; a get of an absent
+ * key is not an error.
+ *
+ * amora: libamora on a running amorad; a write is as durable as amorad's
+ * --sync mode makes it. LMDB: an environment in a dir, one write txn per
+ * put or del, a kept read txn renewed and reset around each get (as an
+ * LMDB user who keeps a read txn handle does). "periodic" LMDB opens the
+ * environment MDB_NOSYNC and calls mdb_env_sync every 100 ms from the
+ * writing call that finds the interval passed (its cost lands in that op),
+ * and once more at close; otherwise each commit fsyncs (LMDB's default).
+ *
+ * One engine is used by one thread; an engine is not carried across
+ * fork(): a child attaches its own (struct engine_kind).
+ */
+#ifndef AMORA_PERF_ENGINE_H
+#define AMORA_PERF_ENGINE_H
+
+#include <stddef.h>
+
+#include "libclient/amora.h"
+
+struct engine {
+	const char *name; /* "amora" or "lmdb", for messages */
+	/* A write that returns once the store has it (as durable as opened). */
+	void (*put)(struct engine *e, const char *k, size_t klen, const char *v, size_t vlen);
+	/* A write that may wait in a buffer until the next flush. */
+	void (*put_buffered)(struct engine *e, const char *k, size_t klen, const char *v,
+			     size_t vlen);
+	/* Makes every buffered write a done write (amora_flush | commit). */
+	void (*flush)(struct engine *e);
+	/* Copies min(length, cap) bytes of k's value to buf and returns its
+	 * length, or -1 when k is absent. */
+	long (*get)(struct engine *e, const char *k, size_t klen, char *buf, size_t cap);
+	/* Deletes k, which must exist (an absent k dies). */
+	void (*del)(struct engine *e, const char *k, size_t klen);
+	/* Flushes what the store keeps for later (LMDB periodic: a last
+	 * sync), closes and frees e. */
+	void (*close)(struct engine *e);
+};
+
+/* How any process gets an engine on the store set up in `dir`: amora's
+ * attaches to the amorad serving dir (dir/amora.sock); LMDB's opens the
+ * environment in dir, periodic for a writer (the 2 readers + 1 writer
+ * phase). */
+struct engine_kind {
+	const char *name;
+	struct engine *(*attach)(const char *dir, int writer);
+};
+
+extern const struct engine_kind engine_amora_kind, engine_lmdb_kind;
+
+/* An engine on an open libamora handle; it owns db (amora_close at
+ * close). The caller may use db for what only amora has (stats,
+ * heartbeat) until it closes the engine. */
+struct engine *engine_amora(amora *db);
+
+/* LMDB in dir (an existing dir; 4 GiB map): periodic as above or
+ * default durability; writer: the main db is opened by a write txn
+ * (needed on an empty environment). */
+struct engine *engine_lmdb_open(const char *dir, int periodic, int writer);
+
+/* "LMDB 0.9.24: (July 24, 2019)" */
+const char *engine_lmdb_version(void);
+
+#endif
