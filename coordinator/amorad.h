@@ -1,15 +1,21 @@
 /*
- * amorad.h — the coordinator's state, shared by its three parts:
+ * amorad.h — the coordinator's state, and what main.c calls of its parts:
  *
  *   main.c       start-up (options, lock file, shared memory) and the event
- *                loop (epoll over the socket, clients, signals, a tick);
+ *                loop (loop.c: a handler per descriptor, a tick);
  *   supervise.c  the shard processes: fork, restart with backoff, stop;
- *   server.c     the control socket: RESP commands, attaching clients,
- *                noticing their death and recycling their slots.
+ *   listen.c, admit.c, server.c, commands.c, slots.c
+ *                the control socket (server.h): who connects, RESP
+ *                commands, attaching clients, noticing their death and
+ *                recycling their slots.
  *
  * amorad is single-threaded (shards must be forked from the thread that
  * lives as long as amorad: PR_SET_PDEATHSIG fires when the parent *thread*
  * exits) and holds no data of its own.
+ *
+ * Errors: a function here that can fail returns 0 or -1 and writes one
+ * sentence naming the cause into (err, errlen); the caller reports it
+ * (DESIGN.md §11).
  */
 #ifndef AMORA_AMORAD_H
 #define AMORA_AMORAD_H
@@ -19,9 +25,10 @@
 #include <sys/types.h>
 
 #include "coordinator/config.h"
-#include "shm/clock.h"
-#include "shardd/engine.h"
+#include "coordinator/loop.h"
 #include "coordinator/resp.h"
+#include "shardd/engine.h"
+#include "shm/clock.h"
 
 #define AMORAD_TICK_MS 20
 #define AMORAD_STOP_TIMEOUT_MS 30000
@@ -34,10 +41,10 @@ struct shardproc {
 	bool failed;            /* stopped for good (shm_shard.cause says why): not restarted */
 };
 
-struct conn;
+struct conn; /* server.h */
 
 /* What amorad knows of one client slot's epoch slot, to cut off a reader
- * that holds every shard's reclamation (server.c, cut_stuck_reader). */
+ * that holds every shard's reclamation (slots.c, cut_stuck_reader). */
 struct reader_watch {
 	uint32_t gen;       /* the attach generation this is about */
 	uint64_t bar;       /* global epoch when the slot was first seen behind;
@@ -48,7 +55,10 @@ struct reader_watch {
 struct amorad {
 	struct amorad_config cfg; /* all of it; e.cfg holds what the shards need */
 	struct engine e;
-	int listen_fd, epfd, sig_fd, lock_fd;
+	struct loop loop;
+	struct loop_fd listener;  /* the control socket; proc NULL: not listening */
+	struct loop_fd sig;       /* the signalfd */
+	int lock_fd;
 	struct conn **conns;
 	size_t nconns;
 	struct conn *closed;  /* closed during this batch of events, not yet freed */
@@ -66,29 +76,32 @@ struct amorad {
 	int exit_code;
 };
 
-
 /* supervise.c */
-int sup_start_all(struct amorad *a);
+/* Fork every shard. Returns 0, or -1 with the reason in err. */
+int sup_start_all(struct amorad *a, char *err, size_t errlen);
 void sup_reap(struct amorad *a);       /* SIGCHLD: collect exits, schedule restarts */
 void sup_tick(struct amorad *a);       /* fork shards whose restart is due */
 void sup_stop_all(struct amorad *a);   /* SIGTERM every shard */
 bool sup_all_exited(const struct amorad *a);
 bool sup_running(const struct amorad *a, uint32_t s);
 void sup_kill_all(struct amorad *a);
+void amorad_begin_stop(struct amorad *a, const char *why);
+
+/* listen.c */
+/* Listen on cfg.socket_path (modes following the allow-lists) and watch
+ * it. Returns 0, or -1 with the reason in err. */
+int srv_listen(struct amorad *a, char *err, size_t errlen);
+void srv_close_listener(struct amorad *a);
 
 /* server.c */
-int srv_listen(struct amorad *a, char *err, size_t errlen);
-void srv_accept(struct amorad *a);
-void srv_event(struct amorad *a, struct conn *c, uint32_t events);
 void srv_free_closed(struct amorad *a); /* after each batch of events */
-bool srv_is_conn(const struct amorad *a, const void *ptr);
-void srv_tick(struct amorad *a);        /* recycle closed slots, drop cut-off clients */
 /* Close connections whose request is not complete after request-timeout-ms
  * (and those whose last reply could not be sent as long). Not called from
  * inside a command, unlike srv_tick: it may close any connection. */
 void srv_expire(struct amorad *a);
-void srv_close_listener(struct amorad *a);
 void srv_close_all(struct amorad *a);
-void amorad_begin_stop(struct amorad *a, const char *why);
+
+/* slots.c */
+void srv_tick(struct amorad *a);        /* recycle closed slots, drop cut-off clients */
 
 #endif

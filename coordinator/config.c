@@ -354,30 +354,32 @@ static int parse_id_list(const char *v, int is_group, uint32_t *ids, size_t *cou
 	return 0;
 }
 
-static int set_allow_uid(struct amorad_config *c, const char *v, char *why, size_t n)
+/* --allow-uid or (is_group) --allow-gid: the whole list replaces the last. */
+static int set_ids(struct amorad_config *c, const char *v, int is_group, char *why, size_t n)
 {
 	uint32_t ids[CONFIG_MAX_IDS];
 	size_t k;
 
-	if (parse_id_list(v, 0, ids, &k, why, n) < 0)
+	if (parse_id_list(v, is_group, ids, &k, why, n) < 0)
 		return -1;
-	for (size_t i = 0; i < k; i++)
-		c->allow_uids[i] = (uid_t)ids[i];
-	c->n_uids = k;
+	for (size_t i = 0; i < k; i++) {
+		if (is_group)
+			c->allow_gids[i] = (gid_t)ids[i];
+		else
+			c->allow_uids[i] = (uid_t)ids[i];
+	}
+	*(is_group ? &c->n_gids : &c->n_uids) = k;
 	return 0;
+}
+
+static int set_allow_uid(struct amorad_config *c, const char *v, char *why, size_t n)
+{
+	return set_ids(c, v, 0, why, n);
 }
 
 static int set_allow_gid(struct amorad_config *c, const char *v, char *why, size_t n)
 {
-	uint32_t ids[CONFIG_MAX_IDS];
-	size_t k;
-
-	if (parse_id_list(v, 1, ids, &k, why, n) < 0)
-		return -1;
-	for (size_t i = 0; i < k; i++)
-		c->allow_gids[i] = (gid_t)ids[i];
-	c->n_gids = k;
-	return 0;
+	return set_ids(c, v, 1, why, n);
 }
 
 /* ---------- the option table ---------- */
@@ -518,9 +520,10 @@ static int next_arg(int argc, char **argv, int *i, struct arg *a, char *err, siz
 	return 0;
 }
 
-/* First walk: syntax, --help, --version, --config. Returns 0, 1 (printed)
- * or -1. */
-static int scan_args(int argc, char **argv, const char **config_file, char *err, size_t errlen)
+/* First walk: syntax, --help, --version, --config. Returns 0 (*printed:
+ * --help or --version answered, stop there) or -1 with the reason in err. */
+static int scan_args(int argc, char **argv, const char **config_file, bool *printed, char *err,
+		     size_t errlen)
 {
 	struct arg a;
 
@@ -529,11 +532,13 @@ static int scan_args(int argc, char **argv, const char **config_file, char *err,
 			return -1;
 		if (a.o->kind == OPT_HELP) {
 			config_usage(stdout);
-			return 1;
+			*printed = true;
+			return 0;
 		}
 		if (a.o->kind == OPT_VERSION) {
 			printf("amorad %s\n", AMORA_VERSION_STRING);
-			return 1;
+			*printed = true;
+			return 0;
 		}
 		if (a.o->kind == OPT_CONFIG)
 			*config_file = a.value;
@@ -644,25 +649,24 @@ static int load_file(struct amorad_config *c, const char *path, char *err, size_
 
 /* ---------- the whole ---------- */
 
+/* socket_path, max_connections and max_conns_per_uid stay empty (0): finish
+ * derives them unless a source set them. */
 static void set_defaults(struct amorad_config *c)
 {
-	memset(c, 0, sizeof(*c));
-	strcpy(c->data_dir, CONFIG_DEFAULT_DATA_DIR);
-	c->socket_path[0] = '\0'; /* derived from data_dir at the end unless set */
-	c->memory = CONFIG_DEFAULT_MEMORY;
-	c->shards = CONFIG_DEFAULT_SHARDS;
-	c->sync = WAL_SYNC_PERIODIC;
-	c->sync_interval_ms = CONFIG_DEFAULT_SYNC_INTERVAL_MS;
-	c->max_clients = CONFIG_DEFAULT_MAX_CLIENTS;
-	c->reader_timeout_ms = CONFIG_DEFAULT_READER_TIMEOUT_MS;
-	c->max_connections = 0;   /* derived from max_clients at the end unless set */
-	c->max_conns_per_uid = 0; /* likewise */
-	c->request_timeout_ms = CONFIG_DEFAULT_REQUEST_TIMEOUT_MS;
-	c->input_budget = CONFIG_DEFAULT_INPUT_BUDGET;
-	c->allow_uids[0] = geteuid();
-	c->n_uids = 1;
-	c->n_gids = 0;
-	c->log_level = LOG_INFO;
+	*c = (struct amorad_config){
+		.data_dir = CONFIG_DEFAULT_DATA_DIR,
+		.memory = CONFIG_DEFAULT_MEMORY,
+		.shards = CONFIG_DEFAULT_SHARDS,
+		.sync = WAL_SYNC_PERIODIC,
+		.sync_interval_ms = CONFIG_DEFAULT_SYNC_INTERVAL_MS,
+		.max_clients = CONFIG_DEFAULT_MAX_CLIENTS,
+		.reader_timeout_ms = CONFIG_DEFAULT_READER_TIMEOUT_MS,
+		.request_timeout_ms = CONFIG_DEFAULT_REQUEST_TIMEOUT_MS,
+		.input_budget = CONFIG_DEFAULT_INPUT_BUDGET,
+		.allow_uids = { geteuid() },
+		.n_uids = 1,
+		.log_level = LOG_INFO,
+	};
 }
 
 /* Checks across settings, once every source is in. */
@@ -707,17 +711,19 @@ static int finish(struct amorad_config *c, char *err, size_t errlen)
 	return 0;
 }
 
-int config_load(struct amorad_config *c, int argc, char **argv, char *err, size_t errlen)
+int config_load(struct amorad_config *c, int argc, char **argv, bool *printed, char *err,
+		size_t errlen)
 {
 	const char *file = NULL;
-	int rc;
 
 	if (errlen)
 		err[0] = '\0';
+	*printed = false;
 	set_defaults(c);
-	rc = scan_args(argc, argv, &file, err, errlen);
-	if (rc != 0)
-		return rc;
+	if (scan_args(argc, argv, &file, printed, err, errlen) < 0)
+		return -1;
+	if (*printed)
+		return 0;
 	if (file && load_file(c, file, err, errlen) < 0)
 		return -1;
 	if (apply_args(c, argc, argv, err, errlen) < 0)

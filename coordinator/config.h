@@ -10,7 +10,8 @@
  * any other option is applied, so the command line always wins.)
  *
  * Command line: `--name VALUE` or `--name=VALUE`; --help (-h) and --version
- * print and make config_load() return 1. amorad takes no other arguments.
+ * print on stdout and config_load() stops there (its `printed` flag says so).
+ * amorad takes no other arguments.
  *
  * Config file: one `name = value` per line, where name is a long option
  * name without its dashes (`data-dir = /var/lib/amora`). Blank lines and
@@ -37,6 +38,7 @@
 #define AMORA_CONFIG_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -104,10 +106,12 @@ struct amorad_config {
 };
 
 /* Defaults, then the config file (if --config FILE given), then the command
- * line. Returns 0; 1 when --help or --version was printed on stdout (the
- * caller exits 0); -1 on error with a message in err naming the option or
- * the file and line (the caller prints it and exits 2). */
-int config_load(struct amorad_config *c, int argc, char **argv, char *err, size_t errlen);
+ * line. Returns 0, or -1 with a message in err naming the option or the
+ * file and line (the caller prints it and exits 2). *printed is true when
+ * --help or --version was answered on stdout instead: *c is then not
+ * loaded and the caller exits 0. */
+int config_load(struct amorad_config *c, int argc, char **argv, bool *printed, char *err,
+		size_t errlen);
 
 /* amorad --help: every option with its default. */
 void config_usage(FILE *out);

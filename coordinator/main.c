@@ -88,28 +88,13 @@ static void raise_fd_limit(const struct amorad_config *cfg)
 			 (unsigned long long)need);
 }
 
-static int setup_signals(struct amorad *a)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	a->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (a->sig_fd < 0)
-		return -1;
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &a->sig_fd };
-	return epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->sig_fd, &ev);
-}
-
-static void on_signal(struct amorad *a)
+static void on_signal(struct amorad *a, void *obj, uint32_t events)
 {
 	struct signalfd_siginfo si;
 
-	while (read(a->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+	(void)obj;
+	(void)events;
+	while (read(a->sig.fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGCHLD)
 			sup_reap(a);
 		else {
@@ -120,6 +105,31 @@ static void on_signal(struct amorad *a)
 			amorad_begin_stop(a, why);
 		}
 	}
+}
+
+/* SIGTERM, SIGINT and SIGCHLD become events of a signalfd. Returns 0, or
+ * -1 with the reason in err. */
+static int setup_signals(struct amorad *a, char *err, size_t errlen)
+{
+	sigset_t set;
+	int fd;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot set up signal handling: signalfd: %s", strerror(errno));
+		return -1;
+	}
+	if (loop_add(&a->loop, &a->sig, fd, EPOLLIN, on_signal, NULL, err, errlen) != 0) {
+		close(fd);
+		return -1;
+	}
+	return 0;
 }
 
 /* Every shard has recovered (or failed for good). */
@@ -188,22 +198,10 @@ static void maybe_listen(struct amorad *a)
 
 static void run(struct amorad *a)
 {
-	struct epoll_event ev[64];
 	uint64_t next_tick = 0;
 
 	for (;;) {
-		int n = epoll_wait(a->epfd, ev, 64, AMORAD_TICK_MS);
-
-		for (int i = 0; i < n; i++) {
-			void *p = ev[i].data.ptr;
-
-			if (p == &a->sig_fd)
-				on_signal(a);
-			else if (p == &a->listen_fd)
-				srv_accept(a);
-			else
-				srv_event(a, p, ev[i].events);
-		}
+		loop_wait(&a->loop, a, AMORAD_TICK_MS);
 		srv_free_closed(a);
 		maybe_listen(a);
 		if (shm_now_ns() >= next_tick) {
@@ -240,18 +238,18 @@ int main(int argc, char **argv)
 	struct amorad_config cfg;
 	struct engine_config ecfg;
 	char err[PATH_MAX + 512];
-	int rc;
+	bool printed;
 
 	log_init("amorad", LOG_INFO);
-	rc = config_load(&cfg, argc, argv, err, sizeof(err));
-	if (rc != 0) {
-		if (rc < 0)
-			fprintf(stderr, "amorad: %s\n(amorad --help lists the options)\n", err);
-		return rc < 0 ? 2 : 0;
+	if (config_load(&cfg, argc, argv, &printed, err, sizeof(err)) != 0) {
+		fprintf(stderr, "amorad: %s\n(amorad --help lists the options)\n", err);
+		return 2;
 	}
+	if (printed)
+		return 0;
 	log_init("amorad", (enum log_level)cfg.log_level);
 	raise_fd_limit(&cfg);
-	a.listen_fd = a.sig_fd = a.lock_fd = -1;
+	a.listener.fd = a.sig.fd = a.lock_fd = -1;
 	a.cfg = cfg;
 	engine_config_of(&cfg, &ecfg);
 	a.e.cfg = ecfg;
@@ -259,22 +257,19 @@ int main(int argc, char **argv)
 	a.cmd = malloc(sizeof(*a.cmd));
 	a.shards = calloc(cfg.shards, sizeof(*a.shards));
 	a.watch = calloc(cfg.max_clients, sizeof(*a.watch));
-	a.epfd = epoll_create1(EPOLL_CLOEXEC);
 	a.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (a.cmd == NULL || a.shards == NULL || a.watch == NULL || a.epfd < 0) {
+	if (a.cmd == NULL || a.shards == NULL || a.watch == NULL) {
 		log_error("out of memory at start");
 		return 1;
 	}
-	if (lock_data_dir(&a, err, sizeof(err)) != 0 ||
-	    engine_create(&a.e, &ecfg, err, sizeof(err)) != 0) {
+	if (loop_open(&a.loop, err, sizeof(err)) != 0 || lock_data_dir(&a, err, sizeof(err)) != 0 ||
+	    engine_create(&a.e, &ecfg, err, sizeof(err)) != 0 ||
+	    setup_signals(&a, err, sizeof(err)) != 0) {
 		log_error("%s", err);
 		return 1;
 	}
-	if (setup_signals(&a) != 0) {
-		log_error("cannot set up signal handling: %s", strerror(errno));
-		return 1;
-	}
-	if (sup_start_all(&a) != 0) {
+	if (sup_start_all(&a, err, sizeof(err)) != 0) {
+		log_error("%s", err);
 		sup_stop_all(&a);
 		return 1;
 	}

@@ -13,15 +13,17 @@
  *     writes of its keys fail with AMORA_EFAILED naming the shard and the
  *     cause, and INFO shows it;
  *   - anything else (a crash, kill -9, an I/O error): restart. The first
- *     restart comes after RESTART_FIRST_MS; a shard that dies again within RESTART_STABLE
- *     of its start waits twice as long as last time, up to RESTART_MAX, so
- *     a shard that cannot start does not eat the machine.
+ *     restart comes after RESTART_FIRST_MS; a shard that dies again within
+ *     RESTART_STABLE_NS of its start waits twice as long as last time, up
+ *     to RESTART_MAX_MS, so a shard that cannot start does not eat the
+ *     machine.
  *
  * While a shard is down its descriptor says RESTARTING; readers go on
  * reading the table it left, writers' requests wait in its rings.
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -46,7 +48,8 @@ void amorad_begin_stop(struct amorad *a, const char *why)
 	sup_stop_all(a);
 }
 
-static int start_shard(struct amorad *a, uint32_t s)
+/* Fork shard s. Returns 0, or -1 with the reason in err. */
+static int start_shard(struct amorad *a, uint32_t s, char *err, size_t errlen)
 {
 	struct shardproc *p = &a->shards[s];
 	pid_t pid;
@@ -58,7 +61,7 @@ static int start_shard(struct amorad *a, uint32_t s)
 	pid = fork();
 
 	if (pid < 0) {
-		log_error("cannot fork shard %02u: %s", s, strerror(errno));
+		snprintf(err, errlen, "cannot fork shard %02u: %s", s, strerror(errno));
 		return -1;
 	}
 	if (pid == 0) {
@@ -84,10 +87,10 @@ static int start_shard(struct amorad *a, uint32_t s)
 	return 0;
 }
 
-int sup_start_all(struct amorad *a)
+int sup_start_all(struct amorad *a, char *err, size_t errlen)
 {
 	for (uint32_t s = 0; s < a->e.cfg.shards; s++)
-		if (start_shard(a, s) != 0)
+		if (start_shard(a, s, err, errlen) != 0)
 			return -1;
 	return 0;
 }
@@ -159,6 +162,7 @@ void sup_reap(struct amorad *a)
 void sup_tick(struct amorad *a)
 {
 	uint64_t now = shm_now_ns();
+	char err[128];
 
 	if (a->stopping)
 		return;
@@ -167,7 +171,9 @@ void sup_tick(struct amorad *a)
 
 		if (p->pid == 0 && !p->failed && now >= p->restart_at_ns) {
 			log_info("restarting shard %02u", s);
-			start_shard(a, s);
+			/* tried again at the next tick */
+			if (start_shard(a, s, err, sizeof(err)) != 0)
+				log_error("%s", err);
 		}
 	}
 }

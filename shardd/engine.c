@@ -18,6 +18,8 @@
 
 #include "shardd/engine.h"
 
+/* A sealed memfd of `bytes`, mapped shared. NULL with errno on failure;
+ * this and the two create_ helpers are this file's system-call wrappers. */
 static void *map_memfd(const char *name, size_t bytes, int *fd_out)
 {
 	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -62,17 +64,21 @@ static int create_channels(struct engine *e)
 	return 0;
 }
 
-int engine_chan_open(struct engine *e, uint32_t slot, uint32_t gen, int32_t pid)
+int engine_chan_open(struct engine *e, uint32_t slot, uint32_t gen, int32_t pid, char *err,
+		     size_t errlen)
 {
-	int fd;
+	int fd, rc;
 	uint8_t *p = map_memfd("amora-channel", e->chan_bytes, &fd);
 
-	if (p == NULL)
+	if (p == NULL) {
+		snprintf(err, errlen, "cannot create the client channel: %s", strerror(errno));
 		return -1;
-	if (shm_chan_format(p, e->cfg.shards, slot, gen, pid) != SHM_OK) {
+	}
+	rc = shm_chan_format(p, e->cfg.shards, slot, gen, pid);
+	if (rc != SHM_OK) {
+		snprintf(err, errlen, "cannot format the client channel: %s", shm_strerror(rc));
 		munmap(p, e->chan_bytes);
 		close(fd);
-		errno = EINVAL;
 		return -1;
 	}
 	e->chan[slot] = p;

@@ -112,8 +112,9 @@ static inline struct shm_chan_hdr *engine_chan_hdr(const struct engine *e, uint3
 void engine_wake_shards(const struct engine *e);
 
 /* A fresh channel for client slot `slot` (generation gen, client pid),
- * formatted and mapped by amorad. Returns 0 or -1 (errno). */
-int engine_chan_open(struct engine *e, uint32_t slot, uint32_t gen, int32_t pid);
+ * formatted and mapped by amorad. Returns 0, or -1 with the reason in err. */
+int engine_chan_open(struct engine *e, uint32_t slot, uint32_t gen, int32_t pid, char *err,
+		     size_t errlen);
 /* amorad's side of a channel nobody uses any more. */
 void engine_chan_close(struct engine *e, uint32_t slot);
 

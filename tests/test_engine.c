@@ -651,3 +651,39 @@ Test(engine, recycled_slot_gets_a_new_channel)
 	expect_value(db, "n", 199, 1);
 	amora_close(db);
 }
+
+/* Send `req` and QUIT on a new connection; the replies until amorad hangs
+ * up go to out (NUL-terminated). */
+static void raw_transcript(const char *req, char *out, size_t cap)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int sock = socket(AF_UNIX, SOCK_STREAM, 0);
+	size_t len = 0;
+	ssize_t n;
+
+	strcpy(sa.sun_path, D.sock);
+	cr_assert_eq(connect(sock, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(send(sock, req, strlen(req), 0), (ssize_t)strlen(req));
+	cr_assert_eq(send(sock, "QUIT\r\n", 6, 0), 6);
+	while (len < cap - 1 && (n = recv(sock, out + len, cap - 1 - len, 0)) > 0)
+		len += (size_t)n;
+	out[len] = '\0';
+	close(sock);
+}
+
+/* The command table's replies: names in any case, Redis's words for an
+ * unknown command and a wrong number of arguments. */
+Test(engine, commands_reply_like_redis)
+{
+	char out[1024];
+
+	proc_start(&D, "--shards", "1", "--memory", "64M", NULL);
+	raw_transcript("PiNg\r\nping hello\r\nping a b\r\nfoo\r\nFOO a b\r\n"
+		       "*2\r\n$12\r\nAMORA.ATTACH\r\n$1\r\nx\r\ncommand docs\r\n", out, sizeof(out));
+	cr_assert_str_eq(out, "+PONG\r\n$5\r\nhello\r\n"
+			 "-ERR wrong number of arguments for 'ping' command\r\n"
+			 "-ERR unknown command 'foo', with args beginning with: \r\n"
+			 "-ERR unknown command 'FOO', with args beginning with: 'a' 'b' \r\n"
+			 "-ERR wrong number of arguments for 'amora.attach' command\r\n"
+			 "*0\r\n+OK\r\n");
+}

@@ -42,16 +42,23 @@ static void expect_args(const struct resp_cmd *c, size_t argc, const char *const
 	}
 }
 
-/* Parse a whole NUL-free string and check it is one request with these
- * arguments, taking all of it. */
-static void expect_cmd(const char *s, size_t argc, const char *const *args)
+/* Parse buf[0..len) and check it is one request with these arguments
+ * (lens NULL: NUL-terminated), taking all of it. */
+static void expect_request(const char *buf, size_t len, size_t argc, const char *const *args,
+			   const size_t *lens)
 {
 	size_t used;
 	char err[256];
 
-	cr_assert_eq(parse(s, strlen(s), &used, err), RESP_OK, "'%s': %s", s, err);
-	cr_assert_eq(used, strlen(s));
-	expect_args(&cmd, argc, args, NULL);
+	cr_assert_eq(parse(buf, len, &used, err), RESP_OK, "'%.*s': %s", (int)len, buf, err);
+	cr_assert_eq(used, len);
+	expect_args(&cmd, argc, args, lens);
+}
+
+/* The same for a whole NUL-free string. */
+static void expect_cmd(const char *s, size_t argc, const char *const *args)
+{
+	expect_request(s, strlen(s), argc, args, NULL);
 }
 
 static void expect_error(const char *buf, size_t len, const char *msg)
@@ -168,12 +175,8 @@ Test(resp, bulk_is_binary_safe)
 	static const char req[] = "*2\r\n$3\r\nSET\r\n$6\r\na\0\r\n\x01\xff\r\n";
 	const char *a[] = { "SET", "a\0\r\n\x01\xff" };
 	const size_t l[] = { 3, 6 };
-	size_t used;
-	char err[256];
 
-	cr_assert_eq(parse(req, sizeof(req) - 1, &used, err), RESP_OK);
-	cr_assert_eq(used, sizeof(req) - 1);
-	expect_args(&cmd, 2, a, l);
+	expect_request(req, sizeof(req) - 1, 2, a, l);
 }
 
 Test(resp, empty_bulk)
@@ -251,12 +254,8 @@ Test(resp, inline_binary_bytes)
 	static const char req[] = "GET a\0b\xff\n";
 	const char *a[] = { "GET", "a\0b\xff" };
 	const size_t l[] = { 3, 4 };
-	size_t used;
-	char err[256];
 
-	cr_assert_eq(parse(req, sizeof(req) - 1, &used, err), RESP_OK);
-	cr_assert_eq(used, sizeof(req) - 1);
-	expect_args(&cmd, 2, a, l);
+	expect_request(req, sizeof(req) - 1, 2, a, l);
 }
 
 /* ---------- pipelining and splits ---------- */
