@@ -44,7 +44,7 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 SYSCONFDIR ?= $(PREFIX)/etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 
-PACKAGES = gcc make pkg-config libc6-dev clang libclang-rt-14-dev libbpf-dev bpftool \
+PACKAGES = gcc make pkg-config libc6-dev clang libclang-rt-14-dev libbpf-dev libelf-dev bpftool \
 	systemtap-sdt-dev libcriterion-dev liblz4-dev lz4 libxxhash-dev libisal-dev valgrind \
 	liblmdb-dev redis-tools
 
@@ -63,7 +63,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(BUILD)/tests/daemon.o
 STRESS_SRC := $(wildcard tests/stress_*.c)
 STRESS_BIN := $(STRESS_SRC:tests/%.c=$(BUILD)/tests/%)
-BENCH_SRC := $(wildcard perf/*.c)
+BENCH_SRC := $(filter-out perf/amora-trace.c perf/amora-trace.bpf.c,$(wildcard perf/*.c))
 BENCH_BIN := $(BENCH_SRC:perf/%.c=$(BUILD)/perf/%)
 # The benchmarks' parts (perf/lib/), linked into each perf/*.c program.
 BENCH_LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard perf/lib/*.c))
@@ -78,12 +78,13 @@ LIBAMORA_REAL := $(BUILD)/libamora.so.$(VERSION)
 AMORAD := $(BUILD)/amorad
 CLI := $(BUILD)/amora
 TESTS := $(BUILD)/tests/amora-tests
+TRACE := $(BUILD)/perf/amora-trace
 
 .PHONY: all run test run-tests check asan tsan bench run-bench fuzz deps install uninstall clean
 .SUFFIXES:
 .SECONDARY:
 
-all: $(AMORAD) $(CLI) $(LIBAMORA) $(LIBAMORA_SO) $(BUILD)/include/amora.h $(TESTS) $(STRESS_BIN) $(BENCH_BIN)
+all: $(AMORAD) $(CLI) $(LIBAMORA) $(LIBAMORA_SO) $(BUILD)/include/amora.h $(TESTS) $(STRESS_BIN) $(BENCH_BIN) $(TRACE)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -144,6 +145,25 @@ $(LIBBENCH): $(BENCH_LIB_OBJ) $(DAEMON_OBJ)
 $(BUILD)/perf/%: $(BUILD)/perf/%.o $(LIBBENCH) $(LIBAMORA) $(AMORAD)
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(LIBBENCH) $(LIBAMORA) $(SHM_LIBS) -llmdb -lm -o $@
 
+# amora-trace: a libbpf CO-RE skeleton. vmlinux.h comes from the running
+# kernel's BTF; the BPF object is built by clang, its skeleton by bpftool.
+$(BUILD)/perf/vmlinux.h:
+	@mkdir -p $(dir $@)
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@
+
+$(BUILD)/perf/amora-trace.bpf.o: perf/amora-trace.bpf.c perf/amora-trace.h $(BUILD)/perf/vmlinux.h
+	clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -I. -I$(BUILD)/perf \
+		-idirafter /usr/include/$(shell $(CC) -dumpmachine) -c $< -o $@
+
+$(BUILD)/perf/amora-trace.skel.h: $(BUILD)/perf/amora-trace.bpf.o
+	bpftool gen skeleton $< name amora_trace_bpf > $@
+
+$(BUILD)/perf/amora-trace.o: perf/amora-trace.c $(BUILD)/perf/amora-trace.skel.h
+	$(CC) $(CPPFLAGS) -I$(BUILD) $(CFLAGS) -c $< -o $@
+
+$(TRACE): $(BUILD)/perf/amora-trace.o
+	$(CC) $(CFLAGS) $(LDFLAGS) $< -lbpf -lelf -o $@
+
 # The main job: installs what is missing, builds, runs amorad in the
 # foreground on ./amora-data (Ctrl-C stops it cleanly). RUN_ARGS adds options.
 run: deps
@@ -164,7 +184,7 @@ test: deps
 check:
 	@tests/check_includes.sh
 
-run-tests: check $(TESTS) $(STRESS_BIN)
+run-tests: check $(TESTS) $(STRESS_BIN) $(TRACE)
 	$(TEST_ENV) $(TESTS) --jobs 2
 	@for s in $(STRESS_BIN); do echo "== $$s"; $(TEST_ENV) $$s || exit 1; done
 

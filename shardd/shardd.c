@@ -49,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shm/probe.h"
 #include "shm/clock.h"
 #include "shardd/log.h"
 #include "shm/shard.h"
@@ -647,6 +648,7 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 			cut_off(d, slot, "sent a malformed request");
 			return false;
 		}
+		AMORA_PROBE(req__take, d->id, slot, v.id);
 		if (v.id <= p->decided) {
 			/* applied and logged by our previous incarnation, which
 			 * died before answering: answer, never apply again */
@@ -660,6 +662,7 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 			if (rc == SHM_CHAN_OK)
 				p->last_id = v.id;
 		}
+		AMORA_PROBE(req__apply, d->id, slot, v.id, rc, seq);
 		if (add_pending(d, slot, v.id, rc, seq) != 0) {
 			log_error("out of memory for completions");
 			exit(SHARDD_EXIT_CRASH);
@@ -782,6 +785,7 @@ static int finish_round(struct shardd *d)
 		if (p->active && p->gen == q->gen && shm_ring_push(&p->cq, &q->cqe, sizeof(q->cqe)) != SHM_OK)
 			cut_off(d, q->slot, "moved its completion ring impossibly");
 	}
+	AMORA_PROBE(round__end, d->id, d->npend);
 	d->npend = 0;
 	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
 		struct peer *p = &d->peers[i];
@@ -877,7 +881,9 @@ static void idle(struct shardd *d)
 		}
 	}
 	d->watch->checked = false;
+	AMORA_PROBE(shard__sleep, d->id);
 	rc = shm_chan_sleep_wait(&d->zz, &d->sh->sleeping, work_ready, d, until);
+	AMORA_PROBE(shard__wake, d->id);
 	if (d->watch->checked)
 		memset(d->freshmap, 0, (d->e->cfg.max_clients + 63) / 64 * sizeof(*d->freshmap));
 	if (rc != SHM_ESYS)

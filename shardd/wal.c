@@ -93,6 +93,7 @@
 #include <unistd.h>
 
 #include "shm/clock.h"
+#include "shm/probe.h"
 #include "shm/record.h"
 #include "shardd/wal.h"
 #include "shardd/walio.h"
@@ -681,10 +682,12 @@ int wal_batch_commit(struct wal *w)
 		return rc;
 	if ((rc = walio_pwrite(w->fd, w->buf, total, (off_t)w->write_off)) < 0)
 		return commit_fail(w, "write of a batch", rc);
+	AMORA_PROBE(log__write, w->shard_id, total, w->batch_nrec);
 	if (w->mode == WAL_SYNC_ALWAYS) {
 		if ((rc = walio_datasync(w->fd)) < 0)
 			return commit_fail(w, "fdatasync of a batch", rc);
 		w->stat_syncs++;
+		AMORA_PROBE(log__sync, w->shard_id, w->batch_last_seq);
 	} else if (!w->dirty) {
 		w->dirty = 1;
 		w->dirty_since_ns = shm_now_ns();
@@ -715,6 +718,7 @@ int wal_sync(struct wal *w)
 		return io_fail(w, "fdatasync", w->write_off, rc);
 	w->dirty = 0;
 	w->stat_syncs++;
+	AMORA_PROBE(log__sync, w->shard_id, w->last_seq);
 	return WAL_OK;
 }
 

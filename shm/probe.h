@@ -26,23 +26,19 @@
  *
  * shardd (shardd/), in shard `shard`; (slot, id) names one request of one
  * client, the same pair as in req__submit:
- *   round__begin(shard, requests, clients)    requests taken this round
  *   req__take(shard, slot, id)                a request, before applying
  *   req__apply(shard, slot, id, status, seq)  ... applied (status as the
  *                                             client will see it)
  *   log__write(shard, bytes, records)         the round's log write done
  *   log__sync(shard, seq)                     the log is durable up to seq
- *   round__end(shard, completions)            completions published
+ *   round__end(shard, completions)            the round's completions
+ *                                             (requests taken) published
  *   shard__sleep(shard)                       about to sleep
  *   shard__wake(shard)                        woke up
  *
- * amorad (coordinator/):
- *   cmd__begin(name:str)                      a control-socket command
- *   cmd__end(name:str, result)                result 0 ok, -1 error reply
- *   client__attach(slot, pid, uid)
- *   client__detach(slot, pid)
- *   shard__restart(shard, pid, status)        a shard ended (wait status)
- *                                             and is started again
+ * amorad (coordinator/) has none yet: control-socket commands,
+ * attach/detach and shard restarts are to come (issue "Tracing and
+ * counters").
  */
 #ifndef AMORA_SHM_PROBE_H
 #define AMORA_SHM_PROBE_H
