@@ -45,7 +45,7 @@
 #include <sys/types.h>
 
 #include "shm/chan.h" /* SHM_CHAN_MAX_CLIENTS */
-#include "shardd/wal.h" /* enum wal_sync_mode */
+#include "shardd/walsync.h"
 #include "shm/version.h"
 
 

@@ -513,6 +513,9 @@ static void print_json(const struct trace_hist *hs, const char *title)
 /* Client probes go to -p's process only; the shard probes to every
  * process of every binary that has them, so that the stages of the traced
  * client's writes are seen in whichever shard takes them. */
+static struct bpf_link *links[sizeof(probes) / sizeof(probes[0]) * MAX_BINS];
+static size_t nlinks;
+
 static int attach_all(struct amora_trace_bpf *skel, const struct bins *all, const struct bins *own)
 {
 	int attached = 0;
@@ -528,11 +531,21 @@ static int attach_all(struct amora_trace_bpf *skel, const struct bins *all, cons
 
 			if (err == -EPERM || err == -EACCES)
 				cannot("attaching to %s: %s", b->path[i], strerror(-err));
-			if (l)
+			if (l) {
+				links[nlinks++] = l;
 				attached += client || !opt.pid;
+			}
 		}
 	}
 	return attached;
+}
+
+/* The links attach_all made, then the BPF object. */
+static void detach_all(struct amora_trace_bpf *skel)
+{
+	while (nlinks > 0)
+		bpf_link__destroy(links[--nlinks]);
+	amora_trace_bpf__destroy(skel);
 }
 
 static int read_hists(struct amora_trace_bpf *skel, struct trace_hist *out)
@@ -626,7 +639,7 @@ int main(int argc, char **argv)
 		cannot("loading the BPF programs: %s", strerror(-err));
 	if (attach_all(skel, &all, &own) == 0) {
 		fprintf(stderr, "amora-trace: could not attach to any probe\n");
-		amora_trace_bpf__destroy(skel);
+		detach_all(skel);
 		return 1;
 	}
 	signal(SIGINT, on_signal);
@@ -636,6 +649,6 @@ int main(int argc, char **argv)
 		all.n == 1 ? "y" : "ies", opt.pid ? ", client calls of one process" : "");
 	fflush(NULL);
 	run(skel);
-	amora_trace_bpf__destroy(skel);
+	detach_all(skel);
 	return 0;
 }

@@ -278,9 +278,9 @@ static void refresh_readers(void *arg)
 
 /*
  * Sleeping. The shard sleeps on futex words (chan.h, "Doorbells"), and
- * futex_waitv costs ~0.35 us a word each time it queues them, at every
- * sleep and again at every wake-up: waiting on the words of 60 idle
- * clients would add ~40 us to every synchronous write of a busy one. So
+ * futex_waitv pays for every word it queues, at every sleep and again at
+ * every wake-up (README, "Costs behind the design"): waiting on the words
+ * of every idle client would tax each synchronous write of a busy one. So
  * the words are split:
  *
  *   hot clients (work since the last sweep): the loop waits on their

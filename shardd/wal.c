@@ -296,21 +296,6 @@ static int seg_ensure(struct wal *w, uint64_t need)
  * Open, close
  * ===================================================================== */
 
-static const char *const sync_names[] = { "always", "periodic", "none" };
-
-const char *wal_sync_name(enum wal_sync_mode m)
-{
-	return (unsigned)m < 3 ? sync_names[m] : "unknown";
-}
-
-int wal_sync_parse(const char *name)
-{
-	for (int m = 0; m < 3; m++)
-		if (strcmp(name, sync_names[m]) == 0)
-			return m;
-	return -1;
-}
-
 int wal_open(struct wal *w, const char *dir, uint32_t shard_id, enum wal_sync_mode mode,
 	     uint32_t sync_interval_ms)
 {

@@ -44,13 +44,7 @@
 #include <stdint.h>
 
 #include "shardd/walfmt.h"
-
-enum wal_sync_mode { WAL_SYNC_ALWAYS = 0, WAL_SYNC_PERIODIC = 1, WAL_SYNC_NONE = 2 };
-
-/* The name of a sync mode as options, INFO and logs spell it ("always",
- * "periodic", "none"), and back: -1 for a name that is none of them. */
-const char *wal_sync_name(enum wal_sync_mode m);
-int wal_sync_parse(const char *name);
+#include "shardd/walsync.h"
 
 enum wal_err {
 	WAL_OK = 0,

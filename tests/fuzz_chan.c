@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "shm/chan.h"
+#include "tests/fuzz_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -22,16 +23,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (shm_chan_req_decode(copy, (uint32_t)size, &v) == SHM_OK) {
 		const uint8_t *end = copy + size;
 
-		if (v.op != SHM_CHAN_OP_SET && v.op != SHM_CHAN_OP_DEL)
-			abort();
-		if (v.key < copy || v.key + v.klen > end)
-			abort();
-		if (v.flags & SHM_CHAN_REQ_BULK) {
-			if (v.val != NULL || v.vlen > SHM_CHAN_BULK_BYTES)
-				abort();
-		} else if (v.val + v.vlen != end) {
-			abort();
-		}
+		CHECK(v.op == SHM_CHAN_OP_SET || v.op == SHM_CHAN_OP_DEL);
+		CHECK(v.key >= copy && v.key + v.klen <= end);
+		if (v.flags & SHM_CHAN_REQ_BULK)
+			CHECK(v.val == NULL && v.vlen <= SHM_CHAN_BULK_BYTES);
+		else
+			CHECK(v.val + v.vlen == end);
 	}
 	free(copy);
 	return 0;

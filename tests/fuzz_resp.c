@@ -25,8 +25,7 @@
 #include <string.h>
 
 #include "coordinator/resp.h"
-
-#define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
+#include "tests/fuzz_input.h"
 
 /* One parsed request: where it ended and a digest of its arguments. */
 struct rec {

@@ -10,15 +10,16 @@
  * the patched bytes. It must never crash or read outside the segment
  * (ASan would tell).
  *
- * Input: a sequence of 5-byte patches { u32 position (mod the patched
- * area), u8 value }, and optionally a shard table offset in the first 8
- * bytes when the input length is odd.
+ * Input: when its length is odd and at least 9, a byte ignored and a
+ * shard table offset (u64); then a sequence of 5-byte patches { u32
+ * position (mod the patched area), u8 value } (little-endian).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "shm/shard.h"
+#include "tests/fuzz_input.h"
 
 #define NKEYS 200
 
@@ -32,12 +33,11 @@ static void build(void)
 	struct shm_writer w;
 	char k[16], v[40];
 
-	if (shm_seg_create(&seg, 16ULL << 20, 1) != SHM_OK || shm_writer_open(&w, &seg, 0, 0, NULL, NULL) != SHM_OK)
-		abort();
+	CHECK(shm_seg_create(&seg, 16ULL << 20, 1) == SHM_OK &&
+	      shm_writer_open(&w, &seg, 0, 0, NULL, NULL) == SHM_OK);
 	for (int i = 0; i < NKEYS; i++) {
 		int kl = sprintf(k, "k%d", i), vl = sprintf(v, "value-%d", i);
-		if (shm_writer_set(&w, k, (uint32_t)kl, v, (uint32_t)vl) != SHM_OK)
-			abort();
+		CHECK(shm_writer_set(&w, k, (uint32_t)kl, v, (uint32_t)vl) == SHM_OK);
 	}
 	for (int i = 0; i < NKEYS; i += 3)
 		shm_writer_del(&w, k, (uint32_t)sprintf(k, "k%d", i));
@@ -51,6 +51,7 @@ static void build(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	struct fuzz_input in = { data, size };
 	struct shm_shard *sh;
 	uint64_t sum = 0;
 	char k[16];
@@ -59,16 +60,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		build();
 	sh = shm_shard_at(&seg, 0);
 	if (size % 2 == 1 && size >= 9) {
-		uint64_t off;
-		memcpy(&off, data + 1, sizeof(off));
-		atomic_store(&sh->table_off, off);
-		data += 9;
-		size -= 9;
+		fuzz_take8(&in);
+		atomic_store(&sh->table_off, fuzz_take(&in, 8));
 	}
-	for (size_t i = 0; i + 5 <= size; i += 5) {
-		uint32_t pos;
-		memcpy(&pos, data + i, sizeof(pos));
-		seg.base[area_off + pos % area_len] = data[i + 4];
+	while (in.n >= 5) {
+		uint32_t pos = (uint32_t)fuzz_take(&in, 4);
+
+		seg.base[area_off + pos % area_len] = fuzz_take8(&in);
 	}
 	for (int bloom = 0; bloom < 2; bloom++) {
 		atomic_store(&sh->bloom_on, (uint32_t)bloom);
