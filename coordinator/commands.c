@@ -19,6 +19,7 @@
 
 #include "coordinator/server.h"
 #include "shardd/log.h"
+#include "shm/probe.h"
 #include "shm/shard.h"
 #include "shm/version.h"
 
@@ -169,10 +170,10 @@ static void cmd_reply_unknown(struct conn *c, const struct resp_cmd *cmd)
 			cmd->argl[0] < CMD_QUOTE_MAX ? (int)cmd->argl[0] : CMD_QUOTE_MAX, cmd->argv[0], args);
 }
 
-void cmd_run(struct amorad *a, struct conn *c, const struct resp_cmd *cmd)
+/* The checks of the table, then the handler of row k (NULL: unknown). */
+static void cmd_dispatch(struct amorad *a, struct conn *c, const struct command *k,
+			 const struct resp_cmd *cmd)
 {
-	const struct command *k = cmd_lookup(cmd->argv[0], cmd->argl[0]);
-
 	if (k == NULL) {
 		cmd_reply_unknown(c, cmd);
 		return;
@@ -190,4 +191,17 @@ void cmd_run(struct amorad *a, struct conn *c, const struct resp_cmd *cmd)
 	k->proc(a, c, cmd);
 	if (k->flags & CMD_CLOSES)
 		c->close_after_write = true;
+}
+
+void cmd_run(struct amorad *a, struct conn *c, const struct resp_cmd *cmd)
+{
+	const struct command *k = cmd_lookup(cmd->argv[0], cmd->argl[0]);
+	const char *name = k != NULL ? k->name : "unknown";
+	size_t at = c->out.len;
+
+	AMORA_PROBE(cmd__begin, name, c->pid);
+	cmd_dispatch(a, c, k, cmd);
+	/* The result: whether the reply this request added is an error line
+	 * (an attach reply goes out at once and leaves c->out as it was). */
+	AMORA_PROBE(cmd__end, name, c->pid, c->out.len > at && c->out.data[at] == '-' ? -1 : 0);
 }

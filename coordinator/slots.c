@@ -37,6 +37,7 @@
 
 #include "coordinator/server.h"
 #include "shardd/log.h"
+#include "shm/probe.h"
 
 /* ---------- system-call wrappers (0 or -1 with errno) ---------- */
 
@@ -232,6 +233,7 @@ void cmd_attach(struct amorad *a, struct conn *c, const struct resp_cmd *cmd)
 		c->close_after_write = true;
 		return;
 	}
+	AMORA_PROBE(client__attach, slot, gen, c->pid, c->uid);
 	log_info("client pid %d (uid %u) attached to slot %d", c->pid, c->uid, slot);
 }
 
@@ -251,6 +253,7 @@ void slot_detach(struct amorad *a, struct conn *c)
 	engine_wake_shards(e);
 	a->attached--;
 	c->slot = -1;
+	AMORA_PROBE(client__detach, slot, c->pid);
 	log_info("client pid %d detached from slot %d", c->pid, slot);
 }
 

@@ -32,6 +32,7 @@
 #include "coordinator/amorad.h"
 #include "shardd/log.h"
 #include "shardd/shardd.h"
+#include "shm/probe.h"
 
 #define RESTART_FIRST_MS 10
 #define RESTART_MAX_MS 5000
@@ -108,6 +109,7 @@ static void schedule_restart(struct amorad *a, uint32_t s, int status)
 	p->restart_at_ns = now + (uint64_t)p->backoff_ms * 1000000ull;
 	atomic_store(&sh->state, SHM_SHARD_RESTARTING);
 	atomic_fetch_add(&sh->restarts, 1);
+	AMORA_PROBE(shard__restart, s, status, p->backoff_ms);
 	if (WIFSIGNALED(status))
 		log_warn("shard %02u died (signal %d); restarting in %u ms", s, WTERMSIG(status),
 			 p->backoff_ms);
@@ -130,6 +132,7 @@ static void shard_exited(struct amorad *a, uint32_t s, int status)
 		 * unless it died in between. */
 		atomic_store_explicit(&sh->cause, cause, memory_order_release);
 		atomic_store_explicit(&sh->state, SHM_SHARD_FAILED, memory_order_release);
+		AMORA_PROBE(shard__fail, s, cause);
 		log_error("shard %02u stopped: %s (see above); not restarting it", s,
 			  shm_fail_cause_str(cause));
 		return;

@@ -766,6 +766,8 @@ static void mark_decided(struct shardd *d)
 /* Log the batch, then hand out completions and free the SQ space. */
 static int finish_round(struct shardd *d)
 {
+	size_t completions;
+	uint32_t clients = 0;
 	int fatal = 0;
 
 	if (d->dirty) {
@@ -785,7 +787,7 @@ static int finish_round(struct shardd *d)
 		if (p->active && p->gen == q->gen && shm_ring_push(&p->cq, &q->cqe, sizeof(q->cqe)) != SHM_OK)
 			cut_off(d, q->slot, "moved its completion ring impossibly");
 	}
-	AMORA_PROBE(round__end, d->id, d->npend);
+	completions = d->npend;
 	d->npend = 0;
 	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
 		struct peer *p = &d->peers[i];
@@ -798,7 +800,9 @@ static int finish_round(struct shardd *d)
 		}
 		p->touched = false;
 		p->taken = 0;
+		clients++;
 	}
+	AMORA_PROBE(round__end, d->id, completions, clients);
 	return fatal;
 }
 
@@ -1022,6 +1026,7 @@ static void serve(struct shardd *d)
 		sync_peers(d, sweep);
 		if (sweep)
 			d->next_sweep_ns = now + SHM_CHAN_SWEEP_MS * 1000000ull;
+		AMORA_PROBE(round__begin, d->id, sweep);
 		more = gather(d, sweep);
 		fatal = finish_round(d);
 		if (fatal || wal_sync_if_due(&d->wal, shm_now_ns()) != WAL_OK) {

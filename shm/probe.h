@@ -31,14 +31,27 @@
  *                                             client will see it)
  *   log__write(shard, bytes, records)         the round's log write done
  *   log__sync(shard, seq)                     the log is durable up to seq
- *   round__end(shard, completions)            the round's completions
- *                                             (requests taken) published
+ *   round__begin(shard, sweep)                a round starts: the shard
+ *                                             visits its clients (sweep 1:
+ *                                             every one, not only busy ones)
+ *   round__end(shard, completions, clients)   the round's completions
+ *                                             published: requests taken,
+ *                                             clients that had any
  *   shard__sleep(shard)                       about to sleep
  *   shard__wake(shard)                        woke up
  *
- * amorad (coordinator/) has none yet: control-socket commands,
- * attach/detach and shard restarts are to come (issue "Tracing and
- * counters").
+ * amorad (coordinator/), on its one thread:
+ *   cmd__begin(str name, pid)                 a control-socket command
+ *   cmd__end(str name, pid, result)           ... answered: result 0, or -1
+ *       for an error line. name: the command table's row in lower case
+ *       ("unknown" for a name it lacks); pid: the peer's.
+ *   client__attach(slot, gen, pid, uid)       a client got slot `slot`
+ *   client__detach(slot, pid)                 ... and left it
+ *   shard__restart(shard, status, delay_ms)   a shard died (wait(2)
+ *                                             status); forked again after
+ *                                             delay_ms
+ *   shard__fail(shard, cause)                 a shard stopped for good
+ *                                             (enum shm_fail_cause)
  */
 #ifndef AMORA_SHM_PROBE_H
 #define AMORA_SHM_PROBE_H
