@@ -206,16 +206,24 @@ Test(trace, histograms_count_the_workload_and_writes_show_every_stage, .timeout 
 
 Test(trace, pid_of_a_process_that_is_not_amora_fails_cleanly, .timeout = 60)
 {
-	pid_t sleeper = fork();
-	char pidarg[16];
+	int execd[2];
+	pid_t sleeper;
+	char pidarg[16], byte;
 	struct tracer t;
 
+	/* The tracer must see `sleep`, not the test's own forked copy (which
+	 * has probes): the close-on-exec pipe reads EOF once exec is done. */
+	cr_assert_eq(pipe2(execd, O_CLOEXEC), 0);
+	sleeper = fork();
 	cr_assert(sleeper >= 0);
 	if (sleeper == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		execl("/bin/sleep", "sleep", "30", (char *)NULL);
 		_exit(127);
 	}
+	close(execd[1]);
+	cr_assert_eq(read(execd[0], &byte, 1), 0);
+	close(execd[0]);
 	snprintf(pidarg, sizeof(pidarg), "%d", (int)sleeper);
 	tracer_start(&t, (const char *[]){ "-p", pidarg, NULL });
 	close(t.out);
