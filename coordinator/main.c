@@ -69,7 +69,7 @@ static int lock_data_dir(struct amorad *a, char *err, size_t errlen)
  * reserve included), a pidfd and a channel per client slot, two sockets per
  * shard and some slack: raise the soft limit that far if the hard limit
  * allows, else say what is missing (a connection past the limit is then
- * refused with a message, see srv_accept). */
+ * refused with a message, see admit_accept). */
 static void raise_fd_limit(const struct amorad_config *cfg)
 {
 	rlim_t need = (rlim_t)cfg->max_connections + CONFIG_OWNER_RESERVE +

@@ -181,7 +181,9 @@ static void publish_slot(struct amorad *a, struct conn *c, uint32_t slot, uint32
 	a->attached++;
 }
 
-/* amorad could not give the connection a slot: say why (log and peer). */
+/* amorad could not give the connection a slot for a cause of its own (a
+ * channel or a descriptor it could not make): say why to the operator and
+ * to the peer. */
 static void attach_fail(struct amorad *a, struct conn *c, const char *err)
 {
 	log_warn("cannot attach pid %d: %s", c->pid, err);
@@ -209,6 +211,8 @@ void cmd_attach(struct amorad *a, struct conn *c, const struct resp_cmd *cmd)
 		slot = free_slot(a);
 	}
 	if (slot < 0) {
+		admit_log_refusal("refusing to attach pid %d (uid %u): all %u client slots are taken "
+				  "(max-clients)", c->pid, c->uid, e->cfg.max_clients);
 		resp_add_errorf(&c->out, "BUSY all %u client slots are taken (max-clients)",
 				e->cfg.max_clients);
 		return;

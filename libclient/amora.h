@@ -87,9 +87,9 @@
  *     recovers. What is guaranteed: a read sees every write acknowledged
  *     before it began.
  *   - Outcomes that are unknown: AMORA_ERESTARTING and AMORA_ETIMEDOUT
- *     leave a write queued that may still be applied; a delete in flight
- *     while its shard crashed may report AMORA_OK for a key that was
- *     missing.
+ *     leave a write queued that may still be applied; a delete that
+ *     removed its key and was logged just before its shard was killed is
+ *     applied again after the restart and reports AMORA_ENOTFOUND.
  *   - Reads do not notice that amorad is gone: they answer from the
  *     mapping as the store was when it went (writes fail with AMORA_EGONE).
  *   - The store's own limits (README, "Known limits"): until checkpoints
@@ -235,8 +235,8 @@ AMORA_API int amora_mget(amora *db, size_t n, const void *const keys[], const si
 AMORA_API int amora_set(amora *db, const void *key, size_t klen, const void *val, size_t vlen);
 
 /* Remove. Errors: AMORA_ENOTFOUND and those of amora_set. A delete that
- * was in flight while its shard crashed is answered again after the
- * restart and may then report AMORA_OK although the key was missing. */
+ * removed its key and was logged just before its shard was killed is
+ * applied again after the restart and then reports AMORA_ENOTFOUND. */
 AMORA_API int amora_del(amora *db, const void *key, size_t klen);
 
 /* Queue a set and return without waiting: sets are sent to the shards in

@@ -211,7 +211,7 @@ static void drop_incoming(struct shardd *d, uint32_t slot, uint32_t gen)
 
 /* Map the channel of client slot `slot`, generation gen, which the
  * registry says is ACTIVE. amorad queued its fd on our socket before it
- * published the slot (server.c, send_channel; sendmsg had queued it when
+ * published the slot (coordinator/slots.c, send_channel; sendmsg had queued it when
  * it returned), and we loaded the state (acquire) after that store: if the
  * fd is not among those taken so far, it is on the socket now, so one more
  * drain finds it whatever the interleaving. (A shard forked after the
@@ -480,7 +480,7 @@ static void peer_forget(struct shardd *d, uint32_t slot)
 
 /* Stop serving client `slot` and tell it why: its channel's cut-off flag,
  * which libamora reports as AMORA_EBADRING and on which amorad drops the
- * client (server.c, srv_tick). */
+ * client (coordinator/slots.c, srv_tick). */
 static void cut_off(struct shardd *d, uint32_t slot, const char *why)
 {
 	struct peer *p = &d->peers[slot];

@@ -6,7 +6,7 @@
  *   always    fdatasync before a write is acknowledged (group commit);
  *   periodic  acknowledged after write(2); fdatasync at most every
  *             --sync-interval-ms (the default);
- *   none      acknowledged after write(2); the kernel writes back.
+ *   none      no log at all: nothing survives a shard's restart.
  */
 #ifndef AMORA_WALSYNC_H
 #define AMORA_WALSYNC_H

@@ -134,7 +134,7 @@
 #define SHM_CHAN_WAIT_WORDS FUTEX_WAITV_MAX  /* 128: words one sleep can wait on */
 #define SHM_CHAN_MAX_CLIENTS (SHM_CHAN_WAIT_WORDS - 2) /* two words go to the shard's own (shardd.c) */
 
-/* The attach reply (amorad's AMORA.ATTACH, coordinator/server.c; read by
+/* The attach reply (amorad's AMORA.ATTACH, coordinator/slots.c; read by
  * libclient/attach.c): a RESP array of SHM_CHAN_ATTACH_FIELDS integers
  *   :SHM_CHAN_ATTACH_PROTO :shards :segment-bytes :channel-bytes :slot :generation
  * with SHM_CHAN_ATTACH_FDS descriptors (SCM_RIGHTS): the data segment

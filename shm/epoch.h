@@ -84,7 +84,7 @@ uint64_t shm_epoch_min(struct shm_epoch_slot *const *slots, size_t n);
  * before the bump is then out of every reader's reach. A slot added to
  * `slots` between the two calls is covered too. Waits as long as a reader
  * stays inside; the supervisor cuts off readers stuck for long
- * (server.c). */
+ * (coordinator/slots.c, cut_stuck_reader). */
 uint64_t shm_epoch_bump(struct shm_header *hdr);
 void shm_epoch_wait(struct shm_epoch_slot *const *slots, size_t n, uint64_t e);
 
