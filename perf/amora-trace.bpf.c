@@ -12,7 +12,8 @@
  * written before it, so a request's durable stage is known if that sync
  * came before its completion was reaped (always so with --sync always;
  * with periodic syncs the completion usually comes first and the stage is
- * left out).
+ * left out). amorad's commands are timed from cmd__begin to cmd__end and
+ * counted by (name, error).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -25,6 +26,7 @@
 
 const volatile int filter_shard = -1; /* -s SHARD */
 const volatile __u32 op_mask = ~0u;   /* -o OP: bit per enum amora_probe_op */
+const volatile int filter_pid = 0;    /* -p PID: amorad's commands from this peer only */
 
 struct trace_call {
 	__u64 ts;
@@ -79,6 +81,27 @@ struct {
 	__type(value, struct trace_hist);
 } hists SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} cmd_calls SEC(".maps"); /* amorad's thread -> when its command began */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TRACE_CMDS);
+	__type(key, struct trace_cmd_key);
+	__type(value, struct trace_hist);
+} cmds SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct trace_hist);
+} zero_hist SEC(".maps"); /* an empty histogram to insert (too big for the stack) */
+
 static __always_inline __u32 log2_u64(__u64 v)
 {
 	__u32 r = 0;
@@ -103,13 +126,17 @@ static __always_inline __u32 bucket_of(__u64 ns)
 	return b < TRACE_BUCKETS ? b : TRACE_BUCKETS - 1;
 }
 
-static __always_inline void hist_add(__u32 h, __u64 ns)
+static __always_inline void hist_put(struct trace_hist *t, __u64 ns)
 {
-	struct trace_hist *t = bpf_map_lookup_elem(&hists, &h);
 	__u32 b = bucket_of(ns);
 
 	if (t && b < TRACE_BUCKETS)
 		__sync_fetch_and_add(&t->b[b], 1);
+}
+
+static __always_inline void hist_add(__u32 h, __u64 ns)
+{
+	hist_put(bpf_map_lookup_elem(&hists, &h), ns);
 }
 
 static __always_inline bool op_wanted(__u32 op)
@@ -265,6 +292,47 @@ int BPF_USDT(log_sync, long shard, long seq)
 		return 0;
 	s->sync_upto = s->batch;
 	s->sync_ts = bpf_ktime_get_ns();
+	return 0;
+}
+
+/* ---------- amorad ---------- */
+
+SEC("usdt")
+int BPF_USDT(cmd_begin, const char *name, long pid)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!(op_mask & (1u << TRACE_CMD_BIT)) || (filter_pid && pid != filter_pid))
+		return 0;
+	bpf_map_update_elem(&cmd_calls, &tid, &now, BPF_ANY);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(cmd_end, const char *name, long pid, long result)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid(), zero = 0;
+	__u64 *began = bpf_map_lookup_elem(&cmd_calls, &tid);
+	struct trace_cmd_key k = {};
+	struct trace_hist *t, *z;
+	__u64 ns;
+
+	if (!began)
+		return 0;
+	ns = bpf_ktime_get_ns() - *began;
+	bpf_map_delete_elem(&cmd_calls, &tid);
+	bpf_probe_read_user_str(k.name, sizeof(k.name), name);
+	k.error = result != 0;
+	t = bpf_map_lookup_elem(&cmds, &k);
+	if (!t) {
+		z = bpf_map_lookup_elem(&zero_hist, &zero);
+		if (!z)
+			return 0;
+		bpf_map_update_elem(&cmds, &k, z, BPF_NOEXIST); /* fails once TRACE_CMDS are in */
+		t = bpf_map_lookup_elem(&cmds, &k);
+	}
+	hist_put(t, ns);
 	return 0;
 }
 

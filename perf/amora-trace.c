@@ -8,9 +8,15 @@
  * or to one process (-p), and prints, per public operation, a log2
  * histogram of its latency with count, p50, p99 and p999; for writes,
  * the time each stage took (pushed -> taken by the shard -> applied ->
- * logged -> durable -> completion seen). With an interval it prints every
+ * logged -> durable -> completion seen); and the latency of amorad's
+ * control-socket commands, by name, errors apart (-p: that peer's). With an interval it prints every
  * `interval` seconds (what happened in it), `count` times; Ctrl-C (or the
- * end of the count) prints the totals. -j prints JSON lines instead.
+ * end of the count) prints the totals (not after a count of 1: they are
+ * that interval). -j prints JSON lines instead.
+ *
+ * A process that starts after amora-trace (a short-lived `amora` CLI run)
+ * is traced when its binary was found at start: one that a running
+ * process maps, or one named with -b.
  *
  * Exit status: 0, 1 on an error (a -p PID that is no Amora process, no
  * probes found), 2 on bad usage, 77 when this machine cannot trace (not
@@ -65,7 +71,7 @@ static const char *const stage_keys[TRACE_STAGES] = {
 struct probe_prog {
 	const char *name;
 	struct bpf_program *(*prog)(struct amora_trace_bpf *);
-	bool client; /* fired by libamora (the others by shards) */
+	bool client; /* fired by libamora (the others by shards and amorad) */
 };
 
 #define PROG(field) \
@@ -78,12 +84,15 @@ PROG(req_take)
 PROG(req_apply)
 PROG(log_write)
 PROG(log_sync)
+PROG(cmd_begin)
+PROG(cmd_end)
 
 static const struct probe_prog probes[] = {
 	{ "op__begin", prog_op_begin, true },     { "op__end", prog_op_end, true },
 	{ "req__submit", prog_req_submit, true }, { "req__complete", prog_req_complete, true },
 	{ "req__take", prog_req_take, false },    { "req__apply", prog_req_apply, false },
 	{ "log__write", prog_log_write, false },  { "log__sync", prog_log_sync, false },
+	{ "cmd__begin", prog_cmd_begin, false },  { "cmd__end", prog_cmd_end, false },
 };
 
 static struct {
@@ -109,7 +118,7 @@ static void on_signal(int sig)
 
 static const struct argp_option options[] = {
 	{ "pid", 'p', "PID", 0, "Trace this process only", 0 },
-	{ "op", 'o', "OP", 0, "Operations to show: get,has,mget,set,del,set_buffered,flush,get_alloc", 0 },
+	{ "op", 'o', "OP", 0, "Operations to show: get,has,mget,set,del,set_buffered,flush,get_alloc, and cmd (amorad's control-socket commands)", 0 },
 	{ "shard", 's', "SHARD", 0, "Only keys of this shard (and its stages)", 0 },
 	{ "binary", 'b', "PATH", 0, "Also attach to this binary or library (all its processes)", 0 },
 	{ "json", 'j', NULL, 0, "Print JSON lines", 0 },
@@ -123,8 +132,10 @@ static int parse_ops(const char *s)
 
 	snprintf(buf, sizeof(buf), "%s", s);
 	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		int found = 0;
+		int found = strcmp(t, "cmd") == 0;
 
+		if (found)
+			mask |= 1u << TRACE_CMD_BIT;
 		for (int op = 1; op < TRACE_OPS; op++)
 			if (strcmp(t, op_names[op]) == 0) {
 				mask |= 1u << op;
@@ -330,6 +341,14 @@ static void check_machine(void)
 
 /* ---------- histograms ---------- */
 
+/* Every histogram of the BPF side; cmd[i] belongs to cmdk[i]. */
+struct snap {
+	struct trace_hist op[TRACE_HISTS];
+	struct trace_cmd_key cmdk[TRACE_CMDS];
+	struct trace_hist cmd[TRACE_CMDS];
+	size_t ncmd;
+};
+
 static void bucket_range(int b, double *lo, double *hi)
 {
 	int e;
@@ -432,8 +451,15 @@ static void print_summary(const char *what, const struct trace_hist *h)
 	       fmt_ns(c, sizeof(c), hist_quantile(h, 0.999)));
 }
 
-static void print_text(const struct trace_hist *hs, const char *title)
+/* "cmd info" or "cmd amora.attach (errors)". */
+static void cmd_label(char *buf, size_t n, const struct trace_cmd_key *k)
 {
+	snprintf(buf, n, "cmd %.*s%s", TRACE_CMD_NAME, k->name, k->error ? " (errors)" : "");
+}
+
+static void print_text(const struct snap *sn, const char *title)
+{
+	const struct trace_hist *hs = sn->op;
 	char when[64];
 	time_t t = time(NULL);
 	bool any = false;
@@ -458,6 +484,15 @@ static void print_text(const struct trace_hist *hs, const char *title)
 			print_summary(name, sh);
 		}
 	}
+	for (size_t i = 0; i < sn->ncmd; i++) {
+		char name[TRACE_CMD_NAME + 16];
+
+		if (hist_count(&sn->cmd[i]) == 0)
+			continue;
+		any = true;
+		cmd_label(name, sizeof(name), &sn->cmdk[i]);
+		print_summary(name, &sn->cmd[i]);
+	}
 	if (!any)
 		printf("no operations traced\n");
 	fflush(stdout);
@@ -469,8 +504,9 @@ static void json_quantiles(const struct trace_hist *h)
 	       hist_quantile(h, 0.5), hist_quantile(h, 0.99), hist_quantile(h, 0.999));
 }
 
-static void print_json(const struct trace_hist *hs, const char *title)
+static void print_json(const struct snap *sn, const char *title)
 {
+	const struct trace_hist *hs = sn->op;
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -504,6 +540,15 @@ static void print_json(const struct trace_hist *hs, const char *title)
 			sep = ",";
 		}
 		printf("}}\n");
+	}
+	for (size_t i = 0; i < sn->ncmd; i++) {
+		if (hist_count(&sn->cmd[i]) == 0)
+			continue;
+		printf("{\"time\":%.3f,\"period\":\"%s\",\"cmd\":\"%.*s\",\"errors\":%s,",
+		       ts.tv_sec + ts.tv_nsec / 1e9, title, TRACE_CMD_NAME, sn->cmdk[i].name,
+		       sn->cmdk[i].error ? "true" : "false");
+		json_quantiles(&sn->cmd[i]);
+		printf("}\n");
 	}
 	fflush(stdout);
 }
@@ -548,45 +593,77 @@ static void detach_all(struct amora_trace_bpf *skel)
 	amora_trace_bpf__destroy(skel);
 }
 
-static int read_hists(struct amora_trace_bpf *skel, struct trace_hist *out)
+static int read_snap(struct amora_trace_bpf *skel, struct snap *out)
 {
-	int fd = bpf_map__fd(skel->maps.hists);
+	int fd = bpf_map__fd(skel->maps.hists), cfd = bpf_map__fd(skel->maps.cmds);
+	struct trace_cmd_key cur, next;
+	const void *after = NULL; /* NULL: the first key (entries are never deleted) */
 
 	for (__u32 h = 0; h < TRACE_HISTS; h++)
-		if (bpf_map_lookup_elem(fd, &h, &out[h]) != 0)
+		if (bpf_map_lookup_elem(fd, &h, &out->op[h]) != 0)
 			return -1;
+	out->ncmd = 0;
+	while (out->ncmd < TRACE_CMDS && bpf_map_get_next_key(cfd, after, &next) == 0) {
+		if (bpf_map_lookup_elem(cfd, &next, &out->cmd[out->ncmd]) == 0)
+			out->cmdk[out->ncmd++] = next;
+		cur = next;
+		after = &cur;
+	}
 	return 0;
 }
 
-static void print_period(const struct trace_hist *hs, const char *title)
+static void hist_sub(struct trace_hist *d, const struct trace_hist *a, const struct trace_hist *b)
+{
+	for (int i = 0; i < TRACE_BUCKETS; i++)
+		d->b[i] = a->b[i] - (b ? b->b[i] : 0);
+}
+
+/* d = now - prev, command by command (a command new in now: all of it). */
+static void snap_delta(struct snap *d, const struct snap *now, const struct snap *prev)
+{
+	for (int h = 0; h < TRACE_HISTS; h++)
+		hist_sub(&d->op[h], &now->op[h], &prev->op[h]);
+	d->ncmd = now->ncmd;
+	for (size_t i = 0; i < now->ncmd; i++) {
+		const struct trace_hist *was = NULL;
+
+		for (size_t j = 0; j < prev->ncmd && !was; j++)
+			if (memcmp(&prev->cmdk[j], &now->cmdk[i], sizeof(now->cmdk[i])) == 0)
+				was = &prev->cmd[j];
+		d->cmdk[i] = now->cmdk[i];
+		hist_sub(&d->cmd[i], &now->cmd[i], was);
+	}
+}
+
+static void print_period(const struct snap *sn, const char *title)
 {
 	if (opt.json)
-		print_json(hs, title);
+		print_json(sn, title);
 	else
-		print_text(hs, title);
+		print_text(sn, title);
 }
 
 static void run(struct amora_trace_bpf *skel)
 {
-	static struct trace_hist now[TRACE_HISTS], prev[TRACE_HISTS], delta[TRACE_HISTS];
+	static struct snap now, prev, delta;
 	double left = opt.interval > 0 ? opt.interval : 1e18;
+	long i;
 
-	for (long i = 0; !stop && (opt.count < 0 || i < opt.count); i++) {
+	for (i = 0; !stop && (opt.count < 0 || i < opt.count); i++) {
 		struct timespec ts = { (time_t)left, (long)((left - (double)(time_t)left) * 1e9) };
 
 		nanosleep(&ts, NULL);
 		if (stop || opt.interval <= 0)
 			break;
-		if (read_hists(skel, now) != 0)
+		if (read_snap(skel, &now) != 0)
 			break;
-		for (int h = 0; h < TRACE_HISTS; h++)
-			for (int b = 0; b < TRACE_BUCKETS; b++)
-				delta[h].b[b] = now[h].b[b] - prev[h].b[b];
-		memcpy(prev, now, sizeof(now));
-		print_period(delta, "interval");
+		snap_delta(&delta, &now, &prev);
+		prev = now;
+		print_period(&delta, "interval");
 	}
-	if (read_hists(skel, now) == 0)
-		print_period(now, "total");
+	/* The totals, unless they would repeat the one interval printed. */
+	if (!(i == 1 && !stop) && read_snap(skel, &now) == 0)
+		print_period(&now, "total");
 }
 
 int main(int argc, char **argv)
@@ -634,6 +711,7 @@ int main(int argc, char **argv)
 		cannot("opening the BPF object: %s", strerror(errno));
 	skel->rodata->filter_shard = opt.shard;
 	skel->rodata->op_mask = opt.op_mask;
+	skel->rodata->filter_pid = opt.pid;
 	err = amora_trace_bpf__load(skel);
 	if (err)
 		cannot("loading the BPF programs: %s", strerror(-err));

@@ -10,6 +10,7 @@
  *   h = op                      latency of public call `op` (shm/probe.h,
  *                               enum amora_probe_op, 1..TRACE_OPS-1)
  *   h = TRACE_OPS * (1 + stage) + op   stage `stage` of the writes of `op`
+ * (h = 0 is unused.)
  */
 #ifndef AMORA_PERF_AMORA_TRACE_H
 #define AMORA_PERF_AMORA_TRACE_H
@@ -32,6 +33,18 @@ enum trace_stage {
 
 struct trace_hist {
 	unsigned long long b[TRACE_BUCKETS];
+};
+
+/* amorad's control-socket commands (cmd__begin/cmd__end): one histogram
+ * per (name, error) in the `cmds` hash map, at most TRACE_CMDS of them.
+ * -o's word "cmd" is bit TRACE_CMD_BIT of op_mask (no operation is 0). */
+#define TRACE_CMDS 64
+#define TRACE_CMD_NAME 32
+#define TRACE_CMD_BIT 0
+
+struct trace_cmd_key {
+	char name[TRACE_CMD_NAME]; /* the command table's row ("unknown": none) */
+	unsigned int error;        /* 1: answered with an error line */
 };
 
 #endif

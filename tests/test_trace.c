@@ -12,6 +12,9 @@
 #define TRACE_BIN AMORA_BUILD_DIR "/perf/amora-trace"
 #define SETS 300
 #define GETS 20000
+#define HEARTBEATS 7
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 TestSuite(trace, .init = proc_init, .fini = proc_fini);
 
@@ -100,7 +103,8 @@ static void skip_if_cannot(struct tracer *t)
 }
 
 /* A child that waits for a byte on `go`, then does SETS synchronous sets
- * and GETS gets through libamora, and exits 0 if all succeeded. */
+ * and GETS gets through libamora and HEARTBEATS heartbeats (a PING to
+ * amorad each), and exits 0 if all succeeded. */
 static pid_t workload_start(int *go)
 {
 	int p[2];
@@ -123,6 +127,8 @@ static pid_t workload_start(int *go)
 			bad |= amora_set(db, k, (size_t)proc_key(k, "t", i), v, (size_t)proc_val(v, i, 1)) != AMORA_OK;
 		for (int i = 0; i < GETS; i++)
 			bad |= amora_get(db, k, (size_t)proc_key(k, "t", i % SETS), buf, sizeof(buf), &vlen) != AMORA_OK;
+		for (int i = 0; i < HEARTBEATS; i++)
+			bad |= amora_heartbeat(db) != AMORA_OK;
 		amora_close(db);
 		_exit(bad);
 	}
@@ -202,6 +208,9 @@ Test(trace, histograms_count_the_workload_and_writes_show_every_stage, .timeout 
 		snprintf(key, sizeof(key), "\"%s\":{\"count\":", stages[i]);
 		cr_assert_not_null(strstr(set_line, key), "stage %s of set missing:\n%s", stages[i], out);
 	}
+	/* amorad's side: the traced client's PINGs, and no one else's. */
+	cr_assert_not_null(strstr(out, "\"period\":\"total\",\"cmd\":\"ping\",\"errors\":false,\"count\":"
+				       STR(HEARTBEATS) ","), "heartbeats not seen as PINGs:\n%s", out);
 }
 
 Test(trace, pid_of_a_process_that_is_not_amora_fails_cleanly, .timeout = 60)
