@@ -151,8 +151,9 @@ static int map_store(amora *db, const uint64_t v[SHM_CHAN_ATTACH_FIELDS], const 
 static int attach_rings(amora *db)
 {
 	db->q = calloc(db->shards, sizeof(*db->q));
+	db->views = calloc(db->shards, sizeof(*db->views));
 	db->req = malloc(SHM_CHAN_SQ_DATA / 2);
-	if (db->q == NULL || db->req == NULL)
+	if (db->q == NULL || db->views == NULL || db->req == NULL)
 		return client_fail(db, AMORA_ESYS, "out of memory");
 	for (uint32_t s = 0; s < db->shards; s++) {
 		if (shm_ring_attach(&db->q[s].sq, shm_chan_sq_mem(db->chan, db->shards, s), shm_chan_sq_bytes()) != SHM_OK ||
@@ -174,6 +175,7 @@ static void release(amora *db)
 	if (db->sock >= 0)
 		close(db->sock);
 	free(db->q);
+	free(db->views);
 	free(db->req);
 	free(db);
 }

@@ -119,6 +119,7 @@ struct amora {
 	struct shm_chan_hdr *hdr;
 	uint32_t shards, slot;
 	struct client_queue *q;
+	struct shm_table_memo *views; /* [shards]: each shard's last validated table view (read.c) */
 	uint8_t *req;      /* one request being built */
 	int timeout_ms;
 	int deferred;      /* first failure nobody waited for, 0: none */

@@ -14,6 +14,29 @@
 
 #define MGET_WINDOW 16             /* lookups whose cache misses overlap */
 
+/* Shard s's current table, as a view validated once per table
+ * (shm_table_view_memo, db->views[s]). SHM_ENOTFOUND: no table yet. */
+static int shard_view(amora *db, const struct shm_shard *sh, uint32_t s,
+		      const struct shm_table_view **v)
+{
+	/* Acquire, pairs with the shard's release store of table_off: the
+	 * table's header and groups are visible before its offset. */
+	uint64_t off = atomic_load_explicit(&sh->table_off, memory_order_acquire);
+
+	if (off == 0)
+		return SHM_ENOTFOUND;
+	return shm_table_view_memo(&db->seg, off, &db->views[s], v);
+}
+
+static int read_status(amora *db, int rc)
+{
+	if (rc == SHM_OK)
+		return AMORA_OK;
+	if (rc == SHM_ENOTFOUND)
+		return AMORA_ENOTFOUND;
+	return client_fail(db, AMORA_ECORRUPT, "shard table failed validation: %s", shm_strerror(rc));
+}
+
 /* A FAILED shard's table cannot vouch for its keys (one that failed at
  * start has none: every key would read as missing), so a read of one is
  * AMORA_EFAILED. The state shares the descriptor line the lookup loads
@@ -21,16 +44,15 @@
 static int lookup(amora *db, const void *key, size_t klen, uint64_t h, uint32_t s, struct shm_kv *kv)
 {
 	const struct shm_shard *sh = shm_shard_at(&db->seg, s);
+	const struct shm_table_view *v;
 	int rc;
 
 	if (client_shard_stopped(sh))
 		return client_fail_shard_stopped(db, s);
-	rc = shm_shard_get(&db->seg, sh, key, (uint32_t)klen, h, kv);
+	rc = shard_view(db, sh, s, &v);
 	if (rc == SHM_OK)
-		return AMORA_OK;
-	if (rc == SHM_ENOTFOUND)
-		return AMORA_ENOTFOUND;
-	return client_fail(db, AMORA_ECORRUPT, "shard table failed validation: %s", shm_strerror(rc));
+		rc = shm_shard_find(&db->seg, sh, v, key, (uint32_t)klen, h, kv);
+	return read_status(db, rc);
 }
 
 /* Look `key` up inside one read section and hand the record to fn (which
@@ -138,30 +160,38 @@ static int fail_at_key(amora *db, int code, size_t i)
 
 #define MGET_STOPPED 1 /* rc[j] of a key whose shard is FAILED (not an shm_ code) */
 
-/* Look up keys[i..i+n) (n <= MGET_WINDOW): first hash every key, check its
- * shard's state and start loading its first group, then probe. Returns
- * the number found or an error naming the key. */
+/* Look up keys[i..i+n) (n <= MGET_WINDOW) in three passes, so that the
+ * cache misses of the window overlap instead of queueing: hash every key,
+ * check its shard's state and start loading its first group; then start
+ * loading the record its first matching slot points at; then probe.
+ * Returns the number found or an error naming the key. */
 static int mget_window(amora *db, size_t i, size_t n, const void *const keys[],
 		       const size_t klens[], amora_mget_fn fn, void *arg)
 {
-	struct shm_table_view v[MGET_WINDOW];
+	const struct shm_table_view *v[MGET_WINDOW];
 	const struct shm_shard *sh[MGET_WINDOW];
 	uint64_t h[MGET_WINDOW];
 	int rc[MGET_WINDOW], found = 0;
 
 	for (size_t j = 0; j < n; j++) {
+		uint32_t s;
+
 		h[j] = shm_hash(keys[i + j], klens[i + j]);
-		sh[j] = shm_shard_at(&db->seg, shm_shard_of(h[j], db->shards));
+		s = shm_shard_of(h[j], db->shards);
+		sh[j] = shm_shard_at(&db->seg, s);
 		if (client_shard_stopped(sh[j]))
 			rc[j] = MGET_STOPPED;
-		else if ((rc[j] = shm_shard_view(&db->seg, sh[j], &v[j])) == SHM_OK)
-			shm_table_prefetch(&v[j], h[j]);
+		else if ((rc[j] = shard_view(db, sh[j], s, &v[j])) == SHM_OK)
+			shm_table_prefetch(v[j], h[j]);
 	}
+	for (size_t j = 0; j < n; j++)
+		if (rc[j] == SHM_OK)
+			shm_table_prefetch_record(&db->seg, v[j], h[j]);
 	for (size_t j = 0; j < n; j++) {
 		struct shm_kv kv;
 
 		if (rc[j] == SHM_OK)
-			rc[j] = shm_shard_find(&db->seg, sh[j], &v[j], keys[i + j], (uint32_t)klens[i + j],
+			rc[j] = shm_shard_find(&db->seg, sh[j], v[j], keys[i + j], (uint32_t)klens[i + j],
 					       h[j], &kv);
 		if (rc[j] == SHM_OK) {
 			fn(arg, i + j, kv.val, kv.vlen);
@@ -170,8 +200,7 @@ static int mget_window(amora *db, size_t i, size_t n, const void *const keys[],
 			client_fail_shard_stopped(db, shm_shard_of(h[j], db->shards));
 			return fail_at_key(db, AMORA_EFAILED, i + j);
 		} else if (rc[j] != SHM_ENOTFOUND) {
-			client_fail(db, AMORA_ECORRUPT, "shard table failed validation: %s", shm_strerror(rc[j]));
-			return fail_at_key(db, AMORA_ECORRUPT, i + j);
+			return fail_at_key(db, read_status(db, rc[j]), i + j);
 		}
 	}
 	return found;

@@ -143,6 +143,43 @@ int shm_table_view(const struct shm_seg *seg, uint64_t off, struct shm_table_vie
 	return SHM_OK;
 }
 
+int shm_table_view_memo(const struct shm_seg *seg, uint64_t off, struct shm_table_memo *m,
+			const struct shm_table_view **v)
+{
+	int rc;
+
+	if (off != 0 && off == m->off) {
+		const volatile struct shm_table *t = (const volatile struct shm_table *)(seg->base + off);
+
+		if (t->ngroups == m->v.ngroups) {
+			*v = &m->v;
+			return SHM_OK;
+		}
+	}
+	rc = shm_table_view(seg, off, &m->v);
+	m->off = rc == SHM_OK ? off : 0;
+	*v = &m->v;
+	return rc;
+}
+
+void shm_table_prefetch_record(const struct shm_seg *seg, const struct shm_table_view *v,
+			       uint64_t h)
+{
+	uint32_t shash = shm_hash_slot(h);
+	const struct shm_group *g = &v->groups[shash & (v->ngroups - 1)];
+
+	for (uint32_t m = group_match(g, shm_hash_tag(h)); m; m &= m - 1) {
+		uint64_t sv = atomic_load_explicit(&g->slot[__builtin_ctz(m)], memory_order_relaxed);
+		uint64_t off = (sv & SLOT_OFF_MASK) << 4;
+
+		if (sv != 0 && (uint32_t)(sv >> 32) == shash) {
+			if (off < seg->size)
+				__builtin_prefetch(seg->base + off);
+			return;
+		}
+	}
+}
+
 static void prefetch_group(const struct shm_group *g)
 {
 	__builtin_prefetch((const char *)g + 64);

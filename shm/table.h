@@ -110,6 +110,28 @@ struct shm_table_view {
 /* Validate the table at `off` and fill *v. Errors: SHM_ECORRUPT. */
 int shm_table_view(const struct shm_seg *seg, uint64_t off, struct shm_table_view *v);
 
+/* A reader's memo of the last view it validated for one shard: off 0 is
+ * none. Zero-initialised is empty. */
+struct shm_table_memo {
+	uint64_t off;
+	struct shm_table_view v;
+};
+
+/* The view of the table at `off`, validated once per (off, ngroups): when
+ * the memo holds `off` and the table there still says the memo's group
+ * count, *v points at the memo's view without validating again; else the
+ * table is validated (shm_table_view) and memoised. Why that is enough: a
+ * view is a function of (off, ngroups) alone -- validation accepts only
+ * the one bloom count, size and group/bloom offsets those two determine --
+ * and off was in bounds when it was validated (the segment never shrinks).
+ * A table freed and another built at the same offset has another ngroups
+ * (a rebuild at the same size gives the same view). Memory at `off` that
+ * is no table any more (reclamation gone wrong) is read within the old
+ * view's bounds, as every view is. Errors: SHM_ECORRUPT (the memo is then
+ * empty). */
+int shm_table_view_memo(const struct shm_seg *seg, uint64_t off, struct shm_table_memo *m,
+			const struct shm_table_view **v);
+
 /* Reader: find `key` (hash h) in the viewed table; *kv receives the
  * validated view of its record. With use_bloom, a Bloom miss answers without probing.
  * Returns SHM_OK, SHM_ENOTFOUND, or SHM_ECORRUPT (a matching slot points
@@ -128,6 +150,15 @@ static inline void shm_table_prefetch(const struct shm_table_view *v, uint64_t h
 	__builtin_prefetch(g);
 	__builtin_prefetch(g + 64);
 }
+
+/* Reader, the second stage of a multi-get's prefetch (after
+ * shm_table_prefetch had the first group loading): start loading the
+ * record of the first slot in that group whose summary is the key's, so
+ * that a hit's record miss overlaps the others' too. Only a prefetch:
+ * nothing it reads is trusted (a record offset outside the segment is not
+ * prefetched). */
+void shm_table_prefetch_record(const struct shm_seg *seg, const struct shm_table_view *v,
+			       uint64_t h);
 
 /* --- writer side (the shard's single writer) --- */
 

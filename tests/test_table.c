@@ -1,7 +1,8 @@
 /*
  * test_table.c — the Swiss table, the Bloom filter and a shard's set/get/del
  * in one process: group matching (SSE2 and scalar agree), collisions and
- * probing, tombstones, growth, Bloom switching, damaged tables, exhaustion.
+ * probing, tombstones, growth, Bloom switching, damaged tables, a reader's
+ * memo of its validated view, exhaustion.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -269,6 +270,54 @@ Test(table, damaged_tables_are_detected, .init = setup, .fini = teardown)
 	cr_assert_eq(get("k", &r), SHM_ECORRUPT);
 	atomic_store(&g[pos / 16].slot[pos % 16], saved);
 	cr_assert_eq(get("k", &r), SHM_OK);
+}
+
+/* A reader's memo validates a table once per (offset, group count): it
+ * trusts what it validated while both stay, and validates again when
+ * either changes (growth moves the table; another table built at the same
+ * offset has another group count). */
+Test(table, view_memo_validates_once_per_offset_and_group_count, .init = setup, .fini = teardown)
+{
+	struct shm_table_memo m = { 0 };
+	const struct shm_table_view *v;
+	struct shm_table_view fresh;
+	struct shm_table *t;
+	uint64_t off, first;
+	char k[32];
+
+	cr_assert_eq(shm_writer_set(&w, "k", 1, "v", 1), SHM_OK);
+	t = cur_table();
+	off = atomic_load(&w.sh->table_off);
+	cr_assert_eq(shm_table_view_memo(&seg, off, &m, &v), SHM_OK);
+	cr_assert_eq(v, &m.v);
+	cr_assert_eq(m.off, off);
+	cr_assert_eq(v->ngroups, t->ngroups);
+
+	/* The memo does not look again at what it validated... */
+	t->bytes += 16;
+	cr_assert_eq(shm_table_view(&seg, off, &fresh), SHM_ECORRUPT);
+	cr_assert_eq(shm_table_view_memo(&seg, off, &m, &v), SHM_OK);
+	/* ...until the group count at that offset is another one. */
+	t->ngroups *= 2;
+	cr_assert_eq(shm_table_view_memo(&seg, off, &m, &v), SHM_ECORRUPT);
+	cr_assert_eq(m.off, 0, "a failed validation empties the memo");
+	t->ngroups /= 2;
+	cr_assert_eq(shm_table_view_memo(&seg, off, &m, &v), SHM_ECORRUPT, "validated afresh");
+	t->bytes -= 16;
+	cr_assert_eq(shm_table_view_memo(&seg, off, &m, &v), SHM_OK);
+
+	/* Growth: a new offset, a new view, the same as a fresh one. */
+	first = off;
+	for (int i = 0; atomic_load(&w.sh->table_off) == first; i++)
+		cr_assert_eq(shm_writer_set(&w, k, (uint32_t)key_of(k, i), "v", 1), SHM_OK);
+	off = atomic_load(&w.sh->table_off);
+	cr_assert_eq(shm_table_view_memo(&seg, off, &m, &v), SHM_OK);
+	cr_assert_eq(shm_table_view(&seg, off, &fresh), SHM_OK);
+	cr_assert_eq(m.off, off);
+	cr_assert_eq(v->groups, fresh.groups);
+	cr_assert_eq(v->bloom, fresh.bloom);
+	cr_assert_eq(v->ngroups, fresh.ngroups);
+	cr_assert_eq(v->nblocks, fresh.nblocks);
 }
 
 Test(bloom, switchable_and_rebuilt, .init = setup, .fini = teardown, .timeout = 60)
