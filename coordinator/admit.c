@@ -11,6 +11,10 @@
  * error line that says why (-BUSY for a limit, -DENIED for the
  * allow-lists: libamora maps both), sent before the peer's first request
  * is read, then the connection is closed.
+ *
+ * Counted (segment.h, struct shm_amorad_counters): each admitted peer in
+ * connections_received, each refused one in connections_rejected (Redis's
+ * total_connections_received and rejected_connections).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -127,6 +131,11 @@ void admit_log_refusal(const char *fmt, ...)
 	quiet = 0;
 }
 
+static void count_rejected(struct amorad *a)
+{
+	shm_counter_add(&a->e.seg.hdr->amorad.connections_rejected, 1);
+}
+
 /* Out of descriptors (EMFILE): accept one peer with the descriptor kept in
  * reserve, tell it why, and take the reserve back; without this the
  * listening socket would stay readable and amorad would spin. Returns
@@ -140,6 +149,7 @@ static bool refuse_out_of_fds(struct amorad *a)
 	close(a->spare_fd);
 	fd = accept4(a->listener.fd, NULL, NULL, SOCK_CLOEXEC);
 	if (fd >= 0) {
+		count_rejected(a);
 		admit_log_refusal("refused a connection: amorad has no file descriptor left (RLIMIT_NOFILE)");
 		refuse(fd, "BUSY amorad has no file descriptor left (RLIMIT_NOFILE); try again later");
 	}
@@ -183,10 +193,12 @@ static void admit_peer(struct amorad *a, int fd)
 	char err[256];
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+		count_rejected(a);
 		close(fd);
 		return;
 	}
 	if (!allowed(a, fd, &cred)) {
+		count_rejected(a);
 		admit_log_refusal("refused a connection from uid %u gid %u (pid %d): not allowed",
 				  cred.uid, cred.gid, cred.pid);
 		refuse(fd, "DENIED uid %u (gid %u) is not allowed: amorad's allow-uid and allow-gid "
@@ -194,16 +206,20 @@ static void admit_peer(struct amorad *a, int fd)
 		return;
 	}
 	if (check_limits(a, &cred, err, sizeof(err)) != 0) {
+		count_rejected(a);
 		admit_log_refusal("refused a connection from uid %u (pid %d): %s", cred.uid, cred.pid,
 				  err);
 		refuse(fd, "BUSY %s", err);
 		return;
 	}
 	if (conn_open(a, fd, &cred, err, sizeof(err)) != 0) {
+		count_rejected(a);
 		admit_log_refusal("refused a connection from uid %u (pid %d): %s", cred.uid, cred.pid,
 				  err);
 		refuse(fd, "ERR %s", err);
+		return;
 	}
+	shm_counter_add(&a->e.seg.hdr->amorad.connections_received, 1);
 }
 
 /* The listening socket's handler: admit every pending peer. */

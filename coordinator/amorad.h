@@ -95,6 +95,10 @@ void srv_close_listener(struct amorad *a);
 
 /* server.c */
 void srv_free_closed(struct amorad *a); /* after each batch of events */
+/* Store the connection gauges (nconns, attached) in the segment header
+ * (segment.h, struct shm_amorad_counters), where clients read them: after
+ * a connection opens or closes and after each command (an attach). */
+void srv_count_clients(struct amorad *a);
 /* Close connections whose request is not complete after request-timeout-ms
  * (and those whose last reply could not be sent as long). Not called from
  * inside a command, unlike srv_tick: it may close any connection. */

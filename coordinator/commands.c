@@ -11,6 +11,7 @@
  *   ERR wrong number of arguments for 'amora.attach' command
  * (the name of the table's row, in lower case, as Redis writes it).
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,45 +63,200 @@ static void cmd_ping(struct amorad *a, struct conn *c, const struct resp_cmd *cm
 		resp_add_simple(&c->out, "PONG");
 }
 
-/* INFO [section]: every section, whatever is asked. */
+/* ---------- INFO ---------- */
+
+/* INFO [section ...]: Redis's shape. Sections "# Name", lines
+ * "field:value", a blank line between sections; the field names Redis
+ * tools read (redis-cli --stat: used_memory, connected_clients,
+ * blocked_clients, total_commands_processed, total_connections_received,
+ * the db0:keys= line: it takes the first occurrence of a name anywhere,
+ * so no field before # Memory contains "used_memory"). Sections are named
+ * case-insensitively; no argument, "all", "everything" or "default" give
+ * every one (there are no others); an unknown name adds nothing, so
+ * INFO nosuch is an empty reply, as in Redis. Counters come from the
+ * segment (segment.h, "Counters"), as libamora reads them for
+ * `amora stats`, which prints the same names; what only amorad knows (its
+ * pid, uptime, data directory, sync mode, max_clients) is INFO's alone. */
+
+/* The reply being built: grows as needed; running out of memory sticks. */
+struct info {
+	char *buf;
+	size_t len, cap;
+	bool oom;
+	struct amorad *a;
+	struct shm_store_stats ss;
+	struct shm_amorad_stats as;
+};
+
+static void info_add(struct info *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void info_add(struct info *in, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		if (in->oom)
+			return;
+		va_start(ap, fmt);
+		n = vsnprintf(in->buf + in->len, in->cap - in->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			in->oom = true;
+		} else if ((size_t)n < in->cap - in->len) {
+			in->len += (size_t)n;
+			return;
+		} else {
+			size_t cap = (in->cap + (size_t)n) * 2;
+			char *p = realloc(in->buf, cap);
+
+			if (p == NULL)
+				in->oom = true;
+			else
+				in->buf = p, in->cap = cap;
+		}
+	}
+}
+
+static unsigned long long ull(uint64_t v)
+{
+	return (unsigned long long)v;
+}
+
+/* Records per log write (0 before the first). */
+static double mean_batch(uint64_t records, uint64_t writes)
+{
+	return writes ? (double)records / (double)writes : 0.0;
+}
+
+static void info_server(struct info *in)
+{
+	struct engine *e = &in->a->e;
+
+	info_add(in, "amora_version:" AMORA_VERSION_STRING "\r\nprocess_id:%d\r\nuptime_in_seconds:%llu\r\n"
+		 "data_dir:%s\r\nshards:%u\r\nshards_ready:%u\r\nshards_failed:%u\r\n", getpid(),
+		 ull((shm_now_ns() - in->a->started_ns) / 1000000000ull), e->cfg.data_dir, e->cfg.shards,
+		 in->ss.ready, in->ss.failed);
+}
+
+/* blocked_clients: no command of amorad's blocks; redis-cli --stat reads it. */
+static void info_clients(struct info *in)
+{
+	info_add(in, "connected_clients:%u\r\nattached_clients:%u\r\nmax_clients:%u\r\nblocked_clients:0\r\n",
+		 in->as.connected_clients, in->as.attached_clients, in->a->e.cfg.max_clients);
+}
+
+static void info_memory(struct info *in)
+{
+	const struct shm_store_stats *ss = &in->ss;
+
+	info_add(in, "used_memory:%llu\r\nmemory_limit:%llu\r\nrecord_bytes:%llu\r\nfragmentation:%.4f\r\n",
+		 ull(ss->used_bytes), ull(in->a->e.seg.size), ull(ss->requested_bytes),
+		 ss->used_bytes ? 1.0 - (double)ss->requested_bytes / (double)ss->used_bytes : 0.0);
+}
+
+/* loading: 1 while a shard recovers its log (starting or restarting). */
+static void info_persistence(struct info *in)
+{
+	const struct shm_store_stats *ss = &in->ss;
+
+	info_add(in, "loading:%d\r\nsync:%s\r\nlog_writes:%llu\r\nlog_records:%llu\r\nlog_bytes:%llu\r\n"
+		 "log_syncs:%llu\r\nmean_batch:%.2f\r\n", ss->loading > 0, wal_sync_name(in->a->e.cfg.sync),
+		 ull(ss->w.log_writes), ull(ss->w.log_records), ull(ss->w.log_bytes), ull(ss->w.log_syncs),
+		 mean_batch(ss->w.log_records, ss->w.log_writes));
+}
+
+static void info_stats(struct info *in)
+{
+	info_add(in, "total_connections_received:%llu\r\ntotal_commands_processed:%llu\r\n"
+		 "rejected_connections:%llu\r\ntotal_requests:%llu\r\n", ull(in->as.connections_received),
+		 ull(in->as.commands_processed), ull(in->as.connections_rejected), ull(in->ss.w.requests));
+}
+
+/* One database; as Redis, no line while it is empty. */
+static void info_keyspace(struct info *in)
+{
+	if (in->ss.keys > 0)
+		info_add(in, "db0:keys=%llu,expires=0,avg_ttl=0\r\n", ull(in->ss.keys));
+}
+
+/* One line a shard (cause=none unless it FAILED). */
+static void info_shards(struct info *in)
+{
+	for (uint32_t s = 0; s < in->a->e.cfg.shards; s++) {
+		struct shm_shard_stats st;
+
+		shm_shard_stats(&in->a->e.seg, s, &st);
+		info_add(in, "shard%u:state=%s,cause=%s,keys=%llu,used_memory=%llu,requests=%llu,log_writes=%llu,"
+			 "log_records=%llu,log_bytes=%llu,log_syncs=%llu,mean_batch=%.2f,restarts=%u\r\n", s,
+			 shm_shard_state_name(st.state), shm_fail_cause_token(st.cause), ull(st.keys),
+			 ull(st.used_bytes), ull(st.w.requests), ull(st.w.log_writes), ull(st.w.log_records),
+			 ull(st.w.log_bytes), ull(st.w.log_syncs), mean_batch(st.w.log_records, st.w.log_writes),
+			 st.restarts);
+	}
+}
+
+/* In Redis's order, ours last. */
+static const struct info_section {
+	const char *name;  /* what INFO's argument names, in any case */
+	const char *title; /* its header line */
+	void (*add)(struct info *in);
+} info_sections[] = {
+	{ "server", "Server", info_server },
+	{ "clients", "Clients", info_clients },
+	{ "memory", "Memory", info_memory },
+	{ "persistence", "Persistence", info_persistence },
+	{ "stats", "Stats", info_stats },
+	{ "keyspace", "Keyspace", info_keyspace },
+	{ "shards", "Shards", info_shards },
+};
+#define INFO_NSECTIONS (sizeof(info_sections) / sizeof(info_sections[0]))
+
+static bool word_is(const char *w, size_t len, const char *name)
+{
+	return strlen(name) == len && strncasecmp(w, name, len) == 0;
+}
+
+/* The sections the arguments name, a bit each. */
+static uint32_t info_wanted(const struct resp_cmd *cmd)
+{
+	uint32_t want = 0;
+
+	if (cmd->argc == 1)
+		return (1u << INFO_NSECTIONS) - 1;
+	for (size_t i = 1; i < cmd->argc; i++) {
+		const char *w = cmd->argv[i];
+		size_t n = cmd->argl[i];
+
+		if (word_is(w, n, "all") || word_is(w, n, "everything") || word_is(w, n, "default"))
+			want = (1u << INFO_NSECTIONS) - 1;
+		for (size_t k = 0; k < INFO_NSECTIONS; k++)
+			if (word_is(w, n, info_sections[k].name))
+				want |= 1u << k;
+	}
+	return want;
+}
+
 static void cmd_info(struct amorad *a, struct conn *c, const struct resp_cmd *cmd)
 {
-	struct engine *e = &a->e;
-	struct shm_store_stats ss;
-	/* Room for the fixed part, the data directory and one line a shard
-	 * ("shard1023:state=restarting,cause=out_of_memory,restarts=4294967295"). */
-	size_t cap = 1024 + strlen(e->cfg.data_dir) + (size_t)e->cfg.shards * 80, len;
-	char *buf = malloc(cap);
+	struct info in = { .a = a };
+	uint32_t want = info_wanted(cmd);
+	unsigned n = 0;
 
-	(void)cmd;
-	if (buf == NULL) {
+	in.cap = 4096; /* enough for all but # Shards of many shards: info_add grows it */
+	in.buf = malloc(in.cap);
+	in.oom = in.buf == NULL;
+	shm_store_stats(&a->e.seg, &in.ss);
+	shm_amorad_stats(&a->e.seg, &in.as);
+	for (size_t k = 0; k < INFO_NSECTIONS; k++) {
+		if (!(want & (1u << k)))
+			continue;
+		info_add(&in, "%s# %s\r\n", n++ ? "\r\n" : "", info_sections[k].title);
+		info_sections[k].add(&in);
+	}
+	if (in.oom || resp_add_bulk(&c->out, in.buf, in.len) != RESP_OK)
 		resp_add_error(&c->out, "ERR out of memory for INFO");
-		return;
-	}
-	shm_store_stats(&e->seg, &ss);
-	len = (size_t)snprintf(buf, cap,
-		     "# Server\r\namora_version:" AMORA_VERSION_STRING "\r\nprocess_id:%d\r\nuptime_in_seconds:%llu\r\n"
-		     "data_dir:%s\r\nsync:%s\r\nshards:%u\r\nshards_ready:%u\r\nshards_failed:%u\r\n"
-		     "# Clients\r\nconnected_clients:%zu\r\nattached_clients:%u\r\nmax_clients:%u\r\n"
-		     "# Memory\r\nused_memory:%llu\r\nmemory_limit:%llu\r\n"
-		     "# Keyspace\r\nkeys:%llu\r\n# Shards\r\n",
-		     getpid(), (unsigned long long)((shm_now_ns() - a->started_ns) / 1000000000ull),
-		     e->cfg.data_dir, wal_sync_name(e->cfg.sync), e->cfg.shards, ss.ready, ss.failed,
-		     a->nconns, a->attached, e->cfg.max_clients, (unsigned long long)ss.used_bytes,
-		     (unsigned long long)e->seg.size, (unsigned long long)ss.keys);
-	/* One line a shard: state, why it failed (cause=none unless FAILED),
-	 * restarts. The cause is loaded after the state (shardd.h). */
-	for (uint32_t s = 0; s < e->cfg.shards && len < cap; s++) {
-		struct shm_shard *sh = shm_shard_at(&e->seg, s);
-		uint32_t st = atomic_load_explicit(&sh->state, memory_order_acquire);
-		uint32_t cause = st == SHM_SHARD_FAILED ? atomic_load(&sh->cause) : SHM_FAIL_NONE;
-
-		len += (size_t)snprintf(buf + len, cap - len, "shard%u:state=%s,cause=%s,restarts=%u\r\n", s,
-					shm_shard_state_name(st), shm_fail_cause_token(cause),
-					atomic_load(&sh->restarts));
-	}
-	resp_add_bulk(&c->out, buf, len < cap ? len : cap - 1);
-	free(buf);
+	free(in.buf);
 }
 
 /* COMMAND [...]: an empty list, which is all redis-cli's start-up probe
@@ -189,6 +345,11 @@ static void cmd_dispatch(struct amorad *a, struct conn *c, const struct command 
 	if (k->flags & CMD_ADMIN)
 		log_info("%s from pid %d (uid %u)", k->name, c->pid, c->uid);
 	k->proc(a, c, cmd);
+	/* Counted once its handler ran, as Redis's total_commands_processed
+	 * (segment.h, struct shm_amorad_counters); an attach changes the
+	 * gauges. */
+	shm_counter_add(&a->e.seg.hdr->amorad.commands_processed, 1);
+	srv_count_clients(a);
 	if (k->flags & CMD_CLOSES)
 		c->close_after_write = true;
 }

@@ -302,6 +302,7 @@ int conn_open(struct amorad *a, int fd, const struct ucred *cred, char *err, siz
 		return -1;
 	}
 	a->conns[a->nconns++] = c;
+	srv_count_clients(a);
 	return 0;
 }
 
@@ -316,12 +317,21 @@ void conn_close(struct amorad *a, struct conn *c)
 			break;
 		}
 	}
+	srv_count_clients(a);
 	in_free(a, c);
 	resp_buf_free(&c->out);
 	/* Freed only after the current batch of events (loop.h): an event of
 	 * this connection later in the batch finds its handler removed. */
 	c->next_closed = a->closed;
 	a->closed = c;
+}
+
+void srv_count_clients(struct amorad *a)
+{
+	struct shm_amorad_counters *k = &a->e.seg.hdr->amorad;
+
+	atomic_store_explicit(&k->connected_clients, (uint32_t)a->nconns, memory_order_relaxed);
+	atomic_store_explicit(&k->attached_clients, a->attached, memory_order_relaxed);
 }
 
 void srv_free_closed(struct amorad *a)

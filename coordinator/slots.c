@@ -179,6 +179,7 @@ static void publish_slot(struct amorad *a, struct conn *c, uint32_t slot, uint32
 	engine_wake_shards(e);
 	c->slot = (int)slot;
 	a->attached++;
+	srv_count_clients(a); /* before the reply: the client may read it at once */
 }
 
 /* amorad could not give the connection a slot for a cause of its own (a

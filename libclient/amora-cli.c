@@ -55,8 +55,9 @@ static void usage(FILE *out)
 		"  set KEY VALUE   store VALUE under KEY; prints OK\n"
 		"  del KEY         remove KEY; prints 1 if it was there, 0 if not\n"
 		"  has KEY         print 1 (exit 0) if KEY exists, 0 (exit 1) if not\n"
-		"  stats           print the store's counters as 'name: value' lines, and\n"
-		"                  a line for each shard not serving: 'shard3: failed (corrupt log)'\n"
+		"  stats           print the store's counters as INFO does ('# Section' and\n"
+		"                  'name:value' lines, a line for each shard: 'shard3:state=failed,\n"
+		"                  cause=corrupt_log,...'), read from shared memory\n"
 		"  ping            check that amorad and every shard are up; prints PONG\n"
 		"\n"
 		"Options:\n"
@@ -232,31 +233,62 @@ static int cmd_has(amora *db, char **args, int from_stdin)
 	return rc ? 0 : EXIT_NO;
 }
 
+/* Records per log write (0 before the first), as INFO's mean_batch. */
+static double mean_batch(uint64_t records, uint64_t writes)
+{
+	return writes ? (double)records / (double)writes : 0.0;
+}
+
+/* `amora stats`: INFO's sections and field names, from shared memory (no
+ * round trip), with the fields only amorad knows (its pid, uptime, data
+ * directory, sync mode, max_clients) left out; lines end in \n, not \r\n.
+ * This handle counts: its connection, its attach. */
 static int cmd_stats(amora *db, char **args, int from_stdin)
 {
 	struct amora_stats st;
+	struct amora_server_stats sv;
+	struct amora_shard_status ss;
+	uint32_t loading = 0;
 	int rc = amora_stats(db, &st);
 
 	(void)args, (void)from_stdin;
+	if (rc == 0)
+		rc = amora_server_stats(db, &sv, sizeof(sv));
+	for (uint32_t s = 0; rc == 0 && s < st.shards; s++)
+		if ((rc = amora_shard_status(db, s, &ss)) == 0)
+			loading += ss.state == AMORA_SHARD_STARTING || ss.state == AMORA_SHARD_RESTARTING;
 	if (rc < 0)
 		return fail(db, "stats", rc);
-	printf("shards: %u\nshards_ready: %u\nshards_failed: %u\nkeys: %llu\nmemory_limit: %llu\n"
-	       "memory_used: %llu\nrecord_bytes: %llu\nfragmentation: %.4f\n",
-	       st.shards, st.shards_ready, st.shards_failed, (unsigned long long)st.keys,
-	       (unsigned long long)st.memory_limit, (unsigned long long)st.memory_used,
-	       (unsigned long long)st.record_bytes, st.fragmentation);
-	/* Each shard that does not serve, with its state and the cause. */
+	printf("# Server\nshards:%u\nshards_ready:%u\nshards_failed:%u\n\n"
+	       "# Clients\nconnected_clients:%u\nattached_clients:%u\nblocked_clients:0\n\n"
+	       "# Memory\nused_memory:%llu\nmemory_limit:%llu\nrecord_bytes:%llu\nfragmentation:%.4f\n\n"
+	       "# Persistence\nloading:%d\nlog_writes:%llu\nlog_records:%llu\nlog_bytes:%llu\nlog_syncs:%llu\n"
+	       "mean_batch:%.2f\n\n"
+	       "# Stats\ntotal_connections_received:%llu\ntotal_commands_processed:%llu\n"
+	       "rejected_connections:%llu\ntotal_requests:%llu\n\n# Keyspace\n",
+	       st.shards, st.shards_ready, st.shards_failed, sv.connected_clients, sv.attached_clients,
+	       (unsigned long long)st.memory_used, (unsigned long long)st.memory_limit,
+	       (unsigned long long)st.record_bytes, st.fragmentation, loading > 0,
+	       (unsigned long long)sv.writes.log_writes, (unsigned long long)sv.writes.log_records,
+	       (unsigned long long)sv.writes.log_bytes, (unsigned long long)sv.writes.log_syncs,
+	       mean_batch(sv.writes.log_records, sv.writes.log_writes),
+	       (unsigned long long)sv.connections_received, (unsigned long long)sv.commands_processed,
+	       (unsigned long long)sv.connections_rejected, (unsigned long long)sv.writes.requests);
+	if (st.keys > 0)
+		printf("db0:keys=%llu,expires=0,avg_ttl=0\n", (unsigned long long)st.keys);
+	printf("\n# Shards\n");
 	for (uint32_t s = 0; s < st.shards; s++) {
-		struct amora_shard_status ss;
+		struct amora_shard_stats sh;
+		const struct amora_write_counts *w = &sh.writes;
 
-		if ((rc = amora_shard_status(db, s, &ss)) < 0)
+		if ((rc = amora_shard_stats(db, s, &sh, sizeof(sh))) < 0)
 			return fail(db, "stats", rc);
-		if (ss.state == AMORA_SHARD_READY)
-			continue;
-		if (*ss.cause)
-			printf("shard%u: %s (%s)\n", s, ss.name, ss.cause);
-		else
-			printf("shard%u: %s\n", s, ss.name);
+		printf("shard%u:state=%s,cause=%s,keys=%llu,used_memory=%llu,requests=%llu,log_writes=%llu,"
+		       "log_records=%llu,log_bytes=%llu,log_syncs=%llu,mean_batch=%.2f,restarts=%u\n", s,
+		       sh.state, sh.cause, (unsigned long long)sh.keys, (unsigned long long)sh.memory_used,
+		       (unsigned long long)w->requests, (unsigned long long)w->log_writes,
+		       (unsigned long long)w->log_records, (unsigned long long)w->log_bytes,
+		       (unsigned long long)w->log_syncs, mean_batch(w->log_records, w->log_writes), sh.restarts);
 	}
 	return out_bytes(NULL, 0);
 }

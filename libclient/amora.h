@@ -39,7 +39,7 @@
  * bounded by the handle's timeout (amora_set_timeout, default 10 s).
  *
  * Version: AMORA_VERSION_MAJOR, _MINOR, _PATCH and AMORA_VERSION_STRING
- * ("0.1.0") are the version of this header; amora_version() gives that of
+ * ("0.2.0") are the version of this header; amora_version() gives that of
  * the library a program runs with. libamora.so's SONAME is
  * libamora.so.MAJOR: a new major version is one a program must be rebuilt
  * for. (In this tree the numbers live in shm/version.h, included below;
@@ -299,6 +299,78 @@ struct amora_shard_status {
  * Errors: AMORA_EINVAL (out is NULL, no such shard). */
 AMORA_API int amora_shard_status(amora *db, uint32_t shard, struct amora_shard_status *out);
 
+/* Counters and gauges beyond amora_stats, read from the shared segment
+ * like it (no system call): what INFO prints under the same names, and
+ * what `amora stats` prints. Counts run from amorad's start; a restarted
+ * shard goes on from its predecessor's. Each field is read on its own: the
+ * whole is no snapshot, and two calls may differ by activity in between.
+ *
+ * ABI: new functions rather than new fields in struct amora_stats: a
+ * program built against an older amora.h passes a smaller struct
+ * amora_stats, which a newer library would write past. These structs are
+ * filled through a size argument instead (pass sizeof(struct ...)), as
+ * Linux's extensible structs (clone3, openat2): a later version appends
+ * fields at the end, fills only the first `size` bytes for a program
+ * built against this header, and zeroes the fields of a newer header it
+ * does not know. */
+
+/* What the shards count of writes (in struct amora_server_stats summed,
+ * in struct amora_shard_stats one shard's); INFO's names. Fixed: new
+ * counters go at the end of the structs holding it. */
+struct amora_write_counts {
+	uint64_t requests;    /* INFO's total_requests, a shard's requests=:
+			       * writes answered (sets and deletes, failed ones
+			       * included) */
+	uint64_t log_writes;  /* log_writes: log writes (one write(2) per batch
+			       * of requests) */
+	uint64_t log_records; /* log_records: writes logged in them;
+			       * log_records / log_writes is INFO's mean_batch */
+	uint64_t log_bytes;   /* log_bytes: bytes written to the logs */
+	uint64_t log_syncs;   /* log_syncs: fdatasync calls on the logs */
+};
+
+struct amora_server_stats {
+	/* amorad's, since it started (INFO's # Stats and # Clients) */
+	uint64_t commands_processed;   /* total_commands_processed: control-socket
+					* commands whose handler ran (attaches,
+					* INFO, PING ...; not unknown ones) */
+	uint64_t connections_received; /* total_connections_received: connections
+					* admitted */
+	uint64_t connections_rejected; /* rejected_connections: refused by the
+					* allow-lists or the connection limits,
+					* or for want of a descriptor or memory */
+	uint32_t connected_clients;    /* connected_clients: connections open now,
+					* this handle's included */
+	uint32_t attached_clients;     /* attached_clients: of which attached
+					* handles */
+	/* the shards', summed (INFO's # Stats and # Persistence) */
+	struct amora_write_counts writes;
+};
+
+/* Fill the first `size` bytes of *out (size: sizeof(*out)). Errors:
+ * AMORA_EINVAL (out is NULL, size smaller than this first version of the
+ * struct). */
+AMORA_API int amora_server_stats(amora *db, struct amora_server_stats *out, size_t size);
+
+/* One shard: INFO's line "shardN:state=...,cause=...,keys=...,..." */
+struct amora_shard_stats {
+	const char *state;    /* state=: "starting", "ready", "restarting",
+			       * "failed", "stopped" (amora_shard_status's name) */
+	const char *cause;    /* cause=: "none" unless failed, then
+			       * "corrupt_log", "out_of_memory" or "start_failed"
+			       * (INFO's tokens; amora_shard_status has the words) */
+	uint64_t keys;        /* keys=: live keys */
+	uint64_t memory_used; /* used_memory=: this shard's part of
+			       * amora_stats.memory_used */
+	struct amora_write_counts writes; /* requests=, log_writes= ...: this shard's */
+	uint32_t restarts;    /* restarts=: times amorad restarted it */
+};
+
+/* Fill the first `size` bytes of *out with shard `shard` (0 .. shards - 1;
+ * the strings are static). Errors: AMORA_EINVAL (out is NULL, size too
+ * small, no such shard). */
+AMORA_API int amora_shard_stats(amora *db, uint32_t shard, struct amora_shard_stats *out, size_t size);
+
 /* Ask the coordinator whether it and every shard are up (one round trip
  * on the control socket). Returns 0, AMORA_EGONE (coordinator gone),
  * AMORA_ETIMEDOUT (no answer within the timeout), AMORA_EPROTO,
@@ -318,7 +390,7 @@ AMORA_API const char *amora_errmsg(const amora *db);
 /* The version of the libamora a program runs with, which may be newer than
  * the amora.h it was compiled with (AMORA_VERSION_*): sets *major, *minor
  * and *patch (each may be NULL) and returns the version as a string
- * ("0.1.0"; static, never NULL). */
+ * ("0.2.0"; static, never NULL). */
 AMORA_API const char *amora_version(int *major, int *minor, int *patch);
 
 #ifdef __cplusplus

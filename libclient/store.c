@@ -1,10 +1,11 @@
 /*
  * store.c — the store's state as a client sees it (amora.h): counters and
  * shard states read from the data segment (amora_stats,
- * amora_shard_status), and a round trip to amorad on the control socket
- * (amora_heartbeat).
+ * amora_server_stats, amora_shard_stats, amora_shard_status), and a round
+ * trip to amorad on the control socket (amora_heartbeat).
  */
 #include <poll.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -33,6 +34,88 @@ int amora_stats(amora *db, struct amora_stats *st)
 	st->gets = db->gets;
 	st->sets = db->sets;
 	st->dels = db->dels;
+	return AMORA_OK;
+}
+
+/* The sizes of the structs' first versions (amora.h, "ABI"): a caller
+ * passes at least this. They stay when fields are appended. */
+#define SERVER_STATS_V1 (offsetof(struct amora_server_stats, writes) + sizeof(struct amora_write_counts))
+#define SHARD_STATS_V1 (offsetof(struct amora_shard_stats, restarts) + sizeof(uint32_t))
+
+/* A sized struct's arguments (amora.h, "ABI"): AMORA_OK or AMORA_EINVAL. */
+static int check_sized(amora *db, const void *out, size_t size, size_t v1, const char *what)
+{
+	if (out == NULL)
+		return client_fail(db, AMORA_EINVAL, "out is NULL");
+	if (size < v1)
+		return client_fail(db, AMORA_EINVAL, "size %zu is below struct %s's %zu", size, what, v1);
+	return AMORA_OK;
+}
+
+static struct amora_write_counts write_counts(const struct shm_write_counts *w)
+{
+	return (struct amora_write_counts){ w->requests, w->log_writes, w->log_records, w->log_bytes,
+					    w->log_syncs };
+}
+
+/* amora.h's rule for sized structs: the caller's first `size` bytes get
+ * ours, what lies beyond ours is zeroed. */
+static void fill_sized(void *out, size_t size, const void *ours, size_t have)
+{
+	memcpy(out, ours, size < have ? size : have);
+	if (size > have)
+		memset((char *)out + have, 0, size - have);
+}
+
+int amora_server_stats(amora *db, struct amora_server_stats *out, size_t size)
+{
+	struct amora_server_stats st;
+	struct shm_amorad_stats as;
+	struct shm_store_stats ss;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	if (check_sized(db, out, size, SERVER_STATS_V1, "amora_server_stats") != AMORA_OK)
+		return AMORA_EINVAL;
+	shm_amorad_stats(&db->seg, &as);
+	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
+	shm_store_stats(&db->seg, &ss);
+	shm_epoch_leave(&db->hdr->epoch);
+	st = (struct amora_server_stats){
+		.commands_processed = as.commands_processed,
+		.connections_received = as.connections_received,
+		.connections_rejected = as.connections_rejected,
+		.connected_clients = as.connected_clients,
+		.attached_clients = as.attached_clients,
+		.writes = write_counts(&ss.w),
+	};
+	fill_sized(out, size, &st, sizeof(st));
+	return AMORA_OK;
+}
+
+int amora_shard_stats(amora *db, uint32_t shard, struct amora_shard_stats *out, size_t size)
+{
+	struct amora_shard_stats st;
+	struct shm_shard_stats ss;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	if (check_sized(db, out, size, SHARD_STATS_V1, "amora_shard_stats") != AMORA_OK)
+		return AMORA_EINVAL;
+	if (shard >= db->shards)
+		return client_fail(db, AMORA_EINVAL, "no shard %u: the store has %u", shard, db->shards);
+	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
+	shm_shard_stats(&db->seg, shard, &ss);
+	shm_epoch_leave(&db->hdr->epoch);
+	st = (struct amora_shard_stats){
+		.state = shm_shard_state_name(ss.state),
+		.cause = shm_fail_cause_token(ss.cause),
+		.keys = ss.keys,
+		.memory_used = ss.used_bytes,
+		.writes = write_counts(&ss.w),
+		.restarts = ss.restarts,
+	};
+	fill_sized(out, size, &st, sizeof(st));
 	return AMORA_OK;
 }
 

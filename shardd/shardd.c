@@ -16,7 +16,8 @@
  *   3. write the batch to the log with one write(2) and make it durable
  *      per the sync mode (group commit);
  *   4. record in each client's channel the last request id the log now
- *      holds, then publish the completions and release the SQ space. A
+ *      holds, add the round to the shard's counters (count_log), then
+ *      publish the completions and release the SQ space. A
  *      next incarnation re-reads what was not released: it answers the
  *      requests up to the recorded id without applying them again (a newer
  *      write of another client may have followed), and applies the rest,
@@ -131,6 +132,9 @@ struct shardd {
 	uint64_t next_sweep_ns;
 	uint64_t next_reclaim_ns;
 	bool dirty;    /* the batch holds effects to log */
+	/* The log's counters (struct wal, stat_*) as last added to the
+	 * descriptor's (count_log). */
+	uint64_t counted_batches, counted_records, counted_bytes, counted_syncs;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -763,6 +767,32 @@ static void mark_decided(struct shardd *d)
 	}
 }
 
+/* ---------- counters ---------- */
+
+/* Add what the log counted since the last call to the shard's shared
+ * counters (segment.h, struct shm_shard_counters): after each commit,
+ * before the round's completions are published, and after a periodic
+ * sync. The counters go on from a previous incarnation's: each adds only
+ * what its own struct wal counted. */
+static void count_log(struct shardd *d)
+{
+	struct shm_shard_counters *c = &d->sh->ctr;
+	const struct wal *w = &d->wal;
+
+	if (w->stat_batches != d->counted_batches) {
+		shm_counter_add(&c->log_writes, w->stat_batches - d->counted_batches);
+		shm_counter_add(&c->log_records, w->stat_records - d->counted_records);
+		shm_counter_add(&c->log_bytes, w->stat_bytes - d->counted_bytes);
+		d->counted_batches = w->stat_batches;
+		d->counted_records = w->stat_records;
+		d->counted_bytes = w->stat_bytes;
+	}
+	if (w->stat_syncs != d->counted_syncs) {
+		shm_counter_add(&c->log_syncs, w->stat_syncs - d->counted_syncs);
+		d->counted_syncs = w->stat_syncs;
+	}
+}
+
 /* Log the batch, then hand out completions and free the SQ space. */
 static int finish_round(struct shardd *d)
 {
@@ -780,6 +810,10 @@ static int finish_round(struct shardd *d)
 	wal_batch_begin(&d->wal);
 	if (!fatal)
 		mark_decided(d);
+	/* Counted before any completion is visible (struct shm_shard_counters). */
+	count_log(d);
+	if (d->npend > 0)
+		shm_counter_add(&d->sh->ctr.requests, d->npend);
 	for (size_t i = 0; i < d->npend; i++) {
 		struct pending *q = &d->pend[i];
 		struct peer *p = &d->peers[q->slot];
@@ -1034,6 +1068,7 @@ static void serve(struct shardd *d)
 				log_error("periodic log sync failed: %s; restarting", wal_errmsg(&d->wal));
 			exit(SHARDD_EXIT_IO);
 		}
+		count_log(d); /* a periodic sync */
 		if (more)
 			continue;
 		if (stop_requested)
@@ -1070,6 +1105,7 @@ int shardd_run(struct engine *e, uint32_t id)
 		log_error("final log sync failed: %s", wal_errmsg(&d.wal));
 		return SHARDD_EXIT_IO;
 	}
+	count_log(&d);
 	shm_writer_close(&d.w);
 	wal_close(&d.wal);
 	atomic_store(&d.sh->state, SHM_SHARD_STOPPED);

@@ -98,7 +98,14 @@ struct wal {
 	size_t buf_len, buf_cap;
 	uint32_t batch_nrec;
 	uint64_t batch_first_seq, batch_last_seq;
-	/* counters for INFO and tests */
+	/* Counters of this struct wal's life (private, plain): the shard adds
+	 * what they grew by to its shared counters (segment.h, struct
+	 * shm_shard_counters; shardd.c, count_log) for INFO. stat_batches:
+	 * frames written (one write(2) each); stat_records: records in them;
+	 * stat_bytes: their bytes, headers included; stat_syncs: fdatasync
+	 * and directory fsync calls that succeeded (a batch's in "always",
+	 * periodic ones, two per new segment, one per closed one). All stay
+	 * 0 with WAL_SYNC_NONE. */
 	uint64_t stat_batches, stat_records, stat_bytes, stat_syncs;
 	wal_note_fn note;         /* NULL: notes are dropped */
 	void *note_arg;

@@ -175,6 +175,25 @@ void shm_seg_close(struct shm_seg *seg)
 	seg->fd = -1;
 }
 
+/* Each writer's counters alone on their line (segment.h, "Counters"). */
+_Static_assert(sizeof(struct shm_shard_counters) <= SHM_CACHELINE &&
+	       offsetof(struct shm_shard, ctr) % SHM_CACHELINE == 0 &&
+	       sizeof(struct shm_shard) % SHM_CACHELINE == 0, "a shard's counters have a line of their own");
+_Static_assert(sizeof(struct shm_amorad_counters) <= SHM_CACHELINE &&
+	       offsetof(struct shm_header, amorad) % SHM_CACHELINE == 0 &&
+	       sizeof(struct shm_header) % SHM_CACHELINE == 0, "amorad's counters have a line of their own");
+
+void shm_amorad_stats(const struct shm_seg *seg, struct shm_amorad_stats *out)
+{
+	const struct shm_amorad_counters *c = &seg->hdr->amorad;
+
+	out->commands_processed = atomic_load_explicit(&c->commands_processed, memory_order_relaxed);
+	out->connections_received = atomic_load_explicit(&c->connections_received, memory_order_relaxed);
+	out->connections_rejected = atomic_load_explicit(&c->connections_rejected, memory_order_relaxed);
+	out->connected_clients = atomic_load_explicit(&c->connected_clients, memory_order_relaxed);
+	out->attached_clients = atomic_load_explicit(&c->attached_clients, memory_order_relaxed);
+}
+
 struct shm_shard *shm_shard_at(const struct shm_seg *seg, uint32_t i)
 {
 	if (i >= seg->hdr->shard_count)

@@ -10,7 +10,7 @@
  * Layout (all offsets from the segment start):
  *
  *   0              struct shm_header   magic, version, layout, global epoch,
- *                                      chunk pool state
+ *                                      chunk pool state, amorad's counters
  *   shard_off      struct shm_shard[shard_count]   one descriptor per shard
  *   chunk_next_off uint32_t[nchunks]   free-stack links, one per chunk
  *   chunk_owner_off uint32_t[nchunks]  shard id + 1 of the shard that owns
@@ -35,6 +35,20 @@
  * record and freeing it, loses that chunk (until amorad restarts): never
  * the other way round, which could put a chunk on the free stack twice.
  *
+ * Counters (INFO, amora_server_stats, amora_shard_stats). Each counter has
+ * exactly one writer, which adds with a relaxed load and a relaxed store
+ * (shm_counter_add: no locked instruction); anyone reads it with a
+ * relaxed load and gets a value it had, never a torn one. Counters are not a consistent
+ * snapshot of each other, and a reader must not infer an order of other
+ * memory from one, except where a field's comment names an ordering that
+ * holds for it. They count from amorad's start (a new segment starts at
+ * zero); a restarted shard goes on from its predecessor's counts. Each
+ * writer's counters sit on a cache line of their own, so their stores do
+ * not slow the readers of the lines next to them. amorad's are in the
+ * header (struct shm_amorad_counters), a shard's in its descriptor (struct
+ * shm_shard_counters); shm_store_stats and shm_shard_stats (shard.h) read
+ * them.
+ *
  * Limits: segment size at most SHM_MAX_SIZE (64 GiB: records are addressed
  * by 32-bit offsets in units of 16 bytes), shard count a power of two in
  * 1..SHM_MAX_SHARDS.
@@ -51,7 +65,7 @@
 #include "shm/slab.h"
 
 #define SHM_MAGIC 0x4d48534152524f4dULL /* "MORRASHM" */
-#define SHM_VERSION 3u
+#define SHM_VERSION 4u /* 4: the counters (struct shm_amorad_counters, shm_shard_counters) */
 #define SHM_CHUNK_SHIFT 21
 #define SHM_CHUNK_SIZE (1ULL << SHM_CHUNK_SHIFT) /* 2 MiB */
 #define SHM_MAX_SIZE (64ULL << 30)
@@ -75,6 +89,65 @@ enum shm_fail_cause {
 	SHM_FAIL_START = 3,       /* could not start (files, memory of its own) */
 };
 
+/* Add n to a counter the calling thread alone writes (see "Counters"
+ * above): a relaxed load and a relaxed store, no locked instruction. Two
+ * writers would lose counts. */
+static inline void shm_counter_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+/* One shard's counters, on a cache line of their own at the end of its
+ * descriptor: its writer adds to them once per round (or per periodic
+ * sync), and readers loading table_off, seq or state from the first line
+ * do not miss for it. Written only by the shard process (shardd.c) with
+ * shm_counter_add; read with relaxed loads by anyone (INFO, libamora). */
+struct shm_shard_counters {
+	/* Requests answered: one per completion of a round (finish_round),
+	 * failed ones and ones answered again after a restart included.
+	 * Added before the round's completions are published, so a client
+	 * that has reaped its completion (the CQ tail's release/acquire,
+	 * DESIGN.md §5 #6) reads a count that includes its request. */
+	_Atomic uint64_t requests;
+	/* The log, as the shard's WAL counts it (struct wal, stat_*), added
+	 * after each commit (before the round's completions, as above) and
+	 * after each periodic sync. All 0 with --sync none (no files). */
+	_Atomic uint64_t log_writes;  /* frames written: one write(2) per round with effects */
+	_Atomic uint64_t log_records; /* effects in them (records / writes: the mean batch size) */
+	_Atomic uint64_t log_bytes;   /* bytes of those frames, headers included */
+	_Atomic uint64_t log_syncs;   /* fdatasync/fsync calls on the log: one per write
+				       * (always), per interval (periodic), two per new
+				       * segment, one per closed segment */
+};
+
+/* amorad's counters and connection gauges (INFO's # Clients and # Stats),
+ * in the segment header so that clients read them without a round trip:
+ * every client maps the segment read-only already and nobody else can
+ * write it (a channel is writable by its client; the registry is not
+ * mapped by clients). A cache line of their own: amorad stores to it at
+ * every command and connection, which must not invalidate the layout line
+ * every reader loads, the epoch line or the pool line the shards CAS on.
+ * Written only by amorad's one thread (shm_counter_add, relaxed stores),
+ * read with relaxed loads; the shards, which inherit a writable mapping,
+ * never write it. */
+struct shm_amorad_counters {
+	_Atomic uint64_t commands_processed;   /* commands whose handler ran (commands.c,
+						* cmd_dispatch), counted after it: an INFO
+						* reply does not count itself (as in Redis);
+						* unknown commands and wrong arity not counted */
+	_Atomic uint64_t connections_received; /* peers admitted as connections (admit.c) */
+	_Atomic uint64_t connections_rejected; /* peers refused: allow-lists, limits, no
+						* descriptor, no memory (admit.c) */
+	_Atomic uint32_t connected_clients;    /* connections open now: stored when one
+						* opens (before its first request is read)
+						* or closes (server.c) */
+	_Atomic uint32_t attached_clients;     /* of which attached libamora handles:
+						* stored after each command and each close,
+						* so a client that just attached may read
+						* the count from before its attach */
+};
+
 /* Per-shard descriptor. Written by the shard's writer, except state,
  * restarts and cause, which amorad also writes (supervise.c); read by all. */
 struct shm_shard {
@@ -87,6 +160,9 @@ struct shm_shard {
 	_Atomic uint32_t cause;     /* enum shm_fail_cause while state is FAILED, else 0 */
 	_Atomic uint32_t sleeping;  /* 1 while the shard sleeps (or is about to): clients wake it */
 	struct shm_slab slab;       /* this shard's record/table memory */
+	/* The shard's counters (above); the struct's alignment pads the
+	 * line, so nothing follows them on it. */
+	_Alignas(SHM_CACHELINE) struct shm_shard_counters ctr;
 } __attribute__((aligned(SHM_CACHELINE)));
 
 struct shm_header {
@@ -108,6 +184,9 @@ struct shm_header {
 	_Alignas(SHM_CACHELINE) _Atomic uint64_t chunk_bump; /* next never-used */
 	_Atomic uint64_t chunk_free_top; /* tag << 32 | (index + 1); 0: empty */
 	_Atomic uint64_t chunks_in_use;
+	/* amorad's counters (above); the header's alignment pads the line,
+	 * and the descriptors start on the next. */
+	_Alignas(SHM_CACHELINE) struct shm_amorad_counters amorad;
 };
 
 /* A process's view of a segment. */
@@ -152,6 +231,13 @@ static inline uint64_t shm_off(const struct shm_seg *seg, const void *p)
 {
 	return (uint64_t)((const uint8_t *)p - seg->base);
 }
+
+/* amorad's counters (struct shm_amorad_counters), loaded one by one. */
+struct shm_amorad_stats {
+	uint64_t commands_processed, connections_received, connections_rejected;
+	uint32_t connected_clients, attached_clients;
+};
+void shm_amorad_stats(const struct shm_seg *seg, struct shm_amorad_stats *out);
 
 /* Descriptor of shard `i`; NULL if i >= shard_count. */
 struct shm_shard *shm_shard_at(const struct shm_seg *seg, uint32_t i);

@@ -437,24 +437,51 @@ int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const v
 	return shm_shard_find(seg, sh, &v, key, klen, h, kv);
 }
 
+void shm_shard_stats(const struct shm_seg *seg, uint32_t i, struct shm_shard_stats *out)
+{
+	const struct shm_shard *sh = shm_shard_at(seg, i);
+	const struct shm_shard_counters *c = &sh->ctr;
+	struct shm_table_view v;
+	struct shm_slab_stats ss;
+	const struct shm_table *t;
+
+	memset(out, 0, sizeof(*out));
+	/* Acquire, then the cause: stored before FAILED (DESIGN.md §5 #12). */
+	out->state = atomic_load_explicit(&sh->state, memory_order_acquire);
+	if (out->state == SHM_SHARD_FAILED)
+		out->cause = atomic_load_explicit(&sh->cause, memory_order_relaxed);
+	out->restarts = atomic_load_explicit(&sh->restarts, memory_order_relaxed);
+	if (shm_shard_view(seg, sh, &v) == SHM_OK &&
+	    (t = shm_ptr(seg, atomic_load_explicit(&sh->table_off, memory_order_acquire),
+			 sizeof(*t))) != NULL)
+		out->keys = atomic_load_explicit(&t->live, memory_order_relaxed);
+	shm_slab_stats(&sh->slab, &ss);
+	out->used_bytes = ss.used_bytes;
+	out->requested_bytes = ss.requested_bytes;
+	out->w.requests = atomic_load_explicit(&c->requests, memory_order_relaxed);
+	out->w.log_writes = atomic_load_explicit(&c->log_writes, memory_order_relaxed);
+	out->w.log_records = atomic_load_explicit(&c->log_records, memory_order_relaxed);
+	out->w.log_bytes = atomic_load_explicit(&c->log_bytes, memory_order_relaxed);
+	out->w.log_syncs = atomic_load_explicit(&c->log_syncs, memory_order_relaxed);
+}
+
 void shm_store_stats(const struct shm_seg *seg, struct shm_store_stats *out)
 {
 	memset(out, 0, sizeof(*out));
 	for (uint32_t i = 0; i < seg->hdr->shard_count; i++) {
-		const struct shm_shard *sh = shm_shard_at(seg, i);
-		struct shm_table_view v;
-		struct shm_slab_stats ss;
-		const struct shm_table *t;
-		uint32_t state = atomic_load_explicit(&sh->state, memory_order_acquire);
+		struct shm_shard_stats st;
 
-		if (shm_shard_view(seg, sh, &v) == SHM_OK &&
-		    (t = shm_ptr(seg, atomic_load_explicit(&sh->table_off, memory_order_acquire),
-				 sizeof(*t))) != NULL)
-			out->keys += atomic_load_explicit(&t->live, memory_order_relaxed);
-		shm_slab_stats(&sh->slab, &ss);
-		out->used_bytes += ss.used_bytes;
-		out->requested_bytes += ss.requested_bytes;
-		out->ready += state == SHM_SHARD_READY;
-		out->failed += state == SHM_SHARD_FAILED;
+		shm_shard_stats(seg, i, &st);
+		out->keys += st.keys;
+		out->used_bytes += st.used_bytes;
+		out->requested_bytes += st.requested_bytes;
+		out->ready += st.state == SHM_SHARD_READY;
+		out->failed += st.state == SHM_SHARD_FAILED;
+		out->loading += st.state == SHM_SHARD_STARTING || st.state == SHM_SHARD_RESTARTING;
+		out->w.requests += st.w.requests;
+		out->w.log_writes += st.w.log_writes;
+		out->w.log_records += st.w.log_records;
+		out->w.log_bytes += st.w.log_bytes;
+		out->w.log_syncs += st.w.log_syncs;
 	}
 }

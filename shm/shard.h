@@ -138,14 +138,35 @@ int shm_shard_find(const struct shm_seg *seg, const struct shm_shard *sh,
 		   const struct shm_table_view *v, const void *key, uint32_t klen, uint64_t h,
 		   struct shm_kv *kv);
 
-/* The shards of a segment, summed (amora_stats, INFO). Each table is
- * validated before its header is read; hold an epoch (a reader) so that a
- * table freed meanwhile is not read. */
+/* A shard's counters as loaded (segment.h, struct shm_shard_counters). */
+struct shm_write_counts {
+	uint64_t requests, log_writes, log_records, log_bytes, log_syncs;
+};
+
+/* One shard as INFO's # Shards line and amora_shard_stats report it. The
+ * table is validated before its header is read; hold an epoch (a reader)
+ * so that a table freed meanwhile is not read. Each field is loaded on its
+ * own (segment.h, "Counters"): the whole is no snapshot. */
+struct shm_shard_stats {
+	uint32_t state;           /* enum shm_shard_state (acquire) */
+	uint32_t cause;           /* enum shm_fail_cause, loaded after state; NONE unless FAILED */
+	uint32_t restarts;
+	uint64_t keys;            /* live keys of its table (0: no valid table) */
+	uint64_t used_bytes;      /* segment bytes it has written (slab.h) */
+	uint64_t requested_bytes; /* bytes asked for by its records and tables */
+	struct shm_write_counts w;
+};
+/* Shard i (< shard_count) of seg. */
+void shm_shard_stats(const struct shm_seg *seg, uint32_t i, struct shm_shard_stats *out);
+
+/* The shards of a segment, summed (amora_stats, INFO); same rules. */
 struct shm_store_stats {
 	uint64_t keys;            /* live keys */
 	uint64_t used_bytes;      /* segment bytes the shards have written (slab.h) */
 	uint64_t requested_bytes; /* bytes asked for by records and tables */
 	uint32_t ready, failed;   /* shards in those states */
+	uint32_t loading;         /* shards STARTING or RESTARTING (recovering their log) */
+	struct shm_write_counts w; /* summed */
 };
 void shm_store_stats(const struct shm_seg *seg, struct shm_store_stats *out);
 

@@ -17,7 +17,7 @@
 #define AMORA_VERSION_H
 
 #define AMORA_VERSION_MAJOR 0 /* an incompatible change of the ABI */
-#define AMORA_VERSION_MINOR 1 /* additions */
+#define AMORA_VERSION_MINOR 2 /* additions */
 #define AMORA_VERSION_PATCH 0 /* fixes */
 
 /* One integer, comparable: AMORA_VERINT(0, 1, 0) <= AMORA_VERSION_FULL. */
