@@ -129,6 +129,8 @@ struct shardd {
 	uint8_t *bulk; /* private copy of a bulk value */
 	struct pending *pend;
 	size_t npend, cap;
+	uint32_t *touched;  /* [max_clients]: the slots that took requests this round, */
+	uint32_t ntouched;  /* ... so that finishing it costs per client with work */
 	uint64_t next_sweep_ns;
 	uint64_t next_reclaim_ns;
 	bool dirty;    /* the batch holds effects to log */
@@ -673,6 +675,8 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 		}
 		shm_ring_consume(&p->sq);
 		p->taken++;
+		if (!p->touched)
+			d->touched[d->ntouched++] = slot;
 		p->touched = true;
 		room -= SHM_CHAN_CQE_BYTES;
 		/* A request that failed changed nothing and is not in the log:
@@ -756,7 +760,8 @@ static void log_failure(struct shardd *d, const char *what)
  * any completion is visible (see chan.h, "Crash safety"). */
 static void mark_decided(struct shardd *d)
 {
-	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
+	for (uint32_t t = 0; t < d->ntouched; t++) {
+		uint32_t i = d->touched[t];
 		struct peer *p = &d->peers[i];
 
 		if (p->active && p->last_id > p->decided) {
@@ -797,7 +802,7 @@ static void count_log(struct shardd *d)
 static int finish_round(struct shardd *d)
 {
 	size_t completions;
-	uint32_t clients = 0;
+	uint32_t clients;
 	int fatal = 0;
 
 	if (d->dirty) {
@@ -823,19 +828,18 @@ static int finish_round(struct shardd *d)
 	}
 	completions = d->npend;
 	d->npend = 0;
-	for (uint32_t i = 0; i < d->e->cfg.max_clients; i++) {
-		struct peer *p = &d->peers[i];
+	for (uint32_t t = 0; t < d->ntouched; t++) {
+		struct peer *p = &d->peers[d->touched[t]];
 
-		if (!p->touched)
-			continue;
 		if (p->active) {
 			shm_ring_publish(&p->cq);
 			shm_ring_release(&p->sq);
 		}
 		p->touched = false;
 		p->taken = 0;
-		clients++;
 	}
+	clients = d->ntouched;
+	d->ntouched = 0;
 	AMORA_PROBE(round__end, d->id, completions, clients);
 	return fatal;
 }
@@ -1028,10 +1032,11 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 	d->again = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->again));
 	d->hotmap = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->hotmap));
 	d->freshmap = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->freshmap));
+	d->touched = calloc(e->cfg.max_clients, sizeof(*d->touched));
 	d->req = malloc(SHM_CHAN_SQ_DATA);
 	d->bulk = malloc(SHM_CHAN_BULK_BYTES);
 	if (d->sh == NULL || d->peers == NULL || d->again == NULL || d->hotmap == NULL ||
-	    d->freshmap == NULL || d->req == NULL || d->bulk == NULL) {
+	    d->freshmap == NULL || d->touched == NULL || d->req == NULL || d->bulk == NULL) {
 		log_error("out of memory at start");
 		return SHARDD_EXIT_CRASH;
 	}

@@ -45,6 +45,14 @@ static struct shm_table *table(const struct shm_writer *w)
 	return (struct shm_table *)(w->seg->base + w->table_off);
 }
 
+/* Whether inserts keep the Bloom filter: while readers use it. bloom_on
+ * is ours to write, so a relaxed load sees our own last store; it lives in
+ * the shard descriptor, so a restarted writer goes on as the last did. */
+static bool bloom_kept(const struct shm_writer *w)
+{
+	return atomic_load_explicit(&w->sh->bloom_on, memory_order_relaxed) != 0;
+}
+
 /* Make `off` the shard's table (one release store: readers mid-lookup
  * finish on the previous one). */
 static void set_table(struct shm_writer *w, uint64_t off)
@@ -258,7 +266,7 @@ int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups)
 	if (rc != SHM_OK)
 		return rc;
 	t = (struct shm_table *)(w->seg->base + off);
-	rc = shm_table_copy(w->seg, old, t);
+	rc = shm_table_copy(w->seg, old, t, bloom_kept(w));
 	if (rc == SHM_OK)
 		rc = retire(w, old_off, old->bytes);
 	if (rc != SHM_OK) {
@@ -310,7 +318,7 @@ static int publish(struct shm_writer *w, const void *key, uint32_t klen, uint64_
 		if (pos == UINT64_MAX)
 			return SHM_ENOMEM;
 	}
-	shm_table_insert_at(w->seg, t, pos, h, rec);
+	shm_table_insert_at(w->seg, t, pos, h, rec, bloom_kept(w));
 	return SHM_OK;
 }
 
@@ -400,6 +408,10 @@ int shm_writer_each(struct shm_writer *w, int (*fn)(void *arg, const struct shm_
 
 void shm_writer_set_bloom(struct shm_writer *w, bool on)
 {
+	if (on && !bloom_kept(w))
+		shm_table_bloom_fill(w->seg, table(w));
+	/* Release, pairs with shm_shard_find's load of bloom_on: the filled
+	 * filter is visible before readers trust it. */
 	atomic_store_explicit(&w->sh->bloom_on, on ? 1 : 0, memory_order_release);
 }
 
@@ -419,8 +431,10 @@ int shm_shard_find(const struct shm_seg *seg, const struct shm_shard *sh,
 {
 	if (klen == 0 || klen > SHM_KEY_MAX)
 		return SHM_EINVAL;
+	/* Acquire, pairs with shm_writer_set_bloom's release: a filter that
+	 * is on was filled before it was turned on. */
 	return shm_table_find(seg, v, key, klen, h,
-			      atomic_load_explicit(&sh->bloom_on, memory_order_relaxed), kv);
+			      atomic_load_explicit(&sh->bloom_on, memory_order_acquire), kv);
 }
 
 int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const void *key,

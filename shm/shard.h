@@ -114,7 +114,10 @@ size_t shm_writer_reclaim(struct shm_writer *w);
  * waits to be freed. */
 void shm_writer_drain(struct shm_writer *w);
 
-/* Turn Bloom-filter use by readers on or off (the filter is always kept). */
+/* Turn Bloom-filter use by readers on or off. The filter is kept only
+ * while it is on (an insert with it off costs no filter write); turning
+ * it on first fills it from the table's slots, then tells readers
+ * (release), so a reader never consults a filter missing a key. */
 void shm_writer_set_bloom(struct shm_writer *w, bool on);
 
 /* Rebuild the table with `ngroups` groups (a power of two large enough for

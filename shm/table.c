@@ -264,13 +264,14 @@ static uint64_t slot_value(uint64_t h, uint64_t rec_off)
 }
 
 void shm_table_insert_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos pos, uint64_t h,
-			 uint64_t rec_off)
+			 uint64_t rec_off, bool bloom)
 {
 	struct shm_group *g = &groups_of(seg, t)[pos / SHM_GROUP_SLOTS];
 	unsigned s = pos % SHM_GROUP_SLOTS;
 	bool was_dead = atomic_load_explicit(&g->ctrl[s], memory_order_relaxed) == SHM_CTRL_DELETED;
 
-	shm_bloom_add(bloom_of(seg, t), t->nblocks, shm_hash_summary(h));
+	if (bloom)
+		shm_bloom_add(bloom_of(seg, t), t->nblocks, shm_hash_summary(h));
 	atomic_store_explicit(&g->slot[s], slot_value(h, rec_off), memory_order_release);
 	atomic_store_explicit(&g->ctrl[s], shm_hash_tag(h), memory_order_release);
 	atomic_fetch_add_explicit(&t->live, 1, memory_order_relaxed);
@@ -334,7 +335,8 @@ bool shm_table_has_room(const struct shm_table *t)
 
 /* Place a summary in a table that has no tombstones and no duplicates:
  * the first empty slot on its probe sequence. */
-static int place(struct shm_seg *seg, struct shm_table *t, uint64_t summary, uint64_t rec_off)
+static int place(struct shm_seg *seg, struct shm_table *t, uint64_t summary, uint64_t rec_off,
+		 bool bloom)
 {
 	struct shm_group *groups = groups_of(seg, t);
 	uint64_t mask = t->ngroups - 1;
@@ -344,7 +346,7 @@ static int place(struct shm_seg *seg, struct shm_table *t, uint64_t summary, uin
 		uint32_t empty = group_match(&groups[gi], SHM_CTRL_EMPTY);
 		if (empty) {
 			shm_table_insert_at(seg, t, gi * SHM_GROUP_SLOTS + (uint64_t)__builtin_ctz(empty),
-					    summary, rec_off);
+					    summary, rec_off, bloom);
 			return SHM_OK;
 		}
 		gi = (gi + step) & mask;
@@ -352,7 +354,31 @@ static int place(struct shm_seg *seg, struct shm_table *t, uint64_t summary, uin
 	return SHM_ENOMEM;
 }
 
-int shm_table_copy(struct shm_seg *seg, const struct shm_table *from, struct shm_table *to)
+/* The summary of a live slot (control byte c, slot value sv), or -1 for
+ * an empty, deleted or cleared one. */
+static int64_t live_summary(uint8_t c, uint64_t sv)
+{
+	if ((c & 0x80) || sv == 0)
+		return -1;
+	return (int64_t)((sv >> 32) << 7 | c);
+}
+
+void shm_table_bloom_fill(struct shm_seg *seg, struct shm_table *t)
+{
+	const struct shm_group *groups = groups_of(seg, t);
+
+	for (uint64_t gi = 0; gi < t->ngroups; gi++)
+		for (int s = 0; s < SHM_GROUP_SLOTS; s++) {
+			int64_t summary = live_summary(atomic_load_explicit(&groups[gi].ctrl[s], memory_order_relaxed),
+						       atomic_load_explicit(&groups[gi].slot[s], memory_order_relaxed));
+
+			if (summary >= 0)
+				shm_bloom_add(bloom_of(seg, t), t->nblocks, (uint64_t)summary);
+		}
+}
+
+int shm_table_copy(struct shm_seg *seg, const struct shm_table *from, struct shm_table *to,
+		   bool bloom)
 {
 	const struct shm_group *groups = groups_of(seg, from);
 
@@ -362,12 +388,11 @@ int shm_table_copy(struct shm_seg *seg, const struct shm_table *from, struct shm
 	for (uint64_t gi = 0; gi < from->ngroups; gi++) {
 		const struct shm_group *g = &groups[gi];
 		for (int s = 0; s < SHM_GROUP_SLOTS; s++) {
-			uint8_t c = atomic_load_explicit(&g->ctrl[s], memory_order_relaxed);
 			uint64_t sv = atomic_load_explicit(&g->slot[s], memory_order_relaxed);
-			if ((c & 0x80) || sv == 0)
+			int64_t summary = live_summary(atomic_load_explicit(&g->ctrl[s], memory_order_relaxed), sv);
+			if (summary < 0)
 				continue;
-			uint64_t summary = (sv >> 32) << 7 | c;
-			int rc = place(seg, to, summary, (sv & SLOT_OFF_MASK) << 4);
+			int rc = place(seg, to, (uint64_t)summary, (sv & SLOT_OFF_MASK) << 4, bloom);
 			if (rc != SHM_OK)
 				return rc;
 		}

@@ -174,9 +174,11 @@ bool shm_table_locate(const struct shm_seg *seg, struct shm_table *t, const void
 /* Record offset held by present slot `pos`. */
 uint64_t shm_table_record(const struct shm_seg *seg, const struct shm_table *t, shm_slot_pos pos);
 
-/* Fill slot `pos` (from shm_table_locate) with the record at `rec_off`. */
+/* Fill slot `pos` (from shm_table_locate) with the record at `rec_off`;
+ * with `bloom`, add it to the Bloom filter too (the filter is kept only
+ * while readers use it: shm_writer_set_bloom). */
 void shm_table_insert_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos pos, uint64_t h,
-			 uint64_t rec_off);
+			 uint64_t rec_off, bool bloom);
 
 /* Point present slot `pos` at a new record. */
 void shm_table_replace_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos pos,
@@ -192,8 +194,14 @@ void shm_table_recount(struct shm_seg *seg, struct shm_table *t);
 /* Whether one more insert fits under the load limit. */
 bool shm_table_has_room(const struct shm_table *t);
 
-/* Copy every live entry of `from` into the empty table `to` (and its Bloom
- * filter), reading only slots. Errors: SHM_ENOMEM if `to` is too small. */
-int shm_table_copy(struct shm_seg *seg, const struct shm_table *from, struct shm_table *to);
+/* Copy every live entry of `from` into the empty table `to` (and, with
+ * `bloom`, its Bloom filter), reading only slots. Errors: SHM_ENOMEM if
+ * `to` is too small. */
+int shm_table_copy(struct shm_seg *seg, const struct shm_table *from, struct shm_table *to,
+		   bool bloom);
+
+/* Add every live entry's summary to the table's Bloom filter (before
+ * readers are told to use a filter that inserts did not keep). */
+void shm_table_bloom_fill(struct shm_seg *seg, struct shm_table *t);
 
 #endif

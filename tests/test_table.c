@@ -175,7 +175,7 @@ static void insert_hashed(struct shm_table *t, const char *key, uint64_t h)
 				    (uint32_t)strlen(key), 0, &rec), SHM_OK);
 	cr_assert_not(shm_table_locate(&seg, t, key, (uint32_t)strlen(key), h, &pos));
 	cr_assert_neq(pos, UINT64_MAX);
-	shm_table_insert_at(&seg, t, pos, h, rec);
+	shm_table_insert_at(&seg, t, pos, h, rec, true);
 }
 
 static int find_hashed(const struct shm_table *t, const char *key, uint64_t h, bool bloom)
@@ -345,6 +345,21 @@ Test(bloom, switchable_and_rebuilt, .init = setup, .fini = teardown, .timeout = 
 		maybe += shm_bloom_maybe(b, t->nblocks, shm_hash_summary(shm_hash(k, strlen(k))));
 	}
 	cr_assert_lt(maybe, N / 20, "false-positive rate %.2f%% too high", 100.0 * maybe / N);
+
+	/* Kept while on (inserts add to it), filled again when turned back on
+	 * after inserts that skipped it. */
+	for (int round = 0; round < 2; round++) {
+		shm_writer_set_bloom(&w, round == 1); /* inserted with it off, then on */
+		for (int i = 2 * N + round * 1000; i < 2 * N + round * 1000 + 1000; i++)
+			cr_assert_eq(shm_writer_set(&w, k, (uint32_t)key_of(k, i), "v", 1), SHM_OK);
+		shm_writer_set_bloom(&w, true);
+		for (int i = 2 * N; i < 2 * N + round * 1000 + 1000; i++) {
+			key_of(k, i);
+			cr_assert_eq(get(k, &r), SHM_OK, "key %d not in the filter", i);
+		}
+	}
+	t = cur_table();
+	b = (struct shm_bloom_block *)(seg.base + t->bloom_off);
 
 	/* Deleted keys leave their bits until the rebuild. */
 	for (int i = 0; i < N; i++)
