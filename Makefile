@@ -46,7 +46,7 @@ SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 
 PACKAGES = gcc make pkg-config libc6-dev clang libclang-rt-14-dev libbpf-dev libelf-dev bpftool \
 	systemtap-sdt-dev libcriterion-dev liblz4-dev lz4 libxxhash-dev libisal-dev valgrind \
-	liblmdb-dev redis-tools
+	liblmdb-dev redis-tools gnuplot-nox python3
 
 SHM_SRC := $(wildcard shm/*.c)
 SHM_OBJ := $(SHM_SRC:%.c=$(BUILD)/%.o)
@@ -80,7 +80,8 @@ CLI := $(BUILD)/amora
 TESTS := $(BUILD)/tests/amora-tests
 TRACE := $(BUILD)/perf/amora-trace
 
-.PHONY: all run test run-tests check asan tsan bench run-bench fuzz deps install uninstall clean
+.PHONY: all run test run-tests check asan tsan bench run-bench bench-probes run-bench-probes fuzz deps \
+	install uninstall clean
 .SUFFIXES:
 .SECONDARY:
 
@@ -208,8 +209,37 @@ tsan: deps
 bench: deps
 	@$(MAKE) --no-print-directory run-bench
 
+# amora-bench writes its figures to BENCH_JSON too, and perf/plot draws
+# them into BENCH_PNG (the README's picture). bench_probes has its own target.
+BENCH_JSON ?= docs/bench.json
+BENCH_PNG ?= docs/bench.png
 run-bench: $(BENCH_BIN)
-	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+	@mkdir -p $(dir $(BENCH_JSON)) $(dir $(BENCH_PNG))
+	@for b in $(filter-out $(BUILD)/perf/bench_probes,$(BENCH_BIN)); do \
+		if [ $$b = $(BUILD)/perf/amora-bench ]; then echo "== $$b --json $(BENCH_JSON)"; $$b --json $(BENCH_JSON) || exit 1; \
+		else echo "== $$b"; $$b || exit 1; fi; done
+	perf/plot bench $(BENCH_JSON) $(BENCH_PNG)
+
+# tests/test_plot.c runs amora-bench --json and perf/plot on its output.
+run-tests: $(BUILD)/perf/amora-bench
+
+# What the USDT probes cost (perf/bench_probes.c): this build's
+# bench_probes against its twin built with -DAMORA_NO_PROBES in
+# $(BUILD)/noprobes, then with amora-trace attached; the last traced run's
+# histograms are drawn into $(BUILD)/bench-probes-trace.png.
+NOPROBES_BUILD = $(BUILD)/noprobes
+bench-probes: deps
+	@$(MAKE) --no-print-directory run-bench-probes
+
+run-bench-probes: $(BUILD)/perf/bench_probes $(TRACE)
+	@$(MAKE) --no-print-directory BUILD=$(NOPROBES_BUILD) EXTRA_CFLAGS="$(EXTRA_CFLAGS) -DAMORA_NO_PROBES" \
+		$(NOPROBES_BUILD)/perf/bench_probes
+	@rm -f $(BUILD)/bench-probes-trace.json
+	$(BUILD)/perf/bench_probes --noprobes $(NOPROBES_BUILD)/perf/bench_probes --trace $(TRACE) \
+		--trace-json $(BUILD)/bench-probes-trace.json
+	@if [ -s $(BUILD)/bench-probes-trace.json ]; then \
+		perf/plot trace $(BUILD)/bench-probes-trace.json $(BUILD)/bench-probes-trace.png && \
+		echo "drawn: $(BUILD)/bench-probes-trace.png"; fi
 
 # libFuzzer targets over the parsers of untrusted bytes; FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 30

@@ -42,7 +42,13 @@
  * lands in the op that triggers it); amora --sync always with LMDB's default
  * (fsync before the commit returns).
  *
- * Every figure is the median of RUNS runs (default 3). Environment:
+ * Every figure is the median of RUNS runs (default 3). `amora-bench --json
+ * FILE` also writes every printed figure, each run's and the medians, as
+ * one JSON object to FILE (perf/lib/report.h has its shape; perf/plot
+ * draws it): FILE.tmp is created before the first run (a path that cannot
+ * be written fails at once), written after the last and renamed to FILE;
+ * a failed run leaves FILE as it was.
+ * Environment:
  *   RUNS, KEYS, SYNC_KEYS, ALWAYS_KEYS, MIXED_SECONDS, AMORAD (path of the
  *   amorad binary), AMORA_SHARDS (passed as --shards; default: amorad's),
  *   AMORA_MEMORY (default 4G), BENCH_DIR (parent of the temp dir; default
@@ -60,6 +66,7 @@
  * report, and amorad started through tests/daemon.h (server.h).
  */
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdint.h>
@@ -71,6 +78,7 @@
 
 #include "libclient/amora.h"
 #include "perf/lib/engine.h"
+#include "perf/lib/env.h"
 #include "perf/lib/fail.h"
 #include "perf/lib/files.h"
 #include "perf/lib/figures.h"
@@ -96,6 +104,7 @@ static struct results res;
 
 static pid_t main_pid;
 static char root[256]; /* temp dir, removed at exit */
+static char json_tmp[PATH_MAX]; /* --json's FILE.tmp until renamed, removed at exit */
 
 static void cleanup(void)
 {
@@ -106,6 +115,10 @@ static void cleanup(void)
 	if (root[0]) {
 		files_rm_tree(root);
 		root[0] = 0;
+	}
+	if (json_tmp[0]) {
+		unlink(json_tmp);
+		json_tmp[0] = 0;
 	}
 }
 
@@ -136,22 +149,6 @@ static void on_failure(const char *msg)
 			bench_die("%s:%d: %s -> %s: %s", __FILE__, __LINE__, #call,       \
 				  amora_strerror(rc_), amora_errmsg(db));                 \
 	} while (0)
-
-static uint64_t env_u64(const char *name, uint64_t def, uint64_t lo, uint64_t hi)
-{
-	const char *s = getenv(name);
-	if (!s || !*s)
-		return def;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end || v < lo || v > hi) {
-		fprintf(stderr, "amora-bench: %s=%s: expected an integer in %llu..%llu\n", name, s,
-			(unsigned long long)lo, (unsigned long long)hi);
-		exit(1);
-	}
-	return v;
-}
 
 /* ---------- one run ---------- */
 
@@ -308,28 +305,16 @@ static void one_run(int run)
 	e->close(e);
 	files_rm_tree(dir);
 
+	res.run_s[run] = (shm_now_ns() - r0) / 1e9;
 	printf("run %d/%d: %.1f s  (amora: buffered %.2f M/s, sync p50 %.1f us, hit %.2f M/s, recover %.0f ms;"
 	       " lmdb: hit %.2f M/s)\n",
-	       run + 1, runs, (shm_now_ns() - r0) / 1e9, res.row[R_BUF][AM][run].ops / 1e6,
+	       run + 1, runs, res.run_s[run], res.row[R_BUF][AM][run].ops / 1e6,
 	       res.row[R_SYNC][AM][run].p50 / 1e3, res.row[R_HIT][AM][run].ops / 1e6, res.rec_ms[run],
 	       res.row[R_HIT][LM][run].ops / 1e6);
 	fflush(stdout);
 }
 
 /* ---------- main ---------- */
-
-/* 1-minute load average, or -1. */
-static double loadavg(void)
-{
-	double l = -1;
-	FILE *f = fopen("/proc/loadavg", "r");
-	if (f) {
-		if (fscanf(f, "%lf", &l) != 1)
-			l = -1;
-		fclose(f);
-	}
-	return l;
-}
 
 static const char *fs_name(const char *path)
 {
@@ -346,22 +331,61 @@ static const char *fs_name(const char *path)
 	}
 }
 
+static void usage(FILE *to)
+{
+	fprintf(to, "usage: amora-bench [--json FILE]\n"
+		    "  --json FILE  also write every figure (medians and each run's) as JSON to FILE\n"
+		    "Environment (see the top of perf/amora-bench.c): RUNS KEYS SYNC_KEYS ALWAYS_KEYS\n"
+		    "  MIXED_SECONDS AMORAD AMORA_SHARDS AMORA_MEMORY BENCH_DIR\n");
+}
+
 int main(int argc, char **argv)
 {
-	(void)argv;
-	if (argc > 1) {
-		fprintf(stderr, "usage: amora-bench (no arguments; see the environment variables at the top of perf/amora-bench.c:\n"
-				"  RUNS KEYS SYNC_KEYS ALWAYS_KEYS MIXED_SECONDS AMORAD AMORA_SHARDS AMORA_MEMORY BENCH_DIR)\n");
+	static const struct option longopts[] = {
+		{ "json", required_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *json_path = NULL;
+	FILE *json = NULL;
+
+	for (int c; (c = getopt_long(argc, argv, "", longopts, NULL)) != -1;) {
+		if (c == 'j') {
+			json_path = optarg;
+		} else if (c == 'h') {
+			usage(stdout);
+			return 0;
+		} else {
+			usage(stderr);
+			return 1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "amora-bench: unexpected argument %s\n", argv[optind]);
+		usage(stderr);
 		return 1;
+	}
+	/* Before the runs, so a path that cannot be written fails at once. */
+	if (json_path) {
+		if ((size_t)snprintf(json_tmp, sizeof(json_tmp), "%s.tmp", json_path) >= sizeof(json_tmp)) {
+			fprintf(stderr, "amora-bench: --json %s: path too long\n", json_path);
+			return 1;
+		}
+		if (!(json = fopen(json_tmp, "w"))) {
+			fprintf(stderr, "amora-bench: --json %s: cannot create %s: %s\n", json_path, json_tmp,
+				strerror(errno));
+			json_tmp[0] = 0;
+			return 1;
+		}
 	}
 	main_pid = getpid();
 	bench_die_hook_set(on_failure);
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	runs = (int)env_u64("RUNS", 3, 1, FIG_MAXRUNS);
-	uint64_t n = env_u64("KEYS", 1000000, 1000, 100000000);
-	uint64_t s = env_u64("SYNC_KEYS", n < 100000 ? n : 100000, 1, n);
-	uint64_t a = env_u64("ALWAYS_KEYS", n < 2000 ? n : 2000, 1, n);
-	mixed_seconds = (int)env_u64("MIXED_SECONDS", 5, 1, 3600);
+	runs = (int)env_u64("RUNS", 3, 1, FIG_MAXRUNS, 1);
+	uint64_t n = env_u64("KEYS", 1000000, 1000, 100000000, 1);
+	uint64_t s = env_u64("SYNC_KEYS", n < 100000 ? n : 100000, 1, n, 1);
+	uint64_t a = env_u64("ALWAYS_KEYS", n < 2000 ? n : 2000, 1, n, 1);
+	mixed_seconds = (int)env_u64("MIXED_SECONDS", 5, 1, 3600, 1);
 	const char *shards_opt = getenv("AMORA_SHARDS");
 	if (shards_opt && !*shards_opt)
 		shards_opt = NULL;
@@ -369,13 +393,7 @@ int main(int argc, char **argv)
 		memory_opt = getenv("AMORA_MEMORY");
 
 	atexit(cleanup);
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	bench_signals_set(on_signal);
 
 	const char *amorad = server_find();
 	const char *base = getenv("BENCH_DIR");
@@ -405,14 +423,25 @@ int main(int argc, char **argv)
 	       "--sync always / durable LMDB on %llu\n",
 	       (unsigned long long)s, (unsigned long long)a);
 
-	double l0 = loadavg();
+	double l0 = env_loadavg();
 	printf("  load average at start %.2f on %ld CPUs%s\n", l0, sysconf(_SC_NPROCESSORS_ONLN),
 	       l0 > 1.0 ? "  (the machine is busy: figures will be noisy)" : "");
 	for (int r = 0; r < runs; r++)
 		one_run(r);
+	double l1 = env_loadavg();
 	printf("  amorad: %u shards, --memory %s; load average at the end %.2f (includes this benchmark)\n", shards_seen, memory_opt,
-	       loadavg());
+	       l1);
 	report_print(&res, runs, &w, mixed_seconds, clock_ns);
+	if (json) {
+		struct report_setup setup = { amorad, engine_lmdb_version(), memory_opt, fs_name(root),
+					      shards_seen, l0, l1 };
+		if (report_json(json, &res, runs, &w, mixed_seconds, clock_ns, &setup) != 0 || fclose(json) != 0)
+			bench_die("--json %s: writing %s failed: %s", json_path, json_tmp, strerror(errno));
+		if (rename(json_tmp, json_path) != 0)
+			bench_die("--json: rename %s to %s: %s", json_tmp, json_path, strerror(errno));
+		json_tmp[0] = 0;
+		printf("\nfigures written to %s (JSON)\n", json_path);
+	}
 	cleanup();
 	return 0;
 }

@@ -4,9 +4,11 @@
 #include "perf/lib/fail.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void (*die_hook)(const char *msg);
 
@@ -28,6 +30,18 @@ void bench_die(const char *fmt, ...)
 	else
 		fprintf(stderr, "%s: FAILED: %s\n", program_invocation_short_name, msg);
 	exit(1);
+}
+
+void bench_signals_set(void (*on_signal)(int sig))
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
 }
 
 void *bench_malloc(size_t n)

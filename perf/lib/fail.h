@@ -18,6 +18,11 @@ void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretu
  * may exit or _exit with a status of its choice. */
 void bench_die_hook_set(void (*hook)(const char *msg));
 
+/* For a benchmark's exit path on an interruption: `on_signal` handles
+ * SIGINT, SIGTERM and SIGHUP (it cleans up and _exits), SIGPIPE is
+ * ignored (a write to a gone reader fails with EPIPE instead). */
+void bench_signals_set(void (*on_signal)(int sig));
+
 /* malloc(n), or die. Never returns NULL (n = 0 allocates 1 byte). */
 void *bench_malloc(size_t n);
 

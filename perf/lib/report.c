@@ -3,9 +3,27 @@
  */
 #include "perf/lib/report.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
+#include <time.h>
+#include <unistd.h>
 
 #define REPORT_NAME 96
+
+/* Per row: a stable id and a short label (JSON, perf/plot's axis). */
+static const char *const report_ids[NROWS] = {
+	[R_BUF] = "buffered_set",     [R_BUF_END] = "buffered_update", [R_SYNC] = "sync_set",
+	[R_HIT] = "get_hit",          [R_MISS] = "get_miss",           [R_DEL] = "delete",
+	[R_MIX_R1] = "mixed_reader1", [R_MIX_R2] = "mixed_reader2",    [R_MIX_W] = "mixed_writer",
+	[R_ALWAYS] = "sync_always",
+};
+static const char *const report_labels[NROWS] = {
+	[R_BUF] = "buffered set",     [R_BUF_END] = "buffered update", [R_SYNC] = "sync set",
+	[R_HIT] = "get hit",          [R_MISS] = "get miss",           [R_DEL] = "delete",
+	[R_MIX_R1] = "2R+1W reader 1", [R_MIX_R2] = "2R+1W reader 2",  [R_MIX_W] = "2R+1W writer",
+	[R_ALWAYS] = "sync set, always",
+};
 
 static struct fig report_median(const struct results *r, int runs, int row, int side)
 {
@@ -65,22 +83,41 @@ static void report_table(const struct results *r, int runs, const struct workloa
 	}
 }
 
-static void report_targets(struct fig m[NROWS][2], double rec, const char *nb)
+#define REPORT_TARGETS 4
+
+/* One target, its figure, and whether it is met. */
+struct report_target {
+	const char *target;
+	char figure[64];
+	int met;
+};
+
+static void report_target_list(struct report_target t[REPORT_TARGETS], struct fig m[NROWS][2], double rec,
+			       char *rec_target, size_t cap, const char *nb)
 {
 	double rh = m[R_HIT][AM].ops / m[R_HIT][LM].ops, rm = m[R_MISS][AM].ops / m[R_MISS][LM].ops;
-	char t1[64], t2[64], t3[64], t4[64], t5[64];
 
-	snprintf(t1, sizeof(t1), "hit %.2fx, miss %.2fx", rh, rm);
-	snprintf(t2, sizeof(t2), "%.2f M/s", m[R_BUF][AM].ops / 1e6);
-	snprintf(t3, sizeof(t3), "%.1f us (--sync always: %.1f us)", m[R_SYNC][AM].p50 / 1e3,
+	snprintf(rec_target, cap, "recover %s keys < 1 s", nb);
+	t[0] = (struct report_target){ "reads >= 5x LMDB", "", rh >= 5 && rm >= 5 };
+	snprintf(t[0].figure, sizeof(t[0].figure), "hit %.2fx, miss %.2fx", rh, rm);
+	t[1] = (struct report_target){ "buffered sets >= 1.5 M/s", "", m[R_BUF][AM].ops >= 1.5e6 };
+	snprintf(t[1].figure, sizeof(t[1].figure), "%.2f M/s", m[R_BUF][AM].ops / 1e6);
+	t[2] = (struct report_target){ "sync set p50 < 15 us", "", m[R_SYNC][AM].p50 < 15e3 };
+	snprintf(t[2].figure, sizeof(t[2].figure), "%.1f us (--sync always: %.1f us)", m[R_SYNC][AM].p50 / 1e3,
 		 m[R_ALWAYS][AM].p50 / 1e3);
-	snprintf(t4, sizeof(t4), "%.0f ms", rec);
-	snprintf(t5, sizeof(t5), "recover %s keys < 1 s", nb);
+	t[3] = (struct report_target){ rec_target, "", rec < 1000 };
+	snprintf(t[3].figure, sizeof(t[3].figure), "%.0f ms", rec);
+}
+
+static void report_targets(struct fig m[NROWS][2], double rec, const char *nb)
+{
+	struct report_target t[REPORT_TARGETS];
+	char rec_target[64];
+
+	report_target_list(t, m, rec, rec_target, sizeof(rec_target), nb);
 	printf("\ntargets (printed, not enforced):\n");
-	printf("  %-28s %-40s %s\n", "reads >= 5x LMDB", t1, report_met(rh >= 5 && rm >= 5));
-	printf("  %-28s %-40s %s\n", "buffered sets >= 1.5 M/s", t2, report_met(m[R_BUF][AM].ops >= 1.5e6));
-	printf("  %-28s %-40s %s\n", "sync set p50 < 15 us", t3, report_met(m[R_SYNC][AM].p50 < 15e3));
-	printf("  %-28s %-40s %s\n", t5, t4, report_met(rec < 1000));
+	for (int i = 0; i < REPORT_TARGETS; i++)
+		printf("  %-28s %-40s %s\n", t[i].target, t[i].figure, report_met(t[i].met));
 }
 
 void report_print(const struct results *r, int runs, const struct workload *w, int mixed_seconds,
@@ -109,4 +146,163 @@ void report_print(const struct results *r, int runs, const struct workload *w, i
 	printf("  reference: LMDB reopen + first get %.1f ms (no recovery step; data file %.0f MiB)\n",
 	       fig_median(r->lmdb_reopen_ms, runs), fig_median(r->lmdb_mb, runs));
 	report_targets(m, rec, nb);
+}
+
+/* ---------- JSON ---------- */
+
+/* A JSON string (or null). */
+static void report_json_str(FILE *f, const char *v)
+{
+	if (!v) {
+		fputs("null", f);
+		return;
+	}
+	fputc('"', f);
+	for (const unsigned char *c = (const unsigned char *)v; *c; c++) {
+		if (*c == '"' || *c == '\\')
+			fprintf(f, "\\%c", *c);
+		else if (*c < 0x20)
+			fprintf(f, "\\u%04x", *c);
+		else
+			fputc(*c, f);
+	}
+	fputc('"', f);
+}
+
+/* A number; null when it is not finite or (neg_null) negative. */
+static void report_json_num(FILE *f, double v, int neg_null)
+{
+	if (!isfinite(v) || (neg_null && v < 0))
+		fputs("null", f);
+	else
+		fprintf(f, "%.6g", v);
+}
+
+static void report_json_fig(FILE *f, struct fig g)
+{
+	fputs("\"ops\":", f);
+	report_json_num(f, g.ops, 0);
+	fputs(",\"p50_ns\":", f);
+	report_json_num(f, g.p50, 1);
+	fputs(",\"p99_ns\":", f);
+	report_json_num(f, g.p99, 1);
+}
+
+static void report_json_engine(FILE *f, const struct results *r, int runs, int row, int side, struct fig med)
+{
+	fputc('{', f);
+	report_json_fig(f, med);
+	fputs(",\"runs\":[", f);
+	for (int k = 0; k < runs; k++) {
+		fputs(k ? ",{" : "{", f);
+		report_json_fig(f, r->row[row][side][k]);
+		fputc('}', f);
+	}
+	fputs("]}", f);
+}
+
+static void report_json_array(FILE *f, const double *v, int runs)
+{
+	fputc('[', f);
+	for (int k = 0; k < runs; k++) {
+		if (k)
+			fputc(',', f);
+		report_json_num(f, v[k], 0);
+	}
+	fputc(']', f);
+}
+
+static void report_json_recovery(FILE *f, const struct results *r, int runs)
+{
+	const struct {
+		const char *key;
+		const double *v;
+	} m[] = {
+		{ "ms", r->rec_ms },           { "open_ms", r->rec_open_ms },
+		{ "stop_ms", r->stop_ms },     { "start_ms", r->start_ms },
+		{ "data_mib", r->data_mb },    { "lmdb_reopen_ms", r->lmdb_reopen_ms },
+		{ "lmdb_mib", r->lmdb_mb },
+	};
+	const size_t n = sizeof(m) / sizeof(m[0]);
+
+	fprintf(f, "{\"keys\":%llu", (unsigned long long)r->rec_keys[0]);
+	for (size_t i = 0; i < n; i++) {
+		fprintf(f, ",\"%s\":", m[i].key);
+		report_json_num(f, fig_median(m[i].v, runs), 0);
+	}
+	fputs(",\"runs\":{", f);
+	for (size_t i = 0; i < n; i++) {
+		fprintf(f, "%s\"%s\":", i ? "," : "", m[i].key);
+		report_json_array(f, m[i].v, runs);
+	}
+	fputs("}}", f);
+}
+
+int report_json(FILE *f, const struct results *r, int runs, const struct workload *w, int mixed_seconds,
+		double clock_ns, const struct report_setup *setup)
+{
+	char names[NROWS][REPORT_NAME], date[32], nb[32], rec_target[64];
+	struct fig m[NROWS][2];
+	struct report_target t[REPORT_TARGETS];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+	report_names(names, w, mixed_seconds);
+	for (int row = 0; row < NROWS; row++) {
+		m[row][AM] = report_median(r, runs, row, AM);
+		m[row][LM] = report_median(r, runs, row, LM);
+	}
+	fprintf(f, "{\"tool\":\"amora-bench\",\"format\":1,\"date\":\"%s\",\"runs\":%d,\"keys\":%llu,"
+		   "\"sync_keys\":%llu,\"always_keys\":%llu,\"key_bytes\":%d,\"value_bytes\":%d,"
+		   "\"mixed_seconds\":%d,\"clock_ns\":",
+		date, runs, (unsigned long long)w->n, (unsigned long long)w->s, (unsigned long long)w->a, KLEN,
+		VLEN, mixed_seconds);
+	report_json_num(f, clock_ns, 0);
+	fputs(",\"amorad\":", f);
+	report_json_str(f, setup->amorad);
+	fprintf(f, ",\"shards\":%u,\"memory\":", setup->shards);
+	report_json_str(f, setup->memory);
+	fputs(",\"lmdb\":", f);
+	report_json_str(f, setup->lmdb);
+	fputs(",\"fs\":", f);
+	report_json_str(f, setup->fs);
+	fprintf(f, ",\"cpus\":%ld,\"load_start\":", sysconf(_SC_NPROCESSORS_ONLN));
+	report_json_num(f, setup->load_start, 1);
+	fputs(",\"load_end\":", f);
+	report_json_num(f, setup->load_end, 1);
+	fputs(",\"run_seconds\":", f);
+	report_json_array(f, r->run_s, runs);
+	fputs(",\n\"phases\":[", f);
+	for (int row = 0; row < NROWS; row++) {
+		fprintf(f, "%s\n{\"id\":\"%s\",\"label\":\"%s\",\"name\":", row ? "," : "", report_ids[row],
+			report_labels[row]);
+		report_json_str(f, names[row]);
+		fprintf(f, ",\"durability\":\"%s\",\"amora\":", row == R_ALWAYS ? "always" : "periodic");
+		report_json_engine(f, r, runs, row, AM, m[row][AM]);
+		fputs(",\"lmdb\":", f);
+		report_json_engine(f, r, runs, row, LM, m[row][LM]);
+		fputs(",\"ratio\":", f);
+		report_json_num(f, m[row][LM].ops > 0 ? m[row][AM].ops / m[row][LM].ops : NAN, 0);
+		fputc('}', f);
+	}
+	fputs("],\n\"recovery\":", f);
+	report_json_recovery(f, r, runs);
+	fputs(",\n\"targets\":[", f);
+	report_target_list(t, m, fig_median(r->rec_ms, runs), rec_target, sizeof(rec_target),
+			   fig_fmt_count(nb, w->n));
+	for (int i = 0; i < REPORT_TARGETS; i++) {
+		fputs(i ? ",{\"target\":" : "{\"target\":", f);
+		report_json_str(f, t[i].target);
+		fputs(",\"figure\":", f);
+		report_json_str(f, t[i].figure);
+		fprintf(f, ",\"met\":%s}", t[i].met ? "true" : "false");
+	}
+	fputs("]}\n", f);
+	if (fflush(f) != 0 || ferror(f)) {
+		if (!errno)
+			errno = EIO;
+		return -1;
+	}
+	return 0;
 }

@@ -1,12 +1,15 @@
 /*
  * report.h — amora-bench's figures of every run, and the report printed
  * from their medians: the table (one row a phase, amora | LMDB | ratio),
- * the notes under it, recovery, and the targets (printed, not enforced).
+ * the notes under it, recovery, and the targets (printed, not enforced);
+ * the same figures, and each run's, as JSON (amora-bench --json FILE,
+ * drawn by perf/plot).
  */
 #ifndef AMORA_PERF_REPORT_H
 #define AMORA_PERF_REPORT_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "perf/lib/figures.h"
 #include "perf/lib/workload.h"
@@ -27,11 +30,42 @@ struct results {
 	double lmdb_reopen_ms[FIG_MAXRUNS];
 	double data_mb[FIG_MAXRUNS], lmdb_mb[FIG_MAXRUNS];
 	uint64_t rec_keys[FIG_MAXRUNS];  /* amora_stats' keys after recovery */
+	double run_s[FIG_MAXRUNS];       /* the whole run, in s */
+};
+
+/* What the JSON says of the setup besides the figures (strings may be
+ * NULL: JSON null). */
+struct report_setup {
+	const char *amorad, *lmdb, *memory, *fs;
+	unsigned shards;
+	double load_start, load_end; /* 1-minute load averages, -1: unknown */
 };
 
 /* Prints the report of `runs` runs to stdout. mixed_seconds and clock_ns
  * (the cost of one clock read) appear in its text. */
 void report_print(const struct results *r, int runs, const struct workload *w, int mixed_seconds,
 		  double clock_ns);
+
+/* Writes the figures report_print prints as one JSON object (and a
+ * newline) to f:
+ *   {"tool":"amora-bench","format":1,"date":"<UTC ISO 8601>","runs":R,
+ *    "keys":N,"sync_keys":S,"always_keys":A,"key_bytes":16,"value_bytes":100,
+ *    "mixed_seconds":M,"clock_ns":C,"amorad":..,"shards":..,"memory":..,
+ *    "lmdb":..,"fs":..,"cpus":..,"load_start":..,"load_end":..,
+ *    "run_seconds":[..],
+ *    "phases":[{"id":"sync_set","label":"sync set","name":"<the table's row>",
+ *               "durability":"periodic"|"always",
+ *               "amora":{"ops":..,"p50_ns":..,"p99_ns":..,
+ *                        "runs":[{"ops":..,"p50_ns":..,"p99_ns":..},..]},
+ *               "lmdb":{same},"ratio":amora/lmdb ops}, .. one per table row],
+ *    "recovery":{"ms":..,"open_ms":..,"keys":..,"stop_ms":..,"start_ms":..,
+ *                "data_mib":..,"lmdb_reopen_ms":..,"lmdb_mib":..,
+ *                "runs":{"ms":[..],"open_ms":[..],...same keys}},
+ *    "targets":[{"target":"..","figure":"..","met":true|false},..]}
+ * Every top-level figure is the median over the runs (as printed); ops in
+ * ops/s, latencies in ns, null where a phase has none. Returns 0, or -1
+ * with errno when writing failed. */
+int report_json(FILE *f, const struct results *r, int runs, const struct workload *w, int mixed_seconds,
+		double clock_ns, const struct report_setup *setup);
 
 #endif
