@@ -98,6 +98,29 @@ static inline int proc_children(pid_t pid, pid_t *out, int n)
 	return k;
 }
 
+/* Fork a child that talks to its parent over one pipe: in the parent it
+ * returns the child's pid and *fd is the write end; in the child (which
+ * dies with the test: PR_SET_PDEATHSIG) it returns 0 and *fd is the read
+ * end. */
+static inline pid_t proc_fork_piped(int *fd)
+{
+	int p[2];
+	pid_t pid;
+
+	cr_assert_eq(pipe(p), 0);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(p[1]);
+		*fd = p[0];
+	} else {
+		close(p[0]);
+		*fd = p[1];
+	}
+	return pid;
+}
+
 static inline bool proc_alive(pid_t pid)
 {
 	char path[64], state = 0;

@@ -143,23 +143,18 @@ static void check_reads(amora *db, unsigned *seed, const char *when)
  * 1..64, until `stop` is readable; exits 0 if every answer was right. */
 static pid_t stable_reader(int *stop)
 {
-	int p[2];
-	pid_t pid;
+	int fd;
+	pid_t pid = proc_fork_piped(&fd);
 
-	cr_assert_eq(pipe(p), 0);
-	pid = fork();
-	cr_assert(pid >= 0);
 	if (pid == 0) {
 		char k[64][64], buf[VAL_MAX];
 		const void *keys[64];
 		size_t klens[64], vlen;
 		int idx[64];
 		unsigned seed = 7;
-		struct pollfd pf = { p[0], POLLIN, 0 };
+		struct pollfd pf = { fd, POLLIN, 0 };
 		amora *db;
 
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		close(p[1]);
 		if (amora_open(D.sock, &db) != AMORA_OK)
 			_exit(2);
 		while (poll(&pf, 1, 0) == 0) {
@@ -180,8 +175,7 @@ static pid_t stable_reader(int *stop)
 		amora_close(db);
 		_exit(0);
 	}
-	close(p[0]);
-	*stop = p[1];
+	*stop = fd;
 	return pid;
 }
 

@@ -107,21 +107,16 @@ static void skip_if_cannot(struct tracer *t)
  * amorad each), and exits 0 if all succeeded. */
 static pid_t workload_start(int *go)
 {
-	int p[2];
-	pid_t pid;
+	int fd;
+	pid_t pid = proc_fork_piped(&fd);
 
-	cr_assert_eq(pipe(p), 0);
-	pid = fork();
-	cr_assert(pid >= 0);
 	if (pid == 0) {
 		amora *db;
 		char k[64], v[128], buf[128], c;
 		size_t vlen;
 		int bad = 0;
 
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		close(p[1]);
-		if (amora_open(D.sock, &db) != AMORA_OK || read(p[0], &c, 1) != 1)
+		if (amora_open(D.sock, &db) != AMORA_OK || read(fd, &c, 1) != 1)
 			_exit(2);
 		for (int i = 0; i < SETS; i++)
 			bad |= amora_set(db, k, (size_t)proc_key(k, "t", i), v, (size_t)proc_val(v, i, 1)) != AMORA_OK;
@@ -132,8 +127,7 @@ static pid_t workload_start(int *go)
 		amora_close(db);
 		_exit(bad);
 	}
-	close(p[0]);
-	*go = p[1];
+	*go = fd;
 	return pid;
 }
 
