@@ -80,12 +80,12 @@
  *     nothing: the old value, if any, stays. Reads and deletes go on, and
  *     what deletes and overwrites free is reused once no reader can still
  *     see it.
- *   - A value is visible a moment before its log write: a shard applies a
- *     batch to its table just before writing it to its log, so a reader
- *     may see a write that is not yet acknowledged; if the log write fails
- *     (the writer gets AMORA_EIO) the value disappears again when the shard
- *     recovers. What is guaranteed: a read sees every write acknowledged
- *     before it began.
+ *   - A value is visible once its shard's log holds it (the log write
+ *     returned; with --sync always, the fdatasync too), a moment before its
+ *     writer is answered: a reader may see a write not yet acknowledged,
+ *     but never one that a failed log write (the writer gets AMORA_EIO) or
+ *     a crash takes back. What is guaranteed: a read sees every write
+ *     acknowledged before it began.
  *   - Outcomes that are unknown: AMORA_ERESTARTING and AMORA_ETIMEDOUT
  *     leave a write queued that may still be applied; a delete that
  *     removed its key and was logged just before its shard was killed is

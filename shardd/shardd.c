@@ -9,15 +9,17 @@
  *   1. take the pending flag in each attached client's channel (or, every
  *      SHM_CHAN_SWEEP_MS, visit every attached client: the safety net);
  *   2. for each client with work, copy each request out of its SQ, check
- *      it, apply it to the table and add its effect to the log batch,
- *      keeping a completion for it. A client whose CQ has no room for
- *      another completion is left for a later round (its requests wait in
- *      its SQ, nothing is dropped);
+ *      it, stage it (stage.h: built, nothing visible yet) and add its
+ *      effect to the log batch, keeping a completion for it. A client whose
+ *      CQ has no room for another completion is left for a later round (its
+ *      requests wait in its SQ, nothing is dropped);
  *   3. write the batch to the log with one write(2) and make it durable
  *      per the sync mode (group commit);
- *   4. record in each client's channel the last request id the log now
- *      holds, add the round to the shard's counters (count_log), then
- *      publish the completions and release the SQ space. A
+ *   4. publish the staged writes: readers see a write only once the log
+ *      holds it (publish after the log). Then record in each client's
+ *      channel the last request id the log holds, add the round to the
+ *      shard's counters (count_log), publish the completions and release
+ *      the SQ space. A
  *      next incarnation re-reads what was not released: it answers the
  *      requests up to the recorded id without applying them again (a newer
  *      write of another client may have followed), and applies the rest,
@@ -31,9 +33,9 @@
  * an impossible state when the shard attaches them, cut off the client
  * (its channel's cut-off flag: it gets AMORA_EBADRING and amorad drops it;
  * the others go on). A log write or sync that fails is answered
- * with SHM_CHAN_EIO for the whole batch and the process exits: the table
- * already holds the batch's effects, and the only state known to be right
- * is the log on disk, which the restarted shard recovers from.
+ * with SHM_CHAN_EIO for the whole batch and the process exits without
+ * publishing the batch: readers never saw it, and the restarted shard
+ * recovers from the log on disk (whatever of the batch it may hold).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -56,6 +58,7 @@
 #include "shm/shard.h"
 #include "shardd/recover.h"
 #include "shardd/shardd.h"
+#include "shardd/stage.h"
 #include "shardd/wal.h"
 
 #define PER_CLIENT_BATCH 256 /* requests taken from one client per round */
@@ -114,6 +117,7 @@ struct shardd {
 	uint32_t id;
 	struct shm_shard *sh;
 	struct shm_writer w;
+	struct stage stage; /* the round's writes, published after the log */
 	struct wal wal;
 	struct shm_chan_sleep zz; /* the words of the next sleep */
 	struct watcher *watch;
@@ -590,22 +594,32 @@ static int add_pending(struct shardd *d, uint32_t slot, uint64_t id, int status,
 	return 0;
 }
 
-/* Apply one checked request; returns its status. Effects go to the log
- * batch; a log buffer that cannot grow is fatal (the table already
- * changed), reported as SHM_ESYS. */
+/* Stage one checked request; returns its status. Effects go to the log
+ * batch; private memory that cannot grow (for the stage or the log
+ * buffer) is fatal. */
 static int apply(struct shardd *d, const struct shm_chan_op_view *v, uint64_t *seq)
 {
+	struct shm_staged *s = stage_slot(&d->stage);
+	const struct shm_staged *prev;
+	uint64_t h;
 	int rc, wrc;
 
 	if (v->klen == 0 || v->klen > SHM_KEY_MAX || v->vlen > SHM_VALUE_MAX)
 		return SHM_CHAN_EINVAL;
+	if (s == NULL) {
+		log_error("out of memory for the round's writes");
+		exit(SHARDD_EXIT_CRASH);
+	}
+	h = shm_hash(v->key, v->klen);
+	prev = stage_find(&d->stage, v->key, v->klen, h);
 	if (v->op == SHM_CHAN_OP_SET)
-		rc = shm_writer_set(&d->w, v->key, v->klen, v->val, v->vlen);
+		rc = shm_writer_stage_set(&d->w, v->key, v->klen, h, v->val, v->vlen, prev, s);
 	else
-		rc = shm_writer_del(&d->w, v->key, v->klen);
+		rc = shm_writer_stage_del(&d->w, v->key, v->klen, h, prev, s);
 	if (rc != SHM_OK)
 		return wire_status(rc);
-	*seq = atomic_load_explicit(&d->sh->seq, memory_order_relaxed);
+	stage_add(&d->stage);
+	*seq = s->seq;
 	wrc = wal_batch_add(&d->wal, *seq, v->op == SHM_CHAN_OP_SET ? WALFMT_OP_SET : WALFMT_OP_DEL,
 			    v->key, v->klen, v->val, v->vlen);
 	if (wrc != WAL_OK) {
@@ -813,6 +827,11 @@ static int finish_round(struct shardd *d)
 		d->dirty = false;
 	}
 	wal_batch_begin(&d->wal);
+	/* Publish after the log; a failed log write publishes nothing. */
+	if (!fatal && stage_publish(&d->stage, &d->w) != SHM_OK) {
+		log_error("a staged write could not be published (a bug); restarting");
+		exit(SHARDD_EXIT_CRASH);
+	}
 	if (!fatal)
 		mark_decided(d);
 	/* Counted before any completion is visible (struct shm_shard_counters). */
@@ -1034,6 +1053,10 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 	d->freshmap = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->freshmap));
 	d->touched = calloc(e->cfg.max_clients, sizeof(*d->touched));
 	d->req = malloc(SHM_CHAN_SQ_DATA);
+	if (stage_init(&d->stage, &e->seg) != 0) {
+		log_error("out of memory at start");
+		return SHARDD_EXIT_CRASH;
+	}
 	d->bulk = malloc(SHM_CHAN_BULK_BYTES);
 	if (d->sh == NULL || d->peers == NULL || d->again == NULL || d->hotmap == NULL ||
 	    d->freshmap == NULL || d->touched == NULL || d->req == NULL || d->bulk == NULL) {

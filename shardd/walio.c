@@ -9,7 +9,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -24,6 +26,7 @@ struct rule {
 	int torn;       /* write only: write `keep` bytes before failing */
 	size_t keep;
 	int drop;       /* write only: write nothing, report success */
+	unsigned slow_ms; /* > 0: sleep this long, then do the call (no error) */
 	int fired;
 };
 
@@ -76,6 +79,14 @@ static int parse_rule(char *s, struct rule *r)
 	if (parse_u64(s, &end, &r->nth) < 0 || r->nth == 0 || *end != ':')
 		return -EINVAL;
 	s = end + 1;
+	if (strncmp(s, "slow:", 5) == 0) {
+		uint64_t ms;
+
+		if (parse_u64(s + 5, &end, &ms) < 0 || *end != '\0' || ms == 0 || ms > 60000)
+			return -EINVAL;
+		r->slow_ms = (unsigned)ms;
+		return 0;
+	}
 	if (r->kind == RULE_WRITE && strcmp(s, "drop") == 0) {
 		r->drop = 1;
 		return 0;
@@ -156,6 +167,20 @@ static struct rule *plan_match(enum rule_kind kind, uint64_t count)
 
 /* ---- the calls ---- */
 
+/* A slow rule: the call waits, then goes on as if no rule fired. */
+static bool plan_slow(struct rule *r)
+{
+	struct timespec ts;
+
+	if (r == NULL || r->slow_ms == 0)
+		return false;
+	ts.tv_sec = r->slow_ms / 1000;
+	ts.tv_nsec = (long)(r->slow_ms % 1000) * 1000000;
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	return true;
+}
+
 static int write_all(int fd, const char *p, size_t len, off_t off)
 {
 	while (len > 0) {
@@ -178,7 +203,7 @@ int walio_pwrite(int fd, const void *buf, size_t len, off_t off)
 	struct rule *r = plan_match(RULE_WRITE, ++stats.writes);
 	int rc;
 
-	if (r == NULL)
+	if (r == NULL || plan_slow(r))
 		return write_all(fd, buf, len, off);
 	if (r->drop)
 		return 0;
@@ -192,7 +217,7 @@ static int sync_fault(void)
 {
 	struct rule *r = plan_match(RULE_SYNC, ++stats.syncs);
 
-	return r != NULL ? -r->err : 0;
+	return r != NULL && !plan_slow(r) ? -r->err : 0;
 }
 
 int walio_datasync(int fd)

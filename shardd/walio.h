@@ -20,6 +20,10 @@
  *                        recovery must report as damage, not skip
  *     sync:N:eio         the Nth sync (walio_datasync or walio_fsync_dir)
  *                        fails with EIO without syncing (also sync:N:enospc)
+ *     write:N:slow:MS    the Nth walio_pwrite sleeps MS milliseconds (1 to
+ *                        60000), then writes as usual: a slow disk, to
+ *                        look at the store while a log write is under way
+ *                        (also sync:N:slow:MS)
  *
  * N starts at 1. Rules are separated by commas:
  * "write:50:torn:100,sync:3:eio". What counts: every segment header and

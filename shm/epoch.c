@@ -253,6 +253,16 @@ static int retire_grow(struct shm_retire_list *l)
 	return SHM_OK;
 }
 
+int shm_retire_reserve(struct shm_retire_list *l, size_t more)
+{
+	while (l->cap - l->n < more) {
+		int rc = retire_grow(l);
+		if (rc != SHM_OK)
+			return rc;
+	}
+	return SHM_OK;
+}
+
 int shm_retire_push(struct shm_retire_list *l, uint64_t off, uint64_t size)
 {
 	if (l->n == l->cap) {

@@ -108,6 +108,10 @@ void shm_retire_destroy(struct shm_retire_list *l);
  * still owns the block (nothing was queued). */
 int shm_retire_push(struct shm_retire_list *l, uint64_t off, uint64_t size);
 
+/* Make room for `more` pushes beyond the items queued now, so that they
+ * cannot fail. Errors: SHM_ENOMEM (the list is as it was). */
+int shm_retire_reserve(struct shm_retire_list *l, size_t more);
+
 /* Bump the global epoch once and tag every unsealed item with it. Does
  * nothing when no item is unsealed. Returns the tag used (or 0). */
 uint64_t shm_retire_seal(struct shm_retire_list *l, struct shm_header *hdr);

@@ -3,11 +3,16 @@
  *
  * The order of a set is what keeps readers safe and failures clean:
  *   1. allocate and fill the new record (invisible to readers);
- *   2. make sure the table has room, rebuilding it aside if not;
- *   3. queue the replaced record on the retire list (can fail: then undo 1);
- *   4. publish: one release store of the slot (and control byte).
+ *   2. make sure the table has room for it and every write staged before
+ *      it, rebuilding it aside if not;
+ *   3. reserve room on the retire list for the record it may replace (can
+ *      fail: then undo 1). Steps 1-3 are the staging;
+ *   4. publish: queue the replaced record (cannot fail now), one release
+ *      store of the slot (and control byte).
  * Every step that can fail comes before the publication, so a failed set
- * leaves the visible contents unchanged.
+ * leaves the visible contents unchanged; and since a publication cannot
+ * fail, the caller can log a staged write first and publish it after
+ * (shardd: publish after the log).
  *
  * Growth keeps at most half of the load limit after a rebuild (7 keys per
  * 16-slot group), so at least 3/8 of the slots are consumed by inserts or
@@ -15,6 +20,7 @@
  * writes. A rebuild also drops tombstones, and may shrink the table when
  * most keys were deleted.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -277,14 +283,15 @@ int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups)
 	return SHM_OK;
 }
 
-static int make_room(struct shm_writer *w)
+/* Room for `more` inserts beyond the table's entries. */
+static int make_room(struct shm_writer *w, uint64_t more)
 {
 	struct shm_table *t = table(w);
 	uint64_t live = atomic_load_explicit(&t->live, memory_order_relaxed);
 
-	if (shm_table_has_room(t))
+	if (shm_table_has_room(t, more))
 		return SHM_OK;
-	return shm_writer_rebuild(w, groups_for(live + 1, KEYS_PER_GROUP_AFTER_REBUILD));
+	return shm_writer_rebuild(w, groups_for(live + more, KEYS_PER_GROUP_AFTER_REBUILD));
 }
 
 static uint64_t record_bytes(const struct shm_writer *w, uint64_t off)
@@ -294,85 +301,157 @@ static uint64_t record_bytes(const struct shm_writer *w, uint64_t off)
 	return shm_record_size(r->klen, r->vlen);
 }
 
-/* Publish record `rec` for key hash h: replace the key's slot or insert. */
-static int publish(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h, uint64_t rec)
+/* Everything a staged write may need at its publication, for it and the
+ * writes staged before it: a slot if it may insert (`inserts` counts the
+ * staged writes that may), and a place on the retire list (each staged
+ * write may retire one record). */
+static int reserve(struct shm_writer *w, uint64_t inserts)
 {
-	struct shm_table *t = table(w);
-	shm_slot_pos pos;
-	int rc;
+	int rc = make_room(w, inserts);
 
-	if (shm_table_locate(w->seg, t, key, klen, h, &pos)) {
-		uint64_t old = shm_table_record(w->seg, t, pos);
-		rc = retire(w, old, record_bytes(w, old));
-		if (rc != SHM_OK)
-			return rc;
-		shm_table_replace_at(w->seg, t, pos, h, rec);
-		return SHM_OK;
-	}
-	if (pos == UINT64_MAX || !shm_table_has_room(t)) {
-		rc = make_room(w);
-		if (rc != SHM_OK)
-			return rc;
-		t = table(w);
-		shm_table_locate(w->seg, t, key, klen, h, &pos);
-		if (pos == UINT64_MAX)
-			return SHM_ENOMEM;
-	}
-	shm_table_insert_at(w->seg, t, pos, h, rec, bloom_kept(w));
-	return SHM_OK;
+	return rc == SHM_OK ? shm_retire_reserve(&w->retired, w->staged + 1) : rc;
 }
 
-static int set_once(struct shm_writer *w, const void *key, uint32_t klen, const void *val,
-		    uint32_t vlen, uint64_t seq)
+/* Whether a set of `key`, with no write of it staged before, may insert:
+ * a key present now stays present until the set is published. Looked up only when the table is too full to count the
+ * set as an insert anyway, so that a full table still takes updates. */
+static bool set_may_insert(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h)
 {
-	uint64_t rec;
-	int rc = shm_record_new(w->seg, &w->sh->slab, key, klen, val, vlen, seq, &rec);
+	shm_slot_pos pos;
+
+	return shm_table_has_room(table(w), w->staged_inserts + 1) ||
+	       !shm_table_locate(w->seg, table(w), key, klen, h, &pos);
+}
+
+static int stage_set_once(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h,
+			  const void *val, uint32_t vlen, const struct shm_staged *prev,
+			  struct shm_staged *s)
+{
+	int rc = shm_record_new(w->seg, &w->sh->slab, key, klen, val, vlen, s->seq, &s->rec);
 
 	if (rc != SHM_OK)
 		return rc;
-	rc = publish(w, key, klen, shm_hash(key, klen), rec);
+	/* After a staged set the key is present; after a staged delete not. */
+	s->insert = prev != NULL ? prev->del : set_may_insert(w, key, klen, h);
+	rc = reserve(w, w->staged_inserts + s->insert);
 	if (rc != SHM_OK)
-		shm_slab_free(w->seg, &w->sh->slab, rec, shm_record_size(klen, vlen));
+		shm_slab_free(w->seg, &w->sh->slab, s->rec, shm_record_size(klen, vlen));
 	return rc;
+}
+
+/* The sequence number of the next write staged: the shard's (that of the
+ * last one published) plus those staged since. */
+static uint64_t next_seq(const struct shm_writer *w)
+{
+	return atomic_load_explicit(&w->sh->seq, memory_order_relaxed) + w->staged + 1;
+}
+
+int shm_writer_stage_set(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h,
+			 const void *val, uint32_t vlen, const struct shm_staged *prev,
+			 struct shm_staged *s)
+{
+	int rc;
+
+	*s = (struct shm_staged){ .seq = next_seq(w), .h = h, .del = false };
+	rc = stage_set_once(w, key, klen, h, val, vlen, prev, s);
+	if (rc == SHM_ENOMEM && w->retired.n > 0 && shm_writer_reclaim(w) > 0)
+		rc = stage_set_once(w, key, klen, h, val, vlen, prev, s);
+	if (rc != SHM_OK)
+		return rc;
+	w->staged++;
+	w->staged_inserts += s->insert;
+	return SHM_OK;
+}
+
+int shm_writer_stage_del(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h,
+			 const struct shm_staged *prev, struct shm_staged *s)
+{
+	struct shm_table *t = table(w);
+	shm_slot_pos pos;
+	uint64_t rec;
+	int rc;
+
+	if (klen == 0 || klen > SHM_KEY_MAX)
+		return SHM_EINVAL;
+	if (prev != NULL) {
+		if (prev->del)
+			return SHM_ENOTFOUND;
+		rec = prev->rec; /* what the table will hold once prev is published */
+	} else {
+		if (!shm_table_locate(w->seg, t, key, klen, h, &pos))
+			return SHM_ENOTFOUND;
+		rec = shm_table_record(w->seg, t, pos);
+	}
+	rc = shm_retire_reserve(&w->retired, w->staged + 1);
+	if (rc != SHM_OK)
+		return rc;
+	*s = (struct shm_staged){ .seq = next_seq(w), .h = h, .rec = rec, .del = true };
+	w->staged++;
+	return SHM_OK;
+}
+
+/* Queue the record slot `pos` holds now; room was reserved at staging. */
+static void retire_slot(struct shm_writer *w, const struct shm_table *t, shm_slot_pos pos)
+{
+	uint64_t old = shm_table_record(w->seg, t, pos);
+	int rc = retire(w, old, record_bytes(w, old));
+
+	assert(rc == SHM_OK);
+	(void)rc;
+}
+
+int shm_writer_publish(struct shm_writer *w, const struct shm_staged *s)
+{
+	struct shm_table *t = table(w);
+	/* The key's bytes: the new record's, or for a delete those of the
+	 * record it removes (linked until now, so not freed). */
+	const struct shm_record *r = (const struct shm_record *)(w->seg->base + s->rec);
+	shm_slot_pos pos;
+	bool found = shm_table_locate(w->seg, t, r->data, r->klen, s->h, &pos);
+
+	assert(w->staged > 0 && s->seq == atomic_load_explicit(&w->sh->seq, memory_order_relaxed) + 1);
+	if (s->del) {
+		if (!found || shm_table_record(w->seg, t, pos) != s->rec)
+			return SHM_ECORRUPT; /* the caller broke a rule (prev) */
+		retire_slot(w, t, pos);
+		shm_table_delete_at(w->seg, t, pos);
+	} else if (found) {
+		retire_slot(w, t, pos);
+		shm_table_replace_at(w->seg, t, pos, s->h, s->rec);
+	} else {
+		if (pos == UINT64_MAX)
+			return SHM_ECORRUPT; /* room was made at staging */
+		shm_table_insert_at(w->seg, t, pos, s->h, s->rec, bloom_kept(w));
+	}
+	w->staged--;
+	w->staged_inserts -= s->insert;
+	/* Release: a reader that loads seq sees the table as of that write. */
+	atomic_store_explicit(&w->sh->seq, s->seq, memory_order_release);
+	maybe_reclaim(w);
+	return SHM_OK;
 }
 
 int shm_writer_set(struct shm_writer *w, const void *key, uint32_t klen, const void *val,
 		   uint32_t vlen)
 {
-	uint64_t seq = atomic_load_explicit(&w->sh->seq, memory_order_relaxed) + 1;
-	int rc = set_once(w, key, klen, val, vlen, seq);
-
-	if (rc == SHM_ENOMEM && w->retired.n > 0 && shm_writer_reclaim(w) > 0)
-		rc = set_once(w, key, klen, val, vlen, seq);
-	if (rc != SHM_OK)
-		return rc;
-	atomic_store_explicit(&w->sh->seq, seq, memory_order_release);
-	maybe_reclaim(w);
-	return SHM_OK;
-}
-
-int shm_writer_del(struct shm_writer *w, const void *key, uint32_t klen)
-{
-	struct shm_table *t = table(w);
-	uint64_t h, old;
-	shm_slot_pos pos;
+	struct shm_staged s;
 	int rc;
 
 	if (klen == 0 || klen > SHM_KEY_MAX)
 		return SHM_EINVAL;
-	h = shm_hash(key, klen);
-	if (!shm_table_locate(w->seg, t, key, klen, h, &pos))
-		return SHM_ENOTFOUND;
-	/* Queue the retirement first: after the delete it must not fail. */
-	old = shm_table_record(w->seg, t, pos);
-	rc = retire(w, old, record_bytes(w, old));
-	if (rc != SHM_OK)
-		return rc;
-	shm_table_delete_at(w->seg, t, pos);
-	atomic_store_explicit(&w->sh->seq, atomic_load_explicit(&w->sh->seq, memory_order_relaxed) + 1,
-			      memory_order_release);
-	maybe_reclaim(w);
-	return SHM_OK;
+	rc = shm_writer_stage_set(w, key, klen, shm_hash(key, klen), val, vlen, NULL, &s);
+	return rc == SHM_OK ? shm_writer_publish(w, &s) : rc;
+}
+
+int shm_writer_del(struct shm_writer *w, const void *key, uint32_t klen)
+{
+	struct shm_staged s;
+	int rc;
+
+	if (klen == 0 || klen > SHM_KEY_MAX)
+		return SHM_EINVAL;
+	rc = shm_writer_stage_del(w, key, klen, shm_hash(key, klen), NULL, &s);
+	return rc == SHM_OK ? shm_writer_publish(w, &s) : rc;
 }
 
 int shm_writer_get(struct shm_writer *w, const void *key, uint32_t klen, struct shm_kv *kv)

@@ -60,6 +60,18 @@ struct shm_writer {
 	void (*refresh)(void *arg);
 	void *refresh_arg;
 	uint64_t table_off;     /* the shard's table */
+	size_t staged;          /* writes staged and not yet published */
+	uint64_t staged_inserts; /* ... of which may insert (a slot is kept for each) */
+};
+
+/* A write prepared by shm_writer_stage_set/_del: invisible to readers
+ * until shm_writer_publish. */
+struct shm_staged {
+	uint64_t seq;  /* its sequence number: the shard's seq once published */
+	uint64_t h;    /* shm_hash of the key */
+	uint64_t rec;  /* a set: its new record; a delete: the record it removes */
+	bool del;
+	bool insert;   /* a set that may add a slot (one is kept for it) */
 };
 
 /* Become the writer of shard `index` with the readers `r` (NULL: nobody
@@ -86,14 +98,40 @@ int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
 		    uint64_t expected_keys, const struct shm_readers *r, size_t *dropped);
 void shm_writer_close(struct shm_writer *w);
 
-/* Insert or replace. Out of memory (for the record or a bigger table), it
+/*
+ * Staged writes: publish after the log. A stage call does everything that
+ * can fail (builds the record, makes room in the table, reserves the retire
+ * list) and changes nothing readers can see; it returns the write's
+ * sequence number in s->seq for the caller to log. shm_writer_publish then
+ * makes it visible and cannot fail in a correct program. Rules:
+ *   - publish every staged write, in the order staged, before any other
+ *     write call (shm_writer_set/_del/_rebuild); or publish none of them
+ *     and stop writing: a writer that never publishes is abandoned (the
+ *     next shm_writer_open gives their records back);
+ *   - a write of a key that already has a write staged names the latest
+ *     one as `prev` (else NULL): the table does not show it yet, so the
+ *     writer decides from prev (a delete after a staged delete is
+ *     SHM_ENOTFOUND, after a staged set it removes that set's record).
+ *     The caller keeps track of the staged keys (shardd/stage.h).
+ * Errors: stage_set as shm_writer_set; stage_del as shm_writer_del;
+ * publish returns SHM_OK, or SHM_ECORRUPT when the rules were broken
+ * (nothing changed then).
+ */
+int shm_writer_stage_set(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h,
+			 const void *val, uint32_t vlen, const struct shm_staged *prev,
+			 struct shm_staged *s);
+int shm_writer_stage_del(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h,
+			 const struct shm_staged *prev, struct shm_staged *s);
+int shm_writer_publish(struct shm_writer *w, const struct shm_staged *s);
+
+/* Stage and publish at once. Insert or replace. Out of memory (for the record or a bigger table), it
  * first frees what readers no longer see (shm_writer_reclaim) and tries
  * once more. Errors: SHM_EINVAL (klen 0
  * or > SHM_KEY_MAX, vlen > SHM_VALUE_MAX), SHM_ENOMEM (nothing changed). */
 int shm_writer_set(struct shm_writer *w, const void *key, uint32_t klen, const void *val,
 		   uint32_t vlen);
 
-/* Remove. Errors: SHM_ENOTFOUND, SHM_EINVAL, SHM_ENOMEM (nothing changed). */
+/* Stage and publish at once. Remove. Errors: SHM_ENOTFOUND, SHM_EINVAL, SHM_ENOMEM (nothing changed). */
 int shm_writer_del(struct shm_writer *w, const void *key, uint32_t klen);
 
 /* The writer's own lookup (no epoch needed: it frees nothing meanwhile).

@@ -324,10 +324,10 @@ void shm_table_recount(struct shm_seg *seg, struct shm_table *t)
 	atomic_store_explicit(&t->dead, dead, memory_order_relaxed);
 }
 
-bool shm_table_has_room(const struct shm_table *t)
+bool shm_table_has_room(const struct shm_table *t, uint64_t more)
 {
 	uint64_t used = atomic_load_explicit(&t->live, memory_order_relaxed) +
-			atomic_load_explicit(&t->dead, memory_order_relaxed) + 1;
+			atomic_load_explicit(&t->dead, memory_order_relaxed) + more;
 
 	return used * SHM_TABLE_MAX_LOAD_DEN <=
 	       t->ngroups * SHM_GROUP_SLOTS * SHM_TABLE_MAX_LOAD_NUM;

@@ -191,8 +191,8 @@ void shm_table_delete_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos 
  * store and its counter update leaves them off by one). */
 void shm_table_recount(struct shm_seg *seg, struct shm_table *t);
 
-/* Whether one more insert fits under the load limit. */
-bool shm_table_has_room(const struct shm_table *t);
+/* Whether `more` more inserts fit under the load limit. */
+bool shm_table_has_room(const struct shm_table *t, uint64_t more);
 
 /* Copy every live entry of `from` into the empty table `to` (and, with
  * `bloom`, its Bloom filter), reading only slots. Errors: SHM_ENOMEM if

@@ -470,6 +470,66 @@ Test(engine, failed_log_write_changes_nothing)
 	amora_close(db);
 }
 
+/* Publish after the log: while a write's log write is under way (a slow
+ * disk: the fault plan's slow rule holds one log write for SLOW_MS),
+ * readers in other processes do not see it; they see it once the write
+ * returned. A writer process times each synchronous set; the test polls
+ * every key meanwhile and notes when it first saw each. */
+Test(engine, write_invisible_until_its_log_write_returns)
+{
+	enum { KEYS = 10, SLOW_MS = 300 };
+	struct times {
+		_Atomic uint64_t start_ms[KEYS], ack_ms[KEYS];
+	} *t = mmap(NULL, sizeof(*t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint64_t seen_ms[KEYS] = { 0 };
+	int slow = -1, status;
+	pid_t writer;
+	amora *db;
+
+	cr_assert_neq(t, MAP_FAILED);
+	proc_start_env(&D, "AMORA_WAL_FAULT=write:5:slow:300", "--shards", "1", "--memory", "64M", NULL);
+	writer = fork();
+	cr_assert(writer >= 0);
+	if (writer == 0) {
+		amora *w;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (amora_open(D.sock, &w) != AMORA_OK)
+			_exit(1);
+		for (int i = 0; i < KEYS; i++) {
+			t->start_ms[i] = proc_now_ms();
+			if (put(w, "p", i, 1) != AMORA_OK)
+				_exit(2);
+			t->ack_ms[i] = proc_now_ms();
+		}
+		_exit(0);
+	}
+	db = proc_open();
+	for (bool done = false; !done;) {
+		done = waitpid(writer, &status, WNOHANG) == writer; /* then one last look */
+		for (int i = 0; i < KEYS; i++) {
+			char k[64];
+			size_t vlen;
+			int kl = proc_key(k, "p", i);
+
+			if (seen_ms[i] == 0 && amora_get(db, k, (size_t)kl, NULL, 0, &vlen) == AMORA_OK)
+				seen_ms[i] = proc_now_ms();
+		}
+	}
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writer failed");
+	for (int i = 0; i < KEYS; i++) {
+		cr_assert_neq(seen_ms[i], 0, "key %d was never seen", i);
+		if (t->ack_ms[i] - t->start_ms[i] >= SLOW_MS)
+			slow = i;
+	}
+	cr_assert_geq(slow, 0, "no set met the slow log write");
+	cr_assert_geq(seen_ms[slow] - t->start_ms[slow], SLOW_MS,
+		      "key %d was visible %llu ms after its set began, before its log write returned",
+		      slow, (unsigned long long)(seen_ms[slow] - t->start_ms[slow]));
+	amora_close(db);
+	munmap(t, sizeof(*t));
+}
+
 static int raw_fds[2];
 
 /* Attach by hand, as a hostile client would: the channel is ours to

@@ -901,10 +901,12 @@ Test(wal, fault_plan_syntax)
 {
 	const char *good[] = { "write:1:eio", "write:50:enospc", "write:50:torn:100", "sync:3:eio",
 			       "write:7:drop",
-			       "sync:1:enospc", "write:2:eio,sync:9:eio", "" };
+			       "sync:1:enospc", "write:2:eio,sync:9:eio", "write:3:slow:200",
+			       "sync:1:slow:60000", "" };
 	const char *bad[] = { "write", "write:0:eio", "write:x:eio", "write:5", "write:5:eperm",
 			      "read:5:eio", "sync:5:torn:3", "sync:5:drop", "write:5:drop:1", "write:5:torn:", "write:5:torn:3x",
-			      "write:5:eio,", ",", "write:-1:eio", "write:5:eio:extra" };
+			      "write:5:eio,", ",", "write:-1:eio", "write:5:eio:extra",
+			      "write:5:slow:0", "write:5:slow:60001", "write:5:slow:", "sync:2:slow:9x" };
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
 		cr_assert_eq(walio_fault_set(good[i]), 0, "%s", good[i]);
@@ -937,6 +939,31 @@ Test(wal, fault_fires_once_at_exactly_the_nth_call)
 	char *b = (char *)read_all(path, &len);
 	cr_assert_eq(len, 16);
 	cr_assert_eq(memcmp(b, "aaaabbbbcc\0\0dddd", 16), 0, "torn write keeps 2 bytes");
+	free(b);
+}
+
+/* A slow rule delays its call and then does it: the bytes land, no error. */
+Test(wal, slow_fault_delays_and_then_writes)
+{
+	char path[128];
+	struct timespec t0, t1;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/f", dir);
+	fd = open(path, O_RDWR | O_CREAT, 0644);
+	cr_assert_eq(walio_fault_set("write:2:slow:50,sync:1:slow:50"), 0);
+	cr_assert_eq(walio_pwrite(fd, "aaaa", 4, 0), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cr_assert_eq(walio_pwrite(fd, "bbbb", 4, 4), 0);
+	cr_assert_eq(walio_datasync(fd), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	cr_assert_geq((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000, 100,
+		      "both calls slept their 50 ms");
+	close(fd);
+	size_t len;
+	char *b = (char *)read_all(path, &len);
+	cr_assert_eq(len, 8);
+	cr_assert_eq(memcmp(b, "aaaabbbb", 8), 0);
 	free(b);
 }
 

@@ -1,0 +1,122 @@
+/*
+ * stage.c — a round's staged writes and the index of their keys (stage.h).
+ *
+ * The index is open addressing over the key hashes, linear probing, kept
+ * at most half full; an entry names the key's latest write, whose record
+ * holds the key's bytes (a set's new record, or the record a delete
+ * removes), so two keys with one hash are told apart. An entry is in the
+ * index only if it carries the current round: starting a round is one
+ * increment, not a clear.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "shardd/stage.h"
+
+#define STAGE_MIN_OPS 1024
+
+int stage_init(struct stage *s, const struct shm_seg *seg)
+{
+	*s = (struct stage){ .seg = seg, .round = 1 };
+	s->ops = malloc(STAGE_MIN_OPS * sizeof(*s->ops));
+	s->keys = calloc(2 * STAGE_MIN_OPS, sizeof(*s->keys));
+	if (s->ops == NULL || s->keys == NULL) {
+		stage_destroy(s);
+		return -1;
+	}
+	s->cap = STAGE_MIN_OPS;
+	s->cap_keys = 2 * STAGE_MIN_OPS;
+	return 0;
+}
+
+void stage_destroy(struct stage *s)
+{
+	free(s->ops);
+	free(s->keys);
+	*s = (struct stage){ 0 };
+}
+
+/* Whether staged write `op` is of `key`. */
+static bool op_is_of(const struct stage *s, size_t op, const void *key, uint32_t klen)
+{
+	const struct shm_record *r = (const struct shm_record *)(s->seg->base + s->ops[op].rec);
+
+	return r->klen == klen && memcmp(r->data, key, klen) == 0;
+}
+
+/* The entry of `key`: its own, or the free one where it would go. */
+static struct stage_key *key_slot(const struct stage *s, struct stage_key *keys, size_t cap,
+				  const void *key, uint32_t klen, uint64_t h)
+{
+	for (size_t i = (size_t)h & (cap - 1);; i = (i + 1) & (cap - 1)) {
+		struct stage_key *k = &keys[i];
+
+		if (k->round != s->round || (k->h == h && op_is_of(s, k->op, key, klen)))
+			return k;
+	}
+}
+
+const struct shm_staged *stage_find(const struct stage *s, const void *key, uint32_t klen,
+				    uint64_t h)
+{
+	const struct stage_key *k = key_slot(s, s->keys, s->cap_keys, key, klen, h);
+
+	return k->round == s->round ? &s->ops[k->op] : NULL;
+}
+
+/* Where `op`'s key goes in `keys`. */
+static struct stage_key *op_slot(const struct stage *s, struct stage_key *keys, size_t cap, size_t op)
+{
+	const struct shm_record *r = (const struct shm_record *)(s->seg->base + s->ops[op].rec);
+
+	return key_slot(s, keys, cap, r->data, r->klen, s->ops[op].h);
+}
+
+/* Double both arrays; the index is rebuilt from the ops, in order, so
+ * that each key ends with its latest. */
+static int stage_grow(struct stage *s)
+{
+	size_t cap = s->cap * 2;
+	struct shm_staged *ops = realloc(s->ops, cap * sizeof(*ops));
+	struct stage_key *keys;
+
+	if (ops == NULL)
+		return -1;
+	s->ops = ops;
+	keys = calloc(2 * cap, sizeof(*keys));
+	if (keys == NULL)
+		return -1; /* ops grew, the index did not: still consistent */
+	for (size_t i = 0; i < s->n; i++)
+		*op_slot(s, keys, 2 * cap, i) = (struct stage_key){ s->ops[i].h, s->round, i };
+	free(s->keys);
+	s->keys = keys;
+	s->cap = cap;
+	s->cap_keys = 2 * cap;
+	return 0;
+}
+
+struct shm_staged *stage_slot(struct stage *s)
+{
+	if (s->n == s->cap && stage_grow(s) != 0)
+		return NULL;
+	return &s->ops[s->n];
+}
+
+void stage_add(struct stage *s)
+{
+	*op_slot(s, s->keys, s->cap_keys, s->n) = (struct stage_key){ s->ops[s->n].h, s->round, s->n };
+	s->n++;
+}
+
+int stage_publish(struct stage *s, struct shm_writer *w)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		int rc = shm_writer_publish(w, &s->ops[i]);
+
+		if (rc != SHM_OK)
+			return rc;
+	}
+	s->n = 0;
+	s->round++;
+	return SHM_OK;
+}
