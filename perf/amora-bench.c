@@ -7,23 +7,30 @@
  * value fails the run loudly). Per run, on a fresh amorad (--sync periodic)
  * and a fresh LMDB environment in a temp dir:
  *
- *   buffered set  N new keys in key order, amora_set_buffered, one
- *                 amora_flush at the end | LMDB: one txn for all N puts
- *                 (no latency figure).
+ *   buffered set (sorted)  N new keys in key order, amora_set_buffered,
+ *                 one amora_flush at the end | LMDB: one txn for all N
+ *                 puts (no latency figure). LMDB's best case: sorted puts
+ *                 only append to its rightmost leaf. Then RAM per key (below).
  *   buffered update  the same N keys again (same values), amora_flush every
  *                 1024 | LMDB: one write txn per 1024 puts. Latency = one
  *                 batch of 1024 (sets + flush | puts + commit). A flush waits
  *                 for every shard the batch touched: 1024 keys over 64 shards
  *                 is 64 wake-ups for 16 keys each.
  *   sync set      S new keys (default 100 k, random order) with amora_set |
- *                 LMDB: one write txn per put. Every op timed.
+ *                 LMDB: one write txn per put. Every op timed. CPU per op
+ *                 (a line under the row): this process's, the shard
+ *                 processes' (amorad's children) and amorad's own, each
+ *                 its CPU clock (all threads; the sum_exec_runtime of
+ *                 /proc/PID/schedstat, perf/lib/usage.h) read before and
+ *                 after the phase, over S | LMDB: this process's.
  *   get hit       N gets of random existing keys | LMDB: one read txn per get
  *                 (mdb_txn_renew + mdb_get + copy + mdb_txn_reset, as an LMDB
  *                 user who keeps a read txn handle does). Every 64th op timed.
  *   get miss      N gets of random missing keys (interleaved with the existing
  *                 ones in key order, so LMDB walks a real path). Every 64th op.
  *   delete        the S keys of "sync set", random order, synchronous; then
- *                 every 64th of them must be gone (not timed).
+ *                 every 64th of them must be gone (not timed). CPU per op
+ *                 as for sync set (the check's S/64 gets included).
  *   2 readers + 1 writer, separate processes, MIXED_SECONDS (default 5):
  *                 readers: random gets (every 64th timed); writer: synchronous
  *                 sets of random existing keys (every op timed). LMDB: each
@@ -35,6 +42,30 @@
  *                 back and checked (not timed).
  *   sync always   a fresh amorad with --sync always, A sets (default 2000) |
  *                 LMDB with its default durability (fsync per commit).
+ *   buffered set (random)  last in the run, on stores of its own: a fresh
+ *                 amorad (--sync periodic) and a fresh LMDB environment, each
+ *                 removed afterwards; the same N keys in a random order (that
+ *                 of get hit), amora_set_buffered + one amora_flush | one txn.
+ *                 Keys and values are laid out in that order and read in
+ *                 sequence, as the sorted row reads its own (reading the
+ *                 values at random costs the client a cache miss a key:
+ *                 -25 % for amora here). Printed beside the sorted row; then
+ *                 RAM per key again.
+ *   RAM per key   after each N-key load (the sorted one on the store the
+ *                 other rows use, before the update; the random one on its
+ *                 own store), divided by N: amora_stats' memory_used (the
+ *                 blocks the shards have written for records and tables,
+ *                 in use or free; the target <= 160 B is checked on it),
+ *                 its record_bytes, and the segment's resident size: the
+ *                 allocated blocks of amorad's data segment, the memfd
+ *                 "amora-data" (stat of /proc/<amorad>/fd/N: every page any
+ *                 process touched, header and chunk arrays included; chosen
+ *                 over an Rss from smaps, which counts only the pages mapped
+ *                 in that one process) | LMDB: (mdb_env_info's me_last_pgno
+ *                 + 1) * mdb_env_stat's page size.
+ *
+ * The table's heading gives amorad's shard count (amorad's default, 64,
+ * unless AMORA_SHARDS says otherwise), which the write rows depend on.
  *
  * Durability is matched row by row: amora --sync periodic (ack after the log
  * write, fdatasync within 100 ms) is paired with LMDB MDB_NOSYNC plus
@@ -86,10 +117,12 @@
 #include "perf/lib/phases.h"
 #include "perf/lib/report.h"
 #include "perf/lib/server.h"
+#include "perf/lib/usage.h"
 #include "perf/lib/workload.h"
 #include "shm/clock.h"
 
 #define BATCH 1024
+#define SEGMENT_MEMFD "amora-data" /* the name amorad's data segment has (shm/segment.c) */
 
 /* ---------- configuration ---------- */
 
@@ -155,16 +188,74 @@ static void on_failure(const char *msg)
 static unsigned shards_seen;
 static double clock_ns;
 
-/* The rows above the line but the mixed ones, on either engine. */
+/* RAM per key of e's store just after its N-key load: what the store
+ * counts, and (amora) the pages amorad's data segment holds. */
+static void run_memory(struct engine *e, int side, int load, int run)
+{
+	struct report_mem *out = &res.mem[load][side][run];
+	struct engine_mem m;
+	double seg = side == AM ? usage_memfd_bytes(server_pid(), SEGMENT_MEMFD) : -1;
+
+	e->memory(e, &m);
+	out->used = m.used / (double)w.n;
+	out->records = m.records < 0 ? -1 : m.records / (double)w.n;
+	out->resident = seg < 0 ? -1 : seg / (double)w.n;
+}
+
+/* A phase of `ops` ops with the CPU it took per op (this process;
+ * amora: amorad and its shard processes too) into res.cpu[c]. */
+static struct fig run_cpu_phase(struct fig (*phase)(struct engine *, const struct workload *),
+				struct engine *e, int side, int c, int run, uint64_t ops)
+{
+	static struct usage_snap a, b; /* 16 KiB each */
+	pid_t srv = side == AM ? server_pid() : 0;
+
+	usage_snap_before(&a, srv);
+	struct fig f = phase(e, &w);
+	usage_snap_after(&b, srv);
+	res.cpu[c][side][run] = usage_cpu_per_op(&a, &b, ops);
+	return f;
+}
+
+/* The rows above the line but the mixed ones and the random-order
+ * buffered set, on either engine; RAM per key after the first load. */
 static void run_phases(struct engine *e, int side, int run)
 {
 	res.row[R_BUF][side][run] = phase_buffered(e, &w, 0);
 	res.row[R_BUF][side][run].p50 = res.row[R_BUF][side][run].p99 = -1;
+	run_memory(e, side, L_SORTED, run);
 	res.row[R_BUF_END][side][run] = phase_buffered(e, &w, BATCH);
-	res.row[R_SYNC][side][run] = phase_sync_set(e, &w);
+	res.row[R_SYNC][side][run] = run_cpu_phase(phase_sync_set, e, side, C_SYNC, run, w.s);
 	res.row[R_HIT][side][run] = phase_hits(e, &w);
 	res.row[R_MISS][side][run] = phase_misses(e, &w);
-	res.row[R_DEL][side][run] = phase_dels(e, &w);
+	res.row[R_DEL][side][run] = run_cpu_phase(phase_dels, e, side, C_DEL, run, w.s);
+}
+
+/* buffered set (random): the N keys in random order on a fresh store of
+ * each engine (a fresh amorad, a fresh LMDB environment), then RAM per
+ * key; each store is removed right after. */
+static void run_random(int run)
+{
+	char dir[PATH_MAX];
+	struct engine *e;
+
+	snprintf(dir, sizeof(dir), "%s/amora-random-%d", root, run);
+	files_mkdir(dir);
+	server_start(dir, "periodic");
+	e = engine_amora(server_open(200000));
+	res.row[R_BUF_RAND][AM][run] = phase_buffered_random(e, &w);
+	run_memory(e, AM, L_RANDOM, run);
+	e->close(e);
+	server_stop();
+	files_rm_tree(dir);
+
+	snprintf(dir, sizeof(dir), "%s/lmdb-random-%d", root, run);
+	files_mkdir(dir);
+	e = engine_lmdb_open(dir, 1, 1);
+	res.row[R_BUF_RAND][LM][run] = phase_buffered_random(e, &w);
+	run_memory(e, LM, L_RANDOM, run);
+	e->close(e);
+	files_rm_tree(dir);
 }
 
 static void run_mixed(const struct engine_kind *kind, const char *dir, int side, int run)
@@ -305,12 +396,15 @@ static void one_run(int run)
 	e->close(e);
 	files_rm_tree(dir);
 
+	run_random(run);
+
 	res.run_s[run] = (shm_now_ns() - r0) / 1e9;
-	printf("run %d/%d: %.1f s  (amora: buffered %.2f M/s, sync p50 %.1f us, hit %.2f M/s, recover %.0f ms;"
-	       " lmdb: hit %.2f M/s)\n",
+	printf("run %d/%d: %.1f s  (amora: buffered %.2f M/s, random %.2f M/s, sync p50 %.1f us, hit %.2f M/s,"
+	       " recover %.0f ms; lmdb: buffered %.2f M/s, random %.2f M/s, hit %.2f M/s)\n",
 	       run + 1, runs, res.run_s[run], res.row[R_BUF][AM][run].ops / 1e6,
-	       res.row[R_SYNC][AM][run].p50 / 1e3, res.row[R_HIT][AM][run].ops / 1e6, res.rec_ms[run],
-	       res.row[R_HIT][LM][run].ops / 1e6);
+	       res.row[R_BUF_RAND][AM][run].ops / 1e6, res.row[R_SYNC][AM][run].p50 / 1e3,
+	       res.row[R_HIT][AM][run].ops / 1e6, res.rec_ms[run], res.row[R_BUF][LM][run].ops / 1e6,
+	       res.row[R_BUF_RAND][LM][run].ops / 1e6, res.row[R_HIT][LM][run].ops / 1e6);
 	fflush(stdout);
 }
 
@@ -431,10 +525,10 @@ int main(int argc, char **argv)
 	double l1 = env_loadavg();
 	printf("  amorad: %u shards, --memory %s; load average at the end %.2f (includes this benchmark)\n", shards_seen, memory_opt,
 	       l1);
-	report_print(&res, runs, &w, mixed_seconds, clock_ns);
+	struct report_setup setup = { amorad, engine_lmdb_version(), memory_opt, fs_name(root), shards_seen,
+				      l0, l1 };
+	report_print(&res, runs, &w, mixed_seconds, clock_ns, &setup);
 	if (json) {
-		struct report_setup setup = { amorad, engine_lmdb_version(), memory_opt, fs_name(root),
-					      shards_seen, l0, l1 };
 		if (report_json(json, &res, runs, &w, mixed_seconds, clock_ns, &setup) != 0 || fclose(json) != 0)
 			bench_die("--json %s: writing %s failed: %s", json_path, json_tmp, strerror(errno));
 		if (rename(json_tmp, json_path) != 0)

@@ -1,7 +1,8 @@
 /*
  * test_plot.c — perf/plot draws what amora-bench --json really writes: a
  * tiny amora-bench run (1000 keys, one run, 1 s mixed phase) writes its
- * JSON, perf/plot bench turns it into a PNG of the size asked for; and
+ * JSON (with the random-order buffered set, CPU per op and RAM per key),
+ * perf/plot bench turns it into a PNG of the size asked for; and
  * perf/plot fails with the file's name on a missing file, a file that is
  * not JSON and a JSON file of the wrong kind, leaving no output behind.
  * Needs python3 and gnuplot (make deps installs both).
@@ -73,6 +74,10 @@ Test(plot, bench_json_to_png, .timeout = 120)
 	cr_assert(file_has(json, "\"tool\":\"amora-bench\""), "%s is not amora-bench's JSON", json);
 	cr_assert(file_has(json, "\"id\":\"get_hit\""), "%s has no get hit phase", json);
 	cr_assert(file_has(json, "\"id\":\"sync_always\""), "%s has no --sync always phase", json);
+	cr_assert(file_has(json, "\"id\":\"buffered_set_random\""), "%s has no random-order buffered set", json);
+	cr_assert(file_has(json, "\"cpu_ns_per_op\":{\"client\":"), "%s has no CPU per op", json);
+	cr_assert(file_has(json, "\"ram_per_key\":{\"target_bytes\":160,\"sorted\":{\"amora\":{\"memory_used\":"),
+		  "%s has no RAM per key", json);
 
 	snprintf(cmd, sizeof(cmd), "PLOT_SIZE=640x400 " PLOT " bench %s %s 2>&1; echo status=$?", json, png);
 	proc_run(out, sizeof(out), cmd);

@@ -26,6 +26,17 @@
 
 #include "libclient/amora.h"
 
+/* Bytes a store's data takes, as the store itself counts them. */
+struct engine_mem {
+	double used;    /* amora: amora_stats' memory_used (blocks the shards
+			 * have written in their chunks, in use or free);
+			 * LMDB: (mdb_env_info's me_last_pgno + 1) * the page
+			 * size of mdb_env_stat: the data file's pages up to
+			 * the last one in use (leaf, branch and free pages) */
+	double records; /* amora: amora_stats' record_bytes (requested for
+			 * records and tables); LMDB: -1 (none) */
+};
+
 struct engine {
 	const char *name; /* "amora" or "lmdb", for messages */
 	/* A write that returns once the store has it (as durable as opened). */
@@ -43,6 +54,8 @@ struct engine {
 	/* Flushes what the store keeps for later (LMDB periodic: a last
 	 * sync), closes and frees e. */
 	void (*close)(struct engine *e);
+	/* What the store's data takes now (call it after a flush). */
+	void (*memory)(struct engine *e, struct engine_mem *m);
 };
 
 /* How any process gets an engine on the store set up in `dir`: amora's

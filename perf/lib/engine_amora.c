@@ -76,6 +76,17 @@ static void am_close(struct engine *e)
 	free(e);
 }
 
+static void am_memory(struct engine *e, struct engine_mem *m)
+{
+	struct amora_stats st;
+	int rc = amora_stats(am_db(e), &st);
+
+	if (rc)
+		bench_die("amora_stats: %s", amora_strerror(rc));
+	m->used = (double)st.memory_used;
+	m->records = (double)st.record_bytes;
+}
+
 static const struct engine am_ops = {
 	.name = "amora",
 	.put = am_put,
@@ -84,6 +95,7 @@ static const struct engine am_ops = {
 	.get = am_get,
 	.del = am_del,
 	.close = am_close,
+	.memory = am_memory,
 };
 
 struct engine *engine_amora(amora *db)

@@ -122,6 +122,18 @@ static void lm_close(struct engine *e)
 	free(l);
 }
 
+static void lm_memory(struct engine *e, struct engine_mem *m)
+{
+	struct lm_engine *l = lm(e);
+	MDB_envinfo info;
+	MDB_stat st;
+
+	LM_CHECK(mdb_env_info(l->env, &info));
+	LM_CHECK(mdb_env_stat(l->env, &st));
+	m->used = ((double)info.me_last_pgno + 1) * st.ms_psize;
+	m->records = -1;
+}
+
 static const struct engine lm_ops = {
 	.name = "lmdb",
 	.put = lm_put,
@@ -130,6 +142,7 @@ static const struct engine lm_ops = {
 	.get = lm_get,
 	.del = lm_del,
 	.close = lm_close,
+	.memory = lm_memory,
 };
 
 struct engine *engine_lmdb_open(const char *dir, int periodic, int writer)

@@ -37,6 +37,19 @@ struct fig phase_buffered(struct engine *e, const struct workload *w, uint64_t b
 	return fig_of(&s, w->n, shm_now_ns() - t0);
 }
 
+struct fig phase_buffered_random(struct engine *e, const struct workload *w)
+{
+	struct samples s = {0};
+	uint64_t t0 = shm_now_ns();
+
+	for (uint64_t j = 0; j < w->n; j++)
+		e->put_buffered(e, w->hit_keys + j * KLEN, KLEN, w->hit_vals + j * VLEN, VLEN);
+	e->flush(e);
+	struct fig f = fig_of(&s, w->n, shm_now_ns() - t0);
+	f.p50 = f.p99 = -1;
+	return f;
+}
+
 struct fig phase_sync_set(struct engine *e, const struct workload *w)
 {
 	struct samples s = {0};

@@ -4,7 +4,8 @@
  * (perf/lib/workload.h). Each returns the phase's figure; any wrong value
  * or store error dies. The phases expect the order amora-bench runs them
  * in: buffered set (new keys), buffered update, sync set, get hit, get
- * miss, delete; always on a fresh store.
+ * miss, delete; always on a fresh store. The random-order buffered set
+ * runs alone on a fresh store of its own.
  */
 #ifndef AMORA_PERF_PHASES_H
 #define AMORA_PERF_PHASES_H
@@ -21,6 +22,11 @@
  * and at the end (0: only at the end). One latency sample per flush: the
  * batch's puts and its flush. */
 struct fig phase_buffered(struct engine *e, const struct workload *w, uint64_t batch);
+
+/* The n keys in the random order of get hit (w->hit_keys, their values
+ * w->hit_vals: both read in sequence) with put_buffered, one flush at the
+ * end; no latency (p50 = p99 = -1). */
+struct fig phase_buffered_random(struct engine *e, const struct workload *w);
 
 /* s new keys (family 'a', random order) with put; every op timed. */
 struct fig phase_sync_set(struct engine *e, const struct workload *w);

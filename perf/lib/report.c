@@ -10,16 +10,20 @@
 #include <unistd.h>
 
 #define REPORT_NAME 96
+#define REPORT_STR_(x) #x
+#define REPORT_STR(x) REPORT_STR_(x)
 
 /* Per row: a stable id and a short label (JSON, perf/plot's axis). */
 static const char *const report_ids[NROWS] = {
-	[R_BUF] = "buffered_set",     [R_BUF_END] = "buffered_update", [R_SYNC] = "sync_set",
+	[R_BUF] = "buffered_set",     [R_BUF_RAND] = "buffered_set_random",
+	[R_BUF_END] = "buffered_update", [R_SYNC] = "sync_set",
 	[R_HIT] = "get_hit",          [R_MISS] = "get_miss",           [R_DEL] = "delete",
 	[R_MIX_R1] = "mixed_reader1", [R_MIX_R2] = "mixed_reader2",    [R_MIX_W] = "mixed_writer",
 	[R_ALWAYS] = "sync_always",
 };
 static const char *const report_labels[NROWS] = {
-	[R_BUF] = "buffered set",     [R_BUF_END] = "buffered update", [R_SYNC] = "sync set",
+	[R_BUF] = "buffered sorted",  [R_BUF_RAND] = "buffered random",
+	[R_BUF_END] = "buffered update", [R_SYNC] = "sync set",
 	[R_HIT] = "get hit",          [R_MISS] = "get miss",           [R_DEL] = "delete",
 	[R_MIX_R1] = "2R+1W reader 1", [R_MIX_R2] = "2R+1W reader 2",  [R_MIX_W] = "2R+1W writer",
 	[R_ALWAYS] = "sync set, always",
@@ -47,7 +51,8 @@ static void report_names(char names[NROWS][REPORT_NAME], const struct workload *
 	char nb[32], sb[32], ab[32];
 
 	fig_fmt_count(nb, w->n), fig_fmt_count(sb, w->s), fig_fmt_count(ab, w->a);
-	snprintf(names[R_BUF], REPORT_NAME, "buffered set, %s new keys, 1 flush at end", nb);
+	snprintf(names[R_BUF], REPORT_NAME, "buffered set (sorted), %s new keys, 1 flush", nb);
+	snprintf(names[R_BUF_RAND], REPORT_NAME, "buffered set (random), %s new keys, 1 flush", nb);
 	snprintf(names[R_BUF_END], REPORT_NAME, "buffered update, %s keys, flush per 1024", nb);
 	snprintf(names[R_SYNC], REPORT_NAME, "sync set, %s new keys", sb);
 	snprintf(names[R_HIT], REPORT_NAME, "get hit, %s random", nb);
@@ -59,15 +64,71 @@ static void report_names(char names[NROWS][REPORT_NAME], const struct workload *
 	snprintf(names[R_ALWAYS], REPORT_NAME, "sync set, --sync always, %s keys", ab);
 }
 
+/* The median over the runs of the field at `first` (the field of run 0,
+ * the next run's `stride` bytes further on); -1 when one run's is unknown
+ * (negative): then the median would mean nothing. */
+static double report_median_known(const double *first, size_t stride, int runs)
+{
+	double v[FIG_MAXRUNS] = {0};
+
+	for (int i = 0; i < runs; i++) {
+		v[i] = *(const double *)((const char *)first + i * stride);
+		if (v[i] < 0)
+			return -1;
+	}
+	return fig_median(v, runs);
+}
+
+/* The median of the runs' CPU per op, each part alone. */
+static struct usage_cpu report_cpu_median(const struct results *r, int runs, int c, int side)
+{
+	const struct usage_cpu *u = r->cpu[c][side];
+
+	return (struct usage_cpu){ report_median_known(&u->self, sizeof(*u), runs),
+				   report_median_known(&u->server, sizeof(*u), runs),
+				   report_median_known(&u->kids, sizeof(*u), runs) };
+}
+
+/* ns as microseconds, 3 digits or so; "?" when negative (unknown). */
+static const char *report_fmt_us(char *b, double ns)
+{
+	double us = ns / 1e3;
+
+	if (ns < 0)
+		sprintf(b, "?");
+	else
+		sprintf(b, us < 10 ? "%.2f" : us < 100 ? "%.1f" : "%.0f", us);
+	return b;
+}
+
+/* The line under a row with CPU per op: amora's client + shards + amorad,
+ * LMDB's client. */
+static void report_cpu_line(const struct results *r, int runs, int c)
+{
+	struct usage_cpu a = report_cpu_median(r, runs, c, AM), l = report_cpu_median(r, runs, c, LM);
+	char b1[32], b2[32], b3[32], b4[32], b5[32], am[4 * 32 + 16], lm[48];
+
+	if (a.self >= 0 && a.kids >= 0 && a.server >= 0)
+		snprintf(am, sizeof(am), "%s + %s + %s = %s us", report_fmt_us(b1, a.self),
+			 report_fmt_us(b2, a.kids), report_fmt_us(b3, a.server),
+			 report_fmt_us(b4, a.self + a.kids + a.server));
+	else
+		snprintf(am, sizeof(am), "%s + %s + %s us", report_fmt_us(b1, a.self), report_fmt_us(b2, a.kids),
+			 report_fmt_us(b3, a.server));
+	snprintf(lm, sizeof(lm), "%s us", report_fmt_us(b5, l.self));
+	printf("%-46s | %31s | %31s |\n", "  CPU per op: client + shards + amorad", am, lm);
+}
+
 /* The table; m gets the medians. */
 static void report_table(const struct results *r, int runs, const struct workload *w,
-			 int mixed_seconds, struct fig m[NROWS][2])
+			 int mixed_seconds, unsigned shards, struct fig m[NROWS][2])
 {
 	static const char dash[] = "----------------------------------------------------------------";
-	char names[NROWS][REPORT_NAME], b1[32], b2[32], b3[32], b4[32], b5[32], b6[32];
+	char names[NROWS][REPORT_NAME], head[64], b1[32], b2[32], b3[32], b4[32], b5[32], b6[32];
 
 	report_names(names, w, mixed_seconds);
-	printf("\n%-46s | %11s %9s %9s | %11s %9s %9s | %7s\n", "phase (median of runs)", "amora ops/s",
+	snprintf(head, sizeof(head), "phase (median of runs; amorad: %u shards)", shards);
+	printf("\n%-46s | %11s %9s %9s | %11s %9s %9s | %7s\n", head, "amora ops/s",
 	       "p50", "p99", "lmdb ops/s", "p50", "p99", "ratio");
 	printf("%.46s-+-%.31s-+-%.31s-+-%.7s\n", dash, dash, dash, dash);
 	for (int row = 0; row < NROWS; row++) {
@@ -80,10 +141,22 @@ static void report_table(const struct results *r, int runs, const struct workloa
 		       fig_fmt_lat(b3, m[row][AM].p99), fig_fmt_ops(b4, m[row][LM].ops),
 		       fig_fmt_lat(b5, m[row][LM].p50), fig_fmt_lat(b6, m[row][LM].p99),
 		       m[row][LM].ops > 0 ? m[row][AM].ops / m[row][LM].ops : 0.0);
+		if (row == R_SYNC || row == R_DEL)
+			report_cpu_line(r, runs, row == R_SYNC ? C_SYNC : C_DEL);
 	}
 }
 
-#define REPORT_TARGETS 4
+#define REPORT_TARGETS 5
+
+/* The median of the runs' RAM per key, each field alone. */
+static struct report_mem report_mem_median(const struct results *r, int runs, int load, int side)
+{
+	const struct report_mem *m = r->mem[load][side];
+
+	return (struct report_mem){ report_median_known(&m->used, sizeof(*m), runs),
+				    report_median_known(&m->records, sizeof(*m), runs),
+				    report_median_known(&m->resident, sizeof(*m), runs) };
+}
 
 /* One target, its figure, and whether it is met. */
 struct report_target {
@@ -92,47 +165,81 @@ struct report_target {
 	int met;
 };
 
-static void report_target_list(struct report_target t[REPORT_TARGETS], struct fig m[NROWS][2], double rec,
-			       char *rec_target, size_t cap, const char *nb)
+static void report_target_list(struct report_target t[REPORT_TARGETS], struct fig m[NROWS][2],
+			       const struct results *r, int runs, double rec, char *rec_target, size_t cap,
+			       const char *nb)
 {
+	struct report_mem am = report_mem_median(r, runs, L_SORTED, AM);
+	struct report_mem lm = report_mem_median(r, runs, L_SORTED, LM);
+
 	double rh = m[R_HIT][AM].ops / m[R_HIT][LM].ops, rm = m[R_MISS][AM].ops / m[R_MISS][LM].ops;
 
 	snprintf(rec_target, cap, "recover %s keys < 1 s", nb);
 	t[0] = (struct report_target){ "reads >= 5x LMDB", "", rh >= 5 && rm >= 5 };
 	snprintf(t[0].figure, sizeof(t[0].figure), "hit %.2fx, miss %.2fx", rh, rm);
 	t[1] = (struct report_target){ "buffered sets >= 1.5 M/s", "", m[R_BUF][AM].ops >= 1.5e6 };
-	snprintf(t[1].figure, sizeof(t[1].figure), "%.2f M/s", m[R_BUF][AM].ops / 1e6);
+	snprintf(t[1].figure, sizeof(t[1].figure), "%.2f M/s (random order: %.2f M/s)", m[R_BUF][AM].ops / 1e6,
+		 m[R_BUF_RAND][AM].ops / 1e6);
 	t[2] = (struct report_target){ "sync set p50 < 15 us", "", m[R_SYNC][AM].p50 < 15e3 };
 	snprintf(t[2].figure, sizeof(t[2].figure), "%.1f us (--sync always: %.1f us)", m[R_SYNC][AM].p50 / 1e3,
 		 m[R_ALWAYS][AM].p50 / 1e3);
 	t[3] = (struct report_target){ rec_target, "", rec < 1000 };
 	snprintf(t[3].figure, sizeof(t[3].figure), "%.0f ms", rec);
+	t[4] = (struct report_target){ "RAM per key <= " REPORT_STR(REPORT_RAM_TARGET) " B", "",
+				       am.used >= 0 && am.used <= REPORT_RAM_TARGET };
+	snprintf(t[4].figure, sizeof(t[4].figure), "%.0f B (LMDB %.0f B)", am.used, lm.used);
+	if (am.used < 0 || lm.used < 0)
+		snprintf(t[4].figure, sizeof(t[4].figure), "unknown");
 }
 
-static void report_targets(struct fig m[NROWS][2], double rec, const char *nb)
+static void report_targets(struct fig m[NROWS][2], const struct results *r, int runs, double rec, const char *nb)
 {
 	struct report_target t[REPORT_TARGETS];
 	char rec_target[64];
 
-	report_target_list(t, m, rec, rec_target, sizeof(rec_target), nb);
+	report_target_list(t, m, r, runs, rec, rec_target, sizeof(rec_target), nb);
 	printf("\ntargets (printed, not enforced):\n");
 	for (int i = 0; i < REPORT_TARGETS; i++)
 		printf("  %-28s %-40s %s\n", t[i].target, t[i].figure, report_met(t[i].met));
 }
 
+/* Bytes as "186 B", "? B" when negative (unknown). */
+static const char *report_fmt_b(char *b, double v)
+{
+	if (v < 0)
+		sprintf(b, "? B");
+	else
+		sprintf(b, "%.0f B", v);
+	return b;
+}
+
+/* One load's RAM per key line. */
+static void report_mem_line(const struct results *r, int runs, int load)
+{
+	struct report_mem a = report_mem_median(r, runs, load, AM), l = report_mem_median(r, runs, load, LM);
+	char b1[32], b2[32], b3[32], b4[32];
+
+	printf("  %-13s amora %5s  LMDB %5s   (amora: records and tables %s, segment resident %s)\n",
+	       load == L_SORTED ? "key order" : "random order", report_fmt_b(b1, a.used), report_fmt_b(b2, l.used),
+	       report_fmt_b(b3, a.records), report_fmt_b(b4, a.resident));
+}
+
 void report_print(const struct results *r, int runs, const struct workload *w, int mixed_seconds,
-		  double clock_ns)
+		  double clock_ns, const struct report_setup *setup)
 {
 	struct fig m[NROWS][2];
 	char nb[32];
 
 	fig_fmt_count(nb, w->n);
-	report_table(r, runs, w, mixed_seconds, m);
+	report_table(r, runs, w, mixed_seconds, setup->shards, m);
 	printf("\nrows above the line: amora --sync periodic vs LMDB MDB_NOSYNC + mdb_env_sync every 100 ms;\n"
 	       "below: amora --sync always vs LMDB default durability (fsync per commit). ratio = amora/lmdb ops/s.\n"
 	       "Latency: sync sets, deletes and the writer: every op timed; gets: every 64th op timed alone\n"
-	       "(ops/s counts every op); buffered set: N new keys, one amora_flush | one LMDB txn for all;\n"
+	       "(ops/s counts every op); buffered set: N new keys, one amora_flush | one LMDB txn for all, in key\n"
+	       "order on the store the later rows use, in random order on a fresh store of its own;\n"
 	       "\"flush per 1024\": the same keys again, latency = one batch of 1024 sets + flush (LMDB: 1024 puts + commit).\n"
+	       "CPU per op: CPU time over the phase / ops, in us: this process (client), amorad's shard processes,\n"
+	       "amorad itself (all threads; LMDB: the client only, its one process).\n"
 	       "Each sample includes one clock_gettime (%.0f ns here).\n",
 	       clock_ns);
 
@@ -145,7 +252,13 @@ void report_print(const struct results *r, int runs, const struct workload *w, i
 	       fig_median(r->data_mb, runs), fig_median(r->stop_ms, runs), fig_median(r->start_ms, runs));
 	printf("  reference: LMDB reopen + first get %.1f ms (no recovery step; data file %.0f MiB)\n",
 	       fig_median(r->lmdb_reopen_ms, runs), fig_median(r->lmdb_mb, runs));
-	report_targets(m, rec, nb);
+	printf("\nRAM per key after the %s-key load (%d-byte keys, %d-byte values):\n", nb, KLEN, VLEN);
+	report_mem_line(r, runs, L_SORTED);
+	report_mem_line(r, runs, L_RANDOM);
+	printf("  amora: amora_stats' memory_used / keys (the blocks written in the shards' chunks); records and\n"
+	       "  tables: its record_bytes; segment resident: the pages of amorad's data segment (its memfd's\n"
+	       "  allocated blocks, header and chunk arrays included). LMDB: (me_last_pgno + 1) * page size / keys.\n");
+	report_targets(m, r, runs, rec, nb);
 }
 
 /* ---------- JSON ---------- */
@@ -178,24 +291,72 @@ static void report_json_num(FILE *f, double v, int neg_null)
 		fprintf(f, "%.6g", v);
 }
 
+/* `before` (a separator), "key":, then the number as report_json_num. */
+static void report_json_kv(FILE *f, const char *before, const char *key, double v, int neg_null)
+{
+	fprintf(f, "%s\"%s\":", before, key);
+	report_json_num(f, v, neg_null);
+}
+
 static void report_json_fig(FILE *f, struct fig g)
 {
-	fputs("\"ops\":", f);
-	report_json_num(f, g.ops, 0);
-	fputs(",\"p50_ns\":", f);
-	report_json_num(f, g.p50, 1);
-	fputs(",\"p99_ns\":", f);
-	report_json_num(f, g.p99, 1);
+	report_json_kv(f, "", "ops", g.ops, 0);
+	report_json_kv(f, ",", "p50_ns", g.p50, 1);
+	report_json_kv(f, ",", "p99_ns", g.p99, 1);
+}
+
+static void report_json_cpu(FILE *f, struct usage_cpu u)
+{
+	report_json_kv(f, ",\"cpu_ns_per_op\":{", "client", u.self, 1);
+	report_json_kv(f, ",", "shards", u.kids, 1);
+	report_json_kv(f, ",", "amorad", u.server, 1);
+	fputc('}', f);
 }
 
 static void report_json_engine(FILE *f, const struct results *r, int runs, int row, int side, struct fig med)
 {
+	int c = row == R_SYNC ? C_SYNC : row == R_DEL ? C_DEL : -1;
+
 	fputc('{', f);
 	report_json_fig(f, med);
+	if (c >= 0)
+		report_json_cpu(f, report_cpu_median(r, runs, c, side));
 	fputs(",\"runs\":[", f);
 	for (int k = 0; k < runs; k++) {
 		fputs(k ? ",{" : "{", f);
 		report_json_fig(f, r->row[row][side][k]);
+		if (c >= 0)
+			report_json_cpu(f, r->cpu[c][side][k]);
+		fputc('}', f);
+	}
+	fputs("]}", f);
+}
+
+/* {"amora":{..},"lmdb":{..}} of one load's RAM per key. */
+static void report_json_load(FILE *f, struct report_mem a, struct report_mem l)
+{
+	report_json_kv(f, "{\"amora\":{", "memory_used", a.used, 1);
+	report_json_kv(f, ",", "record_bytes", a.records, 1);
+	report_json_kv(f, ",", "segment_resident", a.resident, 1);
+	report_json_kv(f, "},\"lmdb\":{", "bytes", l.used, 1);
+	fputs("}}", f);
+}
+
+static void report_json_ram(FILE *f, const struct results *r, int runs)
+{
+	static const char *const loads[NLOADS] = { [L_SORTED] = "sorted", [L_RANDOM] = "random" };
+
+	fprintf(f, "{\"target_bytes\":%d", REPORT_RAM_TARGET);
+	for (int l = 0; l < NLOADS; l++) {
+		fprintf(f, ",\"%s\":", loads[l]);
+		report_json_load(f, report_mem_median(r, runs, l, AM), report_mem_median(r, runs, l, LM));
+	}
+	fputs(",\"runs\":[", f);
+	for (int k = 0; k < runs; k++) {
+		for (int l = 0; l < NLOADS; l++) {
+			fprintf(f, "%s\"%s\":", l ? "," : k ? ",{" : "{", loads[l]);
+			report_json_load(f, r->mem[l][AM][k], r->mem[l][LM][k]);
+		}
 		fputc('}', f);
 	}
 	fputs("]}", f);
@@ -288,8 +449,10 @@ int report_json(FILE *f, const struct results *r, int runs, const struct workloa
 	}
 	fputs("],\n\"recovery\":", f);
 	report_json_recovery(f, r, runs);
+	fputs(",\n\"ram_per_key\":", f);
+	report_json_ram(f, r, runs);
 	fputs(",\n\"targets\":[", f);
-	report_target_list(t, m, fig_median(r->rec_ms, runs), rec_target, sizeof(rec_target),
+	report_target_list(t, m, r, runs, fig_median(r->rec_ms, runs), rec_target, sizeof(rec_target),
 			   fig_fmt_count(nb, w->n));
 	for (int i = 0; i < REPORT_TARGETS; i++) {
 		fputs(i ? ",{\"target\":" : "{\"target\":", f);

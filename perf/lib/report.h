@@ -1,9 +1,10 @@
 /*
  * report.h — amora-bench's figures of every run, and the report printed
- * from their medians: the table (one row a phase, amora | LMDB | ratio),
- * the notes under it, recovery, and the targets (printed, not enforced);
- * the same figures, and each run's, as JSON (amora-bench --json FILE,
- * drawn by perf/plot).
+ * from their medians: the table (one row a phase, amora | LMDB | ratio;
+ * under the sync set and delete rows their CPU per op), the notes under
+ * it, recovery, RAM per key, and the targets (printed, not enforced); the
+ * same figures, and each run's, as JSON (amora-bench --json FILE, drawn
+ * by perf/plot).
  */
 #ifndef AMORA_PERF_REPORT_H
 #define AMORA_PERF_REPORT_H
@@ -12,13 +13,28 @@
 #include <stdio.h>
 
 #include "perf/lib/figures.h"
+#include "perf/lib/usage.h"
 #include "perf/lib/workload.h"
 
 /* The table's rows, in print order; R_ALWAYS is below the line. */
 enum report_row {
-	R_BUF, R_BUF_END, R_SYNC, R_HIT, R_MISS, R_DEL, R_MIX_R1, R_MIX_R2, R_MIX_W, R_ALWAYS, NROWS
+	R_BUF, R_BUF_RAND, R_BUF_END, R_SYNC, R_HIT, R_MISS, R_DEL, R_MIX_R1, R_MIX_R2, R_MIX_W,
+	R_ALWAYS, NROWS
 };
 enum report_side { AM, LM }; /* amora, LMDB */
+enum report_cpu { C_SYNC, C_DEL, NCPU };   /* the rows with CPU per op */
+enum report_load { L_SORTED, L_RANDOM, NLOADS }; /* the N-key loads RAM is measured after */
+
+#define REPORT_RAM_TARGET 160 /* bytes of RAM per key, amora */
+
+/* RAM per key after a load of N keys, in bytes; -1: none or unknown. */
+struct report_mem {
+	double used;     /* amora: memory_used / N; LMDB: its data file's pages / N
+			  * (struct engine_mem) */
+	double records;  /* amora: record_bytes / N; LMDB: -1 */
+	double resident; /* amora: the pages of amorad's data segment / N
+			  * (usage_memfd_bytes); LMDB: -1 */
+};
 
 /* Filled run by run (index: the run); times in ms, sizes in MiB. */
 struct results {
@@ -30,6 +46,10 @@ struct results {
 	double lmdb_reopen_ms[FIG_MAXRUNS];
 	double data_mb[FIG_MAXRUNS], lmdb_mb[FIG_MAXRUNS];
 	uint64_t rec_keys[FIG_MAXRUNS];  /* amora_stats' keys after recovery */
+	/* CPU per op in ns (self: this process; server: amorad; kids: its
+	 * shard processes; LMDB: self only) */
+	struct usage_cpu cpu[NCPU][2][FIG_MAXRUNS];
+	struct report_mem mem[NLOADS][2][FIG_MAXRUNS];
 	double run_s[FIG_MAXRUNS];       /* the whole run, in s */
 };
 
@@ -41,10 +61,10 @@ struct report_setup {
 	double load_start, load_end; /* 1-minute load averages, -1: unknown */
 };
 
-/* Prints the report of `runs` runs to stdout. mixed_seconds and clock_ns
- * (the cost of one clock read) appear in its text. */
+/* Prints the report of `runs` runs to stdout. mixed_seconds, clock_ns
+ * (the cost of one clock read) and setup's shards appear in its text. */
 void report_print(const struct results *r, int runs, const struct workload *w, int mixed_seconds,
-		  double clock_ns);
+		  double clock_ns, const struct report_setup *setup);
 
 /* Writes the figures report_print prints as one JSON object (and a
  * newline) to f:
@@ -56,15 +76,25 @@ void report_print(const struct results *r, int runs, const struct workload *w, i
  *    "phases":[{"id":"sync_set","label":"sync set","name":"<the table's row>",
  *               "durability":"periodic"|"always",
  *               "amora":{"ops":..,"p50_ns":..,"p99_ns":..,
- *                        "runs":[{"ops":..,"p50_ns":..,"p99_ns":..},..]},
+ *                        "cpu_ns_per_op":{"client":..,"shards":..,"amorad":..},
+ *                        "runs":[{"ops":..,"p50_ns":..,"p99_ns":..,
+ *                                 "cpu_ns_per_op":{..}},..]},
  *               "lmdb":{same},"ratio":amora/lmdb ops}, .. one per table row],
  *    "recovery":{"ms":..,"open_ms":..,"keys":..,"stop_ms":..,"start_ms":..,
  *                "data_mib":..,"lmdb_reopen_ms":..,"lmdb_mib":..,
  *                "runs":{"ms":[..],"open_ms":[..],...same keys}},
+ *    "ram_per_key":{"target_bytes":160,
+ *                   "sorted":{"amora":{"memory_used":..,"record_bytes":..,
+ *                                      "segment_resident":..},
+ *                             "lmdb":{"bytes":..}},
+ *                   "random":{same},
+ *                   "runs":[{"sorted":{..},"random":{..}},..]},
  *    "targets":[{"target":"..","figure":"..","met":true|false},..]}
  * Every top-level figure is the median over the runs (as printed); ops in
- * ops/s, latencies in ns, null where a phase has none. Returns 0, or -1
- * with errno when writing failed. */
+ * ops/s, latencies and CPU in ns, RAM in bytes per key, null where a phase
+ * has none or it is unknown. "cpu_ns_per_op" is only in the sync_set and
+ * delete phases (LMDB: client only, shards and amorad null). Returns 0,
+ * or -1 with errno when writing failed. */
 int report_json(FILE *f, const struct results *r, int runs, const struct workload *w, int mixed_seconds,
 		double clock_ns, const struct report_setup *setup);
 

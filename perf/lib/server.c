@@ -106,6 +106,11 @@ static void server_died(void)
 	bench_die("amorad was killed by signal %d", WTERMSIG(st));
 }
 
+pid_t server_pid(void)
+{
+	return server.pid > 0 ? server.pid : 0;
+}
+
 void server_check(void)
 {
 	if (daemon_exited(&server))

@@ -8,6 +8,7 @@
 #define AMORA_PERF_SERVER_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "libclient/amora.h"
 
@@ -28,6 +29,9 @@ void server_start(const char *dir, const char *sync_mode);
 /* Retries amora_open on the running amorad's socket every poll_ns, up to
  * 10 s; dies if amorad exits or the time runs out. */
 amora *server_open(uint64_t poll_ns);
+
+/* The running amorad's pid, 0 when none runs. */
+pid_t server_pid(void);
 
 /* Dies if the running amorad has exited (it never should on its own). */
 void server_check(void);

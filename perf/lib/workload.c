@@ -16,6 +16,7 @@ void workload_make(struct workload *w, uint64_t n, uint64_t s, uint64_t a)
 	w->vals = bench_malloc(n * VLEN);
 	w->hit_keys = bench_malloc(n * KLEN);
 	w->hit_idx = bench_malloc(n * sizeof(*w->hit_idx));
+	w->hit_vals = bench_malloc(n * VLEN);
 	w->miss_keys = bench_malloc(n * KLEN);
 	w->xidx = bench_malloc(s * sizeof(*w->xidx));
 	uint32_t *perm = bench_malloc(n * sizeof(*perm));
@@ -36,6 +37,7 @@ void workload_make(struct workload *w, uint64_t n, uint64_t s, uint64_t a)
 	}
 	for (uint64_t j = 0; j < n; j++) {
 		memcpy(w->hit_keys + j * KLEN, w->keys + (uint64_t)w->hit_idx[j] * KLEN, KLEN);
+		memcpy(w->hit_vals + j * VLEN, w->vals + (uint64_t)w->hit_idx[j] * VLEN, VLEN);
 		workload_key(w->miss_keys + j * KLEN, workload_splitmix(&rng) % n, 'A');
 	}
 	for (uint64_t j = 0; j < s; j++)

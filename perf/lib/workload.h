@@ -28,6 +28,8 @@ struct workload {
 	char *vals;          /* their values */
 	char *hit_keys;      /* the n keys in random order, laid out in that order */
 	uint32_t *hit_idx;   /* hit_keys[j] is key hit_idx[j] */
+	char *hit_vals;      /* their values in the same order, so that the random-order
+			      * inserts read their input in sequence, as the sorted ones do */
 	char *miss_keys;     /* n missing keys, random */
 	uint32_t *xidx;      /* s distinct numbers for the sync-set/delete keys, random order */
 };
