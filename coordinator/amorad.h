@@ -4,6 +4,7 @@
  *   main.c       start-up (options, lock file, shared memory) and the event
  *                loop (loop.c: a handler per descriptor, a tick);
  *   supervise.c  the shard processes: fork, restart with backoff, stop;
+ *   wakeups.c    fast wake-ups of idle CPUs while writes flow (PM QoS);
  *   listen.c, admit.c, server.c, commands.c, slots.c
  *                the control socket (server.h): who connects, RESP
  *                commands, attaching clients, noticing their death and
@@ -43,6 +44,15 @@ struct shardproc {
 
 struct conn; /* server.h */
 
+/* The fast wake-up request (wakeups.c). */
+struct wake_state {
+	int fd;            /* /dev/cpu_dma_latency, -1: none */
+	bool held;         /* the request bounds wake-ups now */
+	uint64_t requests; /* the shards' answered requests at the last tick */
+	uint64_t last_ns;  /* that tick */
+	uint64_t busy_ns;  /* the last tick that saw the busy rate */
+};
+
 /* What amorad knows of one client slot's epoch slot, to cut off a reader
  * that holds every shard's reclamation (slots.c, cut_stuck_reader). */
 struct reader_watch {
@@ -73,6 +83,7 @@ struct amorad {
 	uint64_t in_bytes;       /* input buffers of all connections (bytes mapped),
 				  * at most cfg.input_budget */
 	int spare_fd;            /* kept open to refuse a peer when out of fds */
+	struct wake_state wake;
 	int exit_code;
 };
 
@@ -86,6 +97,11 @@ bool sup_all_exited(const struct amorad *a);
 bool sup_running(const struct amorad *a, uint32_t s);
 void sup_kill_all(struct amorad *a);
 void amorad_begin_stop(struct amorad *a, const char *why);
+
+/* wakeups.c */
+void wake_open(struct amorad *a);               /* per --fast-wakeups */
+void wake_tick(struct amorad *a, uint64_t now_ns); /* auto: hold or let go by the write rate */
+const char *wake_state_name(const struct amorad *a); /* off, unavailable, held, released */
 
 /* listen.c */
 /* Listen on cfg.socket_path (modes following the allow-lists) and watch

@@ -134,9 +134,10 @@ static void info_server(struct info *in)
 	struct engine *e = &in->a->e;
 
 	info_add(in, "amora_version:" AMORA_VERSION_STRING "\r\nprocess_id:%d\r\nuptime_in_seconds:%llu\r\n"
-		 "data_dir:%s\r\nshards:%u\r\nshards_ready:%u\r\nshards_failed:%u\r\n", getpid(),
+		 "data_dir:%s\r\nshards:%u\r\nshards_ready:%u\r\nshards_failed:%u\r\n"
+		 "fast_wakeups:%s\r\n", getpid(),
 		 ull((shm_now_ns() - in->a->started_ns) / 1000000000ull), e->cfg.data_dir, e->cfg.shards,
-		 in->ss.ready, in->ss.failed);
+		 in->ss.ready, in->ss.failed, wake_state_name(in->a));
 }
 
 /* blocked_clients: no command of amorad's blocks; redis-cli --stat reads it. */

@@ -218,6 +218,19 @@ static int set_sync_interval(struct amorad_config *c, const char *v, char *why, 
 	return 0;
 }
 
+static int set_fast_wakeups(struct amorad_config *c, const char *v, char *why, size_t n)
+{
+	static const char *const names[] = { [WAKE_AUTO] = "auto", [WAKE_ON] = "on", [WAKE_OFF] = "off" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcmp(v, names[i]) == 0) {
+			c->fast_wakeups = (enum wake_mode)i;
+			return 0;
+		}
+	}
+	return refuse(why, n, "must be auto, on or off");
+}
+
 static int set_max_clients(struct amorad_config *c, const char *v, char *why, size_t n)
 {
 	if (parse_range(v, 1, CONFIG_MAX_CLIENTS, &c->max_clients) < 0)
@@ -391,6 +404,7 @@ static const struct opt opts[] = {
 	{ "shards", OPT_VALUE, set_shards },
 	{ "sync", OPT_VALUE, set_sync },
 	{ "sync-interval-ms", OPT_VALUE, set_sync_interval },
+	{ "fast-wakeups", OPT_VALUE, set_fast_wakeups },
 	{ "max-clients", OPT_VALUE, set_max_clients },
 	{ "reader-timeout-ms", OPT_VALUE, set_reader_timeout },
 	{ "max-connections", OPT_VALUE, set_max_connections },
@@ -428,6 +442,10 @@ void config_usage(FILE *out)
 		"  --sync MODE             always | periodic | none (default periodic)\n"
 		"  --sync-interval-ms N    periodic: fdatasync at most every N ms, 1..%u\n"
 		"                          (default %u)\n"
+		"  --fast-wakeups MODE     auto | on | off: ask the kernel to keep idle CPUs\n"
+		"                          from halting (PM QoS), auto: while the shards\n"
+		"                          answer 1000 requests/s or more; needs root\n"
+		"                          (default auto)\n"
 		"  --max-clients N         attached clients at once, 1..%u (default %u)\n"
 		"  --reader-timeout-ms N   cut off a client whose epoch slot keeps memory\n"
 		"                          from being freed for N ms (stuck inside a read),\n"

@@ -73,6 +73,9 @@
 #define CONFIG_MIN_INPUT_BUDGET (32ull << 20)     /* one request may take 16 MiB */
 #define CONFIG_MAX_INPUT_BUDGET (64ull << 30)
 
+/* --fast-wakeups (coordinator/wakeups.c). */
+enum wake_mode { WAKE_AUTO, WAKE_ON, WAKE_OFF };
+
 struct amorad_config {
 	char data_dir[PATH_MAX];     /* default "amora-data" (relative to cwd) */
 	char socket_path[PATH_MAX];  /* default DATA_DIR/amora.sock; at most 107
@@ -103,6 +106,7 @@ struct amorad_config {
 	gid_t allow_gids[CONFIG_MAX_IDS]; /* default: none; a peer is in a group if */
 	size_t n_gids;                    /* it is its primary or a supplementary one */
 	int log_level;               /* enum log_level from log.h, default LOG_INFO */
+	enum wake_mode fast_wakeups; /* auto (default) | on | off (wakeups.c) */
 };
 
 /* Defaults, then the config file (if --config FILE given), then the command

@@ -208,6 +208,7 @@ static void run(struct amorad *a)
 			next_tick = shm_now_ns() + AMORAD_TICK_MS * 1000000ull;
 			sup_tick(a);
 			srv_tick(a);
+			wake_tick(a, shm_now_ns());
 			srv_expire(a);
 		}
 		if (a->stopping && sup_all_exited(a))
@@ -273,6 +274,7 @@ int main(int argc, char **argv)
 		sup_stop_all(&a);
 		return 1;
 	}
+	wake_open(&a);
 	run(&a);
 	srv_close_all(&a);
 	log_info("stopped");

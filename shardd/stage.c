@@ -108,10 +108,19 @@ void stage_add(struct stage *s)
 	s->n++;
 }
 
+/* How many writes ahead stage_publish loads the groups of. */
+#define PREFETCH_AHEAD 8
+
 int stage_publish(struct stage *s, struct shm_writer *w)
 {
+	for (size_t i = 0; i < s->n && i < PREFETCH_AHEAD; i++)
+		shm_writer_prefetch(w, &s->ops[i]);
 	for (size_t i = 0; i < s->n; i++) {
-		int rc = shm_writer_publish(w, &s->ops[i]);
+		int rc;
+
+		if (i + PREFETCH_AHEAD < s->n)
+			shm_writer_prefetch(w, &s->ops[i + PREFETCH_AHEAD]);
+		rc = shm_writer_publish(w, &s->ops[i]);
 
 		if (rc != SHM_OK)
 			return rc;

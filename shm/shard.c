@@ -400,6 +400,11 @@ static void retire_slot(struct shm_writer *w, const struct shm_table *t, shm_slo
 	(void)rc;
 }
 
+void shm_writer_prefetch(const struct shm_writer *w, const struct shm_staged *s)
+{
+	shm_table_prefetch_group(w->seg, table(w), s->h);
+}
+
 int shm_writer_publish(struct shm_writer *w, const struct shm_staged *s)
 {
 	struct shm_table *t = table(w);

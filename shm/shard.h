@@ -123,6 +123,9 @@ int shm_writer_stage_set(struct shm_writer *w, const void *key, uint32_t klen, u
 int shm_writer_stage_del(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h,
 			 const struct shm_staged *prev, struct shm_staged *s);
 int shm_writer_publish(struct shm_writer *w, const struct shm_staged *s);
+/* Start loading what publishing s will touch first (its key's group), so
+ * that publishing a round overlaps its cache misses. Only a prefetch. */
+void shm_writer_prefetch(const struct shm_writer *w, const struct shm_staged *s);
 
 /* Stage and publish at once. Insert or replace. Out of memory (for the record or a bigger table), it
  * first frees what readers no longer see (shm_writer_reclaim) and tries

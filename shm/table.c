@@ -279,6 +279,14 @@ void shm_table_insert_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos 
 		atomic_fetch_sub_explicit(&t->dead, 1, memory_order_relaxed);
 }
 
+void shm_table_prefetch_group(const struct shm_seg *seg, const struct shm_table *t, uint64_t h)
+{
+	const char *g = (const char *)&groups_of(seg, t)[shm_hash_slot(h) & (t->ngroups - 1)];
+
+	__builtin_prefetch(g, 1);
+	__builtin_prefetch(g + 64, 1);
+}
+
 uint64_t shm_table_record(const struct shm_seg *seg, const struct shm_table *t, shm_slot_pos pos)
 {
 	const struct shm_group *g = &groups_of(seg, t)[pos / SHM_GROUP_SLOTS];

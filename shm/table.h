@@ -171,6 +171,10 @@ typedef uint64_t shm_slot_pos;
 bool shm_table_locate(const struct shm_seg *seg, struct shm_table *t, const void *key,
 		      uint32_t klen, uint64_t h, shm_slot_pos *pos);
 
+/* Start loading the first group `h` probes (a prefetch: the writer
+ * publishing a round loads the groups of the writes ahead). */
+void shm_table_prefetch_group(const struct shm_seg *seg, const struct shm_table *t, uint64_t h);
+
 /* Record offset held by present slot `pos`. */
 uint64_t shm_table_record(const struct shm_seg *seg, const struct shm_table *t, shm_slot_pos pos);
 

@@ -149,6 +149,16 @@ Test(config, sync_modes)
 	expect_ok(LOAD("--sync-interval-ms", "60000"));
 }
 
+Test(config, fast_wakeups)
+{
+	expect_ok(LOAD("--shards", "1"));
+	cr_assert_eq(cfg.fast_wakeups, WAKE_AUTO, "auto by default");
+	expect_ok(LOAD("--fast-wakeups", "off"));
+	cr_assert_eq(cfg.fast_wakeups, WAKE_OFF);
+	expect_ok(LOAD("--fast-wakeups=on"));
+	cr_assert_eq(cfg.fast_wakeups, WAKE_ON);
+}
+
 Test(config, max_clients)
 {
 	expect_ok(LOAD("--max-clients", "1"));
@@ -418,6 +428,8 @@ Test(config, bad_values)
 		{ "--max-clients", "1025", "--max-clients 1025: must be a number between 1 and 126" },
 		{ "--max-clients", " 5", "--max-clients  5: must be a number between 1 and 126" },
 		{ "--log-level", "loud", "--log-level loud: must be debug, info, warn or error" },
+		{ "--fast-wakeups", "yes", "--fast-wakeups yes: must be auto, on or off" },
+		{ "--fast-wakeups", "AUTO", "--fast-wakeups AUTO: must be auto, on or off" },
 		{ "--reader-timeout-ms", "99", "--reader-timeout-ms 99: must be a number of milliseconds between 100 and 3600000" },
 		{ "--reader-timeout-ms", "3600001", "--reader-timeout-ms 3600001: must be a number of milliseconds between 100 and 3600000" },
 		{ "--request-timeout-ms", "0", "--request-timeout-ms 0: must be a number of milliseconds between 100 and 3600000" },
@@ -538,8 +550,8 @@ Test(config, help_lists_every_option, .init = cr_redirect_stdout)
 		"--sync-interval-ms N", "--max-clients N", "--allow-uid LIST", "--allow-gid LIST",
 		"--log-level LEVEL", "--config FILE", "--help", "--version",
 		"--reader-timeout-ms N", "--max-connections N", "--max-connections-per-uid N",
-		"--request-timeout-ms N", "--input-buffer-budget SIZE",
-		"(default amora-data)", "(default 4G)", "(default 64)", "(default periodic)",
+		"--request-timeout-ms N", "--input-buffer-budget SIZE", "--fast-wakeups MODE",
+		"(default auto)", "(default amora-data)", "(default 4G)", "(default 64)", "(default periodic)",
 		"(default 100)", "(default info)", "(default 10000)", "(default 2 x max-clients + 16)",
 		"(default max-clients + 8)", "(default 64M)",
 	};

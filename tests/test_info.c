@@ -7,6 +7,7 @@
  * `amora stats`, and counts that survive a shard's restart.
  */
 #include <ctype.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -327,7 +328,8 @@ Test(info, amora_stats_prints_the_same_names)
 	want[0] = '\0';
 	for (char *w = strtok(b, " "); w; w = strtok(NULL, " "))
 		if (strcmp(w, "amora_version") && strcmp(w, "process_id") && strcmp(w, "uptime_in_seconds") &&
-		    strcmp(w, "data_dir") && strcmp(w, "max_clients") && strcmp(w, "sync"))
+		    strcmp(w, "data_dir") && strcmp(w, "max_clients") && strcmp(w, "sync") &&
+		    strcmp(w, "fast_wakeups"))
 			strcat(strcat(want, w), " ");
 	cr_assert_str_eq(a, want);
 	p = strstr(stats, "\ndb0:");
@@ -467,4 +469,76 @@ Test(info, counts_survive_a_shard_restart)
 	cr_assert_eq(amora_shard_stats(db, SHARDS, &after, sizeof(after)), AMORA_EINVAL);
 	cr_assert_eq(amora_shard_stats(db, 0, &after, 8), AMORA_EINVAL, "a size below the struct's");
 	amora_close(db);
+}
+
+/* The wake-up latency bound in force (us), as the kernel combines every
+ * request: what reading /dev/cpu_dma_latency returns. -1: cannot read. */
+static int32_t wake_bound(void)
+{
+	int32_t v = -1;
+	int fd = open("/dev/cpu_dma_latency", O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0 && read(fd, &v, sizeof(v)) != (ssize_t)sizeof(v))
+		v = -1;
+	if (fd >= 0)
+		close(fd);
+	return v;
+}
+
+static int put_key(amora *db, int i)
+{
+	char k[32];
+	int kl = snprintf(k, sizeof(k), "wake:%d", i);
+
+	return amora_set(db, k, (size_t)kl, "v", 1);
+}
+
+/* Whether INFO's Server section has the line `want`. */
+static bool server_says(const char *want)
+{
+	char out[8192];
+
+	redis_cli(out, sizeof(out), "info server");
+	return strstr(out, want) != NULL;
+}
+
+/* --fast-wakeups auto: amorad asks for a bound of 0 (idle CPUs poll) once
+ * the shards answer 1000 requests/s or more, and lets it go a second after
+ * the writes stop. (Another test's amorad may hold a bound meanwhile, so
+ * only "0 while ours holds" is checked against the kernel.) */
+Test(info_limits, fast_wakeups_follow_the_write_rate, .timeout = 60)
+{
+	amora *db;
+	uint64_t t0;
+
+	need_redis_cli();
+	proc_start(&D, "--shards", "2", "--memory", "64M", NULL);
+	if (geteuid() != 0) {
+		cr_assert(server_says("fast_wakeups:unavailable"), "not root: the device cannot be opened");
+		return;
+	}
+	cr_assert(server_says("fast_wakeups:released"), "nothing held before any write");
+	db = proc_open();
+	for (t0 = proc_now_ms(); !server_says("fast_wakeups:held");) {
+		for (int i = 0; i < 500; i++)
+			cr_assert_eq(put_key(db, i), AMORA_OK, "%s", amora_errmsg(db));
+		cr_assert(proc_now_ms() - t0 < 20000, "never held while writes flowed");
+	}
+	cr_assert_eq(wake_bound(), 0, "held: the kernel's bound is 0");
+	for (t0 = proc_now_ms(); !server_says("fast_wakeups:released"); usleep(100000))
+		cr_assert(proc_now_ms() - t0 < 10000, "still held long after the writes stopped");
+	amora_close(db);
+}
+
+Test(info_limits, fast_wakeups_on_and_off)
+{
+	need_redis_cli();
+	proc_start(&D, "--shards", "1", "--memory", "64M", "--fast-wakeups", "off", NULL);
+	cr_assert(server_says("fast_wakeups:off"));
+	cr_assert_eq(proc_stop(&D, SIGTERM), 0);
+	if (geteuid() != 0)
+		return;
+	proc_start(&D, "--shards", "1", "--memory", "64M", "--fast-wakeups", "on", NULL);
+	cr_assert(server_says("fast_wakeups:held"), "on: held from the start");
+	cr_assert_eq(wake_bound(), 0);
 }
