@@ -6,7 +6,10 @@
  * holds the key's bytes (a set's new record, or the record a delete
  * removes), so two keys with one hash are told apart. An entry is in the
  * index only if it carries the current round: starting a round is one
- * increment, not a clear.
+ * increment, not a clear. A round of fewer than STAGE_INDEX_FROM writes
+ * (a synchronous write, a flush's share of a shard) has no index: its
+ * writes are searched newest first, which touches only the ops, where an
+ * index lookup would miss in a table gone cold since the last round.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +17,7 @@
 #include "shardd/stage.h"
 
 #define STAGE_MIN_OPS 1024
+#define STAGE_INDEX_FROM 32
 
 int stage_init(struct stage *s, const struct shm_seg *seg)
 {
@@ -59,8 +63,15 @@ static struct stage_key *key_slot(const struct stage *s, struct stage_key *keys,
 const struct shm_staged *stage_find(const struct stage *s, const void *key, uint32_t klen,
 				    uint64_t h)
 {
-	const struct stage_key *k = key_slot(s, s->keys, s->cap_keys, key, klen, h);
+	const struct stage_key *k;
 
+	if (s->n < STAGE_INDEX_FROM) {
+		for (size_t i = s->n; i-- > 0;)
+			if (s->ops[i].h == h && op_is_of(s, i, key, klen))
+				return &s->ops[i];
+		return NULL;
+	}
+	k = key_slot(s, s->keys, s->cap_keys, key, klen, h);
 	return k->round == s->round ? &s->ops[k->op] : NULL;
 }
 
@@ -70,6 +81,13 @@ static struct stage_key *op_slot(const struct stage *s, struct stage_key *keys, 
 	const struct shm_record *r = (const struct shm_record *)(s->seg->base + s->ops[op].rec);
 
 	return key_slot(s, keys, cap, r->data, r->klen, s->ops[op].h);
+}
+
+/* Index ops [from, to) of the round, in order (each key ends with its latest). */
+static void index_ops(struct stage *s, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		*op_slot(s, s->keys, s->cap_keys, i) = (struct stage_key){ s->ops[i].h, s->round, i };
 }
 
 /* Double both arrays; the index is rebuilt from the ops, in order, so
@@ -86,12 +104,12 @@ static int stage_grow(struct stage *s)
 	keys = calloc(2 * cap, sizeof(*keys));
 	if (keys == NULL)
 		return -1; /* ops grew, the index did not: still consistent */
-	for (size_t i = 0; i < s->n; i++)
-		*op_slot(s, keys, 2 * cap, i) = (struct stage_key){ s->ops[i].h, s->round, i };
 	free(s->keys);
 	s->keys = keys;
 	s->cap = cap;
 	s->cap_keys = 2 * cap;
+	if (s->n >= STAGE_INDEX_FROM)
+		index_ops(s, 0, s->n);
 	return 0;
 }
 
@@ -104,8 +122,11 @@ struct shm_staged *stage_slot(struct stage *s)
 
 void stage_add(struct stage *s)
 {
-	*op_slot(s, s->keys, s->cap_keys, s->n) = (struct stage_key){ s->ops[s->n].h, s->round, s->n };
 	s->n++;
+	if (s->n == STAGE_INDEX_FROM)
+		index_ops(s, 0, s->n); /* the index starts: every write so far */
+	else if (s->n > STAGE_INDEX_FROM)
+		index_ops(s, s->n - 1, s->n);
 }
 
 /* How many writes ahead stage_publish loads the groups of. */
