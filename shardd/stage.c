@@ -6,10 +6,15 @@
  * holds the key's bytes (a set's new record, or the record a delete
  * removes), so two keys with one hash are told apart. An entry is in the
  * index only if it carries the current round: starting a round is one
- * increment, not a clear. A round of fewer than STAGE_INDEX_FROM writes
- * (a synchronous write, a flush's share of a shard) has no index: its
- * writes are searched newest first, which touches only the ops, where an
- * index lookup would miss in a table gone cold since the last round.
+ * increment, not a clear.
+ *
+ * Most rounds stage no key twice, and the index is cold by the time a
+ * shard's next round comes (63 other shards ran meanwhile): a lookup and
+ * an insert there are a cache miss each. So a filter of 16 Ki bits (2 KiB,
+ * bit = hash mod its size) answers most lookups: a clear bit is "no write
+ * of this key staged". Only a set bit searches, newest first through the
+ * ops while the round has fewer than STAGE_INDEX_FROM writes, else in the
+ * index, which is built when the round reaches that size.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +22,7 @@
 #include "shardd/stage.h"
 
 #define STAGE_MIN_OPS 1024
-#define STAGE_INDEX_FROM 32
+#define STAGE_INDEX_FROM 512
 
 int stage_init(struct stage *s, const struct shm_seg *seg)
 {
@@ -60,12 +65,21 @@ static struct stage_key *key_slot(const struct stage *s, struct stage_key *keys,
 	}
 }
 
+static bool filter_has(const struct stage *s, uint64_t h)
+{
+	uint64_t b = h % STAGE_FILTER_BITS;
+
+	return (s->filter[b / 64] >> (b % 64)) & 1;
+}
+
 const struct shm_staged *stage_find(const struct stage *s, const void *key, uint32_t klen,
 				    uint64_t h)
 {
 	const struct stage_key *k;
 
-	if (s->n < STAGE_INDEX_FROM) {
+	if (!filter_has(s, h))
+		return NULL;
+	if (!s->indexed) {
 		for (size_t i = s->n; i-- > 0;)
 			if (s->ops[i].h == h && op_is_of(s, i, key, klen))
 				return &s->ops[i];
@@ -108,7 +122,7 @@ static int stage_grow(struct stage *s)
 	s->keys = keys;
 	s->cap = cap;
 	s->cap_keys = 2 * cap;
-	if (s->n >= STAGE_INDEX_FROM)
+	if (s->indexed)
 		index_ops(s, 0, s->n);
 	return 0;
 }
@@ -122,11 +136,30 @@ struct shm_staged *stage_slot(struct stage *s)
 
 void stage_add(struct stage *s)
 {
+	uint64_t b = s->ops[s->n].h % STAGE_FILTER_BITS;
+
+	s->filter[b / 64] |= 1ull << (b % 64);
 	s->n++;
-	if (s->n == STAGE_INDEX_FROM)
-		index_ops(s, 0, s->n); /* the index starts: every write so far */
-	else if (s->n > STAGE_INDEX_FROM)
+	if (s->indexed) {
 		index_ops(s, s->n - 1, s->n);
+	} else if (s->n == STAGE_INDEX_FROM) {
+		s->indexed = true;
+		index_ops(s, 0, s->n); /* every write so far */
+	}
+}
+
+/* Empty the filter: bit by bit after a small round, whole after a big one. */
+static void filter_clear(struct stage *s)
+{
+	if (s->n > STAGE_FILTER_BITS / 64) {
+		memset(s->filter, 0, sizeof(s->filter));
+		return;
+	}
+	for (size_t i = 0; i < s->n; i++) {
+		uint64_t b = s->ops[i].h % STAGE_FILTER_BITS;
+
+		s->filter[b / 64] &= ~(1ull << (b % 64));
+	}
 }
 
 /* How many writes ahead stage_publish loads the groups of. */
@@ -146,7 +179,9 @@ int stage_publish(struct stage *s, struct shm_writer *w)
 		if (rc != SHM_OK)
 			return rc;
 	}
+	filter_clear(s);
 	s->n = 0;
+	s->indexed = false;
 	s->round++;
 	return SHM_OK;
 }

@@ -31,10 +31,16 @@ struct stage_key {
 	size_t op;      /* the key's latest write: ops[op] */
 };
 
+#define STAGE_FILTER_BITS 16384
+
 struct stage {
 	const struct shm_seg *seg; /* where the staged records are */
 	struct shm_staged *ops;
 	size_t n, cap;
+	/* A bit per hash value mod STAGE_FILTER_BITS of every key staged this
+	 * round: a clear bit means no write of the key is staged. */
+	uint64_t filter[STAGE_FILTER_BITS / 64];
+	bool indexed;           /* the round is big enough to keep `keys` */
 	struct stage_key *keys; /* open addressing, cap_keys a power of two */
 	size_t cap_keys;
 	uint64_t round;         /* starts at 1: a zeroed entry belongs to no round */
