@@ -85,6 +85,10 @@
  *   AMORA_MEMORY (default 4G), BENCH_DIR (parent of the temp dir; default
  *   $TMPDIR or /tmp).
  *
+ * Targets (perf/lib/report.c, report_target_list): sync set and delete p50
+ * <= 15 us and >= LMDB; buffered sets (both orders) >= 2.5 M/s and >= LMDB;
+ * flush per 1024 >= 0.8x; the 2R+1W writer >= LMDB with each reader >= 2x;
+ * get hit >= 2.5 M/s; recovery < 1 s; RAM per key <= 160 B.
  * Exit status: 0 when the benchmark ran (targets are printed as met or
  * missed, never enforced), 1 on any failure (wrong value, error from the
  * library or LMDB, amorad not starting or not stopping cleanly). amorad and

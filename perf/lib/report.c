@@ -146,7 +146,7 @@ static void report_table(const struct results *r, int runs, const struct workloa
 	}
 }
 
-#define REPORT_TARGETS 5
+#define REPORT_TARGETS 8
 
 /* The median of the runs' RAM per key, each field alone. */
 static struct report_mem report_mem_median(const struct results *r, int runs, int load, int side)
@@ -165,31 +165,49 @@ struct report_target {
 	int met;
 };
 
+/* Ratio amora / LMDB of row `row`'s ops/s. */
+static double report_ratio(struct fig m[NROWS][2], int row)
+{
+	return m[row][AM].ops / m[row][LM].ops;
+}
+
+/* The bar of issue 10 ("The write path"), and recovery's. */
 static void report_target_list(struct report_target t[REPORT_TARGETS], struct fig m[NROWS][2],
 			       const struct results *r, int runs, double rec, char *rec_target, size_t cap,
 			       const char *nb)
 {
 	struct report_mem am = report_mem_median(r, runs, L_SORTED, AM);
 	struct report_mem lm = report_mem_median(r, runs, L_SORTED, LM);
-
-	double rh = m[R_HIT][AM].ops / m[R_HIT][LM].ops, rm = m[R_MISS][AM].ops / m[R_MISS][LM].ops;
+	double rs = report_ratio(m, R_SYNC), rd = report_ratio(m, R_DEL), rb = report_ratio(m, R_BUF);
+	double rbr = report_ratio(m, R_BUF_RAND), ru = report_ratio(m, R_BUF_END);
+	double rw = report_ratio(m, R_MIX_W), r1 = report_ratio(m, R_MIX_R1), r2 = report_ratio(m, R_MIX_R2);
 
 	snprintf(rec_target, cap, "recover %s keys < 1 s", nb);
-	t[0] = (struct report_target){ "reads >= 5x LMDB", "", rh >= 5 && rm >= 5 };
-	snprintf(t[0].figure, sizeof(t[0].figure), "hit %.2fx, miss %.2fx", rh, rm);
-	t[1] = (struct report_target){ "buffered sets >= 1.5 M/s", "", m[R_BUF][AM].ops >= 1.5e6 };
-	snprintf(t[1].figure, sizeof(t[1].figure), "%.2f M/s (random order: %.2f M/s)", m[R_BUF][AM].ops / 1e6,
-		 m[R_BUF_RAND][AM].ops / 1e6);
-	t[2] = (struct report_target){ "sync set p50 < 15 us", "", m[R_SYNC][AM].p50 < 15e3 };
-	snprintf(t[2].figure, sizeof(t[2].figure), "%.1f us (--sync always: %.1f us)", m[R_SYNC][AM].p50 / 1e3,
-		 m[R_ALWAYS][AM].p50 / 1e3);
-	t[3] = (struct report_target){ rec_target, "", rec < 1000 };
-	snprintf(t[3].figure, sizeof(t[3].figure), "%.0f ms", rec);
-	t[4] = (struct report_target){ "RAM per key <= " REPORT_STR(REPORT_RAM_TARGET) " B", "",
+	t[0] = (struct report_target){ "sync set p50 <= 15 us, >= 1x", "",
+				       m[R_SYNC][AM].p50 <= 15e3 && rs >= 1 };
+	snprintf(t[0].figure, sizeof(t[0].figure), "%.1f us, %.2fx", m[R_SYNC][AM].p50 / 1e3, rs);
+	t[1] = (struct report_target){ "delete p50 <= 15 us, >= 1x", "", m[R_DEL][AM].p50 <= 15e3 && rd >= 1 };
+	snprintf(t[1].figure, sizeof(t[1].figure), "%.1f us, %.2fx", m[R_DEL][AM].p50 / 1e3, rd);
+	t[2] = (struct report_target){ "buffered >= 2.5 M/s, >= 1x", "",
+				       m[R_BUF][AM].ops >= 2.5e6 && m[R_BUF_RAND][AM].ops >= 2.5e6 &&
+				       rb >= 1 && rbr >= 1 };
+	snprintf(t[2].figure, sizeof(t[2].figure), "sorted %.2f M/s %.2fx, random %.2f M/s %.2fx",
+		 m[R_BUF][AM].ops / 1e6, rb, m[R_BUF_RAND][AM].ops / 1e6, rbr);
+	t[3] = (struct report_target){ "flush per 1024 >= 0.8x", "", ru >= 0.8 };
+	snprintf(t[3].figure, sizeof(t[3].figure), "%.2fx", ru);
+	t[4] = (struct report_target){ "2R+1W writer >= 1x, readers >= 2x", "",
+				       rw >= 1 && r1 >= 2 && r2 >= 2 };
+	snprintf(t[4].figure, sizeof(t[4].figure), "writer %.2fx, readers %.2fx %.2fx", rw, r1, r2);
+	t[5] = (struct report_target){ "get hit >= 2.5 M/s", "", m[R_HIT][AM].ops >= 2.5e6 };
+	snprintf(t[5].figure, sizeof(t[5].figure), "%.2f M/s (%.2fx LMDB)", m[R_HIT][AM].ops / 1e6,
+		 report_ratio(m, R_HIT));
+	t[6] = (struct report_target){ rec_target, "", rec < 1000 };
+	snprintf(t[6].figure, sizeof(t[6].figure), "%.0f ms", rec);
+	t[7] = (struct report_target){ "RAM per key <= " REPORT_STR(REPORT_RAM_TARGET) " B", "",
 				       am.used >= 0 && am.used <= REPORT_RAM_TARGET };
-	snprintf(t[4].figure, sizeof(t[4].figure), "%.0f B (LMDB %.0f B)", am.used, lm.used);
+	snprintf(t[7].figure, sizeof(t[7].figure), "%.0f B (LMDB %.0f B)", am.used, lm.used);
 	if (am.used < 0 || lm.used < 0)
-		snprintf(t[4].figure, sizeof(t[4].figure), "unknown");
+		snprintf(t[7].figure, sizeof(t[7].figure), "unknown");
 }
 
 static void report_targets(struct fig m[NROWS][2], const struct results *r, int runs, double rec, const char *nb)
@@ -200,7 +218,7 @@ static void report_targets(struct fig m[NROWS][2], const struct results *r, int 
 	report_target_list(t, m, r, runs, rec, rec_target, sizeof(rec_target), nb);
 	printf("\ntargets (printed, not enforced):\n");
 	for (int i = 0; i < REPORT_TARGETS; i++)
-		printf("  %-28s %-40s %s\n", t[i].target, t[i].figure, report_met(t[i].met));
+		printf("  %-34s %-44s %s\n", t[i].target, t[i].figure, report_met(t[i].met));
 }
 
 /* Bytes as "186 B", "? B" when negative (unknown). */
