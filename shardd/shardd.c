@@ -97,6 +97,8 @@ struct watcher {
 	_Atomic uint32_t version;   /* loop: bumped after changing `cold` (private futex) */
 	_Atomic uint32_t rang;      /* watcher: bumped when a cold word moved (private futex) */
 	uint32_t rang_seen;         /* loop: `rang` when `cold` was last rebuilt */
+	_Atomic int64_t deadline;   /* loop: when its next timed duty is due (ns,
+				     * CLOCK_MONOTONIC); the watcher rings `rang` then */
 	bool stale;                 /* loop: `cold` must be rebuilt before the next sleep */
 	bool checked;               /* loop: the last re-check read every fresh flag */
 };
@@ -137,6 +139,7 @@ struct shardd {
 	uint32_t ntouched;  /* ... so that finishing it costs per client with work */
 	uint64_t next_sweep_ns;
 	uint64_t next_reclaim_ns;
+	int64_t told_deadline; /* the watcher's `deadline` as we last stored it */
 	bool dirty;    /* the batch holds effects to log */
 	/* The log's counters (struct wal, stat_*) as last added to the
 	 * descriptor's (count_log). */
@@ -324,6 +327,18 @@ static void refresh_readers(void *arg)
  * it waits for a new version after any failure. Cost: the loop sleeps on
  * 2 + hot words; the watcher re-queues its words only when a cold client
  * rings or the sets change (a client goes cold at a sweep, wakes, leaves).
+ *
+ * Timed duties (the sweep, a periodic log sync, reclamation) are the
+ * watcher's too: arming a timer at every sleep cost the loop ~3 us of CPU
+ * per synchronous write (README, "Costs behind the design"). The loop
+ * stores when its next duty is due in `deadline` and sleeps without a
+ * timeout; the watcher waits with that deadline and rings `rang` when it
+ * passes. A deadline that moves earlier (writes after a quiet spell: a
+ * sync is due in 100 ms, not at the next sweep) is followed by a bump of
+ * `version`, after the store: a watcher that loaded the old version fails
+ * its wait and reloads both. One that moves later is stored alone: the
+ * watcher rings at the old one, the loop wakes for nothing and its
+ * rebuild of the list (`rang` moved) hands the watcher the new one.
  */
 
 /* Whether the loop itself waits on client `slot`'s word and reads its
@@ -404,7 +419,11 @@ static void *watch_run(void *arg)
 	struct shm_chan_sleep z;
 
 	for (;;) {
+		/* Acquire, pairs with the release of the loop's bump (in
+		 * shm_chan_word_wake): the deadline loaded next is the one
+		 * stored before that bump, or a later one. */
 		uint32_t v = atomic_load_explicit(&w->version, memory_order_acquire);
+		int64_t due = atomic_load_explicit(&w->deadline, memory_order_relaxed);
 		int rc;
 
 		pthread_mutex_lock(&w->mu);
@@ -412,11 +431,12 @@ static void *watch_run(void *arg)
 		pthread_mutex_unlock(&w->mu);
 		if (z.n > 0) {
 			z.w[0].val = v;
-			rc = shm_chan_sleep_wait(&z, NULL, NULL, NULL, -1);
+			rc = shm_chan_sleep_wait(&z, NULL, NULL, NULL, due == INT64_MAX ? -1 : due);
 			if (atomic_load_explicit(&w->version, memory_order_acquire) != v)
 				continue; /* a new list (also after EFAULT on a channel going away) */
-			if (rc == SHM_OK)
-				shm_chan_word_wake(&w->rang, 1); /* a cold word moved: tell the loop */
+			/* a cold word moved, or a duty is due: tell the loop */
+			if (rc == SHM_OK || rc == SHM_ETIMEDOUT)
+				shm_chan_word_wake(&w->rang, 1);
 		}
 		/* Until the loop rebuilds the list. */
 		shm_chan_sleep_begin(&z);
@@ -437,6 +457,8 @@ static int watch_start(struct shardd *d)
 		return ENOMEM;
 	pthread_mutex_init(&d->watch->mu, NULL);
 	d->watch->stale = true;
+	atomic_init(&d->watch->deadline, INT64_MAX);
+	d->told_deadline = INT64_MAX;
 	/* Signals go to the loop (SIGTERM stops it), never to the watcher. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -907,8 +929,22 @@ static uint64_t reclaim_when_idle(struct shardd *d, uint64_t now)
 	return d->next_reclaim_ns;
 }
 
+/* Tell the watcher when the loop's next timed duty is due ("Sleeping"). */
+static void tell_deadline(struct shardd *d, int64_t until)
+{
+	struct watcher *w = d->watch;
+
+	if (until == d->told_deadline)
+		return;
+	atomic_store_explicit(&w->deadline, until, memory_order_relaxed);
+	if (until < d->told_deadline)
+		shm_chan_word_wake(&w->version, 1); /* release: after the store above */
+	d->told_deadline = until;
+}
+
 /* Sleep until a client announces work, amorad changes the registry, or
- * the next timed duty (sweep, periodic log sync, reclamation). */
+ * the next timed duty (sweep, periodic log sync, reclamation) is due: the
+ * watcher rings then. */
 static void idle(struct shardd *d)
 {
 	uint64_t now = shm_now_ns();
@@ -926,6 +962,7 @@ static void idle(struct shardd *d)
 	/* Step (a): every word loaded before the sleeping flag is set, the
 	 * cold clients' by watch_rebuild ("Sleeping"). At most
 	 * SHM_CHAN_MAX_CLIENTS clients (engine_create), so all fit. */
+	tell_deadline(d, until); /* before a rebuild hands the watcher a new version */
 	rang = atomic_load_explicit(&d->watch->rang, memory_order_acquire);
 	if (d->watch->stale || rang != d->watch->rang_seen)
 		watch_rebuild(d, rang);
@@ -943,7 +980,7 @@ static void idle(struct shardd *d)
 	}
 	d->watch->checked = false;
 	AMORA_PROBE(shard__sleep, d->id);
-	rc = shm_chan_sleep_wait(&d->zz, &d->sh->sleeping, work_ready, d, until);
+	rc = shm_chan_sleep_wait(&d->zz, &d->sh->sleeping, work_ready, d, -1);
 	AMORA_PROBE(shard__wake, d->id);
 	if (d->watch->checked)
 		memset(d->freshmap, 0, (d->e->cfg.max_clients + 63) / 64 * sizeof(*d->freshmap));

@@ -542,3 +542,32 @@ Test(info_limits, fast_wakeups_on_and_off)
 	cr_assert(server_says("fast_wakeups:held"), "on: held from the start");
 	cr_assert_eq(wake_bound(), 0);
 }
+
+/* The periodic log sync of a shard that went to sleep right after a write
+ * comes by itself (the shard sleeps without a timer; its watcher thread
+ * wakes it when the sync is due). Write A, then B once A's sync is due
+ * (B's round would sync A anyway); then nothing wakes the shard but the
+ * due sync of B: log_syncs must move without another write. */
+Test(info_limits, periodic_sync_of_an_idle_shard_comes_on_time)
+{
+	char out[8192];
+	amora *db;
+	uint64_t before, t0;
+
+	need_redis_cli();
+	proc_start(&D, "--shards", "1", "--memory", "64M", "--sync", "periodic", "--sync-interval-ms",
+		   "500", NULL);
+	db = proc_open();
+	cr_assert_eq(put_key(db, 0), AMORA_OK, "%s", amora_errmsg(db));
+	usleep(1200000);
+	cr_assert_eq(put_key(db, 1), AMORA_OK, "%s", amora_errmsg(db));
+	redis_cli(out, sizeof(out), "info shards"); /* well within B's 500 ms */
+	before = shard_line(out, 0).syncs;
+	for (t0 = proc_now_ms();; usleep(50000)) {
+		redis_cli(out, sizeof(out), "info shards");
+		if (shard_line(out, 0).syncs > before)
+			break;
+		cr_assert(proc_now_ms() - t0 < 3000, "no log sync 3 s after a write (interval 500 ms)");
+	}
+	amora_close(db);
+}
