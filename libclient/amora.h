@@ -32,10 +32,10 @@
  * amora_strerror() names the code and amora_errmsg() gives the message of
  * the handle's last failure with its cause ("key is 5000 bytes, the limit
  * is 4096"). A failed write changes nothing that lasts, with one exception
- * spelled out at AMORA_ERESTARTING. (A shard applies a batch to its table
- * just before writing it to its log; readers may see a write in that
- * moment. If the log write then fails, the writer gets AMORA_EIO and the
- * shard restarts from its log, so the write disappears again.) No call blocks forever: waits for a shard are
+ * spelled out at AMORA_ERESTARTING. (A shard publishes a write to readers
+ * only once its log write returned: if the log write fails, the writer
+ * gets AMORA_EIO and no reader ever saw the value.) No call blocks
+ * forever: waits for a shard are
  * bounded by the handle's timeout (amora_set_timeout, default 10 s).
  *
  * Version: AMORA_VERSION_MAJOR, _MINOR, _PATCH and AMORA_VERSION_STRING
@@ -84,7 +84,9 @@
  *     returned; with --sync always, the fdatasync too), a moment before its
  *     writer is answered: a reader may see a write not yet acknowledged,
  *     but never one that a failed log write (the writer gets AMORA_EIO) or
- *     a crash takes back. What is guaranteed: a read sees every write
+ *     a crash of any process takes back (what the log holds survives it;
+ *     a power cut may still take back the last --sync-interval-ms of
+ *     periodic mode, and mode none keeps nothing across an amorad restart). What is guaranteed: a read sees every write
  *     acknowledged before it began.
  *   - Outcomes that are unknown: AMORA_ERESTARTING and AMORA_ETIMEDOUT
  *     leave a write queued that may still be applied; a delete that

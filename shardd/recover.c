@@ -16,9 +16,10 @@
  *          applied unless the table already holds it (same seq): a SET
  *          writes the value, a DEL removes the key.
  *   pass 3: a key in the table that the log does not end with (never
- *          logged, or logged as deleted) is removed: an effect applied but
- *          not logged, because the shard died or its log write failed
- *          before it answered anyone.
+ *          logged, or logged as deleted) is removed. A safeguard: writes
+ *          are published only after their log write, so only a log that
+ *          lost a write it reported written (a lying disk, the `drop`
+ *          fault) leaves such a key.
  *
  * Readers therefore see only corrections during recovery: a key goes from
  * what the dead incarnation had to its last logged value, never through an

@@ -326,7 +326,8 @@ static void refresh_readers(void *arg)
  * or woken, sees the new version and starts over. It never spins either:
  * it waits for a new version after any failure. Cost: the loop sleeps on
  * 2 + hot words; the watcher re-queues its words only when a cold client
- * rings or the sets change (a client goes cold at a sweep, wakes, leaves).
+ * rings, the sets change (a client goes cold at a sweep, wakes, leaves)
+ * or a timed duty comes (below).
  *
  * Timed duties (the sweep, a periodic log sync, reclamation) are the
  * watcher's too: arming a timer at every sleep cost the loop ~3 us of CPU
@@ -413,6 +414,16 @@ static void watch_rebuild(struct shardd *d, uint32_t rang)
 	shm_chan_word_wake(&w->version, 1);
 }
 
+/* Wait until `version` leaves v, or until `due` (ns; INT64_MAX: none). */
+static int watch_wait_version(struct watcher *w, uint32_t v, int64_t due)
+{
+	struct shm_chan_sleep z;
+
+	shm_chan_sleep_begin(&z);
+	shm_chan_sleep_add(&z, &w->version, v, 1);
+	return shm_chan_sleep_wait(&z, NULL, NULL, NULL, due == INT64_MAX ? -1 : due);
+}
+
 static void *watch_run(void *arg)
 {
 	struct watcher *w = arg;
@@ -434,14 +445,15 @@ static void *watch_run(void *arg)
 			rc = shm_chan_sleep_wait(&z, NULL, NULL, NULL, due == INT64_MAX ? -1 : due);
 			if (atomic_load_explicit(&w->version, memory_order_acquire) != v)
 				continue; /* a new list (also after EFAULT on a channel going away) */
-			/* a cold word moved, or a duty is due: tell the loop */
-			if (rc == SHM_OK || rc == SHM_ETIMEDOUT)
+			/* a cold word moved, or a duty is due: tell the loop. A
+			 * wait that failed (its words could not be queued) still
+			 * keeps the deadline: the loop's duties wait on it. */
+			if (rc == SHM_OK || rc == SHM_ETIMEDOUT ||
+			    watch_wait_version(w, v, due) == SHM_ETIMEDOUT)
 				shm_chan_word_wake(&w->rang, 1);
 		}
 		/* Until the loop rebuilds the list. */
-		shm_chan_sleep_begin(&z);
-		shm_chan_sleep_add(&z, &w->version, v, 1);
-		shm_chan_sleep_wait(&z, NULL, NULL, NULL, -1);
+		watch_wait_version(w, v, INT64_MAX);
 	}
 	return NULL;
 }

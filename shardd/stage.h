@@ -6,7 +6,7 @@
  * built, room made, nothing visible), logs the round, and only once the
  * log write (periodic) or sync (always) has returned publishes them, in
  * the order staged. A reader therefore never sees a value that a failed
- * log write or a crash takes back.
+ * log write or a process crash takes back.
  *
  * Several writes of one key in a round are decided in order: the round
  * keeps, per key, its latest staged write (stage_find), which the writer

@@ -29,10 +29,11 @@
  * Requests carry an id that grows by one per request on each (client,
  * shard) pair; completions echo it.
  *
- * Crash safety. A shard handles a round of requests in this order: apply
- * them, write them to its log, store in each client's "decided" word the
- * id of the last request of this round that succeeded, then publish the
- * completions and release the SQ space. A request that fails ends its
+ * Crash safety. A shard handles a round of requests in this order: stage
+ * them (nothing visible), write them to its log, publish them to readers,
+ * store in each client's "decided" word the id of the last request of
+ * this round that succeeded, then publish the completions and release the
+ * SQ space. A request that fails ends its
  * client's turn in the round, so the word never covers a failed request
  * still in the ring. A restarted shard re-reads the requests it had not
  * released. Those with an id up to the decided word were applied and

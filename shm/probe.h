@@ -26,9 +26,10 @@
  *
  * shardd (shardd/), in shard `shard`; (slot, id) names one request of one
  * client, the same pair as in req__submit:
- *   req__take(shard, slot, id)                a request, before applying
- *   req__apply(shard, slot, id, status, seq)  ... applied (status as the
- *                                             client will see it)
+ *   req__take(shard, slot, id)                a request, before staging
+ *   req__apply(shard, slot, id, status, seq)  ... staged (status as the
+ *                                             client will see it; readers
+ *                                             see it after log__write)
  *   log__write(shard, bytes, records)         the round's log write done
  *   log__sync(shard, seq)                     the log is durable up to seq
  *   round__begin(shard, sweep)                a round starts: the shard

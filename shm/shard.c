@@ -307,9 +307,12 @@ static uint64_t record_bytes(const struct shm_writer *w, uint64_t off)
  * write may retire one record). */
 static int reserve(struct shm_writer *w, uint64_t inserts)
 {
-	int rc = make_room(w, inserts);
+	/* Before make_room: a rebuild queues the old table, and must not take
+	 * a place kept for a write staged before (+2: that table and this
+	 * write's record). */
+	int rc = shm_retire_reserve(&w->retired, w->staged + 2);
 
-	return rc == SHM_OK ? shm_retire_reserve(&w->retired, w->staged + 1) : rc;
+	return rc == SHM_OK ? make_room(w, inserts) : rc;
 }
 
 /* Whether a set of `key`, with no write of it staged before, may insert:
