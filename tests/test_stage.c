@@ -172,3 +172,40 @@ Test(stage, rounds_match_one_by_one)
 			expect_same(KEYS);
 	}
 }
+
+/* One round staged until the shard's memory runs out, with the table
+ * grown by rebuilds meanwhile (each queues the old table on the retire
+ * list): the write that failed changed nothing, and publishing the round
+ * still cannot fail — every write staged before it is then visible. */
+Test(stage_memory, a_round_staged_until_memory_runs_out_publishes_whole, .timeout = 60)
+{
+	char k[32], v[600];
+	struct shm_kv kv;
+	int n = 0, rc;
+
+	cr_assert_eq(shm_seg_create(&seg, 16 * MiB, 1), SHM_OK);
+	cr_assert_eq(shm_writer_open(&staged, &seg, 0, 0, NULL, NULL), SHM_OK);
+	cr_assert_eq(stage_init(&round_, &seg), 0);
+	memset(v, 'v', sizeof(v));
+	v[sizeof(v) - 1] = '\0';
+	for (;; n++) {
+		snprintf(k, sizeof(k), "key:%d", n);
+		rc = stage_op(k, v);
+		if (rc != SHM_OK)
+			break;
+	}
+	cr_assert_eq(rc, SHM_ENOMEM);
+	cr_assert_gt(n, 1000, "the round grew the table several times");
+	cr_assert_eq(get(0, "key:0", &kv), SHM_ENOTFOUND, "nothing visible before the publication");
+	cr_assert_eq(stage_publish(&round_, &staged), SHM_OK);
+	for (int i = 0; i < n; i++) {
+		snprintf(k, sizeof(k), "key:%d", i);
+		cr_assert_eq(get(0, k, &kv), SHM_OK, "%s", k);
+	}
+	snprintf(k, sizeof(k), "key:%d", n);
+	cr_assert_eq(get(0, k, &kv), SHM_ENOTFOUND, "the failed write left nothing");
+	cr_assert(shm_table_has_room(table_of(&staged), 0));
+	stage_destroy(&round_);
+	shm_writer_close(&staged);
+	shm_seg_close(&seg);
+}
