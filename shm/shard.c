@@ -14,11 +14,14 @@
  * fail, the caller can log a staged write first and publish it after
  * (shardd: publish after the log).
  *
- * Growth keeps at most half of the load limit after a rebuild (7 keys per
- * 16-slot group), so at least 3/8 of the slots are consumed by inserts or
- * deletes before the next rebuild: its O(n) cost is amortised over O(n)
- * writes. A rebuild also drops tombstones, and may shrink the table when
- * most keys were deleted.
+ * Growth sizes the rebuilt table for at most 8 keys per 16-slot group
+ * (half full), so at least 3/8 of the slots are consumed by inserts or
+ * deletes before the next rebuild (at 7/8): its O(n) cost is amortised
+ * over O(n) writes. A table that filled with live keys doubles (14 keys a
+ * group become 7); sizing for 7 a group instead made that one extra key
+ * quadruple it, which doubled the table memory per key of a store that
+ * had just grown. A rebuild also drops tombstones, and may shrink the
+ * table when most keys were deleted.
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -26,7 +29,7 @@
 
 #include "shm/shard.h"
 
-#define KEYS_PER_GROUP_AFTER_REBUILD 7
+#define KEYS_PER_GROUP_AFTER_REBUILD 8
 /* A table sized for an expected key count holds it at 3/4 load: below the
  * 7/8 limit, so the expected keys fit without a rebuild, and dense, since
  * the smaller the table the more of it stays in cache. */
