@@ -319,8 +319,9 @@ static int reserve(struct shm_writer *w, uint64_t inserts)
 }
 
 /* Whether a set of `key`, with no write of it staged before, may insert:
- * a key present now stays present until the set is published. Looked up only when the table is too full to count the
- * set as an insert anyway, so that a full table still takes updates. */
+ * a key present now stays present until the set is published. Looked up
+ * only when the table is too full to count the set as an insert anyway,
+ * so that a full table still takes updates. */
 static bool set_may_insert(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h)
 {
 	shm_slot_pos pos;
