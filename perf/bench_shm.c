@@ -190,7 +190,10 @@ static double run_gets(struct store *s, const char *ks, int expect)
 static void set_bloom(struct store *s, bool on)
 {
 	for (int i = 0; i < SHARDS; i++)
-		shm_writer_set_bloom(&s->w[i], on);
+		if (shm_writer_set_bloom(&s->w[i], on) != SHM_OK) {
+			fprintf(stderr, "bloom on: out of memory\n");
+			exit(1);
+		}
 }
 
 static double run_dels(struct store *s)

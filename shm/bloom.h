@@ -9,9 +9,10 @@
  * table.h), not the raw key, so a table rebuild can refill it from the slots
  * alone, without touching a record.
  *
- * Sizing: one block per SHM_BLOOM_GROUPS_PER_BLOCK table groups, i.e.
- * 9 bits per key at the table's highest load and 18 after a growth, which
- * gives a false-positive rate of a few percent at worst.
+ * Sizing: one block per SHM_BLOOM_GROUPS_PER_BLOCK table groups, rounded
+ * up to a power of two (the block index is a mask), i.e. at least 9 bits
+ * per key at the table's highest load and 12.8 after a growth, which gives
+ * a false-positive rate of a few percent at worst.
  *
  * One writer sets bits (before it publishes the slot that needs them);
  * readers in other processes test them concurrently with relaxed loads.
@@ -30,10 +31,13 @@ struct shm_bloom_block {
 	_Atomic uint64_t w[8];
 } __attribute__((aligned(64)));
 
-/* Blocks for a table of `ngroups` groups (a power of two, at least 1). */
+/* Blocks for a table of `ngroups` groups (at least 1): a power of two, one
+ * per SHM_BLOOM_GROUPS_PER_BLOCK groups rounded up to a power of two. */
 static inline uint64_t shm_bloom_blocks(uint64_t ngroups)
 {
-	return ngroups > SHM_BLOOM_GROUPS_PER_BLOCK ? ngroups / SHM_BLOOM_GROUPS_PER_BLOCK : 1;
+	uint64_t b = (ngroups + SHM_BLOOM_GROUPS_PER_BLOCK - 1) / SHM_BLOOM_GROUPS_PER_BLOCK;
+
+	return b <= 1 ? 1 : 1ULL << (64 - __builtin_clzll(b - 1));
 }
 
 /* `nblocks` must be a power of two; `summary` is the key's 39-bit summary. */

@@ -65,7 +65,7 @@
 #include "shm/slab.h"
 
 #define SHM_MAGIC 0x4d48534152524f4dULL /* "MORRASHM" */
-#define SHM_VERSION 4u /* 4: the counters (struct shm_amorad_counters, shm_shard_counters) */
+#define SHM_VERSION 5u /* 5: tables of any group count, Bloom area only while on */
 #define SHM_CHUNK_SHIFT 21
 #define SHM_CHUNK_SIZE (1ULL << SHM_CHUNK_SHIFT) /* 2 MiB */
 #define SHM_MAX_SIZE (64ULL << 30)

@@ -14,14 +14,15 @@
  * fail, the caller can log a staged write first and publish it after
  * (shardd: publish after the log).
  *
- * Growth sizes the rebuilt table for at most 8 keys per 16-slot group
- * (half full), so at least 3/8 of the slots are consumed by inserts or
- * deletes before the next rebuild (at 7/8): its O(n) cost is amortised
- * over O(n) writes. A table that filled with live keys doubles (14 keys a
- * group become 7); sizing for 7 a group instead made that one extra key
- * quadruple it, which doubled the table memory per key of a store that
- * had just grown. A rebuild also drops tombstones, and may shrink the
- * table when most keys were deleted.
+ * Growth sizes the rebuilt table for 10 keys per 16-slot group (5/8
+ * full), so at least 1/4 of the slots are consumed by inserts or deletes
+ * before the next rebuild (at 7/8): its O(n) cost is amortised over O(n)
+ * writes. A table that filled with live keys grows 1.4x (14 keys a group
+ * become 10), since a table may have any number of groups (table.h): the
+ * table memory per key stays between 9 and 14.4 bytes, where doubling
+ * gave 9 to 18 (and powers of two with a 7-key sizing, which quadrupled a
+ * table one key past full, up to 36). A rebuild also drops tombstones,
+ * and may shrink the table when most keys were deleted.
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -29,22 +30,17 @@
 
 #include "shm/shard.h"
 
-#define KEYS_PER_GROUP_AFTER_REBUILD 8
+#define KEYS_PER_GROUP_AFTER_REBUILD 10
 /* A table sized for an expected key count holds it at 3/4 load: below the
  * 7/8 limit, so the expected keys fit without a rebuild, and dense, since
  * the smaller the table the more of it stays in cache. */
 #define KEYS_PER_GROUP_EXPECTED 12
 
-static uint64_t next_pow2(uint64_t v)
-{
-	return v <= 1 ? 1 : 1ULL << (64 - __builtin_clzll(v - 1));
-}
-
 static uint64_t groups_for(uint64_t keys, uint64_t per_group)
 {
 	if (keys > SHM_MAX_SIZE / 16) /* more than any segment holds */
 		keys = SHM_MAX_SIZE / 16;
-	uint64_t g = next_pow2((keys + per_group - 1) / per_group);
+	uint64_t g = (keys + per_group - 1) / per_group;
 
 	return g < SHM_TABLE_MIN_GROUPS ? SHM_TABLE_MIN_GROUPS : g;
 }
@@ -211,7 +207,8 @@ int shm_writer_open(struct shm_writer *w, struct shm_seg *seg, uint32_t index,
 		return rc;
 	if (off == 0) {
 		rc = shm_table_create(seg, &w->sh->slab,
-				      groups_for(expected_keys, KEYS_PER_GROUP_EXPECTED), &off);
+				      groups_for(expected_keys, KEYS_PER_GROUP_EXPECTED), bloom_kept(w),
+				      &off);
 		if (rc != SHM_OK)
 			return rc;
 	}
@@ -264,18 +261,20 @@ static void maybe_reclaim(struct shm_writer *w)
 		shm_writer_reclaim(w);
 }
 
-int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups)
+/* Rebuild the table with `ngroups` groups, with a Bloom filter area (and
+ * the filter filled) if `bloom`. */
+static int rebuild(struct shm_writer *w, uint64_t ngroups, bool bloom)
 {
 	struct shm_table *old = table(w), *t;
 	uint64_t old_off = w->table_off;
 	uint64_t off;
 	int rc;
 
-	rc = shm_table_create(w->seg, &w->sh->slab, ngroups, &off);
+	rc = shm_table_create(w->seg, &w->sh->slab, ngroups, bloom, &off);
 	if (rc != SHM_OK)
 		return rc;
 	t = (struct shm_table *)(w->seg->base + off);
-	rc = shm_table_copy(w->seg, old, t, bloom_kept(w));
+	rc = shm_table_copy(w->seg, old, t, bloom);
 	if (rc == SHM_OK)
 		rc = retire(w, old_off, old->bytes);
 	if (rc != SHM_OK) {
@@ -284,6 +283,11 @@ int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups)
 	}
 	set_table(w, off);
 	return SHM_OK;
+}
+
+int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups)
+{
+	return rebuild(w, ngroups, bloom_kept(w));
 }
 
 /* Room for `more` inserts beyond the table's entries. */
@@ -497,13 +501,24 @@ int shm_writer_each(struct shm_writer *w, int (*fn)(void *arg, const struct shm_
 	return rc;
 }
 
-void shm_writer_set_bloom(struct shm_writer *w, bool on)
+int shm_writer_set_bloom(struct shm_writer *w, bool on)
 {
-	if (on && !bloom_kept(w))
-		shm_table_bloom_fill(w->seg, table(w));
+	if (on && !bloom_kept(w)) {
+		if (table(w)->nblocks == 0) {
+			/* The copy fills the new table's filter. */
+			int rc = rebuild(w, table(w)->ngroups, true);
+
+			if (rc != SHM_OK)
+				return rc;
+		} else {
+			shm_table_bloom_fill(w->seg, table(w));
+		}
+	}
 	/* Release, pairs with shm_shard_find's load of bloom_on: the filled
-	 * filter is visible before readers trust it. */
+	 * filter (and the table that has it) is visible before readers trust
+	 * it. */
 	atomic_store_explicit(&w->sh->bloom_on, on ? 1 : 0, memory_order_release);
+	return SHM_OK;
 }
 
 int shm_shard_view(const struct shm_seg *seg, const struct shm_shard *sh,

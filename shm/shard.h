@@ -156,15 +156,19 @@ size_t shm_writer_reclaim(struct shm_writer *w);
 void shm_writer_drain(struct shm_writer *w);
 
 /* Turn Bloom-filter use by readers on or off. The filter is kept only
- * while it is on (an insert with it off costs no filter write); turning
- * it on first fills it from the table's slots, then tells readers
- * (release), so a reader never consults a filter missing a key. */
-void shm_writer_set_bloom(struct shm_writer *w, bool on);
+ * while it is on (an insert with it off costs no filter write, a table
+ * built with it off has no filter area: ~2 B per key less); turning it on
+ * first gives the table a filter (a rebuild at the same size, if it has
+ * none) filled from its slots, then tells readers (release), so a reader
+ * never consults a filter missing a key. Turning it off keeps the area
+ * until the next rebuild. Errors: SHM_ENOMEM (no memory for a table with
+ * a filter: it stays off). */
+int shm_writer_set_bloom(struct shm_writer *w, bool on);
 
-/* Rebuild the table with `ngroups` groups (a power of two large enough for
- * the live keys): drops tombstones and refreshes the Bloom filter.
- * Errors: SHM_EINVAL (not a power of two), SHM_ENOMEM (no memory, or too
- * few groups for the live keys); nothing changed. */
+/* Rebuild the table with `ngroups` groups (enough for the live keys):
+ * drops tombstones and refreshes the Bloom filter. Errors: SHM_EINVAL (0
+ * groups, or more than SHM_TABLE_MAX_GROUPS), SHM_ENOMEM (no memory, or
+ * too few groups for the live keys); nothing changed. */
 int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups);
 
 /* Reader: look `key` (h = shm_hash(key)) up in shard `sh`; *kv points

@@ -42,12 +42,10 @@ static uint64_t groups_bytes(uint64_t ngroups)
 	return (ngroups * sizeof(struct shm_group) + 63) & ~63ULL;
 }
 
-static bool pow2(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
-
-uint64_t shm_table_bytes(uint64_t ngroups)
+uint64_t shm_table_bytes(uint64_t ngroups, bool bloom)
 {
 	return hdr_bytes() + groups_bytes(ngroups) +
-	       shm_bloom_blocks(ngroups) * sizeof(struct shm_bloom_block);
+	       (bloom ? shm_bloom_blocks(ngroups) * sizeof(struct shm_bloom_block) : 0);
 }
 
 uint32_t shm_group_match_sse2(const struct shm_group *g, uint8_t byte)
@@ -87,23 +85,25 @@ static struct shm_bloom_block *bloom_of(const struct shm_seg *seg, const struct 
 	return (struct shm_bloom_block *)(seg->base + t->bloom_off);
 }
 
-int shm_table_create(struct shm_seg *seg, struct shm_slab *slab, uint64_t ngroups, uint64_t *off)
+int shm_table_create(struct shm_seg *seg, struct shm_slab *slab, uint64_t ngroups, bool bloom,
+		     uint64_t *off)
 {
 	uint64_t bytes, groups_off;
 	struct shm_table *t;
 	struct shm_group *g;
 	int rc;
 
-	if (!pow2(ngroups) || ngroups > (seg->size / sizeof(struct shm_group)))
+	if (ngroups == 0 || ngroups > SHM_TABLE_MAX_GROUPS ||
+	    ngroups > seg->size / sizeof(struct shm_group))
 		return SHM_EINVAL;
-	bytes = shm_table_bytes(ngroups);
+	bytes = shm_table_bytes(ngroups, bloom);
 	rc = shm_slab_alloc(seg, slab, bytes, off);
 	if (rc != SHM_OK)
 		return rc;
 	t = (struct shm_table *)(seg->base + *off);
 	groups_off = groups_start(*off);
 	t->ngroups = ngroups;
-	t->nblocks = shm_bloom_blocks(ngroups);
+	t->nblocks = bloom ? shm_bloom_blocks(ngroups) : 0;
 	t->bytes = bytes;
 	t->groups_off = groups_off;
 	t->bloom_off = groups_off + groups_bytes(ngroups);
@@ -132,8 +132,9 @@ int shm_table_view(const struct shm_seg *seg, uint64_t off, struct shm_table_vie
 	bytes = t->bytes;
 	goff = t->groups_off;
 	boff = t->bloom_off;
-	if (!pow2(ng) || ng > seg->size / sizeof(struct shm_group) || nb != shm_bloom_blocks(ng) ||
-	    bytes != shm_table_bytes(ng) || goff != groups_start(off) || boff != goff + groups_bytes(ng) ||
+	if (ng == 0 || ng > SHM_TABLE_MAX_GROUPS || ng > seg->size / sizeof(struct shm_group) ||
+	    (nb != 0 && nb != shm_bloom_blocks(ng)) || bytes != shm_table_bytes(ng, nb != 0) ||
+	    goff != groups_start(off) || boff != goff + groups_bytes(ng) ||
 	    shm_ptr(seg, off, bytes) == NULL)
 		return SHM_ECORRUPT;
 	v->groups = (const struct shm_group *)(seg->base + goff);
@@ -151,7 +152,7 @@ int shm_table_view_memo(const struct shm_seg *seg, uint64_t off, struct shm_tabl
 	if (off != 0 && off == m->off) {
 		const volatile struct shm_table *t = (const volatile struct shm_table *)(seg->base + off);
 
-		if (t->ngroups == m->v.ngroups) {
+		if (t->ngroups == m->v.ngroups && t->nblocks == m->v.nblocks) {
 			*v = &m->v;
 			return SHM_OK;
 		}
@@ -166,7 +167,7 @@ void shm_table_prefetch_record(const struct shm_seg *seg, const struct shm_table
 			       uint64_t h)
 {
 	uint32_t shash = shm_hash_slot(h);
-	const struct shm_group *g = &v->groups[shash & (v->ngroups - 1)];
+	const struct shm_group *g = &v->groups[shm_group_home(shash, v->ngroups)];
 
 	for (uint32_t m = group_match(g, shm_hash_tag(h)); m; m &= m - 1) {
 		uint64_t sv = atomic_load_explicit(&g->slot[__builtin_ctz(m)], memory_order_relaxed);
@@ -202,15 +203,16 @@ int shm_table_find(const struct shm_seg *seg, const struct shm_table_view *v, co
 		   uint32_t klen, uint64_t h, bool use_bloom, struct shm_kv *kv)
 {
 	const struct shm_group *groups = v->groups;
-	uint64_t mask = v->ngroups - 1;
+	uint64_t ng = v->ngroups;
 	uint32_t shash = shm_hash_slot(h);
 	uint8_t tag = shm_hash_tag(h);
-	uint64_t gi = shash & mask;
+	uint64_t gi = shm_group_home(shash, ng);
 
-	if (use_bloom && !shm_bloom_maybe(v->bloom, v->nblocks, shm_hash_summary(h)))
+	if (use_bloom && v->nblocks != 0 &&
+	    !shm_bloom_maybe(v->bloom, v->nblocks, shm_hash_summary(h)))
 		return SHM_ENOTFOUND;
 	prefetch_group(&groups[gi]);
-	for (uint64_t step = 1; step <= v->ngroups; step++) {
+	for (uint64_t step = 1; step <= ng; step++) {
 		const struct shm_group *g = &groups[gi];
 		for (uint32_t m = group_match(g, tag); m; m &= m - 1) {
 			int s = __builtin_ctz(m);
@@ -221,7 +223,7 @@ int shm_table_find(const struct shm_seg *seg, const struct shm_table_view *v, co
 		}
 		if (group_match(g, SHM_CTRL_EMPTY))
 			return SHM_ENOTFOUND;
-		gi = (gi + step) & mask;
+		gi = shm_group_next(gi, ng);
 	}
 	return SHM_ENOTFOUND;
 }
@@ -230,10 +232,9 @@ bool shm_table_locate(const struct shm_seg *seg, struct shm_table *t, const void
 		      uint32_t klen, uint64_t h, shm_slot_pos *pos)
 {
 	struct shm_group *groups = groups_of(seg, t);
-	uint64_t mask = t->ngroups - 1;
 	uint32_t shash = shm_hash_slot(h);
 	uint8_t tag = shm_hash_tag(h);
-	uint64_t gi = shash & mask;
+	uint64_t gi = shm_group_home(shash, t->ngroups);
 
 	*pos = UINT64_MAX;
 	for (uint64_t step = 1; step <= t->ngroups; step++) {
@@ -253,7 +254,7 @@ bool shm_table_locate(const struct shm_seg *seg, struct shm_table *t, const void
 			*pos = gi * SHM_GROUP_SLOTS + (uint64_t)__builtin_ctz(usable);
 		if (empty)
 			break;
-		gi = (gi + step) & mask;
+		gi = shm_group_next(gi, t->ngroups);
 	}
 	return false;
 }
@@ -270,7 +271,7 @@ void shm_table_insert_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos 
 	unsigned s = pos % SHM_GROUP_SLOTS;
 	bool was_dead = atomic_load_explicit(&g->ctrl[s], memory_order_relaxed) == SHM_CTRL_DELETED;
 
-	if (bloom)
+	if (bloom && t->nblocks != 0)
 		shm_bloom_add(bloom_of(seg, t), t->nblocks, shm_hash_summary(h));
 	atomic_store_explicit(&g->slot[s], slot_value(h, rec_off), memory_order_release);
 	atomic_store_explicit(&g->ctrl[s], shm_hash_tag(h), memory_order_release);
@@ -281,7 +282,7 @@ void shm_table_insert_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos 
 
 void shm_table_prefetch_group(const struct shm_seg *seg, const struct shm_table *t, uint64_t h)
 {
-	const char *g = (const char *)&groups_of(seg, t)[shm_hash_slot(h) & (t->ngroups - 1)];
+	const char *g = (const char *)&groups_of(seg, t)[shm_group_home(shm_hash_slot(h), t->ngroups)];
 
 	__builtin_prefetch(g, 1);
 	__builtin_prefetch(g + 64, 1);
@@ -347,8 +348,7 @@ static int place(struct shm_seg *seg, struct shm_table *t, uint64_t summary, uin
 		 bool bloom)
 {
 	struct shm_group *groups = groups_of(seg, t);
-	uint64_t mask = t->ngroups - 1;
-	uint64_t gi = shm_hash_slot(summary) & mask;
+	uint64_t gi = shm_group_home(shm_hash_slot(summary), t->ngroups);
 
 	for (uint64_t step = 1; step <= t->ngroups; step++) {
 		uint32_t empty = group_match(&groups[gi], SHM_CTRL_EMPTY);
@@ -357,7 +357,7 @@ static int place(struct shm_seg *seg, struct shm_table *t, uint64_t summary, uin
 					    summary, rec_off, bloom);
 			return SHM_OK;
 		}
-		gi = (gi + step) & mask;
+		gi = shm_group_next(gi, t->ngroups);
 	}
 	return SHM_ENOMEM;
 }
@@ -375,6 +375,8 @@ void shm_table_bloom_fill(struct shm_seg *seg, struct shm_table *t)
 {
 	const struct shm_group *groups = groups_of(seg, t);
 
+	if (t->nblocks == 0)
+		return;
 	for (uint64_t gi = 0; gi < t->ngroups; gi++)
 		for (int s = 0; s < SHM_GROUP_SLOTS; s++) {
 			int64_t summary = live_summary(atomic_load_explicit(&groups[gi].ctrl[s], memory_order_relaxed),

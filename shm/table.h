@@ -20,9 +20,13 @@
  * filter: growing never reads records. Record offsets in units of 16 bytes
  * are why a segment is at most 64 GiB.
  *
- * Probing is triangular over groups (g, g+1, g+3, g+6, ... mod ngroups),
- * which visits every group once when ngroups is a power of two. A probe
- * stops at the first group holding an empty byte.
+ * Any number of groups (not only powers of two, so that growth can be by
+ * 1.4x rather than 2x: the table memory per key follows the keys more
+ * closely). A key's home group is the slot hash scaled to the group count
+ * (shm_group_home: a multiply and a shift, no modulo), and probing is
+ * linear over groups (g, g+1, ... wrapping), which visits every group
+ * once; the 16 slots of a group absorb what linear probing of single slots
+ * would cluster. A probe stops at the first group holding an empty byte.
  *
  * Concurrency (one writer, readers in any process, no locks):
  *   - insert: write the slot, then store the control byte with release;
@@ -41,6 +45,8 @@
  *
  * A table and its Bloom filter are one allocation:
  *   struct shm_table | groups[ngroups] | bloom blocks[nblocks]
+ * where nblocks is 0 (no filter: a table built while the filter is off,
+ * which is how shardd runs) or shm_bloom_blocks(ngroups).
  */
 #ifndef AMORA_SHM_TABLE_H
 #define AMORA_SHM_TABLE_H
@@ -60,6 +66,8 @@
 /* Grow (or rebuild) when full + deleted slots would exceed 7/8. */
 #define SHM_TABLE_MAX_LOAD_NUM 7
 #define SHM_TABLE_MAX_LOAD_DEN 8
+/* Group indexes are 32-bit slot hashes scaled to the group count. */
+#define SHM_TABLE_MAX_GROUPS (1ULL << 32)
 
 struct shm_group {
 	_Atomic uint8_t ctrl[SHM_GROUP_SLOTS];
@@ -67,8 +75,8 @@ struct shm_group {
 };
 
 struct shm_table {
-	uint64_t ngroups;      /* power of two */
-	uint64_t nblocks;      /* Bloom blocks, power of two */
+	uint64_t ngroups;      /* 1 .. SHM_TABLE_MAX_GROUPS */
+	uint64_t nblocks;      /* Bloom blocks: 0 (none) or shm_bloom_blocks(ngroups) */
 	uint64_t bytes;        /* size of the whole allocation */
 	uint64_t groups_off;   /* segment offset of groups[0] (64-aligned) */
 	uint64_t bloom_off;    /* segment offset of the Bloom blocks */
@@ -84,6 +92,19 @@ static inline uint64_t shm_hash_summary(uint64_t h)
 	return h & ((1ULL << SHM_SUMMARY_BITS) - 1);
 }
 
+/* The group a probe for slot hash `shash` starts at: shash scaled from
+ * [0, 2^32) to [0, ngroups). */
+static inline uint64_t shm_group_home(uint32_t shash, uint64_t ngroups)
+{
+	return (uint64_t)shash * ngroups >> 32;
+}
+
+/* The group a probe visits after group gi. */
+static inline uint64_t shm_group_next(uint64_t gi, uint64_t ngroups)
+{
+	return gi + 1 == ngroups ? 0 : gi + 1;
+}
+
 /* Bit i set: control byte i equals `byte`. Both versions are always built
  * so the scalar one is tested; lookups use SSE2 unless built with
  * SHM_SCALAR (or under TSan, which cannot see a 16-byte vector load as
@@ -91,12 +112,14 @@ static inline uint64_t shm_hash_summary(uint64_t h)
 uint32_t shm_group_match_sse2(const struct shm_group *g, uint8_t byte);
 uint32_t shm_group_match_scalar(const struct shm_group *g, uint8_t byte);
 
-/* Bytes of a table with `ngroups` groups and its Bloom filter. */
-uint64_t shm_table_bytes(uint64_t ngroups);
+/* Bytes of a table with `ngroups` groups, with or without its Bloom filter. */
+uint64_t shm_table_bytes(uint64_t ngroups, bool bloom);
 
-/* Allocate an empty table from `slab`, *off its offset. Errors: SHM_EINVAL
- * (ngroups not a power of two), SHM_ENOMEM. */
-int shm_table_create(struct shm_seg *seg, struct shm_slab *slab, uint64_t ngroups, uint64_t *off);
+/* Allocate an empty table from `slab` (with a Bloom filter area if
+ * `bloom`), *off its offset. Errors: SHM_EINVAL (ngroups 0 or more than
+ * SHM_TABLE_MAX_GROUPS or the segment holds), SHM_ENOMEM. */
+int shm_table_create(struct shm_seg *seg, struct shm_slab *slab, uint64_t ngroups, bool bloom,
+		     uint64_t *off);
 
 /* A reader's snapshot of a table's geometry: each header field is read
  * once and validated, so a reader never re-reads a field that might have
@@ -117,15 +140,15 @@ struct shm_table_memo {
 	struct shm_table_view v;
 };
 
-/* The view of the table at `off`, validated once per (off, ngroups): when
- * the memo holds `off` and the table there still says the memo's group
- * count, *v points at the memo's view without validating again; else the
- * table is validated (shm_table_view) and memoised. Why that is enough: a
- * view is a function of (off, ngroups) alone -- validation accepts only
- * the one bloom count, size and group/bloom offsets those two determine --
- * and off was in bounds when it was validated (the segment never shrinks).
- * A table freed and another built at the same offset has another ngroups
- * (a rebuild at the same size gives the same view). Memory at `off` that
+/* The view of the table at `off`, validated once per (off, ngroups,
+ * nblocks): when the memo holds `off` and the table there still says the
+ * memo's group and Bloom block counts, *v points at the memo's view
+ * without validating again; else the table is validated (shm_table_view)
+ * and memoised. Why that is enough: a view is a function of (off,
+ * ngroups, nblocks) alone -- validation accepts only the one size and
+ * group/bloom offsets those determine -- and off was in bounds when it
+ * was validated (the segment never shrinks). A table freed and another
+ * built at the same offset with the same counts has the same view. Memory at `off` that
  * is no table any more (reclamation gone wrong) is read within the old
  * view's bounds, as every view is. Errors: SHM_ECORRUPT (the memo is then
  * empty). */
@@ -133,7 +156,8 @@ int shm_table_view_memo(const struct shm_seg *seg, uint64_t off, struct shm_tabl
 			const struct shm_table_view **v);
 
 /* Reader: find `key` (hash h) in the viewed table; *kv receives the
- * validated view of its record. With use_bloom, a Bloom miss answers without probing.
+ * validated view of its record. With use_bloom, a Bloom miss answers
+ * without probing (a table without a filter area is probed).
  * Returns SHM_OK, SHM_ENOTFOUND, or SHM_ECORRUPT (a matching slot points
  * outside the segment). The caller holds an epoch (epoch.h) while it uses
  * the view and the record. */
@@ -145,7 +169,7 @@ int shm_table_find(const struct shm_seg *seg, const struct shm_table_view *v, co
  * taking them one after another. */
 static inline void shm_table_prefetch(const struct shm_table_view *v, uint64_t h)
 {
-	const char *g = (const char *)&v->groups[shm_hash_slot(h) & (v->ngroups - 1)];
+	const char *g = (const char *)&v->groups[shm_group_home(shm_hash_slot(h), v->ngroups)];
 
 	__builtin_prefetch(g);
 	__builtin_prefetch(g + 64);
@@ -179,8 +203,8 @@ void shm_table_prefetch_group(const struct shm_seg *seg, const struct shm_table 
 uint64_t shm_table_record(const struct shm_seg *seg, const struct shm_table *t, shm_slot_pos pos);
 
 /* Fill slot `pos` (from shm_table_locate) with the record at `rec_off`;
- * with `bloom`, add it to the Bloom filter too (the filter is kept only
- * while readers use it: shm_writer_set_bloom). */
+ * with `bloom`, add it to the Bloom filter too, if the table has one (the
+ * filter is kept only while readers use it: shm_writer_set_bloom). */
 void shm_table_insert_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos pos, uint64_t h,
 			 uint64_t rec_off, bool bloom);
 
@@ -205,7 +229,8 @@ int shm_table_copy(struct shm_seg *seg, const struct shm_table *from, struct shm
 		   bool bloom);
 
 /* Add every live entry's summary to the table's Bloom filter (before
- * readers are told to use a filter that inserts did not keep). */
+ * readers are told to use a filter that inserts did not keep). A table
+ * without a filter area is left as it is. */
 void shm_table_bloom_fill(struct shm_seg *seg, struct shm_table *t);
 
 #endif

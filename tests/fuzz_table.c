@@ -41,6 +41,8 @@ static void build(void)
 	}
 	for (int i = 0; i < NKEYS; i += 3)
 		shm_writer_del(&w, k, (uint32_t)sprintf(k, "k%d", i));
+	/* A filter area to damage too (turned off and on per input below). */
+	CHECK(shm_writer_set_bloom(&w, true) == SHM_OK);
 	shm_writer_close(&w);
 	/* Everything from the shard descriptor to the end of the used chunks. */
 	area_off = seg.hdr->shard_off;

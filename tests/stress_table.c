@@ -97,7 +97,8 @@ static void writer(void)
 		ptrs[i] = &slots[i];
 	w.readers = ptrs;
 	w.nreaders = NREADERS;
-	shm_writer_set_bloom(&w, true);
+	if (shm_writer_set_bloom(&w, true) != SHM_OK)
+		die("bloom on", 0);
 	while (atomic_load(&readers_left) > 0) {
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 		uint32_t k = (uint32_t)(x % NKEYS);

@@ -155,7 +155,8 @@ Test(shard, growth_delete_and_rebuild, .init = setup, .fini = teardown, .timeout
 	cr_assert_eq(atomic_load(&cur_table()->dead), 0);
 	cr_assert_eq(atomic_load(&cur_table()->live), N / 2);
 	cr_assert_eq(shm_writer_rebuild(&w, 1), SHM_ENOMEM, "too small for the live keys");
-	cr_assert_eq(shm_writer_rebuild(&w, 3), SHM_EINVAL);
+	cr_assert_eq(shm_writer_rebuild(&w, 0), SHM_EINVAL);
+	cr_assert_eq(shm_writer_rebuild(&w, SHM_TABLE_MAX_GROUPS + 1), SHM_EINVAL);
 	for (int i = 0; i < N; i++) {
 		key_of(k, i);
 		cr_assert_eq(get(k, &r), i % 2 ? SHM_OK : SHM_ENOTFOUND);
@@ -216,7 +217,7 @@ Test(table, full_hash_collisions_and_long_probes, .init = setup, .fini = teardow
 	key_of(k, n - 1);
 	cr_assert_eq(find_hashed(t, k, 0x1234, false), SHM_OK, "probe passes the tombstone");
 	cr_assert_not(shm_table_locate(&seg, t, "new", 3, 0x1234, &pos));
-	cr_assert_eq(pos / SHM_GROUP_SLOTS, 0x1234 >> 7 & (t->ngroups - 1));
+	cr_assert_eq(pos / SHM_GROUP_SLOTS, shm_group_home(0x1234 >> 7, t->ngroups));
 }
 
 Test(table, probe_is_bounded_without_empty_slots, .init = setup, .fini = teardown)
@@ -305,6 +306,11 @@ Test(table, view_memo_validates_once_per_offset_and_group_count, .init = setup, 
 	cr_assert_eq(shm_table_view_memo(&seg, off, &m, &v), SHM_ECORRUPT, "validated afresh");
 	t->bytes -= 16;
 	cr_assert_eq(shm_table_view_memo(&seg, off, &m, &v), SHM_OK);
+	/* ...or its Bloom block count is. */
+	t->nblocks = shm_bloom_blocks(t->ngroups);
+	cr_assert_eq(shm_table_view_memo(&seg, off, &m, &v), SHM_ECORRUPT, "a filter its size lacks");
+	t->nblocks = 0;
+	cr_assert_eq(shm_table_view_memo(&seg, off, &m, &v), SHM_OK);
 
 	/* Growth: a new offset, a new view, the same as a fresh one. */
 	first = off;
@@ -330,9 +336,11 @@ Test(bloom, switchable_and_rebuilt, .init = setup, .fini = teardown, .timeout = 
 	for (int i = 0; i < N; i++)
 		cr_assert_eq(shm_writer_set(&w, k, (uint32_t)key_of(k, i), "v", 1), SHM_OK);
 	struct shm_table *t = cur_table();
-	struct shm_bloom_block *b = (struct shm_bloom_block *)(seg.base + t->bloom_off);
+	struct shm_bloom_block *b;
+	cr_assert_eq(t->nblocks, 0, "a table built with the filter off has no filter area");
+	cr_assert_eq(t->bytes, shm_table_bytes(t->ngroups, false));
 	for (int on = 0; on < 2; on++) {
-		shm_writer_set_bloom(&w, on);
+		cr_assert_eq(shm_writer_set_bloom(&w, on), SHM_OK);
 		for (int i = 0; i < N; i++) {
 			key_of(k, i);
 			cr_assert_eq(get(k, &r), SHM_OK, "no false negatives");
@@ -340,6 +348,12 @@ Test(bloom, switchable_and_rebuilt, .init = setup, .fini = teardown, .timeout = 
 			cr_assert_eq(get(k, &r), SHM_ENOTFOUND);
 		}
 	}
+	/* Turning it on gave the table (rebuilt at its size) a filter. */
+	cr_assert_neq(cur_table(), t);
+	cr_assert_eq(cur_table()->ngroups, t->ngroups);
+	t = cur_table();
+	cr_assert_eq(t->nblocks, shm_bloom_blocks(t->ngroups));
+	b = (struct shm_bloom_block *)(seg.base + t->bloom_off);
 	for (int i = 0; i < N; i++) {
 		key_of(k, N + i);
 		maybe += shm_bloom_maybe(b, t->nblocks, shm_hash_summary(shm_hash(k, strlen(k))));
@@ -349,10 +363,10 @@ Test(bloom, switchable_and_rebuilt, .init = setup, .fini = teardown, .timeout = 
 	/* Kept while on (inserts add to it), filled again when turned back on
 	 * after inserts that skipped it. */
 	for (int round = 0; round < 2; round++) {
-		shm_writer_set_bloom(&w, round == 1); /* inserted with it off, then on */
+		cr_assert_eq(shm_writer_set_bloom(&w, round == 1), SHM_OK); /* inserted with it off, then on */
 		for (int i = 2 * N + round * 1000; i < 2 * N + round * 1000 + 1000; i++)
 			cr_assert_eq(shm_writer_set(&w, k, (uint32_t)key_of(k, i), "v", 1), SHM_OK);
-		shm_writer_set_bloom(&w, true);
+		cr_assert_eq(shm_writer_set_bloom(&w, true), SHM_OK);
 		for (int i = 2 * N; i < 2 * N + round * 1000 + 1000; i++) {
 			key_of(k, i);
 			cr_assert_eq(get(k, &r), SHM_OK, "key %d not in the filter", i);
@@ -375,6 +389,14 @@ Test(bloom, switchable_and_rebuilt, .init = setup, .fini = teardown, .timeout = 
 		maybe += shm_bloom_maybe(b, t->nblocks, shm_hash_summary(shm_hash(k, strlen(k))));
 	}
 	cr_assert_eq(maybe, 0, "a rebuilt filter of an empty table is empty");
+
+	/* Off, the area stays until the next rebuild, which drops it. */
+	cr_assert_eq(shm_writer_set_bloom(&w, false), SHM_OK);
+	cr_assert_eq(cur_table()->nblocks, t->nblocks);
+	cr_assert_eq(shm_writer_rebuild(&w, t->ngroups), SHM_OK);
+	cr_assert_eq(cur_table()->nblocks, 0);
+	key_of(k, 7);
+	cr_assert_eq(get(k, &r), SHM_ENOTFOUND);
 }
 
 Test(shard, out_of_memory_changes_nothing, .timeout = 60)
