@@ -6,6 +6,7 @@
  *      (created 0700; srv_listen sets the mode the allow-lists need); the
  *      lock file (one amorad per data directory: flock, released by the
  *      kernel however amorad dies, so a kill -9 never leaves a lock behind);
+ *      the shard count its logs were written with (datadir.c);
  *   2. the shared memory (engine.c), data segment sealed;
  *   3. signals become events (signalfd) before any fork, so a shard that
  *      dies at once is still reaped;
@@ -264,6 +265,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (loop_open(&a.loop, err, sizeof(err)) != 0 || lock_data_dir(&a, err, sizeof(err)) != 0 ||
+	    datadir_check(cfg.data_dir, cfg.shards, cfg.sync, err, sizeof(err)) != 0 ||
 	    engine_create(&a.e, &ecfg, err, sizeof(err)) != 0 ||
 	    setup_signals(&a, err, sizeof(err)) != 0) {
 		log_error("%s", err);

@@ -747,3 +747,62 @@ Test(engine, commands_reply_like_redis)
 			 "-ERR wrong number of arguments for 'amora.attach' command\r\n"
 			 "*0\r\n+OK\r\n");
 }
+
+/* amorad started on D.dir with `shards` must refuse (exit 1) with `why`. */
+static void expect_refused(const char *shards, const char *why)
+{
+	char cmd[1024];
+
+	snprintf(cmd, sizeof(cmd), AMORAD_BIN " --data-dir %s --shards %s --memory 64M 2>&1 | grep -q '%s'",
+		 D.dir, shards, why);
+	cr_assert_eq(system(cmd), 0, "amorad --shards %s on a %s-shard data dir did not say \"%s\"",
+		     shards, SHARDS, why);
+	snprintf(cmd, sizeof(cmd), AMORAD_BIN " --data-dir %s --shards %s --memory 64M >/dev/null 2>&1",
+		 D.dir, shards);
+	cr_assert_eq(WEXITSTATUS(system(cmd)), 1);
+}
+
+/* Keys are placed by hash among --shards shards: a data dir written with
+ * one count, read with another, would lose keys. The first amorad records
+ * its count in amora.format; any other count is refused before a shard
+ * starts, and a data dir from before the file is adopted only with the
+ * count its shard directories show. */
+Test(engine, a_data_dir_keeps_its_shard_count)
+{
+	char path[512], k[64], v[64];
+	amora *db;
+	FILE *f;
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
+	db = proc_open();
+	for (int i = 0; i < 200; i++) {
+		int kl = proc_key(k, "n", i), vl = proc_val(v, i, 1);
+		cr_assert_eq(amora_set(db, k, (size_t)kl, v, (size_t)vl), AMORA_OK);
+	}
+	amora_close(db);
+	cr_assert_eq(proc_stop(&D, SIGTERM), 0);
+	snprintf(path, sizeof(path), "%s/amora.format", D.dir);
+	f = fopen(path, "r");
+	cr_assert_not_null(f, "no amora.format in a data dir amorad logged into");
+	cr_assert_eq(fscanf(f, "amora-data 1 shards %d", &(int){ 0 }), 1);
+	fclose(f);
+
+	expect_refused("2", "holds the logs of " SHARDS " shards");
+	expect_refused("16", "start it with --shards " SHARDS);
+	/* A data dir from before the file: adopted with its own count only. */
+	cr_assert_eq(unlink(path), 0);
+	expect_refused("4", "holds " SHARDS " shard directories");
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
+	db = proc_open();
+	for (int i = 0; i < 200; i++)
+		expect_value(db, "n", i, 1);
+	amora_close(db);
+	cr_assert_eq(proc_stop(&D, SIGTERM), 0);
+	cr_assert_eq(access(path, F_OK), 0, "the adopted data dir got its amora.format");
+	/* A format file this amorad does not know is refused, not rewritten. */
+	f = fopen(path, "a");
+	cr_assert_not_null(f);
+	fputs("placement something-newer\n", f);
+	fclose(f);
+	expect_refused(SHARDS, "not a format this amorad knows");
+}
