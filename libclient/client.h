@@ -46,8 +46,8 @@
  *                   client_wait_room first)
  *   client_publish  make what is staged for shard s visible, ring its
  *                   doorbell
- *   client_reap     hand each new answer of shard s (id, status, seq) to
- *                   a callback, without waiting
+ *   client_reap     hand each new answer of shard s (a run of ids with
+ *                   one status, and a seq) to a callback, without waiting
  *
  * Flow control: per (handle, shard) at most CLIENT_INFLIGHT_MAX requests
  * are in flight (submitted, not answered), fewer than the CQ holds, so a
@@ -184,12 +184,13 @@ struct client_ticket {
 	uint64_t id;
 };
 
-/* An answer, as client_reap hands it over. */
+/* An answer, as client_reap hands it over: requests first .. id of one
+ * shard, answered with one status (a completion's run, chan.h). */
 struct client_done {
 	uint32_t shard;
-	uint64_t id;
-	int status; /* AMORA_OK, or the write's AMORA_E* code (chan.h's wire codes) */
-	uint64_t seq; /* the sequence number the write got in its shard's log */
+	uint64_t first, id;
+	int status; /* AMORA_OK, or the writes' AMORA_E* code (chan.h's wire codes) */
+	uint64_t seq; /* the sequence number the last one got in its shard's log */
 };
 
 typedef void (*client_reap_fn)(void *arg, const struct client_done *d);
@@ -234,9 +235,10 @@ int client_submit(amora *db, uint8_t op, const void *key, size_t klen, const voi
  * (shm_chan_notify: a futex wake only if it sleeps). */
 void client_publish(amora *db, uint32_t s);
 
-/* Consume shard s's new answers, in id order, calling fn for each (a
- * restarted shard's second answer to a request is dropped). Returns how
- * many it handed over, or AMORA_ECORRUPT (a malformed completion, an id
+/* Consume shard s's new answers, in id order, calling fn for each run of
+ * ids a completion answers (a restarted shard's second answer to a
+ * request is dropped, also from the start of a run). Returns how many
+ * runs it handed over, or AMORA_ECORRUPT (a malformed completion, an id
  * never issued, a corrupt CQ): those before it were handed over. */
 int client_reap(amora *db, uint32_t s, client_reap_fn fn, void *arg);
 

@@ -98,14 +98,22 @@ int client_reap(amora *db, uint32_t s, client_reap_fn fn, void *arg)
 			return client_fail(db, AMORA_ECORRUPT, "shard %u sent a malformed completion", s);
 		memcpy(&c, rec, sizeof(c));
 		shm_ring_consume(&q->cq);
+		if (c.count == 0 || c.count > c.id)
+			return client_fail(db, AMORA_ECORRUPT, "shard %u sent a completion of %u requests "
+					   "ending at %llu", s, c.count, (unsigned long long)c.id);
 		if (c.id <= q->done_id)
 			continue; /* answered again by a restarted shard */
 		if (c.id > q->next_id)
 			return client_fail(db, AMORA_ECORRUPT, "shard %u completed request %llu never sent", s,
 					   (unsigned long long)c.id);
+		/* A restarted shard may answer again the start of a run. */
+		uint64_t first = c.id - c.count + 1 > q->done_id ? c.id - c.count + 1 : q->done_id + 1;
+
 		q->done_id = c.id;
-		AMORA_PROBE(req__complete, s, db->slot, c.id, c.status);
-		fn(arg, &(struct client_done){ .shard = s, .id = c.id, .status = c.status, .seq = c.seq });
+		for (uint64_t id = first; id <= c.id; id++)
+			AMORA_PROBE(req__complete, s, db->slot, id, c.status);
+		fn(arg, &(struct client_done){ .shard = s, .first = first, .id = c.id, .status = c.status,
+					       .seq = c.seq });
 		n++;
 	}
 	shm_ring_release(&q->cq);

@@ -75,9 +75,11 @@ static void answer_take(void *arg, const struct client_done *d)
 	struct awaited *w = arg;
 	amora *db = w->db;
 
-	if (d->id == w->want) {
+	bool wanted = w->want != 0 && d->first <= w->want && w->want <= d->id;
+
+	if (wanted)
 		*w->status = d->status;
-	} else if (d->status != AMORA_OK && db->deferred == 0) {
+	if ((!wanted || d->first < d->id) && d->status != AMORA_OK && db->deferred == 0) {
 		db->deferred = d->status;
 		snprintf(db->deferred_msg, sizeof(db->deferred_msg), "a buffered write to shard %u failed: %s",
 			 d->shard, amora_strerror(d->status));

@@ -133,8 +133,9 @@ struct shardd {
 	bool sleep_failed; /* futex_waitv failed once (logged) */
 	uint8_t *req;  /* private copy of one request */
 	uint8_t *bulk; /* private copy of a bulk value */
-	struct pending *pend;
+	struct pending *pend; /* the round's completions, each a run (answer) */
 	size_t npend, cap;
+	size_t answered;      /* requests they answer */
 	uint32_t *touched;  /* [max_clients]: the slots that took requests this round, */
 	uint32_t ntouched;  /* ... so that finishing it costs per client with work */
 	uint64_t next_sweep_ns;
@@ -624,8 +625,28 @@ static int add_pending(struct shardd *d, uint32_t slot, uint64_t id, int status,
 		d->pend = p;
 		d->cap = cap;
 	}
-	d->pend[d->npend++] = (struct pending){ slot, d->peers[slot].gen, { id, status, 0, seq } };
+	d->pend[d->npend++] = (struct pending){ slot, d->peers[slot].gen, { id, status, 1, seq } };
 	return 0;
+}
+
+/* Answer request `id` of client `slot`: extend the run of the last
+ * completion (chan.h, struct shm_chan_cqe) when both succeeded, the ids
+ * follow each other and so do their sequence numbers; else a completion of
+ * its own. */
+static int answer(struct shardd *d, uint32_t slot, uint64_t id, int status, uint64_t seq)
+{
+	struct pending *last = d->npend > 0 ? &d->pend[d->npend - 1] : NULL;
+
+	d->answered++;
+	if (last != NULL && last->slot == slot && last->gen == d->peers[slot].gen &&
+	    status == SHM_CHAN_OK && last->cqe.status == SHM_CHAN_OK && id == last->cqe.id + 1 &&
+	    seq != 0 && last->cqe.seq != 0 && seq == last->cqe.seq + 1) {
+		last->cqe.id = id;
+		last->cqe.seq = seq;
+		last->cqe.count++;
+		return 0;
+	}
+	return add_pending(d, slot, id, status, seq);
 }
 
 /* Stage one checked request; returns its status. Effects go to the log
@@ -717,7 +738,7 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 				p->last_id = v.id;
 		}
 		AMORA_PROBE(req__apply, d->id, slot, v.id, rc, seq);
-		if (add_pending(d, slot, v.id, rc, seq) != 0) {
+		if (answer(d, slot, v.id, rc, seq) != 0) {
 			log_error("out of memory for completions");
 			exit(SHARDD_EXIT_CRASH);
 		}
@@ -870,8 +891,8 @@ static int finish_round(struct shardd *d)
 		mark_decided(d);
 	/* Counted before any completion is visible (struct shm_shard_counters). */
 	count_log(d);
-	if (d->npend > 0)
-		shm_counter_add(&d->sh->ctr.requests, d->npend);
+	if (d->answered > 0)
+		shm_counter_add(&d->sh->ctr.requests, d->answered);
 	for (size_t i = 0; i < d->npend; i++) {
 		struct pending *q = &d->pend[i];
 		struct peer *p = &d->peers[q->slot];
@@ -879,8 +900,9 @@ static int finish_round(struct shardd *d)
 		if (p->active && p->gen == q->gen && shm_ring_push(&p->cq, &q->cqe, sizeof(q->cqe)) != SHM_OK)
 			cut_off(d, q->slot, "moved its completion ring impossibly");
 	}
-	completions = d->npend;
+	completions = d->answered;
 	d->npend = 0;
+	d->answered = 0;
 	for (uint32_t t = 0; t < d->ntouched; t++) {
 		struct peer *p = &d->peers[d->touched[t]];
 

@@ -27,7 +27,7 @@
  * SQ record: struct shm_chan_req, then klen key bytes, then vlen value bytes
  * (none when the value is in the bulk area). CQ record: struct shm_chan_cqe.
  * Requests carry an id that grows by one per request on each (client,
- * shard) pair; completions echo it.
+ * shard) pair; a completion names the last id of the run it answers.
  *
  * Crash safety. A shard handles a round of requests in this order: stage
  * them (nothing visible), write them to its log, publish them to readers,
@@ -126,7 +126,7 @@
 #include "shm/ring.h"
 
 #define SHM_CHAN_MAGIC 0x4e4148434d524f4dULL /* "MORMCHAN" */
-#define SHM_CHAN_VERSION 2u
+#define SHM_CHAN_VERSION 3u /* 3: a completion answers a run of requests */
 #define SHM_CHAN_HDR_BYTES 4096u
 #define SHM_CHAN_SQ_DATA (64u << 10)         /* SQ data bytes per shard */
 #define SHM_CHAN_CQ_DATA (16u << 10)         /* CQ data bytes per shard */
@@ -169,11 +169,17 @@ enum shm_chan_status {
 	SHM_CHAN_ECORRUPT = -7,  /* anything else the shard could not do */
 };
 
+/* A completion answers `count` requests: ids id - count + 1 .. id, all
+ * with `status`. A shard answers a run of consecutive requests of one
+ * client that succeeded in one round, logged with consecutive sequence
+ * numbers, with one completion, so a buffered stream costs both sides one
+ * ring record per run, not per write (if the round's log write then
+ * fails, the run is answered SHM_CHAN_EIO whole). */
 struct shm_chan_cqe {
-	uint64_t id;
+	uint64_t id;     /* the last request answered */
 	int32_t status;  /* enum shm_chan_status */
-	uint32_t zero;
-	uint64_t seq;    /* sequence number the write got in its shard's log */
+	uint32_t count;  /* requests answered, >= 1 */
+	uint64_t seq;    /* sequence number the last one got in its shard's log (0: none) */
 };
 
 /* Ring bytes one completion takes: the record header (ring.h) and the

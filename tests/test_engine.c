@@ -12,6 +12,7 @@
 #include <sys/un.h>
 
 #include "tests/proc.h"
+#include "libclient/client.h"
 #include "shm/chan.h"
 
 #define SHARDS "8"
@@ -805,4 +806,57 @@ Test(engine, a_data_dir_keeps_its_shard_count)
 	fputs("placement something-newer\n", f);
 	fclose(f);
 	expect_refused(SHARDS, "not a format this amorad knows");
+}
+
+/* What client_reap handed over, per request id. */
+struct answers {
+	int status[64];
+	int runs;
+	uint64_t last;
+};
+
+static void take_answer(void *arg, const struct client_done *d)
+{
+	struct answers *a = arg;
+
+	cr_assert_eq(d->first, a->last + 1, "answers in id order, none twice or skipped");
+	for (uint64_t id = d->first; id <= d->id; id++)
+		a->status[id] = d->status;
+	a->last = d->id;
+	a->runs++;
+}
+
+/* A shard answers a run of successful writes of one client in one round
+ * with one completion (chan.h, struct shm_chan_cqe); a failed one is
+ * answered alone and ends the run. The client sees each id's own status. */
+Test(engine, completions_answer_runs_of_writes)
+{
+	enum { N = 40, MISSING = 17 };
+	struct answers a = { .last = 0 };
+	struct client_ticket t;
+	uint32_t shard = UINT32_MAX;
+	char k[32];
+	amora *db;
+
+	proc_start(&D, "--shards", "1", "--memory", "64M", NULL);
+	db = proc_open();
+	for (int i = 1; i <= N; i++) {
+		int kl = snprintf(k, sizeof(k), i == MISSING ? "never-set" : "run:%d", i);
+		uint8_t op = i == MISSING ? SHM_CHAN_OP_DEL : SHM_CHAN_OP_SET;
+
+		cr_assert_eq(client_submit(db, op, k, (size_t)kl, "v", op == SHM_CHAN_OP_SET, &t), AMORA_OK);
+		cr_assert_eq(t.id, (uint64_t)i);
+		shard = t.shard;
+	}
+	client_publish(db, shard); /* one publication: the shard takes them in one round */
+	for (uint64_t t0 = proc_now_ms(); a.last < N;) {
+		cr_assert_geq(client_reap(db, shard, take_answer, &a), 0, "%s", amora_errmsg(db));
+		cr_assert(proc_now_ms() - t0 < 10000, "answered up to %llu of %d", (unsigned long long)a.last, N);
+	}
+	for (int i = 1; i <= N; i++)
+		cr_assert_eq(a.status[i], i == MISSING ? AMORA_ENOTFOUND : AMORA_OK, "request %d", i);
+	/* 1..16 in one run, 17 alone; 18..40 in one or more later rounds. */
+	cr_assert_lt(a.runs, N / 2, "%d completions for %d requests: runs were not coalesced", a.runs, N);
+	cr_assert_geq(a.runs, 3);
+	amora_close(db);
 }
