@@ -25,8 +25,12 @@
  * and any size can use it. Free blocks are found by good fit in O(1): 16
  * lists per power of two and two bitmaps (TLSF). A new chunk is carved
  * from its start (the frontier): bytes past the frontier of a shard's
- * newest chunk were never written, cost no RAM (the memfd is sparse) and
- * are not counted as used.
+ * newest chunk were never written and are not counted as used; the memfd
+ * is sparse, so they cost no RAM, but for the 64 KiB window the frontier
+ * is in, whose pages the writer asks for in one madvise
+ * (MADV_POPULATE_WRITE) as it enters it instead of a fault per page
+ * (44 K faults -> 9 K for 1 M buffered sets): at most 64 KiB per shard
+ * more than counted.
  *
  * A request above SHM_SLAB_MAX (a large table) takes a run of whole
  * chunks, returned to the pool when freed.
