@@ -1,0 +1,729 @@
+/*
+ * skiplist.c — the per-shard sorted index (skiplist.h): the writer's
+ * search, link, unlink and O(n) build, and the readers' stepped seek.
+ *
+ * The reader's seek is a small state machine so that a client can run
+ * the seeks of all shards in lock-step: each step touches only memory the
+ * previous step prefetched (the node a link leads to, or the record a
+ * comparison needs) and prefetches what the next step loads. A step:
+ *   HEAD  load levels, stand on the head at levels - 1, read the first
+ *         link (the head was prefetched by seek_start);
+ *   NODE  validate the node the link leads to, compare the key against
+ *         its inline prefix; if that cannot decide, prefetch its record;
+ *   REC   compare against the record's key.
+ * After a comparison the node is passed (the cursor stands on it and reads
+ * its link at the same level) or not (one level down from the same node;
+ * a link to the node just refused is refused again without a comparison,
+ * as in Pugh's paper). Each step ends by reading the next link and
+ * prefetching the node it names.
+ *
+ * Nothing a reader loads is trusted: every link goes through shm_ptr with
+ * the node's whole size (height read once, checked against the level it
+ * is reached at), plen is checked, records through shm_record_view and
+ * must hold the node's prefix, and every pass is checked to go to a key
+ * strictly greater than the last one passed (which bounds every walk). The
+ * writer trusts its list but still validates the records it dereferences.
+ */
+#include <string.h>
+
+#include "shm/skiplist.h"
+#include "shm/slab.h"
+
+_Static_assert(sizeof(struct shm_skip_node) == 20, "node header is 20 bytes (skiplist.h layout)");
+_Static_assert(offsetof(struct shm_skip_node, prefix) == 6, "layout");
+_Static_assert(offsetof(struct shm_skip, next) == 8, "layout");
+
+/* Cursor modes: which nodes a seek passes (stands on and goes beyond). */
+enum {
+	SKIP_MODE_REVERSE = 1, /* the result is the last node passed */
+	SKIP_MODE_STRICT = 2,  /* pass nodes < key (else nodes <= key) */
+	SKIP_MODE_ALL = 4,     /* pass every node (reverse, no key) */
+	SKIP_MODE_NONE = 8,    /* pass no node (forward, no key) */
+};
+
+enum { SKIP_ST_HEAD, SKIP_ST_NODE, SKIP_ST_REC, SKIP_ST_DONE, SKIP_ST_CORRUPT };
+
+/* A comparison the inline prefixes cannot decide. */
+#define UNDECIDED 2
+
+static inline uint64_t link_off(uint32_t l) { return (uint64_t)l << 4; }
+
+static int sign(int c) { return (c > 0) - (c < 0); }
+
+/* The key order: memcmp over the shorter length, then the shorter first. */
+static int key_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t blen)
+{
+	uint32_t n = alen < blen ? alen : blen;
+	int c = n ? memcmp(a, b, n) : 0;
+
+	return c ? sign(c) : (alen > blen) - (alen < blen);
+}
+
+/* cmp(key, node) from the node's prefix alone, or UNDECIDED: the first
+ * min(plen, klen) bytes decide if they differ; else a wholly inline key
+ * (plen < SHM_SKIP_PREFIX) or a search key shorter than plen decides by
+ * length; only a node key of SHM_SKIP_PREFIX+ bytes against a search key
+ * as long with the same first SHM_SKIP_PREFIX bytes needs the record. */
+static int prefix_cmp(const uint8_t *key, uint32_t klen, uint32_t plen, const uint8_t *prefix)
+{
+	uint32_t n = klen < plen ? klen : plen;
+	int c = memcmp(key, prefix, n);
+
+	if (c)
+		return sign(c);
+	if (plen < SHM_SKIP_PREFIX || klen < plen)
+		return (klen > plen) - (klen < plen);
+	return UNDECIDED;
+}
+
+/* cmp(a, b) of two nodes' keys from what is known of them: the prefixes,
+ * then the full keys when both prefixes are SHM_SKIP_PREFIX bytes and equal (UNDECIDED
+ * while a full key is unknown). */
+static int ref_cmp(const struct shm_skip_keyref *a, const struct shm_skip_keyref *b)
+{
+	uint32_t n = a->plen < b->plen ? a->plen : b->plen;
+	int c = memcmp(a->prefix, b->prefix, n);
+
+	if (c)
+		return sign(c);
+	if (a->plen < SHM_SKIP_PREFIX || b->plen < SHM_SKIP_PREFIX)
+		return (a->plen > b->plen) - (a->plen < b->plen);
+	if (a->full == NULL || b->full == NULL)
+		return UNDECIDED;
+	return key_cmp(a->full, a->flen, b->full, b->flen);
+}
+
+static void prefetch_at(const struct shm_seg *seg, uint64_t off)
+{
+	if (off < seg->size)
+		__builtin_prefetch(seg->base + off);
+}
+
+uint64_t shm_skip_node_bytes(uint32_t height)
+{
+	return sizeof(struct shm_skip_node) + 4 * (uint64_t)height;
+}
+
+uint64_t shm_skip_bytes(const struct shm_seg *seg, uint64_t off)
+{
+	(void)seg;
+	(void)off;
+	return sizeof(struct shm_skip);
+}
+
+uint32_t shm_skip_height(uint64_t *rng)
+{
+	/* splitmix64 (Steele, Lea, Flood 2014); every pair of low zero bits
+	 * is one more level: P(height > h) = 4^-h. */
+	uint64_t z = (*rng += 0x9e3779b97f4a7c15ULL);
+	uint32_t h;
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	z ^= z >> 31;
+	h = 1 + (z ? (uint32_t)__builtin_ctzll(z) : 64) / 2;
+	return h > SHM_SKIP_MAX_HEIGHT ? SHM_SKIP_MAX_HEIGHT : h;
+}
+
+/* --- reader helpers: every offset untrusted --- */
+
+/* The node at `off`, if it lies wholly in the segment with a height above
+ * `level` (it was reached by a link of that level) and a sane plen; its
+ * plen and prefix are copied into *k (full key unknown). NULL otherwise. */
+static const struct shm_skip_node *node_at(const struct shm_seg *seg, uint64_t off, int level,
+					   struct shm_skip_keyref *k)
+{
+	/* volatile: height and plen are loaded once; only the copies are used. */
+	const volatile struct shm_skip_node *vn = shm_ptr(seg, off, sizeof(struct shm_skip_node));
+	uint32_t h, plen;
+
+	if (vn == NULL)
+		return NULL;
+	h = vn->height;
+	plen = vn->plen;
+	if (h == 0 || h > SHM_SKIP_MAX_HEIGHT || (int)h <= level || plen == 0 || plen > SHM_SKIP_PREFIX ||
+	    shm_ptr(seg, off, shm_skip_node_bytes(h)) == NULL)
+		return NULL;
+	k->plen = (uint8_t)plen;
+	memcpy(k->prefix, (const void *)vn->prefix, SHM_SKIP_PREFIX);
+	k->full = NULL;
+	k->flen = 0;
+	return (const struct shm_skip_node *)vn;
+}
+
+/* The validated record of node n (whose prefix is in *k): rec non-zero,
+ * a valid record, holding the prefix (exactly, for an inline key). Fills
+ * *kv and k->full. Errors: SHM_ECORRUPT. */
+static int node_record(const struct shm_seg *seg, const struct shm_skip_node *n,
+		       struct shm_skip_keyref *k, struct shm_kv *kv)
+{
+	/* acquire: pairs with the release of shm_skip_set_rec (and of the
+	 * link that published the node), so the record is seen whole. */
+	uint32_t r = atomic_load_explicit(&n->rec, memory_order_acquire);
+
+	if (r == 0 || shm_record_view(seg, link_off(r), kv) != SHM_OK || kv->klen < k->plen ||
+	    memcmp(kv->key, k->prefix, k->plen) != 0 ||
+	    (k->plen < SHM_SKIP_PREFIX && kv->klen != k->plen))
+		return SHM_ECORRUPT;
+	k->full = kv->key;
+	k->flen = kv->klen;
+	return SHM_OK;
+}
+
+/* Whether node b (at boff, key *b) comes strictly after node a: loads the
+ * records only when the prefixes tie. SHM_OK or SHM_ECORRUPT. */
+static int order_ok(const struct shm_seg *seg, uint64_t aoff, struct shm_skip_keyref *a, uint64_t boff,
+		    struct shm_skip_keyref *b)
+{
+	struct shm_kv kv;
+	int c = ref_cmp(a, b);
+
+	if (c == UNDECIDED) {
+		if (a->full == NULL &&
+		    node_record(seg, (const struct shm_skip_node *)(seg->base + aoff), a, &kv) != SHM_OK)
+			return SHM_ECORRUPT;
+		if (b->full == NULL &&
+		    node_record(seg, (const struct shm_skip_node *)(seg->base + boff), b, &kv) != SHM_OK)
+			return SHM_ECORRUPT;
+		c = ref_cmp(a, b);
+	}
+	return c < 0 ? SHM_OK : SHM_ECORRUPT;
+}
+
+int shm_skip_view(const struct shm_seg *seg, uint64_t off, struct shm_skip_view *v)
+{
+	const volatile struct shm_skip *h = shm_ptr(seg, off, sizeof(struct shm_skip));
+	uint32_t lv;
+
+	if (h == NULL || (off & 15) || h->magic != SHM_SKIP_MAGIC)
+		return SHM_ECORRUPT;
+	lv = atomic_load_explicit(&((const struct shm_skip *)h)->levels, memory_order_relaxed);
+	if (lv == 0 || lv > SHM_SKIP_MAX_HEIGHT)
+		return SHM_ECORRUPT;
+	v->head = (const struct shm_skip *)h;
+	v->off = off;
+	return SHM_OK;
+}
+
+/* --- the stepped seek --- */
+
+static int cursor_corrupt(struct shm_skip_cursor *c)
+{
+	c->state = SKIP_ST_CORRUPT;
+	c->node = 0;
+	return SHM_ECORRUPT;
+}
+
+static const _Atomic uint32_t *cursor_links(const struct shm_seg *seg, const struct shm_skip_cursor *c,
+					    uint64_t x)
+{
+	return x == 0 ? c->head->next : ((const struct shm_skip_node *)(seg->base + x))->next;
+}
+
+void shm_skip_seek_start(struct shm_skip_cursor *c, const struct shm_skip_view *v, const void *key,
+			 uint32_t klen, bool inclusive, bool reverse)
+{
+	const char *h = (const char *)v->head;
+
+	c->head = v->head;
+	c->key = key;
+	c->klen = klen;
+	if (key == NULL || klen == 0)
+		c->mode = reverse ? SKIP_MODE_REVERSE | SKIP_MODE_ALL : SKIP_MODE_NONE;
+	else
+		c->mode = (uint8_t)((reverse ? SKIP_MODE_REVERSE : 0) |
+				    (inclusive != reverse ? SKIP_MODE_STRICT : 0));
+	c->state = SKIP_ST_HEAD;
+	c->level = 0;
+	c->x = c->y = c->last = c->node = 0;
+	/* The head's levels and links (104 bytes, 16-aligned: 2 or 3 lines). */
+	__builtin_prefetch(h);
+	__builtin_prefetch(h + 64);
+	__builtin_prefetch(h + sizeof(struct shm_skip) - 1);
+}
+
+/* The seek is over: the node refused at level 0 (forward; 0: the end) or
+ * the last node passed (reverse; 0: the head, so the end). */
+static int cursor_finish(const struct shm_seg *seg, struct shm_skip_cursor *c, uint64_t refused)
+{
+	if (c->mode & SKIP_MODE_REVERSE) {
+		c->node = c->x;
+		c->nk = c->xk;
+	} else {
+		/* refused > key (or >= key) > every node passed: in order. */
+		c->node = refused;
+		if (refused != 0 && node_at(seg, refused, 0, &c->nk) == NULL)
+			return cursor_corrupt(c);
+	}
+	c->state = SKIP_ST_DONE;
+	return 0;
+}
+
+/* Standing on c->x at c->level (validated: its height is above the
+ * level): read the link, go down past empty links and the node just
+ * refused, and prefetch the next node to compare. */
+static int cursor_advance(const struct shm_seg *seg, struct shm_skip_cursor *c)
+{
+	for (;;) {
+		/* acquire: pairs with the release store of shm_skip_link or
+		 * shm_skip_unlink that wrote the link: the node is seen whole. */
+		uint32_t l = atomic_load_explicit(&cursor_links(seg, c, c->x)[c->level], memory_order_acquire);
+		uint64_t y = link_off(l);
+
+		if (l != 0 && y != c->last && (c->mode & SKIP_MODE_NONE))
+			c->last = y; /* passes no node: refused unseen */
+		if (l == 0 || y == c->last) {
+			if (c->level == 0)
+				return cursor_finish(seg, c, y);
+			c->level--;
+			continue;
+		}
+		c->y = y;
+		c->state = SKIP_ST_NODE;
+		/* Its header, and the link the next step reads if it passes it. */
+		prefetch_at(seg, y);
+		prefetch_at(seg, y + sizeof(struct shm_skip_node) + 4 * (uint64_t)c->level);
+		return 1;
+	}
+}
+
+/* c->y compared: cmp = cmp(key, y). Pass it or go down. */
+static int cursor_decide(const struct shm_seg *seg, struct shm_skip_cursor *c, int cmp)
+{
+	bool pass = (c->mode & SKIP_MODE_ALL) || ((c->mode & SKIP_MODE_STRICT) ? cmp > 0 : cmp >= 0);
+
+	if (pass) {
+		if (c->x != 0 && order_ok(seg, c->x, &c->xk, c->y, &c->yk) != SHM_OK)
+			return cursor_corrupt(c);
+		c->x = c->y;
+		c->xk = c->yk;
+	} else {
+		c->last = c->y;
+		if (c->level == 0)
+			return cursor_finish(seg, c, c->y);
+		c->level--;
+	}
+	return cursor_advance(seg, c);
+}
+
+static int step_head(const struct shm_seg *seg, struct shm_skip_cursor *c)
+{
+	uint32_t lv = atomic_load_explicit(&c->head->levels, memory_order_relaxed);
+
+	if (lv == 0 || lv > SHM_SKIP_MAX_HEIGHT)
+		return cursor_corrupt(c);
+	c->level = (int8_t)(lv - 1);
+	c->x = 0;
+	return cursor_advance(seg, c);
+}
+
+static int step_node(const struct shm_seg *seg, struct shm_skip_cursor *c)
+{
+	const struct shm_skip_node *n = node_at(seg, c->y, c->level, &c->yk);
+	int cmp = 1;
+
+	if (n == NULL)
+		return cursor_corrupt(c);
+	if (!(c->mode & SKIP_MODE_ALL)) {
+		cmp = prefix_cmp(c->key, c->klen, c->yk.plen, c->yk.prefix);
+		if (cmp == UNDECIDED) {
+			/* Only a prefetch: step_rec loads rec again (acquire). */
+			uint32_t r = atomic_load_explicit(&n->rec, memory_order_relaxed);
+
+			if (r == 0)
+				return cursor_corrupt(c);
+			prefetch_at(seg, link_off(r));
+			c->state = SKIP_ST_REC;
+			return 1;
+		}
+	}
+	return cursor_decide(seg, c, cmp);
+}
+
+static int step_rec(const struct shm_seg *seg, struct shm_skip_cursor *c)
+{
+	struct shm_kv kv;
+
+	/* c->y passed node_at in step_node: its 20-byte header is in bounds. */
+	if (node_record(seg, (const struct shm_skip_node *)(seg->base + c->y), &c->yk, &kv) != SHM_OK)
+		return cursor_corrupt(c);
+	return cursor_decide(seg, c, key_cmp(c->key, c->klen, kv.key, kv.klen));
+}
+
+int shm_skip_seek_step(const struct shm_seg *seg, struct shm_skip_cursor *c)
+{
+	switch (c->state) {
+	case SKIP_ST_HEAD:
+		return step_head(seg, c);
+	case SKIP_ST_NODE:
+		return step_node(seg, c);
+	case SKIP_ST_REC:
+		return step_rec(seg, c);
+	case SKIP_ST_DONE:
+		return 0;
+	default:
+		return SHM_ECORRUPT;
+	}
+}
+
+int shm_skip_seek(const struct shm_seg *seg, struct shm_skip_cursor *c, const struct shm_skip_view *v,
+		  const void *key, uint32_t klen, bool inclusive, bool reverse)
+{
+	int rc;
+
+	shm_skip_seek_start(c, v, key, klen, inclusive, reverse);
+	while ((rc = shm_skip_seek_step(seg, c)) == 1)
+		;
+	return rc;
+}
+
+int shm_skip_cursor_get(const struct shm_seg *seg, const struct shm_skip_cursor *c, struct shm_kv *kv)
+{
+	struct shm_skip_keyref k;
+
+	if (c->state != SKIP_ST_DONE)
+		return SHM_ECORRUPT;
+	if (c->node == 0)
+		return SHM_ENOTFOUND;
+	/* c->node passed node_at when the cursor came to it. */
+	k = c->nk;
+	return node_record(seg, (const struct shm_skip_node *)(seg->base + c->node), &k, kv);
+}
+
+int shm_skip_cursor_next(const struct shm_seg *seg, struct shm_skip_cursor *c)
+{
+	const struct shm_skip_node *n;
+	struct shm_skip_keyref k;
+	struct shm_kv kv;
+	uint32_t l;
+
+	if (c->state != SKIP_ST_DONE)
+		return SHM_ECORRUPT;
+	if (c->node == 0)
+		return SHM_ENOTFOUND;
+	n = (const struct shm_skip_node *)(seg->base + c->node);
+	if (c->mode & SKIP_MODE_REVERSE) {
+		/* The predecessor of the current key, searched from the head.
+		 * The key: an inline one copied, else the record's (valid while
+		 * the epoch is held). */
+		struct shm_skip_view v = { c->head, 0 };
+		uint8_t inline_key[SHM_SKIP_PREFIX];
+		const uint8_t *key = inline_key;
+		uint32_t klen = c->nk.plen;
+		int rc;
+
+		if (c->nk.plen < SHM_SKIP_PREFIX) {
+			memcpy(inline_key, c->nk.prefix, SHM_SKIP_PREFIX);
+		} else {
+			if (c->nk.full == NULL && node_record(seg, n, &c->nk, &kv) != SHM_OK)
+				return cursor_corrupt(c);
+			key = c->nk.full;
+			klen = c->nk.flen;
+		}
+		rc = shm_skip_seek(seg, c, &v, key, klen, false, true);
+		if (rc != SHM_OK)
+			return rc;
+		return c->node ? SHM_OK : SHM_ENOTFOUND;
+	}
+	/* acquire: pairs with the release store that wrote the link. */
+	l = atomic_load_explicit(&n->next[0], memory_order_acquire);
+	if (l == 0) {
+		c->node = 0;
+		return SHM_ENOTFOUND;
+	}
+	if (node_at(seg, link_off(l), 0, &k) == NULL || order_ok(seg, c->node, &c->nk, link_off(l), &k) != SHM_OK)
+		return cursor_corrupt(c);
+	c->node = link_off(l);
+	c->nk = k;
+	return SHM_OK;
+}
+
+/* --- writer side: the writer trusts its list's links, validates records --- */
+
+static struct shm_skip *head_of(const struct shm_seg *seg, uint64_t off)
+{
+	return (struct shm_skip *)(seg->base + off);
+}
+
+static struct shm_skip_node *node_of(const struct shm_seg *seg, uint64_t off)
+{
+	return (struct shm_skip_node *)(seg->base + off);
+}
+
+/* The links of node `x`, or of the head when x is 0. */
+static _Atomic uint32_t *links_of(const struct shm_seg *seg, uint64_t list_off, uint64_t x)
+{
+	return x == 0 ? head_of(seg, list_off)->next : node_of(seg, x)->next;
+}
+
+/* The writer's cmp(key, node). A record that fails validation (never, in
+ * the writer's own list) counts as greater than the key, so a search
+ * stops there rather than fault. */
+static int writer_cmp(const struct shm_seg *seg, const struct shm_skip_node *n, const uint8_t *key,
+		      uint32_t klen)
+{
+	int c = prefix_cmp(key, klen, n->plen, n->prefix);
+	struct shm_kv kv;
+
+	if (c != UNDECIDED)
+		return c;
+	if (shm_record_view(seg, link_off(atomic_load_explicit(&n->rec, memory_order_relaxed)), &kv) != SHM_OK)
+		return -1;
+	return key_cmp(key, klen, kv.key, kv.klen);
+}
+
+/* preds[k] for k < levels: the last node (0: the head) whose key is below
+ * `key` at level k. Returns levels. (Only this thread writes the list:
+ * its loads need no ordering.) */
+static uint32_t writer_search(const struct shm_seg *seg, uint64_t list_off, const uint8_t *key,
+			      uint32_t klen, uint64_t preds[SHM_SKIP_MAX_HEIGHT])
+{
+	uint32_t lv = atomic_load_explicit(&head_of(seg, list_off)->levels, memory_order_relaxed);
+	uint64_t x = 0, refused = 0;
+
+	for (int k = (int)lv - 1; k >= 0; k--) {
+		for (;;) {
+			uint32_t l = atomic_load_explicit(&links_of(seg, list_off, x)[k], memory_order_relaxed);
+			uint64_t y = link_off(l);
+
+			if (l == 0 || y == refused)
+				break;
+			if (writer_cmp(seg, node_of(seg, y), key, klen) <= 0) {
+				refused = y;
+				break;
+			}
+			x = y;
+		}
+		preds[k] = x;
+	}
+	return lv;
+}
+
+int shm_skip_create(struct shm_seg *seg, struct shm_slab *slab, uint64_t *off)
+{
+	struct shm_skip *h;
+	int rc = shm_slab_alloc(seg, slab, sizeof(struct shm_skip), off);
+
+	if (rc != SHM_OK)
+		return rc;
+	h = head_of(seg, *off);
+	h->magic = SHM_SKIP_MAGIC;
+	atomic_store_explicit(&h->levels, 1, memory_order_relaxed);
+	for (int k = 0; k < SHM_SKIP_MAX_HEIGHT; k++)
+		atomic_store_explicit(&h->next[k], 0, memory_order_relaxed);
+	return SHM_OK;
+}
+
+int shm_skip_node_new(struct shm_seg *seg, struct shm_slab *slab, const void *key, uint32_t klen,
+		      uint64_t rec_off, uint32_t height, uint64_t *node_off)
+{
+	uint32_t plen = klen < SHM_SKIP_PREFIX ? klen : SHM_SKIP_PREFIX;
+	struct shm_skip_node *n;
+	int rc;
+
+	if (klen == 0 || klen > SHM_KEY_MAX || height == 0 || height > SHM_SKIP_MAX_HEIGHT || rec_off == 0 ||
+	    (rec_off & 15) || (rec_off >> 4) > UINT32_MAX)
+		return SHM_EINVAL;
+	rc = shm_slab_alloc(seg, slab, shm_skip_node_bytes(height), node_off);
+	if (rc != SHM_OK)
+		return rc;
+	n = node_of(seg, *node_off);
+	atomic_store_explicit(&n->rec, (uint32_t)(rec_off >> 4), memory_order_relaxed);
+	n->height = (uint8_t)height;
+	n->plen = (uint8_t)plen;
+	memset(n->prefix, 0, sizeof(n->prefix));
+	memcpy(n->prefix, key, plen);
+	for (uint32_t k = 0; k < height; k++)
+		atomic_store_explicit(&n->next[k], 0, memory_order_relaxed);
+	return SHM_OK;
+}
+
+void shm_skip_link(struct shm_seg *seg, uint64_t list_off, uint64_t node_off)
+{
+	struct shm_skip *h = head_of(seg, list_off);
+	struct shm_skip_node *n = node_of(seg, node_off);
+	uint64_t preds[SHM_SKIP_MAX_HEIGHT];
+	uint32_t height = n->height, klen = n->plen, lv;
+	const uint8_t *key = n->prefix;
+	struct shm_kv kv;
+
+	/* The key: inline, or the record's (a bad record: the prefix, so
+	 * that this cannot fail; readers report the node SHM_ECORRUPT). */
+	if (klen == SHM_SKIP_PREFIX &&
+	    shm_record_view(seg, link_off(atomic_load_explicit(&n->rec, memory_order_relaxed)), &kv) == SHM_OK) {
+		key = kv.key;
+		klen = kv.klen;
+	}
+	lv = writer_search(seg, list_off, key, klen, preds);
+	for (uint32_t k = lv; k < height; k++)
+		preds[k] = 0;
+	for (uint32_t k = 0; k < height; k++)
+		atomic_store_explicit(&n->next[k],
+				      atomic_load_explicit(&links_of(seg, list_off, preds[k])[k], memory_order_relaxed),
+				      memory_order_relaxed);
+	/* levels first, so that no node is ever linked at a level >= levels
+	 * (a writer killed mid-link leaves levels at least as high as what it
+	 * linked; the release stores below keep the order). */
+	if (height > lv)
+		atomic_store_explicit(&h->levels, height, memory_order_relaxed);
+	/* Bottom-up: level k is linked only once level k - 1 is. release:
+	 * pairs with the readers' acquire loads of the link, so a reader that
+	 * reaches the node sees its fields and next[] whole. */
+	for (uint32_t k = 0; k < height; k++)
+		atomic_store_explicit(&links_of(seg, list_off, preds[k])[k], (uint32_t)(node_off >> 4),
+				      memory_order_release);
+}
+
+uint64_t shm_skip_find(const struct shm_seg *seg, uint64_t list_off, const void *key, uint32_t klen)
+{
+	uint64_t preds[SHM_SKIP_MAX_HEIGHT];
+	uint32_t l;
+
+	if (klen == 0)
+		return 0;
+	writer_search(seg, list_off, key, klen, preds);
+	l = atomic_load_explicit(&links_of(seg, list_off, preds[0])[0], memory_order_relaxed);
+	if (l == 0 || writer_cmp(seg, node_of(seg, link_off(l)), key, klen) != 0)
+		return 0;
+	return link_off(l);
+}
+
+void shm_skip_set_rec(struct shm_seg *seg, uint64_t node_off, uint64_t rec_off)
+{
+	/* release: the new record is written before readers can load its
+	 * offset (pairs with node_record's acquire). */
+	atomic_store_explicit(&node_of(seg, node_off)->rec, (uint32_t)(rec_off >> 4), memory_order_release);
+}
+
+uint64_t shm_skip_unlink(struct shm_seg *seg, uint64_t list_off, const void *key, uint32_t klen)
+{
+	struct shm_skip *h = head_of(seg, list_off);
+	uint64_t preds[SHM_SKIP_MAX_HEIGHT], off;
+	struct shm_skip_node *n;
+	uint32_t lv, l, height;
+
+	if (klen == 0)
+		return 0;
+	lv = writer_search(seg, list_off, key, klen, preds);
+	l = atomic_load_explicit(&links_of(seg, list_off, preds[0])[0], memory_order_relaxed);
+	off = link_off(l);
+	if (l == 0 || writer_cmp(seg, node_of(seg, off), key, klen) != 0)
+		return 0;
+	n = node_of(seg, off);
+	height = n->height < lv ? n->height : lv;
+	/* Top-down, only where it is linked (a writer killed mid-link or
+	 * mid-unlink left it linked at its lower levels only). release: pairs
+	 * with the readers' acquire loads, so the successor is seen whole.
+	 * n->next[] stays as it is: a reader standing on n goes on from it. */
+	for (int k = (int)height - 1; k >= 0; k--) {
+		_Atomic uint32_t *p = &links_of(seg, list_off, preds[k])[k];
+
+		if (atomic_load_explicit(p, memory_order_relaxed) == l)
+			atomic_store_explicit(p, atomic_load_explicit(&n->next[k], memory_order_relaxed),
+					      memory_order_release);
+	}
+	/* Then levels down past empty tops (after the unlink: the invariant). */
+	while (lv > 1 && atomic_load_explicit(&h->next[lv - 1], memory_order_relaxed) == 0)
+		lv--;
+	atomic_store_explicit(&h->levels, lv, memory_order_relaxed);
+	return off;
+}
+
+int shm_skip_build(struct shm_seg *seg, struct shm_slab *slab, const uint64_t *recs, size_t n,
+		   uint64_t *rng, uint64_t *off)
+{
+	uint64_t list, tail[SHM_SKIP_MAX_HEIGHT] = {0}, node;
+	const uint8_t *prev = NULL;
+	uint32_t prevlen = 0, top = 1;
+	int rc = shm_skip_create(seg, slab, &list);
+
+	if (rc != SHM_OK)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		struct shm_kv kv;
+		uint32_t height;
+
+		if (shm_record_view(seg, recs[i], &kv) != SHM_OK ||
+		    (prev != NULL && key_cmp(prev, prevlen, kv.key, kv.klen) >= 0)) {
+			rc = SHM_EINVAL;
+			goto fail;
+		}
+		height = shm_skip_height(rng);
+		rc = shm_skip_node_new(seg, slab, kv.key, kv.klen, recs[i], height, &node);
+		if (rc != SHM_OK)
+			goto fail;
+		/* Appended at every level it has: nobody sees this list yet
+		 * (the caller publishes its offset with release). */
+		for (uint32_t k = 0; k < height; k++) {
+			atomic_store_explicit(&links_of(seg, list, tail[k])[k], (uint32_t)(node >> 4),
+					      memory_order_relaxed);
+			tail[k] = node;
+		}
+		if (height > top)
+			top = height;
+		prev = kv.key;
+		prevlen = kv.klen;
+	}
+	atomic_store_explicit(&head_of(seg, list)->levels, top, memory_order_relaxed);
+	*off = list;
+	return SHM_OK;
+fail:
+	shm_skip_destroy(seg, slab, list);
+	return rc;
+}
+
+void shm_skip_destroy(struct shm_seg *seg, struct shm_slab *slab, uint64_t off)
+{
+	struct shm_skip_view v;
+	struct shm_skip_keyref k;
+	uint32_t l;
+
+	if (shm_skip_view(seg, off, &v) != SHM_OK)
+		return;
+	l = atomic_load_explicit(&v.head->next[0], memory_order_relaxed);
+	while (l != 0) {
+		uint64_t node = link_off(l);
+		const struct shm_skip_node *n = node_at(seg, node, 0, &k);
+		uint32_t height;
+
+		if (n == NULL)
+			break;
+		height = n->height;
+		/* The link first: freeing writes free-list words into the block. */
+		l = atomic_load_explicit(&n->next[0], memory_order_relaxed);
+		if (height == 0 || shm_slab_free(seg, slab, node, shm_skip_node_bytes(height)) != SHM_OK)
+			break; /* not a block of ours (or freed already: a cycle) */
+	}
+	shm_slab_free(seg, slab, off, shm_skip_bytes(seg, off));
+}
+
+int shm_skip_each(const struct shm_seg *seg, uint64_t list_off,
+		  int (*fn)(void *arg, uint64_t node_off, uint64_t rec_off), void *arg)
+{
+	struct shm_skip_view v;
+	struct shm_skip_keyref prev, k;
+	uint64_t prev_off = 0;
+	uint32_t l;
+
+	if (shm_skip_view(seg, list_off, &v) != SHM_OK)
+		return SHM_ECORRUPT;
+	l = atomic_load_explicit(&v.head->next[0], memory_order_acquire);
+	while (l != 0) {
+		uint64_t node = link_off(l);
+		const struct shm_skip_node *n = node_at(seg, node, 0, &k);
+		struct shm_kv kv;
+		int rc;
+
+		if (n == NULL || node_record(seg, n, &k, &kv) != SHM_OK ||
+		    (prev_off != 0 && order_ok(seg, prev_off, &prev, node, &k) != SHM_OK))
+			return SHM_ECORRUPT;
+		rc = fn(arg, node, shm_off(seg, kv.key) - sizeof(struct shm_record));
+		if (rc != 0)
+			return rc;
+		prev = k;
+		prev_off = node;
+		/* acquire: as the readers' (each may run beside a writer). */
+		l = atomic_load_explicit(&n->next[0], memory_order_acquire);
+	}
+	return SHM_OK;
+}
