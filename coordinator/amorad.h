@@ -88,13 +88,15 @@ struct amorad {
 };
 
 /* datadir.c */
-/* Check (or, in a directory that has none, record) the shard count the
- * data directory's logs were written with: amora.format. Before any shard
- * starts; nothing with --sync none. Returns 0, or -1 with the reason in
- * err (another shard count; an unknown or unreadable format file; shard
- * directories that do not match --shards in a directory without one). */
-int datadir_check(const char *dir, uint32_t shards, enum wal_sync_mode mode, char *err,
-		  size_t errlen);
+/* Check (or, in a directory that has none, record) the shard count and
+ * placement the data directory's logs were written with: amora.format.
+ * Before any shard starts; nothing with --sync none. *placement gets the
+ * directory's (enum shm_placement; unchanged with --sync none). Returns 0,
+ * or -1 with the reason in err (another shard count; an unknown or
+ * unreadable format file; shard directories that do not match --shards in
+ * a directory without one). */
+int datadir_check(const char *dir, uint32_t shards, enum wal_sync_mode mode, uint32_t *placement,
+		  char *err, size_t errlen);
 
 /* supervise.c */
 /* Fork every shard. Returns 0, or -1 with the reason in err. */

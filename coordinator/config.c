@@ -231,6 +231,14 @@ static int set_fast_wakeups(struct amorad_config *c, const char *v, char *why, s
 	return refuse(why, n, "must be auto, on or off");
 }
 
+static int set_sorted_index(struct amorad_config *c, const char *v, char *why, size_t n)
+{
+	if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
+		return refuse(why, n, "must be on or off");
+	c->sorted_index = strcmp(v, "on") == 0;
+	return 0;
+}
+
 static int set_max_clients(struct amorad_config *c, const char *v, char *why, size_t n)
 {
 	if (parse_range(v, 1, CONFIG_MAX_CLIENTS, &c->max_clients) < 0)
@@ -405,6 +413,7 @@ static const struct opt opts[] = {
 	{ "sync", OPT_VALUE, set_sync },
 	{ "sync-interval-ms", OPT_VALUE, set_sync_interval },
 	{ "fast-wakeups", OPT_VALUE, set_fast_wakeups },
+	{ "sorted-index", OPT_VALUE, set_sorted_index },
 	{ "max-clients", OPT_VALUE, set_max_clients },
 	{ "reader-timeout-ms", OPT_VALUE, set_reader_timeout },
 	{ "max-connections", OPT_VALUE, set_max_connections },
@@ -446,6 +455,9 @@ void config_usage(FILE *out)
 		"                          from halting (PM QoS), auto: while the shards\n"
 		"                          answer 1000 requests/s or more; needs root\n"
 		"                          (default auto)\n"
+		"  --sorted-index on|off   keep a sorted index of the keys, for ordered\n"
+		"                          scans (default on; off saves its memory and\n"
+		"                          write cost, and scans then fail)\n"
 		"  --max-clients N         attached clients at once, 1..%u (default %u)\n"
 		"  --reader-timeout-ms N   cut off a client whose epoch slot keeps memory\n"
 		"                          from being freed for N ms (stuck inside a read),\n"
@@ -684,6 +696,7 @@ static void set_defaults(struct amorad_config *c)
 		.allow_uids = { geteuid() },
 		.n_uids = 1,
 		.log_level = LOG_INFO,
+		.sorted_index = true,
 	};
 }
 

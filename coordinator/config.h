@@ -107,6 +107,7 @@ struct amorad_config {
 	size_t n_gids;                    /* it is its primary or a supplementary one */
 	int log_level;               /* enum log_level from log.h, default LOG_INFO */
 	enum wake_mode fast_wakeups; /* auto (default) | on | off (wakeups.c) */
+	bool sorted_index;           /* --sorted-index on (default) | off */
 };
 
 /* Defaults, then the config file (if --config FILE given), then the command

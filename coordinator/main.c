@@ -232,6 +232,8 @@ static void engine_config_of(const struct amorad_config *c, struct engine_config
 	e->max_clients = c->max_clients;
 	e->sync = c->sync;
 	e->sync_interval_ms = c->sync_interval_ms;
+	e->placement = SHM_PLACE_TAGS; /* a data directory may say otherwise (datadir.c) */
+	e->sorted_index = c->sorted_index;
 }
 
 int main(int argc, char **argv)
@@ -265,7 +267,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (loop_open(&a.loop, err, sizeof(err)) != 0 || lock_data_dir(&a, err, sizeof(err)) != 0 ||
-	    datadir_check(cfg.data_dir, cfg.shards, cfg.sync, err, sizeof(err)) != 0 ||
+	    datadir_check(cfg.data_dir, cfg.shards, cfg.sync, &ecfg.placement, err, sizeof(err)) != 0 ||
 	    engine_create(&a.e, &ecfg, err, sizeof(err)) != 0 ||
 	    setup_signals(&a, err, sizeof(err)) != 0) {
 		log_error("%s", err);

@@ -139,6 +139,7 @@ static int map_store(amora *db, const uint64_t v[SHM_CHAN_ATTACH_FIELDS], const 
 		return client_fail(db, AMORA_ECORRUPT, "data segment: %s", shm_strerror(rc));
 	if (db->seg.hdr->shard_count != db->shards || v[3] != db->chan_bytes)
 		return client_fail(db, AMORA_EPROTO, "attach reply disagrees with the segments");
+	db->placement = db->seg.hdr->placement; /* checked by shm_seg_attach */
 	db->chan = map_fd(fds[1], db->chan_bytes);
 	if (db->chan == NULL)
 		return client_fail(db, AMORA_ESYS, "cannot map the channel: %s", strerror(errno));

@@ -104,7 +104,7 @@ struct client_queue {
 };
 
 /* A handle. Who writes what:
- *   attach.c  sock, seg, chan, chan_bytes, hdr, shards, slot, q, req
+ *   attach.c  sock, seg, chan, chan_bytes, hdr, shards, slot, placement, q, req
  *             (at amora_open; fixed until amora_close frees them),
  *             timeout_ms (amora_set_timeout)
  *   submit.c  q[s]'s rings, ids and staged; req; bulk_shard, bulk_id
@@ -118,6 +118,7 @@ struct amora {
 	size_t chan_bytes;
 	struct shm_chan_hdr *hdr;
 	uint32_t shards, slot;
+	uint32_t placement; /* enum shm_placement: the segment's, read once at attach */
 	struct client_queue *q;
 	struct shm_table_memo *views; /* [shards]: each shard's last validated table view (read.c) */
 	uint8_t *req;      /* one request being built */

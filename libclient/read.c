@@ -74,7 +74,7 @@ static int with_value(amora *db, int op, const void *key, size_t klen,
 	}
 	db->gets++;
 	h = shm_hash(key, klen);
-	s = shm_shard_of(h, db->shards);
+	s = shm_place(key, klen, h, db->shards, db->placement);
 	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
 	rc = lookup(db, key, klen, h, s, &kv);
 	if (rc == AMORA_OK && fn != NULL)
@@ -170,18 +170,17 @@ static int mget_window(amora *db, size_t i, size_t n, const void *const keys[],
 {
 	const struct shm_table_view *v[MGET_WINDOW];
 	const struct shm_shard *sh[MGET_WINDOW];
+	uint32_t si[MGET_WINDOW];
 	uint64_t h[MGET_WINDOW];
 	int rc[MGET_WINDOW], found = 0;
 
 	for (size_t j = 0; j < n; j++) {
-		uint32_t s;
-
 		h[j] = shm_hash(keys[i + j], klens[i + j]);
-		s = shm_shard_of(h[j], db->shards);
-		sh[j] = shm_shard_at(&db->seg, s);
+		si[j] = shm_place(keys[i + j], klens[i + j], h[j], db->shards, db->placement);
+		sh[j] = shm_shard_at(&db->seg, si[j]);
 		if (client_shard_stopped(sh[j]))
 			rc[j] = MGET_STOPPED;
-		else if ((rc[j] = shard_view(db, sh[j], s, &v[j])) == SHM_OK)
+		else if ((rc[j] = shard_view(db, sh[j], si[j], &v[j])) == SHM_OK)
 			shm_table_prefetch(v[j], h[j]);
 	}
 	for (size_t j = 0; j < n; j++)
@@ -197,7 +196,7 @@ static int mget_window(amora *db, size_t i, size_t n, const void *const keys[],
 			fn(arg, i + j, kv.val, kv.vlen);
 			found++;
 		} else if (rc[j] == MGET_STOPPED) {
-			client_fail_shard_stopped(db, shm_shard_of(h[j], db->shards));
+			client_fail_shard_stopped(db, si[j]);
 			return fail_at_key(db, AMORA_EFAILED, i + j);
 		} else if (rc[j] != SHM_ENOTFOUND) {
 			return fail_at_key(db, read_status(db, rc[j]), i + j);

@@ -33,7 +33,7 @@ static int room_check(amora *db, uint32_t s, uint32_t len, bool bulk)
 int client_submit(amora *db, uint8_t op, const void *key, size_t klen, const void *val, size_t vlen,
 		  struct client_ticket *t)
 {
-	uint32_t s = shm_shard_of(shm_hash(key, klen), db->shards);
+	uint32_t s = shm_place(key, klen, shm_hash(key, klen), db->shards, db->placement);
 	struct client_queue *q = &db->q[s];
 	bool bulk = client_req_bulk(q, klen, vlen);
 	uint32_t len = client_req_bytes(klen, vlen, bulk);

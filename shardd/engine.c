@@ -138,6 +138,10 @@ int engine_create(struct engine *e, const struct engine_config *cfg, char *err, 
 			 rc == SHM_ESYS ? ": " : "", rc == SHM_ESYS ? strerror(errno) : "");
 		return -1;
 	}
+	e->seg.hdr->placement = cfg->placement;
+	for (uint32_t i = 0; i < cfg->shards; i++)
+		atomic_store_explicit(&shm_shard_at(&e->seg, i)->sorted, cfg->sorted_index,
+				      memory_order_relaxed);
 	if (create_channels(e) != 0 || create_registry(e) != 0) {
 		snprintf(err, errlen, "cannot create the shared memory and shard sockets: %s",
 			 strerror(errno));

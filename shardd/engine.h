@@ -69,6 +69,8 @@ struct engine_config {
 	uint32_t max_clients;        /* client slots, at most SHM_CHAN_MAX_CLIENTS */
 	enum wal_sync_mode sync;
 	uint32_t sync_interval_ms;
+	uint32_t placement;          /* enum shm_placement: the data directory's (datadir.c) */
+	bool sorted_index;           /* shards keep a sorted index (--sorted-index) */
 };
 
 struct engine {

@@ -117,7 +117,8 @@ static bool header_valid(const struct shm_header *h, uint64_t file_size)
 	if (h->magic != SHM_MAGIC || h->version != SHM_VERSION || h->size != file_size)
 		return false;
 	if (h->shard_count == 0 || h->shard_count > SHM_MAX_SHARDS ||
-	    (h->shard_count & (h->shard_count - 1)))
+	    (h->shard_count & (h->shard_count - 1)) ||
+	    (h->placement != SHM_PLACE_KEY && h->placement != SHM_PLACE_TAGS))
 		return false;
 	memset(&want, 0, sizeof(want));
 	layout(&want, file_size, h->shard_count);

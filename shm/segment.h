@@ -65,12 +65,21 @@
 #include "shm/slab.h"
 
 #define SHM_MAGIC 0x4d48534152524f4dULL /* "MORRASHM" */
-#define SHM_VERSION 5u /* 5: tables of any group count, Bloom area only while on */
+#define SHM_VERSION 5u /* 5: tables of any group count, Bloom area only while on, the
+			* sorted index (shm_shard.index_off, sorted), placement */
 #define SHM_CHUNK_SHIFT 21
 #define SHM_CHUNK_SIZE (1ULL << SHM_CHUNK_SHIFT) /* 2 MiB */
 #define SHM_MAX_SIZE (64ULL << 30)
 #define SHM_MAX_SHARDS 1024u
 #define SHM_CACHELINE 64
+
+/* Which bytes of a key pick its shard (shm_place, shard.h). A data
+ * directory keeps the placement its logs were written with
+ * (coordinator/datadir.c). */
+enum shm_placement {
+	SHM_PLACE_KEY = 0,  /* the whole key (directories made before hash tags) */
+	SHM_PLACE_TAGS = 1, /* a hash tag's inside if the key has one, else the whole key */
+};
 
 /* Life of a shard process, as clients see it. */
 enum shm_shard_state {
@@ -152,6 +161,12 @@ struct shm_amorad_counters {
  * restarts and cause, which amorad also writes (supervise.c); read by all. */
 struct shm_shard {
 	_Atomic uint64_t table_off; /* current Swiss table (0: none yet) */
+	_Atomic uint64_t index_off; /* current sorted index, a skip list (skiplist.h);
+				     * 0: none (the store runs without one, or the
+				     * shard is building it: see `sorted`) */
+	_Atomic uint32_t sorted;    /* 1: the store keeps a sorted index (amorad's
+				     * --sorted-index, set before the shards start,
+				     * never changed while it runs) */
 	_Atomic uint32_t bloom_on;  /* 1: lookups consult the Bloom filter */
 	uint32_t id;
 	_Atomic uint64_t seq;       /* last sequence number applied */
@@ -177,7 +192,8 @@ struct shm_header {
 	uint64_t chunk_owner_off;/* offset of _Atomic uint32_t[nchunks] */
 	uint64_t chunk_base;    /* offset of chunk 0 */
 	uint32_t nchunks;
-	uint32_t pad_;
+	uint32_t placement;     /* enum shm_placement: how keys map to shards (shard.h,
+				 * shm_place); set by amorad before it seals the segment */
 	/* Hot words each on their own line, so bumping the epoch does not
 	 * invalidate the line every reader loads the layout from. */
 	_Alignas(SHM_CACHELINE) _Atomic uint64_t global_epoch;

@@ -24,6 +24,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "shm/epoch.h"
 #include "shm/record.h"
@@ -223,6 +224,37 @@ void shm_store_stats(const struct shm_seg *seg, struct shm_store_stats *out);
 static inline uint32_t shm_shard_of(uint64_t h, uint32_t shard_count)
 {
 	return (uint32_t)(h >> 52) & (shard_count - 1);
+}
+
+/* A key's hash tag, as Redis Cluster defines it: if the key holds a '{'
+ * and a '}' after the first '{', with at least one byte between the first
+ * '{' and the first '}' after it, those bytes (*tlen of them); else NULL.
+ * "{user:42}:name" -> "user:42"; "{}x", "{x", "x}" -> NULL; "a{b}{c}" ->
+ * "b"; "{{a}}" -> "{a". */
+static inline const uint8_t *shm_key_tag(const void *key, size_t klen, size_t *tlen)
+{
+	const uint8_t *k = key, *open = memchr(k, '{', klen), *close;
+
+	if (open == NULL)
+		return NULL;
+	close = memchr(open + 1, '}', klen - (size_t)(open + 1 - k));
+	if (close == NULL || close == open + 1)
+		return NULL;
+	*tlen = (size_t)(close - open - 1);
+	return open + 1;
+}
+
+/* Shard of `key` (h = shm_hash(key)) among `shard_count` under
+ * `placement` (enum shm_placement, segment.h): with SHM_PLACE_TAGS a key
+ * with a hash tag goes where its tag would, so "{user:42}:name" and
+ * "{user:42}:mail" share a shard (the table still hashes the whole key). */
+static inline uint32_t shm_place(const void *key, size_t klen, uint64_t h, uint32_t shard_count,
+				 uint32_t placement)
+{
+	size_t tlen = 0;
+	const uint8_t *tag = placement == SHM_PLACE_TAGS ? shm_key_tag(key, klen, &tlen) : NULL;
+
+	return shm_shard_of(tag != NULL ? shm_hash(tag, tlen) : h, shard_count);
 }
 
 #endif

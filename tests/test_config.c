@@ -159,6 +159,16 @@ Test(config, fast_wakeups)
 	cr_assert_eq(cfg.fast_wakeups, WAKE_ON);
 }
 
+Test(config, sorted_index)
+{
+	expect_ok(LOAD("--shards", "1"));
+	cr_assert(cfg.sorted_index, "on by default");
+	expect_ok(LOAD("--sorted-index", "off"));
+	cr_assert_not(cfg.sorted_index);
+	expect_ok(LOAD("--sorted-index=on"));
+	cr_assert(cfg.sorted_index);
+}
+
 Test(config, max_clients)
 {
 	expect_ok(LOAD("--max-clients", "1"));
@@ -430,6 +440,7 @@ Test(config, bad_values)
 		{ "--log-level", "loud", "--log-level loud: must be debug, info, warn or error" },
 		{ "--fast-wakeups", "yes", "--fast-wakeups yes: must be auto, on or off" },
 		{ "--fast-wakeups", "AUTO", "--fast-wakeups AUTO: must be auto, on or off" },
+		{ "--sorted-index", "yes", "--sorted-index yes: must be on or off" },
 		{ "--reader-timeout-ms", "99", "--reader-timeout-ms 99: must be a number of milliseconds between 100 and 3600000" },
 		{ "--reader-timeout-ms", "3600001", "--reader-timeout-ms 3600001: must be a number of milliseconds between 100 and 3600000" },
 		{ "--request-timeout-ms", "0", "--request-timeout-ms 0: must be a number of milliseconds between 100 and 3600000" },
@@ -551,6 +562,7 @@ Test(config, help_lists_every_option, .init = cr_redirect_stdout)
 		"--log-level LEVEL", "--config FILE", "--help", "--version",
 		"--reader-timeout-ms N", "--max-connections N", "--max-connections-per-uid N",
 		"--request-timeout-ms N", "--input-buffer-budget SIZE", "--fast-wakeups MODE",
+		"--sorted-index on|off", "(default on;",
 		"(default auto)", "(default amora-data)", "(default 4G)", "(default 64)", "(default periodic)",
 		"(default 100)", "(default info)", "(default 10000)", "(default 2 x max-clients + 16)",
 		"(default max-clients + 8)", "(default 64M)",

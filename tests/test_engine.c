@@ -799,7 +799,13 @@ Test(engine, a_data_dir_keeps_its_shard_count)
 		expect_value(db, "n", i, 1);
 	amora_close(db);
 	cr_assert_eq(proc_stop(&D, SIGTERM), 0);
-	cr_assert_eq(access(path, F_OK), 0, "the adopted data dir got its amora.format");
+	f = fopen(path, "r");
+	cr_assert_not_null(f, "the adopted data dir got its amora.format");
+	char line[64] = "";
+	while (fgets(line, sizeof(line), f) != NULL && strncmp(line, "placement", 9) != 0)
+		;
+	fclose(f);
+	cr_assert_str_eq(line, "placement key\n", "a data dir from before hash tags keeps whole-key placement");
 	/* A format file this amorad does not know is refused, not rewritten. */
 	f = fopen(path, "a");
 	cr_assert_not_null(f);
@@ -859,4 +865,61 @@ Test(engine, completions_answer_runs_of_writes)
 	cr_assert_lt(a.runs, N / 2, "%d completions for %d requests: runs were not coalesced", a.runs, N);
 	cr_assert_geq(a.runs, 3);
 	amora_close(db);
+}
+
+/* The shard whose log holds `key` (-1: none, -2: several). */
+static int shard_logging(const char *key)
+{
+	char path[600], cmd[700];
+	int found = -1;
+
+	for (int s = 0; s < 4; s++) {
+		snprintf(path, sizeof(path), "%s/shard-%02d", D.dir, s);
+		snprintf(cmd, sizeof(cmd), "grep -qsF -- '%s' %s/wal-*.log", key, path);
+		if (system(cmd) == 0)
+			found = found == -1 ? s : -2;
+	}
+	return found;
+}
+
+/* A new data dir places keys by hash tag: keys sharing a tag are written
+ * by one shard, whichever; untagged ones spread. */
+Test(engine, keys_with_one_hash_tag_share_a_shard)
+{
+	char k[64], path[512], line[64] = "";
+	int tagged = -1, spread = 0;
+	amora *db;
+	FILE *f;
+
+	proc_start(&D, "--shards", "4", "--memory", "64M", NULL);
+	db = proc_open();
+	for (int i = 0; i < 32; i++) {
+		int kl = snprintf(k, sizeof(k), "{user:42}:field%02d", i);
+		cr_assert_eq(amora_set(db, k, (size_t)kl, "v", 1), AMORA_OK);
+		kl = snprintf(k, sizeof(k), "plain:field%02d", i);
+		cr_assert_eq(amora_set(db, k, (size_t)kl, "v", 1), AMORA_OK);
+	}
+	cr_assert_eq(amora_get(db, "{user:42}:field07", 17, NULL, 0, &(size_t){ 0 }), AMORA_OK);
+	amora_close(db);
+	cr_assert_eq(proc_stop(&D, SIGTERM), 0);
+	for (int i = 0; i < 32; i++) {
+		snprintf(k, sizeof(k), "{user:42}:field%02d", i);
+		int s = shard_logging(k);
+		cr_assert_geq(s, 0, "%s logged by %s", k, s == -1 ? "no shard" : "several shards");
+		cr_assert(tagged == -1 || s == tagged, "%s in shard %d, the others of its tag in %d", k, s,
+			  tagged);
+		tagged = s;
+		snprintf(k, sizeof(k), "plain:field%02d", i);
+		s = shard_logging(k);
+		cr_assert_geq(s, 0);
+		spread |= 1 << s;
+	}
+	cr_assert_gt(__builtin_popcount((unsigned)spread), 1, "untagged keys spread over the shards");
+	snprintf(path, sizeof(path), "%s/amora.format", D.dir);
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f) != NULL && strncmp(line, "placement", 9) != 0)
+		;
+	fclose(f);
+	cr_assert_str_eq(line, "placement tags\n");
 }

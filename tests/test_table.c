@@ -426,3 +426,44 @@ Test(shard, out_of_memory_changes_nothing, .timeout = 60)
 	shm_writer_close(&w);
 	shm_seg_close(&seg);
 }
+
+/* Redis Cluster's hash tag rule, and placement by it. */
+Test(placement, hash_tags)
+{
+	static const struct { const char *key, *tag; } cases[] = {
+		{ "{user:42}:name", "user:42" }, { "x{a}y", "a" }, { "a{b}{c}", "b" }, { "{{a}}", "{a" },
+		{ "{}x", NULL }, { "{x", NULL }, { "x}", NULL }, { "plain", NULL }, { "}{a}", "a" },
+		{ "{}{a}", NULL }, { "a{", NULL },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t tlen = 0, klen = strlen(cases[i].key);
+		const uint8_t *t = shm_key_tag(cases[i].key, klen, &tlen);
+
+		if (cases[i].tag == NULL) {
+			cr_assert_null(t, "%s has no tag", cases[i].key);
+			cr_assert_eq(shm_place(cases[i].key, klen, shm_hash(cases[i].key, klen), 64, SHM_PLACE_TAGS),
+				     shm_shard_of(shm_hash(cases[i].key, klen), 64));
+		} else {
+			cr_assert_not_null(t, "%s", cases[i].key);
+			cr_assert_eq(tlen, strlen(cases[i].tag), "%s", cases[i].key);
+			cr_assert_arr_eq(t, cases[i].tag, tlen, "%s", cases[i].key);
+		}
+	}
+	/* A tag picks the shard: 64 keys with one tag share it; by the whole
+	 * key (SHM_PLACE_KEY) they spread. */
+	char k[32];
+	uint32_t first = 0, spread = 0, tagged_same = 1;
+	for (int i = 0; i < 64; i++) {
+		size_t kl = (size_t)sprintf(k, "{user:42}:%d", i);
+		uint64_t h = shm_hash(k, kl);
+		uint32_t s = shm_place(k, kl, h, 64, SHM_PLACE_TAGS);
+
+		if (i == 0)
+			first = s;
+		tagged_same &= s == first;
+		cr_assert_eq(s, shm_shard_of(shm_hash("user:42", 7), 64));
+		spread |= 1u << (shm_place(k, kl, h, 64, SHM_PLACE_KEY) & 31);
+	}
+	cr_assert(tagged_same);
+	cr_assert_gt(__builtin_popcount(spread), 8, "whole-key placement spreads the keys");
+}
