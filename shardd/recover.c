@@ -40,6 +40,7 @@
 #include "shardd/log.h"
 #include "shardd/recover.h"
 #include "shardd/shardd.h"
+#include "shm/clock.h"
 
 /* ---------- pass 1: the last effect of each key ---------- */
 
@@ -218,6 +219,32 @@ static int replay_log(struct shm_writer *w, const struct shard_recovery *r, uint
 	return 0;
 }
 
+/* After the table is right: the sorted index, if the store keeps one and
+ * the shard has none (a first start: replay fills the table alone, then
+ * the index is built in one pass) or an incomplete one (a restart after
+ * damage). */
+static int build_index(struct shm_writer *w)
+{
+	uint64_t t0 = shm_now_ns();
+	int rc;
+
+	if (!atomic_load_explicit(&w->sh->sorted, memory_order_relaxed) ||
+	    (w->index_off != 0 && !w->index_stale))
+		return 0;
+	rc = shm_writer_index_build(w);
+	if (rc == SHM_ENOMEM) {
+		log_error("not enough shared memory for the sorted index; raise --memory or run with "
+			  "--sorted-index off");
+		return SHARDD_EXIT_NOMEM;
+	}
+	if (rc != SHM_OK) {
+		log_error("cannot build the sorted index: %s", shm_strerror(rc));
+		return SHARDD_EXIT_CRASH;
+	}
+	log_msg(LOG_DEBUG, "sorted index built in %.1f ms", (double)(shm_now_ns() - t0) / 1e6);
+	return 0;
+}
+
 int shard_recover(struct shm_writer *w, const struct shard_recovery *r, uint64_t *last)
 {
 	size_t dropped = 0;
@@ -237,5 +264,5 @@ int shard_recover(struct shm_writer *w, const struct shard_recovery *r, uint64_t
 	else if ((rc = replay_log(w, r, last)) != 0)
 		return rc;
 	atomic_store_explicit(&w->sh->seq, *last, memory_order_release);
-	return 0;
+	return build_index(w);
 }

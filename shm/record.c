@@ -34,6 +34,7 @@ int shm_record_new(struct shm_seg *seg, struct shm_slab *slab, const void *key, 
 	r->seq = seq;
 	r->klen = klen;
 	r->vlen = vlen;
+	r->node = 0;
 	memcpy(r->data, key, klen);
 	if (vlen)
 		memcpy(r->data + klen, val, vlen);
@@ -42,7 +43,7 @@ int shm_record_new(struct shm_seg *seg, struct shm_slab *slab, const void *key, 
 
 int shm_record_view(const struct shm_seg *seg, uint64_t off, struct shm_kv *kv)
 {
-	const struct shm_record *r = shm_ptr(seg, off, sizeof(struct shm_record));
+	const struct shm_record *r = shm_ptr(seg, off, SHM_RECORD_HDR);
 	uint64_t lens;
 	uint32_t klen, vlen;
 
@@ -61,7 +62,7 @@ int shm_record_view(const struct shm_seg *seg, uint64_t off, struct shm_kv *kv)
 	kv->seq = __atomic_load_n(&r->seq, __ATOMIC_RELAXED);
 	kv->klen = klen;
 	kv->vlen = vlen;
-	kv->key = seg->base + off + sizeof(struct shm_record);
+	kv->key = seg->base + off + SHM_RECORD_HDR;
 	kv->val = kv->key + klen;
 	return SHM_OK;
 }

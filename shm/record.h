@@ -12,7 +12,12 @@
  *   0   u64  seq    sequence number of the write that created it
  *   8   u32  klen   1 .. SHM_KEY_MAX
  *   12  u32  vlen   0 .. SHM_VALUE_MAX (an empty value is a value)
- *   16  klen bytes of key, then vlen bytes of value
+ *   16  u32  node   the writer's own: offset / 16 of the sorted-index node
+ *                   (skiplist.h) that points at this record, 0: none. The
+ *                   one field a writer may change after publication
+ *                   (shard.c); readers never read it, and the writer
+ *                   trusts it only once that node points back here.
+ *   20  klen bytes of key, then vlen bytes of value
  *
  * Keys are hashed with XXH3-64. The hash is split (see table.h): the low 7
  * bits are the control-byte tag, the next 32 bits are kept in the slot.
@@ -32,14 +37,19 @@ struct shm_record {
 	uint64_t seq;
 	uint32_t klen;
 	uint32_t vlen;
+	uint32_t node;
 	uint8_t data[]; /* key, then value */
 };
+
+/* Bytes before the key (sizeof would round the struct up to 24). */
+#define SHM_RECORD_HDR offsetof(struct shm_record, data)
+_Static_assert(SHM_RECORD_HDR == 20, "record layout (above)");
 
 uint64_t shm_hash(const void *key, size_t len);
 
 static inline uint64_t shm_record_size(uint32_t klen, uint32_t vlen)
 {
-	return sizeof(struct shm_record) + (uint64_t)klen + vlen;
+	return SHM_RECORD_HDR + (uint64_t)klen + vlen;
 }
 
 /* Allocate and fill a record from `slab`. Errors: SHM_EINVAL (klen 0 or

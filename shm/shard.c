@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "shm/shard.h"
+#include "shm/shard_index.h"
 
 #define KEYS_PER_GROUP_AFTER_REBUILD 10
 /* A table sized for an expected key count holds it at 3/4 load: below the
@@ -74,6 +75,7 @@ static int writer_init(struct shm_writer *w, struct shm_seg *seg, uint32_t index
 	if (w->sh == NULL)
 		return SHM_EINVAL;
 	shm_retire_init(&w->retired);
+	w->rng = 0x9e3779b97f4a7c15ULL * (index + 1);
 	return SHM_OK;
 }
 
@@ -91,31 +93,10 @@ static uint64_t table_left(struct shm_writer *w)
 	return off;
 }
 
-struct live_set {
-	struct shm_slab_live *v;
-	size_t n, cap;
-};
-
-static int live_add(struct live_set *l, uint64_t off, uint64_t size, size_t tag)
-{
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 1024;
-		struct shm_slab_live *v = realloc(l->v, cap * sizeof(*v));
-
-		if (v == NULL)
-			return SHM_ENOMEM;
-		l->v = v;
-		l->cap = cap;
-	}
-	l->v[l->n++] = (struct shm_slab_live){ .off = off, .size = size, .tag = tag };
-	return SHM_OK;
-}
-
-#define TAG_TABLE SIZE_MAX
 
 /* Every block the table at `off` references, and the table itself. A
  * record that fails a reader's checks is not listed: its slot is deleted. */
-static int live_collect(struct shm_writer *w, uint64_t off, struct live_set *l)
+static int live_collect(struct shm_writer *w, uint64_t off, struct shm_live_set *l)
 {
 	struct shm_table *t = (struct shm_table *)(w->seg->base + off);
 	struct shm_table_view v;
@@ -133,10 +114,10 @@ static int live_collect(struct shm_writer *w, uint64_t off, struct live_set *l)
 			if (shm_record_view(w->seg, rec, &kv) != SHM_OK)
 				shm_table_delete_at(w->seg, t, pos);
 			else
-				rc = live_add(l, rec, shm_record_size(kv.klen, kv.vlen), pos);
+				rc = shm_live_add(l, rec, shm_record_size(kv.klen, kv.vlen), pos);
 		}
 	}
-	return rc == SHM_OK ? live_add(l, off, t->bytes, TAG_TABLE) : rc;
+	return rc == SHM_OK ? shm_live_add(l, off, t->bytes, SHM_LIVE_TABLE) : rc;
 }
 
 /* Bump the epoch, let the owner list readers that appeared, wait for
@@ -150,12 +131,33 @@ static void writer_quiesce(struct shm_writer *w)
 	shm_epoch_wait(w->readers, w->nreaders, e);
 }
 
+/* Step 2b of shm_writer_open: the index, its blocks checked with the
+ * others (`dropped` were dropped before it): one that overlaps anything
+ * or lies outside the shard's chunks is not kept. */
+static int adopt_index(struct shm_writer *w, struct shm_live_set *l, size_t dropped)
+{
+	size_t n = l->n, kept = 0;
+	int rc = shm_index_adopt(w, l);
+
+	if (rc != SHM_OK || l->n == n || shm_slab_check(w->seg, &w->sh->slab, l->v, l->n) == dropped)
+		return rc;
+	w->index_off = 0;
+	w->index_stale = false;
+	atomic_store_explicit(&w->sh->index_off, 0, memory_order_release); /* before the quiescence */
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].tag != SHM_LIVE_INDEX)
+			l->v[kept++] = l->v[i];
+	l->n = kept;
+	shm_slab_check(w->seg, &w->sh->slab, l->v, l->n);
+	return SHM_OK;
+}
+
 /* Steps 2-5 of shm_writer_open for the table at *off (0: none): on return
  * *off is the table kept, 0 if it could not be. */
 static int adopt(struct shm_writer *w, uint64_t *off, size_t *dropped)
 {
 	struct shm_table *t = (struct shm_table *)(w->seg->base + *off);
-	struct live_set l = { 0 };
+	struct shm_live_set l = { 0 };
 
 	if (*off != 0 && live_collect(w, *off, &l) != SHM_OK) {
 		free(l.v);
@@ -163,7 +165,7 @@ static int adopt(struct shm_writer *w, uint64_t *off, size_t *dropped)
 	}
 	*dropped = shm_slab_check(w->seg, &w->sh->slab, l.v, l.n);
 	for (size_t i = 0; i < l.n && *off != 0; i++) {
-		if (l.v[i].dropped && l.v[i].tag == TAG_TABLE) {
+		if (l.v[i].dropped && l.v[i].tag == SHM_LIVE_TABLE) {
 			set_table(w, 0); /* its memory is not the shard's: keep nothing */
 			*off = 0;
 			l.n = 0;
@@ -172,6 +174,14 @@ static int adopt(struct shm_writer *w, uint64_t *off, size_t *dropped)
 	for (size_t i = 0; i < l.n; i++)
 		if (l.v[i].dropped)
 			shm_table_delete_at(w->seg, t, l.v[i].tag);
+	if (*off != 0) {
+		w->table_off = *off; /* published already; shm_index_adopt looks keys up in it */
+		shm_table_recount(w->seg, t);
+	}
+	if (adopt_index(w, &l, *dropped) != SHM_OK) {
+		free(l.v);
+		return SHM_ESYS;
+	}
 	/* Only now is anything freed: what the dead writer unlinked and what
 	 * was just unlinked above is out of every reader's reach. */
 	writer_quiesce(w);
@@ -315,9 +325,9 @@ static uint64_t record_bytes(const struct shm_writer *w, uint64_t off)
 static int reserve(struct shm_writer *w, uint64_t inserts)
 {
 	/* Before make_room: a rebuild queues the old table, and must not take
-	 * a place kept for a write staged before (+2: that table and this
-	 * write's record). */
-	int rc = shm_retire_reserve(&w->retired, w->staged + 2);
+	 * a place kept for a write staged before (each may retire a record
+	 * and an index node; +1: that table). */
+	int rc = shm_retire_reserve(&w->retired, 2 * (w->staged + 1) + 1);
 
 	return rc == SHM_OK ? make_room(w, inserts) : rc;
 }
@@ -344,9 +354,14 @@ static int stage_set_once(struct shm_writer *w, const void *key, uint32_t klen, 
 		return rc;
 	/* After a staged set the key is present; after a staged delete not. */
 	s->insert = prev != NULL ? prev->del : set_may_insert(w, key, klen, h);
-	rc = reserve(w, w->staged_inserts + s->insert);
-	if (rc != SHM_OK)
+	rc = s->insert ? shm_index_stage(w, s->rec, &s->node) : SHM_OK;
+	if (rc == SHM_OK)
+		rc = reserve(w, w->staged_inserts + s->insert);
+	if (rc != SHM_OK) {
+		shm_index_unstage(w, s->node);
 		shm_slab_free(w->seg, &w->sh->slab, s->rec, shm_record_size(klen, vlen));
+		s->node = 0;
+	}
 	return rc;
 }
 
@@ -393,7 +408,7 @@ int shm_writer_stage_del(struct shm_writer *w, const void *key, uint32_t klen, u
 			return SHM_ENOTFOUND;
 		rec = shm_table_record(w->seg, t, pos);
 	}
-	rc = shm_retire_reserve(&w->retired, w->staged + 1);
+	rc = shm_retire_reserve(&w->retired, 2 * (w->staged + 1)); /* its record and node */
 	if (rc != SHM_OK)
 		return rc;
 	*s = (struct shm_staged){ .seq = next_seq(w), .h = h, .rec = rec, .del = true };
@@ -426,17 +441,22 @@ int shm_writer_publish(struct shm_writer *w, const struct shm_staged *s)
 	bool found = shm_table_locate(w->seg, t, r->data, r->klen, s->h, &pos);
 
 	assert(w->staged > 0 && s->seq == atomic_load_explicit(&w->sh->seq, memory_order_relaxed) + 1);
+	/* The index before the table for a set, after it for a delete
+	 * (shard_index.h): a key a get finds is in the index. */
 	if (s->del) {
 		if (!found || shm_table_record(w->seg, t, pos) != s->rec)
 			return SHM_ECORRUPT; /* the caller broke a rule (prev) */
 		retire_slot(w, t, pos);
 		shm_table_delete_at(w->seg, t, pos);
+		shm_index_publish_del(w, s->rec);
 	} else if (found) {
+		shm_index_publish_set(w, s->node, shm_table_record(w->seg, t, pos), s->rec);
 		retire_slot(w, t, pos);
 		shm_table_replace_at(w->seg, t, pos, s->h, s->rec);
 	} else {
 		if (pos == UINT64_MAX)
 			return SHM_ECORRUPT; /* room was made at staging */
+		shm_index_publish_set(w, s->node, 0, s->rec);
 		shm_table_insert_at(w->seg, t, pos, s->h, s->rec, bloom_kept(w));
 	}
 	w->staged--;

@@ -61,6 +61,9 @@ struct shm_writer {
 	void (*refresh)(void *arg);
 	void *refresh_arg;
 	uint64_t table_off;     /* the shard's table */
+	uint64_t index_off;     /* its sorted index (shard_index.h), 0: none kept */
+	bool index_stale;       /* the index lacks keys: build a complete one */
+	uint64_t rng;           /* node heights (skiplist.h) */
 	size_t staged;          /* writes staged and not yet published */
 	uint64_t staged_inserts; /* ... of which may insert (a slot is kept for each) */
 };
@@ -71,6 +74,7 @@ struct shm_staged {
 	uint64_t seq;  /* its sequence number: the shard's seq once published */
 	uint64_t h;    /* shm_hash of the key */
 	uint64_t rec;  /* a set: its new record; a delete: the record it removes */
+	uint64_t node; /* a set that may insert, with an index: its node (shard_index.h) */
 	bool del;
 	bool insert;   /* a set that may add a slot (one is kept for it) */
 };
@@ -84,13 +88,20 @@ struct shm_staged {
  *      chunks (slab.h): an entry whose record is not a valid block of the
  *      shard is deleted (*dropped counts them; NULL: not wanted). Until
  *      here the shard's memory is only read;
+ *   2b. the sorted index it left, if any (shard_index.h, shm_index_adopt):
+ *      validated, repaired against the table, its blocks kept; one that
+ *      fails validation is unpublished;
  *   3. wait until every reader that was inside a read section has left
  *      it: memory the previous writer had unlinked but not freed, and
- *      what step 2 unlinked, is then unreachable;
+ *      what steps 2 and 2b unlinked, is then unreachable;
  *   4. rebuild the allocator around what is live: all other memory of the
  *      shard is free again, chunks with nothing live go back to the pool;
  *   5. recount the table. With no table, create one sized for
  *      `expected_keys` (may be 0).
+ * A shard whose descriptor says `sorted` then needs shm_writer_index_build
+ * if it has no index (w->index_off 0) or an incomplete one
+ * (w->index_stale): the caller does it after recovery, so that replaying a
+ * log into an empty table does not pay an index insert per key.
  * Memory needed: none in the segment beyond what is live; private memory
  * for the list of step 2 (32 to 64 bytes per live key). Errors:
  * SHM_EINVAL (no such shard), SHM_ESYS (no private memory for the list:
@@ -155,6 +166,14 @@ size_t shm_writer_reclaim(struct shm_writer *w);
  * are in (shm_epoch_wait): for a writer that ran out of memory while much
  * waits to be freed. */
 void shm_writer_drain(struct shm_writer *w);
+
+/* Build the sorted index from the table (its keys sorted, then the skip
+ * list in one pass: skiplist.h, shm_skip_build), name each record's node,
+ * publish it in the descriptor (release) and retire the one it replaces.
+ * Private memory: 40 bytes per key while it runs. Errors: SHM_ENOMEM (no
+ * shared memory for it: nothing changed), SHM_ESYS (no private memory),
+ * SHM_ECORRUPT (the table holds a key twice). */
+int shm_writer_index_build(struct shm_writer *w);
 
 /* Turn Bloom-filter use by readers on or off. The filter is kept only
  * while it is on (an insert with it off costs no filter write, a table

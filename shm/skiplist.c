@@ -717,7 +717,7 @@ int shm_skip_each(const struct shm_seg *seg, uint64_t list_off,
 		if (n == NULL || node_record(seg, n, &k, &kv) != SHM_OK ||
 		    (prev_off != 0 && order_ok(seg, prev_off, &prev, node, &k) != SHM_OK))
 			return SHM_ECORRUPT;
-		rc = fn(arg, node, shm_off(seg, kv.key) - sizeof(struct shm_record));
+		rc = fn(arg, node, shm_off(seg, kv.key) - SHM_RECORD_HDR);
 		if (rc != 0)
 			return rc;
 		prev = k;

@@ -149,7 +149,7 @@ uint64_t shm_skip_bytes(const struct shm_seg *seg, uint64_t off);
  * the splitmix64 state *rng (advanced; any seed, 0 included). */
 uint32_t shm_skip_height(uint64_t *rng);
 
-/* Bytes of a node of `height` (16 + 4 * height): for shm_slab_alloc and
+/* Bytes of a node of `height` (20 + 4 * height): for shm_slab_alloc and
  * shm_slab_free and the retire list. */
 uint64_t shm_skip_node_bytes(uint32_t height);
 

@@ -134,7 +134,7 @@ Test(adopt, a_table_it_cannot_keep_is_left_alone_until_readers_leave)
 		uint64_t off;
 
 		cr_assert_eq(shm_writer_get(&w1, key, (uint32_t)n, &kv), SHM_OK);
-		off = (uint64_t)(kv.key - seg.base) - sizeof(struct shm_record);
+		off = (uint64_t)(kv.key - seg.base) - SHM_RECORD_HDR;
 		if (off < toff && off > best && (off >> 21) == (toff >> 21))
 			best = off;
 	}

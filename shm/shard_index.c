@@ -1,0 +1,350 @@
+/*
+ * shard_index.c — the writer's side of a shard's sorted index
+ * (shard_index.h): staging and publishing nodes with the table's writes,
+ * adopting a dead writer's index, building one from the table.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shm/shard_index.h"
+#include "shm/skiplist.h"
+
+static struct shm_record *rec_at(const struct shm_writer *w, uint64_t off)
+{
+	return (struct shm_record *)(w->seg->base + off);
+}
+
+static struct shm_skip_node *node_at(const struct shm_writer *w, uint64_t off)
+{
+	return (struct shm_skip_node *)(w->seg->base + off);
+}
+
+static uint64_t node_bytes(const struct shm_writer *w, uint64_t node)
+{
+	return shm_skip_node_bytes(node_at(w, node)->height);
+}
+
+int shm_live_add(struct shm_live_set *l, uint64_t off, uint64_t size, size_t tag)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 1024;
+		struct shm_slab_live *v = realloc(l->v, cap * sizeof(*v));
+
+		if (v == NULL)
+			return SHM_ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = (struct shm_slab_live){ .off = off, .size = size, .tag = tag };
+	return SHM_OK;
+}
+
+/* The node record `rec` names, if it is a block of this shard that points
+ * back at `rec` (0 otherwise: the writer then searches). */
+static uint64_t node_of(const struct shm_writer *w, uint64_t rec)
+{
+	uint64_t n = (uint64_t)rec_at(w, rec)->node << 4;
+	const struct shm_skip_node *x = shm_ptr(w->seg, n, sizeof(*x));
+
+	if (n == 0 || x == NULL || shm_chunk_owner(w->seg, n) != w->sh->id + 1 ||
+	    x->height == 0 || x->height > SHM_SKIP_MAX_HEIGHT ||
+	    atomic_load_explicit(&x->rec, memory_order_relaxed) != (uint32_t)(rec >> 4))
+		return 0;
+	return n;
+}
+
+int shm_index_stage(struct shm_writer *w, uint64_t rec, uint64_t *node)
+{
+	struct shm_record *r = rec_at(w, rec);
+	int rc;
+
+	*node = 0;
+	if (w->index_off == 0)
+		return SHM_OK;
+	rc = shm_skip_node_new(w->seg, &w->sh->slab, r->data, r->klen, rec, shm_skip_height(&w->rng),
+			       node);
+	if (rc == SHM_OK)
+		r->node = (uint32_t)(*node >> 4);
+	return rc;
+}
+
+void shm_index_unstage(struct shm_writer *w, uint64_t node)
+{
+	if (node != 0)
+		shm_slab_free(w->seg, &w->sh->slab, node, node_bytes(w, node));
+}
+
+void shm_index_publish_set(struct shm_writer *w, uint64_t node, uint64_t old, uint64_t rec)
+{
+	struct shm_record *r = rec_at(w, rec);
+	uint64_t n;
+
+	if (w->index_off == 0)
+		return;
+	n = old != 0 ? node_of(w, old) : 0;
+	if (old != 0 && n == 0)
+		n = shm_skip_find(w->seg, w->index_off, r->data, r->klen);
+	if (n != 0) {
+		/* An update: the record names its node before the node names
+		 * the record (readers never read the field). */
+		r->node = (uint32_t)(n >> 4);
+		shm_skip_set_rec(w->seg, n, rec);
+		shm_index_unstage(w, node);
+		return;
+	}
+	/* An insert (or a replaced key the index lacked: a restarted writer
+	 * builds a complete index anyway, shm_index_adopt). */
+	assert(node != 0);
+	if (node != 0)
+		shm_skip_link(w->seg, w->index_off, node);
+}
+
+void shm_index_publish_del(struct shm_writer *w, uint64_t rec)
+{
+	const struct shm_record *r = rec_at(w, rec);
+	uint64_t n;
+	int rc;
+
+	if (w->index_off == 0)
+		return;
+	n = shm_skip_unlink(w->seg, w->index_off, r->data, r->klen);
+	if (n == 0)
+		return;
+	rc = shm_retire_push(&w->retired, n, node_bytes(w, n));
+	assert(rc == SHM_OK); /* reserved at staging */
+	(void)rc;
+}
+
+/* ---------- a restart: adopting the index a dead writer left ---------- */
+
+struct found {
+	uint64_t node, rec;
+};
+
+struct found_list {
+	struct found *v;
+	size_t n, cap;
+};
+
+static int found_add(void *arg, uint64_t node, uint64_t rec)
+{
+	struct found_list *f = arg;
+
+	if (f->n == f->cap) {
+		size_t cap = f->cap ? f->cap * 2 : 1024;
+		struct found *v = realloc(f->v, cap * sizeof(*v));
+
+		if (v == NULL)
+			return SHM_ESYS;
+		f->v = v;
+		f->cap = cap;
+	}
+	f->v[f->n++] = (struct found){ node, rec };
+	return 0;
+}
+
+/* The record the table holds for the key of record `rec`, 0: none. */
+static uint64_t table_rec_for(const struct shm_writer *w, uint64_t rec)
+{
+	const struct shm_record *r = rec_at(w, rec);
+	struct shm_table *t = (struct shm_table *)(w->seg->base + w->table_off);
+	shm_slot_pos pos;
+
+	if (!shm_table_locate(w->seg, t, r->data, r->klen, shm_hash(r->data, r->klen), &pos))
+		return 0;
+	return shm_table_record(w->seg, t, pos);
+}
+
+static void unpublish(struct shm_writer *w)
+{
+	w->index_off = 0;
+	/* Release, before the quiescence: a reader that enters after it
+	 * cannot reach the memory the rebuild frees. */
+	atomic_store_explicit(&w->sh->index_off, 0, memory_order_release);
+}
+
+/* Repair the walked nodes against the table; add what stays to l. */
+static int repair(struct shm_writer *w, uint64_t off, const struct found_list *f,
+		  struct shm_live_set *l)
+{
+	uint64_t kept = 0, live;
+	int rc = SHM_OK;
+
+	for (size_t i = 0; i < f->n && rc == SHM_OK; i++) {
+		uint64_t trec = table_rec_for(w, f->v[i].rec);
+
+		if (trec == 0)
+			continue; /* unlinked below, after the walk's records were read */
+		if (trec != f->v[i].rec)
+			shm_skip_set_rec(w->seg, f->v[i].node, trec);
+		rec_at(w, trec)->node = (uint32_t)(f->v[i].node >> 4);
+		rc = shm_live_add(l, f->v[i].node, node_bytes(w, f->v[i].node), SHM_LIVE_INDEX);
+		kept++;
+	}
+	for (size_t i = 0; i < f->n && rc == SHM_OK; i++) {
+		const struct shm_record *r = rec_at(w, f->v[i].rec);
+
+		if (table_rec_for(w, f->v[i].rec) == 0)
+			shm_skip_unlink(w->seg, off, r->data, r->klen);
+	}
+	if (rc == SHM_OK)
+		rc = shm_live_add(l, off, shm_skip_bytes(w->seg, off), SHM_LIVE_INDEX);
+	live = atomic_load_explicit(&((struct shm_table *)(w->seg->base + w->table_off))->live,
+				    memory_order_relaxed);
+	w->index_stale = kept != live;
+	return rc == SHM_OK ? SHM_OK : SHM_ESYS;
+}
+
+int shm_index_adopt(struct shm_writer *w, struct shm_live_set *l)
+{
+	uint64_t off = atomic_load_explicit(&w->sh->index_off, memory_order_acquire);
+	struct shm_skip_view v;
+	struct found_list f = { 0 };
+	int rc;
+
+	w->index_off = 0;
+	w->index_stale = false;
+	if (off == 0)
+		return SHM_OK;
+	if (w->table_off == 0 || shm_skip_view(w->seg, off, &v) != SHM_OK ||
+	    shm_chunk_owner(w->seg, off) != w->sh->id + 1) {
+		unpublish(w);
+		return SHM_OK;
+	}
+	rc = shm_skip_each(w->seg, off, found_add, &f);
+	for (size_t i = 0; rc == SHM_OK && i < f.n; i++)
+		if (shm_chunk_owner(w->seg, f.v[i].node) != w->sh->id + 1)
+			rc = SHM_ECORRUPT;
+	if (rc == SHM_ECORRUPT) {
+		unpublish(w);
+		rc = SHM_OK;
+	} else if (rc == SHM_OK) {
+		rc = repair(w, off, &f, l);
+		if (rc == SHM_OK)
+			w->index_off = off;
+	}
+	free(f.v);
+	return rc;
+}
+
+/* ---------- building an index from the table ---------- */
+
+/* A live record and the first 16 bytes of its key, big-endian, so that
+ * most comparisons of the sort touch no record. */
+struct sort_ent {
+	uint64_t k0, k1;
+	uint64_t rec;
+	const struct shm_record *r;
+};
+
+static uint64_t be_at(const uint8_t *p, uint32_t len)
+{
+	uint64_t v = 0;
+
+	for (uint32_t i = 0; i < 8; i++)
+		v = v << 8 | (i < len ? p[i] : 0);
+	return v;
+}
+
+static int sort_cmp(const void *pa, const void *pb)
+{
+	const struct sort_ent *a = pa, *b = pb;
+	uint32_t n;
+	int c;
+
+	if (a->k0 != b->k0)
+		return a->k0 < b->k0 ? -1 : 1;
+	if (a->k1 != b->k1)
+		return a->k1 < b->k1 ? -1 : 1;
+	n = a->r->klen < b->r->klen ? a->r->klen : b->r->klen;
+	c = memcmp(a->r->data, b->r->data, n);
+	if (c != 0)
+		return c;
+	return a->r->klen < b->r->klen ? -1 : a->r->klen > b->r->klen;
+}
+
+struct collect {
+	const struct shm_writer *w;
+	struct sort_ent *v;
+	size_t n, cap;
+};
+
+static int collect_rec(void *arg, const struct shm_kv *kv)
+{
+	struct collect *c = arg;
+	uint64_t rec = shm_off(c->w->seg, kv->key) - SHM_RECORD_HDR;
+
+	if (c->n == c->cap)
+		return SHM_ECORRUPT; /* more keys than the table counts */
+	c->v[c->n++] = (struct sort_ent){ be_at(kv->key, kv->klen),
+					   kv->klen > 8 ? be_at(kv->key + 8, kv->klen - 8) : 0, rec,
+					   rec_at(c->w, rec) };
+	return 0;
+}
+
+static int name_node(void *arg, uint64_t node, uint64_t rec)
+{
+	rec_at(arg, rec)->node = (uint32_t)(node >> 4);
+	return 0;
+}
+
+static int retire_node(void *arg, uint64_t node, uint64_t rec)
+{
+	struct shm_writer *w = arg;
+
+	(void)rec;
+	return shm_retire_push(&w->retired, node, node_bytes(w, node));
+}
+
+/* An index of every key the table holds, unpublished, in *off. */
+static int build(struct shm_writer *w, uint64_t *off)
+{
+	struct shm_table *t = (struct shm_table *)(w->seg->base + w->table_off);
+	struct collect c = { w, NULL, 0, atomic_load_explicit(&t->live, memory_order_relaxed) };
+	uint64_t *recs;
+	int rc;
+
+	c.v = malloc((c.cap ? c.cap : 1) * sizeof(*c.v));
+	recs = malloc((c.cap ? c.cap : 1) * sizeof(*recs));
+	if (c.v == NULL || recs == NULL) {
+		free(c.v);
+		free(recs);
+		return SHM_ESYS;
+	}
+	rc = shm_writer_each(w, collect_rec, &c);
+	if (rc == SHM_OK) {
+		qsort(c.v, c.n, sizeof(*c.v), sort_cmp);
+		for (size_t i = 0; i < c.n; i++)
+			recs[i] = c.v[i].rec;
+		rc = shm_skip_build(w->seg, &w->sh->slab, recs, c.n, &w->rng, off);
+	}
+	free(c.v);
+	free(recs);
+	return rc == SHM_EINVAL ? SHM_ECORRUPT : rc;
+}
+
+int shm_writer_index_build(struct shm_writer *w)
+{
+	uint64_t old = w->index_off, off = 0;
+	int rc = build(w, &off);
+
+	if (rc == SHM_ENOMEM && w->retired.n > 0 && shm_writer_reclaim(w) > 0)
+		rc = build(w, &off);
+	if (rc != SHM_OK)
+		return rc;
+	shm_skip_each(w->seg, off, name_node, w);
+	w->index_off = off;
+	w->index_stale = false;
+	/* Release: a reader that loads the offset sees the whole list. */
+	atomic_store_explicit(&w->sh->index_off, off, memory_order_release);
+	if (old != 0) {
+		/* Unreachable for readers that enter from now on; retired, so
+		 * those inside finish on it. If the retire list cannot grow,
+		 * what it could not take stays allocated until the next
+		 * restart (which frees whatever no index or table holds). */
+		if (shm_skip_each(w->seg, old, retire_node, w) == SHM_OK)
+			shm_retire_push(&w->retired, old, shm_skip_bytes(w->seg, old));
+	}
+	return SHM_OK;
+}
