@@ -29,6 +29,7 @@
 #include "shm/epoch.h"
 #include "shm/record.h"
 #include "shm/segment.h"
+#include "shm/skiplist.h"
 #include "shm/table.h"
 
 #define SHM_WRITER_RECLAIM_EVERY 1024
@@ -64,6 +65,7 @@ struct shm_writer {
 	uint64_t index_off;     /* its sorted index (shard_index.h), 0: none kept */
 	bool index_stale;       /* the index lacks keys: build a complete one */
 	uint64_t rng;           /* node heights (skiplist.h) */
+	struct shm_skip_tail tail; /* the index's last nodes: appends need no search */
 	size_t staged;          /* writes staged and not yet published */
 	uint64_t staged_inserts; /* ... of which may insert (a slot is kept for each) */
 };

@@ -97,7 +97,7 @@ void shm_index_publish_set(struct shm_writer *w, uint64_t node, uint64_t old, ui
 	 * builds a complete index anyway, shm_index_adopt). */
 	assert(node != 0);
 	if (node != 0)
-		shm_skip_link(w->seg, w->index_off, node);
+		shm_skip_link_tail(w->seg, w->index_off, node, &w->tail);
 }
 
 void shm_index_publish_del(struct shm_writer *w, uint64_t rec)
@@ -108,7 +108,7 @@ void shm_index_publish_del(struct shm_writer *w, uint64_t rec)
 
 	if (w->index_off == 0)
 		return;
-	n = shm_skip_unlink(w->seg, w->index_off, r->data, r->klen);
+	n = shm_skip_unlink_tail(w->seg, w->index_off, r->data, r->klen, &w->tail);
 	if (n == 0)
 		return;
 	rc = shm_retire_push(&w->retired, n, node_bytes(w, n));

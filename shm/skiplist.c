@@ -538,7 +538,44 @@ int shm_skip_node_new(struct shm_seg *seg, struct shm_slab *slab, const void *ke
 	return SHM_OK;
 }
 
+/* The last node at every level (0: the level is empty), by walking each
+ * level to its end from the last node of the level above. */
+static void tail_fill(const struct shm_seg *seg, uint64_t list_off, struct shm_skip_tail *t)
+{
+	uint32_t lv = atomic_load_explicit(&head_of(seg, list_off)->levels, memory_order_relaxed);
+	uint64_t x = 0;
+
+	for (int k = SHM_SKIP_MAX_HEIGHT - 1; k >= 0; k--) {
+		for (uint32_t l; k < (int)lv && (l = atomic_load_explicit(&links_of(seg, list_off, x)[k],
+								 memory_order_relaxed)) != 0;)
+			x = link_off(l);
+		t->last[k] = k < (int)lv ? x : 0;
+	}
+	t->list = list_off;
+	t->valid = true;
+}
+
+/* preds for a key above every key in the list: the tail, if known. */
+static bool tail_preds(const struct shm_seg *seg, uint64_t list_off, struct shm_skip_tail *t,
+		       const uint8_t *key, uint32_t klen, uint64_t preds[SHM_SKIP_MAX_HEIGHT])
+{
+	if (t == NULL)
+		return false;
+	if (!t->valid || t->list != list_off)
+		tail_fill(seg, list_off, t);
+	if (t->last[0] != 0 && writer_cmp(seg, node_of(seg, t->last[0]), key, klen) <= 0)
+		return false;
+	memcpy(preds, t->last, sizeof(t->last));
+	return true;
+}
+
 void shm_skip_link(struct shm_seg *seg, uint64_t list_off, uint64_t node_off)
+{
+	shm_skip_link_tail(seg, list_off, node_off, NULL);
+}
+
+void shm_skip_link_tail(struct shm_seg *seg, uint64_t list_off, uint64_t node_off,
+			struct shm_skip_tail *tail)
 {
 	struct shm_skip *h = head_of(seg, list_off);
 	struct shm_skip_node *n = node_of(seg, node_off);
@@ -554,7 +591,9 @@ void shm_skip_link(struct shm_seg *seg, uint64_t list_off, uint64_t node_off)
 		key = kv.key;
 		klen = kv.klen;
 	}
-	lv = writer_search(seg, list_off, key, klen, preds);
+	lv = atomic_load_explicit(&h->levels, memory_order_relaxed);
+	if (!tail_preds(seg, list_off, tail, key, klen, preds))
+		lv = writer_search(seg, list_off, key, klen, preds);
 	for (uint32_t k = lv; k < height; k++)
 		preds[k] = 0;
 	for (uint32_t k = 0; k < height; k++)
@@ -572,6 +611,9 @@ void shm_skip_link(struct shm_seg *seg, uint64_t list_off, uint64_t node_off)
 	for (uint32_t k = 0; k < height; k++)
 		atomic_store_explicit(&links_of(seg, list_off, preds[k])[k], (uint32_t)(node_off >> 4),
 				      memory_order_release);
+	for (uint32_t k = 0; tail != NULL && k < height; k++)
+		if (atomic_load_explicit(&n->next[k], memory_order_relaxed) == 0)
+			tail->last[k] = node_off;
 }
 
 uint64_t shm_skip_find(const struct shm_seg *seg, uint64_t list_off, const void *key, uint32_t klen)
@@ -597,6 +639,12 @@ void shm_skip_set_rec(struct shm_seg *seg, uint64_t node_off, uint64_t rec_off)
 
 uint64_t shm_skip_unlink(struct shm_seg *seg, uint64_t list_off, const void *key, uint32_t klen)
 {
+	return shm_skip_unlink_tail(seg, list_off, key, klen, NULL);
+}
+
+uint64_t shm_skip_unlink_tail(struct shm_seg *seg, uint64_t list_off, const void *key, uint32_t klen,
+			      struct shm_skip_tail *tail)
+{
 	struct shm_skip *h = head_of(seg, list_off);
 	uint64_t preds[SHM_SKIP_MAX_HEIGHT], off;
 	struct shm_skip_node *n;
@@ -621,6 +669,8 @@ uint64_t shm_skip_unlink(struct shm_seg *seg, uint64_t list_off, const void *key
 		if (atomic_load_explicit(p, memory_order_relaxed) == l)
 			atomic_store_explicit(p, atomic_load_explicit(&n->next[k], memory_order_relaxed),
 					      memory_order_release);
+		if (tail != NULL && tail->valid && tail->list == list_off && tail->last[k] == off)
+			tail->last[k] = preds[k];
 	}
 	/* Then levels down past empty tops (after the unlink: the invariant). */
 	while (lv > 1 && atomic_load_explicit(&h->next[lv - 1], memory_order_relaxed) == 0)

@@ -168,6 +168,21 @@ int shm_skip_node_new(struct shm_seg *seg, struct shm_slab *slab, const void *ke
  * loads). Cannot fail. */
 void shm_skip_link(struct shm_seg *seg, uint64_t list_off, uint64_t node_off);
 
+/* The writer's memory of a list's last node at every level (its own
+ * plain memory; zeroed: unknown): with it, linking a key above every key
+ * in the list appends without a search, which makes a load in key order
+ * (or a replay of one) cost two comparisons a key, not a search. Valid for
+ * `list` while every link and unlink of that list passes it. */
+struct shm_skip_tail {
+	uint64_t list;
+	uint64_t last[SHM_SKIP_MAX_HEIGHT]; /* 0: the head (the level is empty) */
+	bool valid;
+};
+
+/* shm_skip_link with the writer's tail (NULL: none), kept up to date. */
+void shm_skip_link_tail(struct shm_seg *seg, uint64_t list_off, uint64_t node_off,
+			struct shm_skip_tail *tail);
+
 /* The writer's exact lookup: the node holding key, or 0. */
 uint64_t shm_skip_find(const struct shm_seg *seg, uint64_t list_off, const void *key, uint32_t klen);
 
@@ -181,6 +196,9 @@ void shm_skip_set_rec(struct shm_seg *seg, uint64_t node_off, uint64_t rec_off);
  * own next[] are NOT changed: a reader standing on it goes on forward
  * (the guarantee). Its record is the caller's to retire too. */
 uint64_t shm_skip_unlink(struct shm_seg *seg, uint64_t list_off, const void *key, uint32_t klen);
+/* shm_skip_unlink with the writer's tail (NULL: none), kept up to date. */
+uint64_t shm_skip_unlink_tail(struct shm_seg *seg, uint64_t list_off, const void *key, uint32_t klen,
+			      struct shm_skip_tail *tail);
 
 /* Build a whole new list in O(n) from n record offsets whose keys are
  * strictly increasing (a restart or recovery builds one beside the old

@@ -1248,3 +1248,58 @@ Test(skiplist, writer_and_readers_across_processes, .timeout = 240, .fini = kill
 	check_unknown();
 	free(ref);
 }
+
+/* The writer's tail (shm_skip_link_tail): keys in increasing order append
+ * without a search, mixed with inserts below the tail and unlinks of the
+ * last nodes, and the list stays what the reference says. */
+Test(skiplist, appends_through_the_tail)
+{
+	struct shm_skip_tail tail = { 0 };
+	uint8_t k[16];
+
+	new_list();
+	for (int i = 0; i < 3000; i++) {
+		uint32_t len = (uint32_t)sprintf((char *)k, "a%06d", i * 2);
+		struct ent *e = &ref[nref++];
+
+		memcpy(e->key, k, len);
+		e->klen = len;
+		e->ver = 1;
+		e->rec = new_record(k, len, 1);
+		cr_assert_eq(shm_skip_node_new(&seg, slab, k, len, e->rec, shm_skip_height(&hrng), &e->node),
+			     SHM_OK);
+		shm_skip_link_tail(&seg, list, e->node, &tail);
+		cr_assert_eq(tail.last[0], e->node, "an append is the new last node");
+		if (i % 7 == 3) {
+			/* the last key goes again: the tail steps back */
+			cr_assert_eq(shm_skip_unlink_tail(&seg, list, k, len, &tail), e->node);
+			nref--;
+		} else if (i % 11 == 5) {
+			/* a key below the tail: searched for, the tail stays */
+			uint32_t l2 = (uint32_t)sprintf((char *)k, "a%06d", i * 2 - 3);
+			struct ent *f = &ref[nref++];
+
+			memcpy(f->key, k, l2);
+			f->klen = l2;
+			f->ver = 1;
+			f->rec = new_record(k, l2, 1);
+			cr_assert_eq(shm_skip_node_new(&seg, slab, k, l2, f->rec, shm_skip_height(&hrng), &f->node),
+				     SHM_OK);
+			shm_skip_link_tail(&seg, list, f->node, &tail);
+			cr_assert_eq(tail.last[0], e->node);
+		}
+		if (i % 500 == 499)
+			check_all();
+	}
+	/* What the tail remembers is what a walk of each level finds. */
+	const struct shm_skip *h = (const struct shm_skip *)(seg.base + list);
+	for (int lv = 0; lv < SHM_SKIP_MAX_HEIGHT; lv++) {
+		uint64_t x = 0;
+
+		for (uint32_t l = atomic_load(&h->next[lv]); l != 0; l = atomic_load(&node(x)->next[lv]))
+			x = (uint64_t)l << 4;
+		cr_assert_eq(tail.last[lv], x, "level %d: the tail says %lu, the list ends at %lu", lv,
+			     (unsigned long)tail.last[lv], (unsigned long)x);
+	}
+	check_all();
+}
