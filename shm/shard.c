@@ -426,9 +426,10 @@ static void retire_slot(struct shm_writer *w, const struct shm_table *t, shm_slo
 	(void)rc;
 }
 
-void shm_writer_prefetch(const struct shm_writer *w, const struct shm_staged *s)
+void shm_writer_prefetch(struct shm_writer *w, const struct shm_staged *s)
 {
 	shm_table_prefetch_group(w->seg, table(w), s->h);
+	shm_index_prefetch(w, s);
 }
 
 int shm_writer_publish(struct shm_writer *w, const struct shm_staged *s)
@@ -441,6 +442,7 @@ int shm_writer_publish(struct shm_writer *w, const struct shm_staged *s)
 	bool found = shm_table_locate(w->seg, t, r->data, r->klen, s->h, &pos);
 
 	assert(w->staged > 0 && s->seq == atomic_load_explicit(&w->sh->seq, memory_order_relaxed) + 1);
+	shm_index_advance(w);
 	/* The index before the table for a set, after it for a delete
 	 * (shard_index.h): a key a get finds is in the index. */
 	if (s->del) {

@@ -35,6 +35,7 @@
 #define SHM_WRITER_RECLAIM_EVERY 1024
 #define SHM_WRITER_RECLAIM_BYTES (1u << 20) /* ... or once this much was retired */
 #define SHM_TABLE_MIN_GROUPS 4
+#define SHM_WRITER_PATHS 16 /* index searches run ahead of publication (shm_writer_prefetch) */
 
 /* Who may be reading the shard: every reader's epoch slot (a slot not in
  * use may point at an idle one), and a function that brings the array up
@@ -66,6 +67,9 @@ struct shm_writer {
 	bool index_stale;       /* the index lacks keys: build a complete one */
 	uint64_t rng;           /* node heights (skiplist.h) */
 	struct shm_skip_tail tail; /* the index's last nodes: appends need no search */
+	struct shm_skip_path paths[SHM_WRITER_PATHS]; /* searches of inserts ahead (shard_index.c) */
+	uint32_t paths_used;    /* bit i: paths[i] is one */
+	uint32_t paths_searching; /* ... and has not found its place yet */
 	size_t staged;          /* writes staged and not yet published */
 	uint64_t staged_inserts; /* ... of which may insert (a slot is kept for each) */
 };
@@ -138,8 +142,11 @@ int shm_writer_stage_del(struct shm_writer *w, const void *key, uint32_t klen, u
 			 const struct shm_staged *prev, struct shm_staged *s);
 int shm_writer_publish(struct shm_writer *w, const struct shm_staged *s);
 /* Start loading what publishing s will touch first (its key's group), so
- * that publishing a round overlaps its cache misses. Only a prefetch. */
-void shm_writer_prefetch(const struct shm_writer *w, const struct shm_staged *s);
+ * that publishing a round overlaps its cache misses; for a set that may
+ * insert, with an index, also begin its index search, which each later
+ * publication advances a step (up to SHM_WRITER_PATHS at once). Changes
+ * nothing readers can see. */
+void shm_writer_prefetch(struct shm_writer *w, const struct shm_staged *s);
 
 /* Stage and publish at once. Insert or replace. Out of memory (for the record or a bigger table), it
  * first frees what readers no longer see (shm_writer_reclaim) and tries

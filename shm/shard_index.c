@@ -10,6 +10,11 @@
 #include "shm/shard_index.h"
 #include "shm/skiplist.h"
 
+/* Steps each begun index search takes per publication: with 8 writes
+ * prefetched ahead (shardd/stage.c), about the ~25 steps a search of a
+ * 16 K-key list takes. */
+#define ADVANCE_STEPS 4
+
 static struct shm_record *rec_at(const struct shm_writer *w, uint64_t off)
 {
 	return (struct shm_record *)(w->seg->base + off);
@@ -69,10 +74,71 @@ int shm_index_stage(struct shm_writer *w, uint64_t rec, uint64_t *node)
 	return rc;
 }
 
+/* ---------- searches ahead of publication ---------- */
+
+void shm_index_prefetch(struct shm_writer *w, const struct shm_staged *s)
+{
+	uint32_t free_paths = ~w->paths_used & ((1u << SHM_WRITER_PATHS) - 1);
+
+	if (w->index_off == 0 || s->node == 0 || free_paths == 0)
+		return;
+	int i = __builtin_ctz(free_paths);
+
+	shm_skip_path_start(w->seg, w->index_off, &w->paths[i], s->node, &w->tail);
+	w->paths_used |= 1u << i;
+	if (w->paths[i].level >= 0)
+		w->paths_searching |= 1u << i;
+}
+
+void shm_index_advance(struct shm_writer *w)
+{
+	/* Round-robin, so that the searches' cache misses overlap. */
+	for (int step = 0; step < ADVANCE_STEPS && w->paths_searching; step++)
+		for (uint32_t m = w->paths_searching; m; m &= m - 1) {
+			int i = __builtin_ctz(m);
+
+			if (!shm_skip_path_step(w->seg, w->index_off, &w->paths[i]))
+				w->paths_searching &= ~(1u << i);
+		}
+}
+
+/* The search begun for `node`, taken off the list (NULL: none). */
+static struct shm_skip_path *path_take(struct shm_writer *w, uint64_t node)
+{
+	for (uint32_t m = w->paths_used; m; m &= m - 1) {
+		int i = __builtin_ctz(m);
+
+		if (w->paths[i].node == node) {
+			w->paths_used &= ~(1u << i);
+			w->paths_searching &= ~(1u << i);
+			return &w->paths[i];
+		}
+	}
+	return NULL;
+}
+
+/* Node `gone` was unlinked: searches that stand on it or kept it start
+ * again (its links are no longer the list's). */
+static void paths_forget(struct shm_writer *w, uint64_t gone)
+{
+	for (uint32_t m = w->paths_used; m; m &= m - 1) {
+		int i = __builtin_ctz(m);
+		struct shm_skip_path *p = &w->paths[i];
+
+		if (shm_skip_path_uses(p, gone)) {
+			shm_skip_path_start(w->seg, w->index_off, p, p->node, &w->tail);
+			if (p->level >= 0)
+				w->paths_searching |= 1u << i;
+		}
+	}
+}
+
 void shm_index_unstage(struct shm_writer *w, uint64_t node)
 {
-	if (node != 0)
+	if (node != 0) {
+		path_take(w, node);
 		shm_slab_free(w->seg, &w->sh->slab, node, node_bytes(w, node));
+	}
 }
 
 void shm_index_publish_set(struct shm_writer *w, uint64_t node, uint64_t old, uint64_t rec)
@@ -96,8 +162,14 @@ void shm_index_publish_set(struct shm_writer *w, uint64_t node, uint64_t old, ui
 	/* An insert (or a replaced key the index lacked: a restarted writer
 	 * builds a complete index anyway, shm_index_adopt). */
 	assert(node != 0);
-	if (node != 0)
-		shm_skip_link_tail(w->seg, w->index_off, node, &w->tail);
+	if (node != 0) {
+		struct shm_skip_path *p = path_take(w, node);
+
+		if (p != NULL)
+			shm_skip_link_path(w->seg, w->index_off, p, &w->tail);
+		else
+			shm_skip_link_tail(w->seg, w->index_off, node, &w->tail);
+	}
 }
 
 void shm_index_publish_del(struct shm_writer *w, uint64_t rec)
@@ -111,6 +183,7 @@ void shm_index_publish_del(struct shm_writer *w, uint64_t rec)
 	n = shm_skip_unlink_tail(w->seg, w->index_off, r->data, r->klen, &w->tail);
 	if (n == 0)
 		return;
+	paths_forget(w, n);
 	rc = shm_retire_push(&w->retired, n, node_bytes(w, n));
 	assert(rc == SHM_OK); /* reserved at staging */
 	(void)rc;

@@ -42,6 +42,11 @@ int shm_live_add(struct shm_live_set *l, uint64_t off, uint64_t size, size_t tag
  * SHM_ENOMEM (nothing allocated). */
 int shm_index_stage(struct shm_writer *w, uint64_t rec, uint64_t *node);
 
+/* Begin the index search of staged set s (shm_writer_prefetch), and
+ * advance every search begun by one step (each publication). */
+void shm_index_prefetch(struct shm_writer *w, const struct shm_staged *s);
+void shm_index_advance(struct shm_writer *w);
+
 /* Give back a staged node that was never linked. */
 void shm_index_unstage(struct shm_writer *w, uint64_t node);
 

@@ -569,41 +569,49 @@ static bool tail_preds(const struct shm_seg *seg, uint64_t list_off, struct shm_
 	return true;
 }
 
-void shm_skip_link(struct shm_seg *seg, uint64_t list_off, uint64_t node_off)
+/* The key of node n: inline, or its record's (a bad record: the prefix,
+ * so that linking cannot fail; readers report the node SHM_ECORRUPT). */
+static void node_key(const struct shm_seg *seg, const struct shm_skip_node *n, const uint8_t **key,
+		     uint32_t *klen)
 {
-	shm_skip_link_tail(seg, list_off, node_off, NULL);
+	struct shm_kv kv;
+
+	*key = n->prefix;
+	*klen = n->plen;
+	if (n->plen == SHM_SKIP_PREFIX &&
+	    shm_record_view(seg, link_off(atomic_load_explicit(&n->rec, memory_order_relaxed)), &kv) == SHM_OK) {
+		*key = kv.key;
+		*klen = kv.klen;
+	}
 }
 
-void shm_skip_link_tail(struct shm_seg *seg, uint64_t list_off, uint64_t node_off,
-			struct shm_skip_tail *tail)
+/* Link node n at its height after preds[0 .. lv) (the head above lv),
+ * each pred first moved forward past keys below n's that were linked since
+ * it was found (a path searched ahead, shm_skip_path_*). */
+static void link_after(struct shm_seg *seg, uint64_t list_off, uint64_t node_off,
+		       uint64_t preds[SHM_SKIP_MAX_HEIGHT], uint32_t lv, struct shm_skip_tail *tail)
 {
 	struct shm_skip *h = head_of(seg, list_off);
 	struct shm_skip_node *n = node_of(seg, node_off);
-	uint64_t preds[SHM_SKIP_MAX_HEIGHT];
-	uint32_t height = n->height, klen = n->plen, lv;
-	const uint8_t *key = n->prefix;
-	struct shm_kv kv;
+	uint32_t height = n->height, klen;
+	const uint8_t *key;
 
-	/* The key: inline, or the record's (a bad record: the prefix, so
-	 * that this cannot fail; readers report the node SHM_ECORRUPT). */
-	if (klen == SHM_SKIP_PREFIX &&
-	    shm_record_view(seg, link_off(atomic_load_explicit(&n->rec, memory_order_relaxed)), &kv) == SHM_OK) {
-		key = kv.key;
-		klen = kv.klen;
-	}
-	lv = atomic_load_explicit(&h->levels, memory_order_relaxed);
-	if (!tail_preds(seg, list_off, tail, key, klen, preds))
-		lv = writer_search(seg, list_off, key, klen, preds);
+	node_key(seg, n, &key, &klen);
 	for (uint32_t k = lv; k < height; k++)
 		preds[k] = 0;
-	for (uint32_t k = 0; k < height; k++)
+	for (uint32_t k = 0; k < height; k++) {
+		for (uint32_t l; (l = atomic_load_explicit(&links_of(seg, list_off, preds[k])[k],
+							   memory_order_relaxed)) != 0 &&
+				 writer_cmp(seg, node_of(seg, link_off(l)), key, klen) > 0;)
+			preds[k] = link_off(l);
 		atomic_store_explicit(&n->next[k],
 				      atomic_load_explicit(&links_of(seg, list_off, preds[k])[k], memory_order_relaxed),
 				      memory_order_relaxed);
+	}
 	/* levels first, so that no node is ever linked at a level >= levels
 	 * (a writer killed mid-link leaves levels at least as high as what it
 	 * linked; the release stores below keep the order). */
-	if (height > lv)
+	if (height > atomic_load_explicit(&h->levels, memory_order_relaxed))
 		atomic_store_explicit(&h->levels, height, memory_order_relaxed);
 	/* Bottom-up: level k is linked only once level k - 1 is. release:
 	 * pairs with the readers' acquire loads of the link, so a reader that
@@ -614,6 +622,95 @@ void shm_skip_link_tail(struct shm_seg *seg, uint64_t list_off, uint64_t node_of
 	for (uint32_t k = 0; tail != NULL && k < height; k++)
 		if (atomic_load_explicit(&n->next[k], memory_order_relaxed) == 0)
 			tail->last[k] = node_off;
+}
+
+void shm_skip_link(struct shm_seg *seg, uint64_t list_off, uint64_t node_off)
+{
+	shm_skip_link_tail(seg, list_off, node_off, NULL);
+}
+
+void shm_skip_link_tail(struct shm_seg *seg, uint64_t list_off, uint64_t node_off,
+			struct shm_skip_tail *tail)
+{
+	uint64_t preds[SHM_SKIP_MAX_HEIGHT];
+	uint32_t klen, lv = atomic_load_explicit(&head_of(seg, list_off)->levels, memory_order_relaxed);
+	const uint8_t *key;
+
+	node_key(seg, node_of(seg, node_off), &key, &klen);
+	if (!tail_preds(seg, list_off, tail, key, klen, preds))
+		lv = writer_search(seg, list_off, key, klen, preds);
+	link_after(seg, list_off, node_off, preds, lv, tail);
+}
+
+/* --- a writer's search in steps (shm_skip_path_*) --- */
+
+void shm_skip_path_start(const struct shm_seg *seg, uint64_t list_off, struct shm_skip_path *p,
+			 uint64_t node_off, struct shm_skip_tail *tail)
+{
+	p->node = node_off;
+	node_key(seg, node_of(seg, node_off), &p->key, &p->klen);
+	p->lv = atomic_load_explicit(&head_of(seg, list_off)->levels, memory_order_relaxed);
+	p->x = p->refused = 0;
+	if (tail_preds(seg, list_off, tail, p->key, p->klen, p->preds)) {
+		p->level = -1;
+		return;
+	}
+	memset(p->preds, 0, sizeof(p->preds));
+	p->level = (int)p->lv - 1;
+}
+
+bool shm_skip_path_step(const struct shm_seg *seg, uint64_t list_off, struct shm_skip_path *p)
+{
+	uint32_t l;
+	uint64_t y;
+
+	if (p->level < 0)
+		return false;
+	l = atomic_load_explicit(&links_of(seg, list_off, p->x)[p->level], memory_order_relaxed);
+	y = link_off(l);
+	if (l == 0 || y == p->refused || writer_cmp(seg, node_of(seg, y), p->key, p->klen) <= 0) {
+		if (l != 0)
+			p->refused = y;
+		p->preds[p->level--] = p->x;
+		if (p->level < 0)
+			return false;
+		/* The node the next step compares: x's link one level down. */
+		l = atomic_load_explicit(&links_of(seg, list_off, p->x)[p->level], memory_order_relaxed);
+		if (l != 0)
+			prefetch_at(seg, link_off(l));
+		return true;
+	}
+	p->x = y;
+	/* What the next step loads: x's link at this level, and through it
+	 * the node it names (prefetched once it is known, next step). */
+	__builtin_prefetch(&node_of(seg, y)->next[p->level]);
+	l = atomic_load_explicit(&node_of(seg, y)->next[p->level], memory_order_relaxed);
+	if (l != 0)
+		prefetch_at(seg, link_off(l));
+	return true;
+}
+
+bool shm_skip_path_uses(const struct shm_skip_path *p, uint64_t node_off)
+{
+	for (uint32_t k = 0; k < SHM_SKIP_MAX_HEIGHT; k++)
+		if (p->preds[k] == node_off)
+			return true;
+	return p->x == node_off;
+}
+
+void shm_skip_link_path(struct shm_seg *seg, uint64_t list_off, struct shm_skip_path *p,
+			struct shm_skip_tail *tail)
+{
+	/* Still above every key (appends: the writes before it appended
+	 * too): the tail now, rather than walking past what they added. */
+	if (tail_preds(seg, list_off, tail, p->key, p->klen, p->preds)) {
+		link_after(seg, list_off, p->node, p->preds,
+			   atomic_load_explicit(&head_of(seg, list_off)->levels, memory_order_relaxed), tail);
+		return;
+	}
+	while (shm_skip_path_step(seg, list_off, p))
+		;
+	link_after(seg, list_off, p->node, p->preds, p->lv, tail);
 }
 
 uint64_t shm_skip_find(const struct shm_seg *seg, uint64_t list_off, const void *key, uint32_t klen)

@@ -183,6 +183,34 @@ struct shm_skip_tail {
 void shm_skip_link_tail(struct shm_seg *seg, uint64_t list_off, uint64_t node_off,
 			struct shm_skip_tail *tail);
 
+/* A writer's search for where to link a node, in steps, so that the
+ * searches of a round's inserts can run interleaved and their cache
+ * misses overlap (shard_index.c). Until shm_skip_link_path, the list may
+ * gain nodes (a pred found is then moved forward past keys below the
+ * node's at link time) but must not lose one the path uses
+ * (shm_skip_path_uses): after an unlink of such a node, start the path
+ * again. */
+struct shm_skip_path {
+	uint64_t preds[SHM_SKIP_MAX_HEIGHT]; /* found so far (0: the head) */
+	uint64_t node;                       /* the node to link */
+	const uint8_t *key;                  /* its key (inline or its record's) */
+	uint32_t klen, lv;                   /* lv: levels when the search began */
+	uint64_t x, refused;
+	int level;                           /* being searched, -1: done */
+};
+
+/* Begin the search for node_off (a built, unlinked node); with the tail
+ * (NULL: none) a node above every key is done at once. */
+void shm_skip_path_start(const struct shm_seg *seg, uint64_t list_off, struct shm_skip_path *p,
+			 uint64_t node_off, struct shm_skip_tail *tail);
+/* One hop, prefetching what the next loads; false once the search is done. */
+bool shm_skip_path_step(const struct shm_seg *seg, uint64_t list_off, struct shm_skip_path *p);
+/* Whether the path stands on or has kept node_off. */
+bool shm_skip_path_uses(const struct shm_skip_path *p, uint64_t node_off);
+/* Finish the search and link its node, as shm_skip_link_tail. */
+void shm_skip_link_path(struct shm_seg *seg, uint64_t list_off, struct shm_skip_path *p,
+			struct shm_skip_tail *tail);
+
 /* The writer's exact lookup: the node holding key, or 0. */
 uint64_t shm_skip_find(const struct shm_seg *seg, uint64_t list_off, const void *key, uint32_t klen);
 

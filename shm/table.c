@@ -259,6 +259,14 @@ bool shm_table_locate(const struct shm_seg *seg, struct shm_table *t, const void
 	return false;
 }
 
+/* live and dead have one writer, the shard's: a relaxed load and store,
+ * no locked instruction; readers (stats) load them relaxed. */
+static void count_add(_Atomic uint64_t *c, int64_t d)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)d,
+			      memory_order_relaxed);
+}
+
 static uint64_t slot_value(uint64_t h, uint64_t rec_off)
 {
 	return (uint64_t)shm_hash_slot(h) << 32 | (rec_off >> 4);
@@ -275,9 +283,9 @@ void shm_table_insert_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos 
 		shm_bloom_add(bloom_of(seg, t), t->nblocks, shm_hash_summary(h));
 	atomic_store_explicit(&g->slot[s], slot_value(h, rec_off), memory_order_release);
 	atomic_store_explicit(&g->ctrl[s], shm_hash_tag(h), memory_order_release);
-	atomic_fetch_add_explicit(&t->live, 1, memory_order_relaxed);
+	count_add(&t->live, 1);
 	if (was_dead)
-		atomic_fetch_sub_explicit(&t->dead, 1, memory_order_relaxed);
+		count_add(&t->dead, -1);
 }
 
 void shm_table_prefetch_group(const struct shm_seg *seg, const struct shm_table *t, uint64_t h)
@@ -312,8 +320,8 @@ void shm_table_delete_at(struct shm_seg *seg, struct shm_table *t, shm_slot_pos 
 
 	atomic_store_explicit(&g->ctrl[s], SHM_CTRL_DELETED, memory_order_release);
 	atomic_store_explicit(&g->slot[s], 0, memory_order_release);
-	atomic_fetch_sub_explicit(&t->live, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&t->dead, 1, memory_order_relaxed);
+	count_add(&t->live, -1);
+	count_add(&t->dead, 1);
 }
 
 void shm_table_recount(struct shm_seg *seg, struct shm_table *t)

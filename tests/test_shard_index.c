@@ -238,3 +238,52 @@ Test(shard_index, off_keeps_none)
 	cr_assert_eq(b.allocs - a.allocs, 1, "one block: the record");
 	cr_assert_eq(atomic_load(&w.sh->index_off), 0);
 }
+
+/* Rounds published as shardd does (stage.c): each write's group and index
+ * search begun 8 ahead, so the searches of inserts run while the writes
+ * before them link and unlink nodes, deletes among them (a search that
+ * kept a node unlinked meanwhile starts again). */
+Test(shard_index, rounds_with_searches_ahead)
+{
+	enum { KEYS = 300, OPS = 400, AHEAD = 8 };
+	static struct shm_staged s[OPS];
+	int last[KEYS];
+	bool present[KEYS] = { false };
+	char k[32], v[32];
+	uint64_t x = 7;
+
+	for (int round = 0; round < 60; round++) {
+		int n = 0;
+
+		for (int i = 0; i < KEYS; i++)
+			last[i] = -1;
+		for (int op = 0; op < OPS; op++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			int i = (int)(x % KEYS), kl = key_of(k, i), vl = sprintf(v, "%d.%d", round, op);
+			const struct shm_staged *prev = last[i] >= 0 ? &s[last[i]] : NULL;
+			bool here = prev != NULL ? !prev->del : present[i];
+			int rc;
+
+			if (here && x % 3 == 0)
+				rc = shm_writer_stage_del(&w, k, (uint32_t)kl, shm_hash(k, (size_t)kl), prev, &s[n]);
+			else
+				rc = shm_writer_stage_set(&w, k, (uint32_t)kl, shm_hash(k, (size_t)kl), v, (uint32_t)vl,
+							  prev, &s[n]);
+			cr_assert_eq(rc, SHM_OK);
+			last[i] = n++;
+		}
+		for (int i = 0; i < n && i < AHEAD; i++)
+			shm_writer_prefetch(&w, &s[i]);
+		for (int i = 0; i < n; i++) {
+			if (i + AHEAD < n)
+				shm_writer_prefetch(&w, &s[i + AHEAD]);
+			cr_assert_eq(shm_writer_publish(&w, &s[i]), SHM_OK);
+		}
+		cr_assert_eq(w.paths_used, 0, "every search begun was used or dropped");
+		for (int i = 0; i < KEYS; i++)
+			if (last[i] >= 0)
+				present[i] = !s[last[i]].del;
+		shm_writer_reclaim(&w);
+		cr_assert_eq(check(), (uint64_t)({ int c = 0; for (int i = 0; i < KEYS; i++) c += present[i]; c; }));
+	}
+}
