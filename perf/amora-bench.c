@@ -82,6 +82,7 @@
  * Environment:
  *   RUNS, KEYS, SYNC_KEYS, ALWAYS_KEYS, MIXED_SECONDS, AMORAD (path of the
  *   amorad binary), AMORA_SHARDS (passed as --shards; default: amorad's),
+ *   AMORA_SORTED_INDEX (on | off, passed as --sorted-index; default on),
  *   AMORA_MEMORY (default 4G), BENCH_DIR (parent of the temp dir; default
  *   $TMPDIR or /tmp).
  *
@@ -513,8 +514,8 @@ int main(int argc, char **argv)
 	uint64_t t0 = shm_now_ns();
 	workload_make(&w, n, s, a);
 	char nb[32];
-	printf("amora-bench: %s keys of %d bytes, %d-byte values; %d run(s); amorad %s\n", fig_fmt_count(nb, n),
-	       KLEN, VLEN, runs, amorad);
+	printf("amora-bench: %s keys of %d bytes, %d-byte values; %d run(s); amorad %s, sorted index %s\n",
+	       fig_fmt_count(nb, n), KLEN, VLEN, runs, amorad, server_sorted_index());
 	printf("  temp dir %s (%s); key data generated in %.2f s; %s\n", root, fs_name(root),
 	       (shm_now_ns() - t0) / 1e9, engine_lmdb_version());
 	printf("  sync sets / deletes on %llu keys (a 1 M-key sync phase alone would take 10-20 s), "

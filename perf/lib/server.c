@@ -67,6 +67,17 @@ const char *server_find(void)
 	return server_bin;
 }
 
+const char *server_sorted_index(void)
+{
+	const char *e = getenv("AMORA_SORTED_INDEX");
+
+	if (e == NULL || *e == 0)
+		return "on";
+	if (strcmp(e, "on") != 0 && strcmp(e, "off") != 0)
+		bench_die("AMORA_SORTED_INDEX=%s: must be on or off", e);
+	return e;
+}
+
 void server_config(const char *memory, const char *shards, const char *log_dir)
 {
 	server_memory = memory;
@@ -82,7 +93,8 @@ static void server_log_show(const char *title)
 
 void server_start(const char *dir, const char *sync_mode)
 {
-	const char *args[] = { "--sync", sync_mode, "--memory", server_memory,
+	const char *ix = server_sorted_index();
+	const char *args[] = { "--sync", sync_mode, "--memory", server_memory, "--sorted-index", ix,
 			       server_shards ? "--shards" : NULL, server_shards, NULL };
 	char log[PATH_MAX];
 

@@ -22,6 +22,10 @@ const char *server_find(void);
  * starts. The strings must outlive the program's use of the server. */
 void server_config(const char *memory, const char *shards, const char *log_dir);
 
+/* $AMORA_SORTED_INDEX (on or off; default on, amorad's default), passed
+ * to every amorad as --sorted-index; dies on another value. */
+const char *server_sorted_index(void);
+
 /* Starts amorad --data-dir dir --sync sync_mode (dir exists); does not
  * wait for it. */
 void server_start(const char *dir, const char *sync_mode);
