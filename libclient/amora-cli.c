@@ -1,7 +1,7 @@
 /*
  * amora-cli.c — `amora`, the command-line client of an Amora store.
  *
- *   amora [-s SOCKET] [-x] get|set|del|has|stats|ping ARGS...
+ *   amora [-s SOCKET] [-x] get|set|del|has|scan|range|count|stats|ping ARGS...
  *
  * It attaches to a running amorad through libamora (amora_open on the
  * control socket), runs one command and detaches. Reads therefore go
@@ -30,9 +30,17 @@
  * log (see amorad's log)".
  * `del` prints the number of keys removed (1 or 0) and exits 0 either way,
  * as redis-cli's DEL does.
+ *
+ * Scans (`scan`, `range`, `count`) iterate the sorted index (amora.h,
+ * "Scans") and print one entry per line, "KEY VALUE" (--keys-only: "KEY"),
+ * each string in print_str's form: as it is when that cannot be misread,
+ * else quoted and escaped as redis-cli prints strings (sdscatrepr). They
+ * exit 0 also when nothing matched. `range` takes ZRANGEBYLEX's bounds.
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +63,16 @@ static void usage(FILE *out)
 		"  set KEY VALUE   store VALUE under KEY; prints OK\n"
 		"  del KEY         remove KEY; prints 1 if it was there, 0 if not\n"
 		"  has KEY         print 1 (exit 0) if KEY exists, 0 (exit 1) if not\n"
+		"  scan [--reverse] [--limit N] [--keys-only] PREFIX\n"
+		"                  print the keys starting with PREFIX (\"\": every key) in\n"
+		"                  key order (bytes compared unsigned, a shorter key first),\n"
+		"                  one 'KEY VALUE' line each (--keys-only: 'KEY'); --reverse:\n"
+		"                  from the last; --limit N: at most N lines\n"
+		"  range [--reverse] [--limit N] [--keys-only] FROM TO\n"
+		"                  the same for the keys from FROM to TO, as ZRANGEBYLEX:\n"
+		"                  '[a' includes a, '(a' excludes it, '-' and '+' are the\n"
+		"                  open ends; FROM is the lower bound also with --reverse\n"
+		"  count PREFIX    print how many keys start with PREFIX (\"\": all)\n"
 		"  stats           print the store's counters as INFO does ('# Section' and\n"
 		"                  'name:value' lines, a line for each shard: 'shard3:state=failed,\n"
 		"                  cause=corrupt_log,...'), read from shared memory\n"
@@ -66,6 +84,12 @@ static void usage(FILE *out)
 		"  -x              read the VALUE of set from stdin, byte for byte\n"
 		"                  (amora -x set KEY < file; also: amora set KEY -x)\n"
 		"  -h, --help      print this help\n"
+		"\n"
+		"Scans print each key and value as it is when it is not empty, has only\n"
+		"printable ASCII bytes other than space and does not start with '\"'; else\n"
+		"in double quotes, as redis-cli prints strings: \\\\ \\\" \\n \\r \\t \\a \\b\n"
+		"escaped, other bytes 0x20-0x7e as they are, the rest as \\xNN (lowercase).\n"
+		"Options of scan and range come after the command; '--' ends them.\n"
 		"\n"
 		"Exit status: 0 success, 1 no such key (get, has), 2 error.\n",
 		DEFAULT_SOCKET);
@@ -233,6 +257,160 @@ static int cmd_has(amora *db, char **args, int from_stdin)
 	return rc ? 0 : EXIT_NO;
 }
 
+/* ---------- scans ---------- */
+
+/* One key or value of a scan's output: as it is when it is not empty,
+ * every byte printable ASCII but space (0x21-0x7e) and the first not '"',
+ * so that "KEY VALUE" lines split at the first space; else quoted as
+ * redis-cli's sdscatrepr does: \\ \" \n \r \t \a \b escaped, other bytes
+ * 0x20-0x7e as they are, the rest \xNN. */
+static void print_str(const uint8_t *p, size_t n)
+{
+	bool bare = n > 0 && p[0] != '"';
+
+	for (size_t i = 0; bare && i < n; i++)
+		bare = p[i] > 0x20 && p[i] < 0x7f;
+	if (bare) {
+		fwrite(p, 1, n, stdout);
+		return;
+	}
+	putchar('"');
+	for (size_t i = 0; i < n; i++) {
+		switch (p[i]) {
+		case '\\': fputs("\\\\", stdout); break;
+		case '"': fputs("\\\"", stdout); break;
+		case '\n': fputs("\\n", stdout); break;
+		case '\r': fputs("\\r", stdout); break;
+		case '\t': fputs("\\t", stdout); break;
+		case '\a': fputs("\\a", stdout); break;
+		case '\b': fputs("\\b", stdout); break;
+		default:
+			if (p[i] >= 0x20 && p[i] < 0x7f)
+				putchar(p[i]);
+			else
+				printf("\\x%02x", p[i]);
+		}
+	}
+	putchar('"');
+}
+
+/* A scan command as parsed before attaching (usage errors need no amorad). */
+struct scan_cmd {
+	struct amora_range r;
+	bool none; /* nothing to print: --limit 0, or a range such as "+" "-" */
+};
+
+static struct scan_cmd scan_cmd;
+
+/* A ZRANGEBYLEX bound: "[k" inclusive, "(k" exclusive, "-" / "+" the open
+ * ends (as a lower bound '+' is above every key, as an upper one '-'
+ * below: the range is then empty, *none). Returns 0 or a usage error. */
+static int lex_bound(const char *a, bool upper, const void **key, size_t *len, int *mode, bool *none)
+{
+	if (strcmp(a, upper ? "+" : "-") == 0) {
+		*mode = AMORA_BOUND_OPEN;
+		return 0;
+	}
+	if (strcmp(a, upper ? "-" : "+") == 0) {
+		*none = true;
+		return 0;
+	}
+	if (a[0] != '[' && a[0] != '(')
+		return bad_usage("range bound '%s' must start with '[' or '(', or be '-' or '+'", a);
+	*mode = a[0] == '[' ? AMORA_BOUND_INCLUSIVE : AMORA_BOUND_EXCLUSIVE;
+	*key = a + 1;
+	*len = strlen(a + 1);
+	return 0;
+}
+
+/* scan and range: options after the command name (--reverse, --limit N,
+ * --keys-only, '--' to end them), then PREFIX, or FROM TO. Fills
+ * scan_cmd. Returns 0 or a usage error. */
+static int scan_parse(const char *cmd, int n, char **args)
+{
+	struct amora_range *r = &scan_cmd.r;
+	bool range = strcmp(cmd, "range") == 0;
+	int i, rc;
+
+	for (i = 0; i < n && strncmp(args[i], "--", 2) == 0; i++) {
+		char *end;
+
+		if (strcmp(args[i], "--") == 0) {
+			i++;
+			break;
+		} else if (strcmp(args[i], "--reverse") == 0) {
+			r->reverse = 1;
+		} else if (strcmp(args[i], "--keys-only") == 0) {
+			r->keys_only = 1;
+		} else if (strcmp(args[i], "--limit") == 0 && i + 1 < n) {
+			errno = 0;
+			r->limit = strtoull(args[++i], &end, 10);
+			if (errno || end == args[i] || *end || args[i][0] == '-')
+				return bad_usage("--limit needs a number, not '%s'", args[i]);
+			scan_cmd.none |= r->limit == 0; /* --limit 0: no line (as LIMIT 0 0) */
+		} else if (strcmp(args[i], "--limit") == 0) {
+			return bad_usage("--limit needs a number");
+		} else {
+			return bad_usage("unknown option '%s' for %s", args[i], cmd);
+		}
+	}
+	if (n - i != (range ? 2 : 1))
+		return bad_usage("wrong number of arguments for '%s' (usage: %s [--reverse] [--limit N] "
+				 "[--keys-only] %s)", cmd, cmd, range ? "FROM TO" : "PREFIX");
+	if (!range) {
+		r->prefix = args[i];
+		r->prefix_len = strlen(args[i]);
+		return 0;
+	}
+	if ((rc = lex_bound(args[i], false, &r->start, &r->start_len, &r->start_mode, &scan_cmd.none)) != 0)
+		return rc;
+	return lex_bound(args[i + 1], true, &r->end, &r->end_len, &r->end_mode, &scan_cmd.none);
+}
+
+/* scan, range: the entries of scan_cmd's range, one line each. */
+static int cmd_scan(amora *db, char **args, int from_stdin)
+{
+	const struct amora_range *r = &scan_cmd.r;
+	const void *k, *v;
+	size_t kl, vl;
+	amora_iter *it;
+	int rc;
+
+	(void)args, (void)from_stdin;
+	if (scan_cmd.none)
+		return out_bytes(NULL, 0);
+	if ((rc = amora_iter_open(db, r, &it)) < 0)
+		return fail(db, r->prefix ? "scan" : "range", rc);
+	while ((rc = amora_iter_next(it, &k, &kl, &v, &vl)) == 1) {
+		print_str(k, kl);
+		if (!r->keys_only) {
+			putchar(' ');
+			print_str(v, vl);
+		}
+		putchar('\n');
+	}
+	amora_iter_close(it);
+	if (rc < 0) {
+		fflush(stdout);
+		return fail(db, r->prefix ? "scan" : "range", rc);
+	}
+	return out_bytes(NULL, 0);
+}
+
+static int cmd_count(amora *db, char **args, int from_stdin)
+{
+	struct amora_range r = { .prefix = args[0], .prefix_len = strlen(args[0]) };
+	uint64_t count;
+	char buf[32];
+	int rc;
+
+	(void)from_stdin;
+	if ((rc = amora_count(db, &r, &count)) < 0)
+		return fail(db, "count", rc);
+	snprintf(buf, sizeof(buf), "%llu", (unsigned long long)count);
+	return out_line(buf);
+}
+
 /* Records per log write (0 before the first), as INFO's mean_batch. */
 static double mean_batch(uint64_t records, uint64_t writes)
 {
@@ -307,7 +485,7 @@ static int cmd_ping(amora *db, char **args, int from_stdin)
 
 struct command {
 	const char *name;
-	int nargs;          /* arguments after the name */
+	int nargs;          /* arguments after the name (-1: scan_parse checks them) */
 	const char *args;   /* for messages */
 	int (*fn)(amora *db, char **args, int from_stdin);
 };
@@ -317,6 +495,9 @@ static const struct command commands[] = {
 	{ "set", 2, "KEY VALUE", cmd_set },
 	{ "del", 1, "KEY", cmd_del },
 	{ "has", 1, "KEY", cmd_has },
+	{ "scan", -1, "", cmd_scan },
+	{ "range", -1, "", cmd_scan },
+	{ "count", 1, "PREFIX", cmd_count },
 	{ "stats", 0, "", cmd_stats },
 	{ "ping", 0, "", cmd_ping },
 };
@@ -341,6 +522,8 @@ static int check_args(const struct command *c, int n, char **args, int *from_std
 	}
 	if (*from_stdin && !is_set)
 		return bad_usage("-x applies only to set, not to %s", c->name);
+	if (c->nargs < 0)
+		return scan_parse(c->name, n, args);
 	if (n == (*from_stdin ? 1 : c->nargs))
 		return 0;
 	return bad_usage("wrong number of arguments for '%s' (usage: %s%s%s)", c->name,

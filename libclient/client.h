@@ -12,6 +12,9 @@
  *              client_fail*)
  *   read.c     reads from the shared tables (amora_get, amora_get_alloc,
  *              amora_has, amora_mget)
+ *   scan.c     ordered scans merging the shards' sorted indexes
+ *              (amora_iter_open/_next/_close, amora_count,
+ *              amora_has_prefix)
  *   submit.c   the write core: submit, publish, reap. Never blocks.
  *   wait.c     the one blocking primitive: sleep until a shard has room
  *              or has answered, within the handle's timeout; the failures

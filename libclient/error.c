@@ -24,6 +24,7 @@ const char *amora_strerror(int code)
 	case AMORA_EBADRING: return "cut off (malformed request, or stuck inside a read)";
 	case AMORA_ETIMEDOUT: return "timed out waiting for a shard";
 	case AMORA_EFAILED: return "shard stopped and will not restart";
+	case AMORA_ENOTSUP: return "not supported by this store";
 	}
 	return "unknown error";
 }
