@@ -770,7 +770,7 @@ static void expect_refused(const char *shards, const char *why)
  * count its shard directories show. */
 Test(engine, a_data_dir_keeps_its_shard_count)
 {
-	char path[512], k[64], v[64];
+	char path[512], k[64], v[128];
 	amora *db;
 	FILE *f;
 
