@@ -78,6 +78,7 @@ struct scan_shard {
 	uint64_t cur;              /* index_off as loaded in this section */
 	struct shm_skip_cursor c;
 	struct shm_kv kv;          /* the entry it stands on (valid in the section) */
+	uint64_t k0, k1;           /* kv's first 16 key bytes, big-endian, zero padded */
 };
 
 /* A buffered entry: offsets into bytes. */
@@ -106,6 +107,7 @@ struct amora_iter {
 	uint64_t epoch;            /* the epoch the last section entered with */
 	bool have_last;
 	uint32_t last_len;         /* the last key merged (the seek key when re-seeking) */
+	uint64_t last_k0, last_k1; /* its first 16 bytes as shard_get keeps them */
 	uint8_t last[AMORA_KEY_MAX];
 	struct scan_entry *ents;
 	size_t nents, next, ents_cap, batch;
@@ -235,12 +237,42 @@ static int corrupt(struct amora_iter *it, uint32_t s, int rc)
 
 /* ---------- the heap ---------- */
 
+static uint64_t be8(const uint8_t *p, uint32_t len)
+{
+	uint64_t v = 0;
+
+	for (uint32_t i = 0; i < 8; i++)
+		v = v << 8 | (i < len ? p[i] : 0);
+	return v;
+}
+
+/* The entry shard sh's cursor stands on, and its key's first 16 bytes as
+ * two integers: padded with zeros, they order two keys as key_cmp does
+ * whenever they differ (a shorter key padded is at most any key it is a
+ * prefix of), so the heap compares records only on a tie. */
+static int shard_get(const struct shm_seg *seg, struct scan_shard *sh)
+{
+	int rc = shm_skip_cursor_get(seg, &sh->c, &sh->kv);
+
+	if (rc == SHM_OK) {
+		sh->k0 = be8(sh->kv.key, sh->kv.klen);
+		sh->k1 = sh->kv.klen > 8 ? be8(sh->kv.key + 8, sh->kv.klen - 8) : 0;
+	}
+	return rc;
+}
+
 /* Whether shard a's entry comes before shard b's in scan order. */
 static bool heap_before(const struct amora_iter *it, uint32_t a, uint32_t b)
 {
-	const struct shm_kv *x = &it->sh[a].kv, *y = &it->sh[b].kv;
-	int c = key_cmp(x->key, x->klen, y->key, y->klen);
+	const struct scan_shard *x = &it->sh[a], *y = &it->sh[b];
+	int c;
 
+	if (x->k0 != y->k0)
+		c = x->k0 < y->k0 ? -1 : 1;
+	else if (x->k1 != y->k1)
+		c = x->k1 < y->k1 ? -1 : 1;
+	else
+		c = key_cmp(x->kv.key, x->kv.klen, y->kv.key, y->kv.klen);
 	return it->reverse ? c > 0 : c < 0;
 }
 
@@ -376,7 +408,7 @@ static int seek_all(struct amora_iter *it)
 	for (uint32_t s = 0; s < it->n; s++) {
 		if (it->sh[s].ended)
 			continue;
-		rc = shm_skip_cursor_get(seg, &it->sh[s].c, &it->sh[s].kv);
+		rc = shard_get(seg, &it->sh[s]);
 		if (rc == SHM_ENOTFOUND)
 			it->sh[s].ended = true;
 		else if (rc != SHM_OK)
@@ -394,7 +426,7 @@ static int resume_all(struct amora_iter *it)
 
 		if (it->sh[s].ended)
 			continue;
-		rc = shm_skip_cursor_get(&it->db->seg, &it->sh[s].c, &it->sh[s].kv);
+		rc = shard_get(&it->db->seg, &it->sh[s]);
 		if (rc == SHM_ENOTFOUND)
 			it->sh[s].ended = true;
 		else if (rc != SHM_OK)
@@ -492,7 +524,10 @@ static int merge_batch(struct amora_iter *it)
 		/* Shards hold disjoint keys and each walks in strict order, so
 		 * an entry not beyond the last one is damage (or a bug). */
 		if (it->have_last) {
-			int c = key_cmp(kv->key, kv->klen, it->last, it->last_len);
+			const struct scan_shard *x = &it->sh[s];
+			int c = x->k0 != it->last_k0 ? (x->k0 < it->last_k0 ? -1 : 1)
+				: x->k1 != it->last_k1 ? (x->k1 < it->last_k1 ? -1 : 1)
+				: key_cmp(kv->key, kv->klen, it->last, it->last_len);
 
 			if (it->reverse ? c >= 0 : c <= 0)
 				return corrupt(it, s, SHM_ECORRUPT);
@@ -511,11 +546,13 @@ static int merge_batch(struct amora_iter *it)
 		it->nbytes += vlen;
 		memcpy(it->last, kv->key, kv->klen);
 		it->last_len = kv->klen;
+		it->last_k0 = it->sh[s].k0;
+		it->last_k1 = it->sh[s].k1;
 		it->have_last = true;
 
 		rc = shm_skip_cursor_next(seg, &it->sh[s].c);
 		if (rc == SHM_OK)
-			rc = shm_skip_cursor_get(seg, &it->sh[s].c, &it->sh[s].kv);
+			rc = shard_get(seg, &it->sh[s]);
 
 		if (rc == SHM_ENOTFOUND) {
 			it->sh[s].ended = true;
