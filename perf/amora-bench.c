@@ -31,6 +31,28 @@
  *   delete        the S keys of "sync set", random order, synchronous; then
  *                 every 64th of them must be gone (not timed). CPU per op
  *                 as for sync set (the check's S/64 gets included).
+ *   full scan     (printed under get miss, as are the two seek rows; run
+ *                 after the deletes, when the store holds the N keys again)
+ *                 one scan of every key in key order, each entry's key and
+ *                 value copied out, every 64th checked, the count too:
+ *                 amora_iter with no range | one read txn, a cursor
+ *                 MDB_FIRST + MDB_NEXT to the end. entries/s, no latency.
+ *   seek + 10     SEEKS (default 20 k, at most N) scans of a random
+ *                 prefix: the first 14 bytes of key hit_idx[j] (all but its
+ *                 last 2 digits: 100 keys match), limit 10, keys and values
+ *                 copied out | MDB_SET_RANGE on the prefix + 9 MDB_NEXT in
+ *                 the kept read txn (renewed, reset after). Every op timed
+ *                 (open, the 10 entries, close), then its 10 entries
+ *                 checked (not timed).
+ *   seek + 10 {tag}  on stores of their own: a fresh amorad (--sync
+ *                 periodic, the index as the other rows) and a fresh LMDB
+ *                 environment, each holding only T tagged keys
+ *                 "{u%06u}:%06u" (tag, j), 100 a tag (T = 100 k, 1000
+ *                 tags; N rounded down to 100 for N < 100 k), loaded in key
+ *                 order (buffered, one flush | one txn), then SEEKS seeks
+ *                 as above of the prefix "{uNNNNNN}:" of a random tag: a
+ *                 whole hash tag, so amora scans only that tag's shard.
+ *                 Each store is removed afterwards.
  *   2 readers + 1 writer, separate processes, MIXED_SECONDS (default 5):
  *                 readers: random gets (every 64th timed); writer: synchronous
  *                 sets of random existing keys (every op timed). LMDB: each
@@ -51,9 +73,14 @@
  *                 values at random costs the client a cache miss a key:
  *                 -25 % for amora here). Printed beside the sorted row; then
  *                 RAM per key again.
+ *   buffered set, --sorted-index off  the index's cost: both buffered sets
+ *                 again (sorted, then random), each on a fresh amorad
+ *                 --sorted-index off of its own (whatever
+ *                 AMORA_SORTED_INDEX says), then RAM per key; printed
+ *                 under the two buffered set rows; no LMDB side.
  *   RAM per key   after each N-key load (the sorted one on the store the
- *                 other rows use, before the update; the random one on its
- *                 own store), divided by N: amora_stats' memory_used (the
+ *                 other rows use, before the update; the random one and
+ *                 the two index-off ones on their own stores), divided by N: amora_stats' memory_used (the
  *                 blocks the shards have written for records and tables,
  *                 in use or free; the target <= 160 B is checked on it),
  *                 its record_bytes, and the segment's resident size: the
@@ -80,16 +107,21 @@
  * be written fails at once), written after the last and renamed to FILE;
  * a failed run leaves FILE as it was.
  * Environment:
- *   RUNS, KEYS, SYNC_KEYS, ALWAYS_KEYS, MIXED_SECONDS, AMORAD (path of the
+ *   RUNS, KEYS, SYNC_KEYS, ALWAYS_KEYS, SEEKS, MIXED_SECONDS, AMORAD (path of the
  *   amorad binary), AMORA_SHARDS (passed as --shards; default: amorad's),
  *   AMORA_SORTED_INDEX (on | off, passed as --sorted-index; default on),
  *   AMORA_MEMORY (default 4G), BENCH_DIR (parent of the temp dir; default
  *   $TMPDIR or /tmp).
  *
+ * With AMORA_SORTED_INDEX=off amora's scan rows are not run (amora "-").
+ *
  * Targets (perf/lib/report.c, report_target_list): sync set and delete p50
  * <= 15 us and >= LMDB; buffered sets (both orders) >= 2.5 M/s and >= LMDB;
  * flush per 1024 >= 0.8x; the 2R+1W writer >= LMDB with each reader >= 2x;
- * get hit >= 2.5 M/s; recovery < 1 s; RAM per key <= 160 B.
+ * get hit >= 2.5 M/s; recovery < 1 s; RAM per key <= 160 B; full scan
+ * >= 10 M entries/s; seek + 10 {tag} >= 0.5x LMDB; seek + 10 (prefix) p50
+ * <= 15 us; the index's cost (1 - with / without, buffered set ops/s)
+ * <= 25 % in both orders.
  * Exit status: 0 when the benchmark ran (targets are printed as met or
  * missed, never enforced), 1 on any failure (wrong value, error from the
  * library or LMDB, amorad not starting or not stopping cleanly). amorad and
@@ -127,11 +159,13 @@
 #include "shm/clock.h"
 
 #define BATCH 1024
+#define FIG_NONE ((struct fig){ -1, -1, -1 }) /* a row a side does not run */
 #define SEGMENT_MEMFD "amora-data" /* the name amorad's data segment has (shm/segment.c) */
 
 /* ---------- configuration ---------- */
 
 static int runs = 3;          /* RUNS */
+static int scans_amora;       /* amora's rows run with its sorted index: it can scan */
 static int mixed_seconds = 5; /* MIXED_SECONDS */
 static const char *memory_opt = "4G";
 
@@ -234,6 +268,82 @@ static void run_phases(struct engine *e, int side, int run)
 	res.row[R_HIT][side][run] = phase_hits(e, &w);
 	res.row[R_MISS][side][run] = phase_misses(e, &w);
 	res.row[R_DEL][side][run] = run_cpu_phase(phase_dels, e, side, C_DEL, run, w.s);
+	if (side == LM || scans_amora) {
+		res.row[R_SCAN][side][run] = phase_scan_all(e, &w);
+		res.row[R_SEEK][side][run] = phase_seek_prefix(e, &w, res.seeks);
+	} else {
+		res.row[R_SCAN][side][run] = res.row[R_SEEK][side][run] = FIG_NONE;
+	}
+}
+
+/* A fresh store of its own, dir = root/<name>-<run>: an amorad --sync
+ * periodic with --sorted-index ix, and the engine on it. */
+static struct engine *run_own_amora(char *dir, size_t cap, const char *name, int run, const char *ix)
+{
+	snprintf(dir, cap, "%s/%s-%d", root, name, run);
+	files_mkdir(dir);
+	server_start_index(dir, "periodic", ix);
+	return engine_amora(server_open(200000));
+}
+
+/* ... a fresh LMDB environment (periodic) and the engine on it. */
+static struct engine *run_own_lmdb(char *dir, size_t cap, const char *name, int run)
+{
+	snprintf(dir, cap, "%s/%s-%d", root, name, run);
+	files_mkdir(dir);
+	return engine_lmdb_open(dir, 1, 1);
+}
+
+/* Closes e and removes its store (amora: stops its amorad first). */
+static void run_own_end(struct engine *e, int side, const char *dir)
+{
+	e->close(e);
+	if (side == AM)
+		server_stop();
+	files_rm_tree(dir);
+}
+
+/* seek + 10 {tag}: the tagged keys alone on a fresh store of each engine
+ * (amora with the index as the other rows have it), loaded in key order
+ * and flushed, then the seeks; each store removed right after. */
+static void run_tagged(int run)
+{
+	char dir[PATH_MAX];
+	struct engine *e;
+
+	res.row[R_SEEK_TAG][AM][run] = FIG_NONE;
+	if (scans_amora) {
+		e = run_own_amora(dir, sizeof(dir), "amora-tagged", run, server_sorted_index());
+		phase_tag_load(e, &w);
+		res.row[R_SEEK_TAG][AM][run] = phase_seek_tag(e, &w, res.seeks);
+		run_own_end(e, AM, dir);
+	}
+	e = run_own_lmdb(dir, sizeof(dir), "lmdb-tagged", run);
+	phase_tag_load(e, &w);
+	res.row[R_SEEK_TAG][LM][run] = phase_seek_tag(e, &w, res.seeks);
+	run_own_end(e, LM, dir);
+}
+
+/* The index's cost: both buffered sets again, each on a fresh amorad
+ * --sorted-index off of its own, then RAM per key; no LMDB side. */
+static void run_noindex(int run)
+{
+	char dir[PATH_MAX];
+	struct engine *e;
+
+	e = run_own_amora(dir, sizeof(dir), "amora-noindex-sorted", run, "off");
+	res.row[R_BUF_NOIX][AM][run] = phase_buffered(e, &w, 0);
+	res.row[R_BUF_NOIX][AM][run].p50 = res.row[R_BUF_NOIX][AM][run].p99 = -1;
+	run_memory(e, AM, L_SORTED_NOIX, run);
+	run_own_end(e, AM, dir);
+
+	e = run_own_amora(dir, sizeof(dir), "amora-noindex-random", run, "off");
+	res.row[R_BUF_RAND_NOIX][AM][run] = phase_buffered_random(e, &w);
+	run_memory(e, AM, L_RANDOM_NOIX, run);
+	run_own_end(e, AM, dir);
+
+	res.row[R_BUF_NOIX][LM][run] = res.row[R_BUF_RAND_NOIX][LM][run] = FIG_NONE;
+	res.mem[L_SORTED_NOIX][LM][run] = res.mem[L_RANDOM_NOIX][LM][run] = (struct report_mem){ -1, -1, -1 };
 }
 
 /* buffered set (random): the N keys in random order on a fresh store of
@@ -244,23 +354,15 @@ static void run_random(int run)
 	char dir[PATH_MAX];
 	struct engine *e;
 
-	snprintf(dir, sizeof(dir), "%s/amora-random-%d", root, run);
-	files_mkdir(dir);
-	server_start(dir, "periodic");
-	e = engine_amora(server_open(200000));
+	e = run_own_amora(dir, sizeof(dir), "amora-random", run, server_sorted_index());
 	res.row[R_BUF_RAND][AM][run] = phase_buffered_random(e, &w);
 	run_memory(e, AM, L_RANDOM, run);
-	e->close(e);
-	server_stop();
-	files_rm_tree(dir);
+	run_own_end(e, AM, dir);
 
-	snprintf(dir, sizeof(dir), "%s/lmdb-random-%d", root, run);
-	files_mkdir(dir);
-	e = engine_lmdb_open(dir, 1, 1);
+	e = run_own_lmdb(dir, sizeof(dir), "lmdb-random", run);
 	res.row[R_BUF_RAND][LM][run] = phase_buffered_random(e, &w);
 	run_memory(e, LM, L_RANDOM, run);
-	e->close(e);
-	files_rm_tree(dir);
+	run_own_end(e, LM, dir);
 }
 
 static void run_mixed(const struct engine_kind *kind, const char *dir, int side, int run)
@@ -402,14 +504,19 @@ static void one_run(int run)
 	files_rm_tree(dir);
 
 	run_random(run);
+	run_tagged(run);
+	run_noindex(run);
 
 	res.run_s[run] = (shm_now_ns() - r0) / 1e9;
 	printf("run %d/%d: %.1f s  (amora: buffered %.2f M/s, random %.2f M/s, sync p50 %.1f us, hit %.2f M/s,"
-	       " recover %.0f ms; lmdb: buffered %.2f M/s, random %.2f M/s, hit %.2f M/s)\n",
+	       " recover %.0f ms, scan %.2f M/s, seek+10 p50 %.1f us; lmdb: buffered %.2f M/s, random %.2f M/s,"
+	       " hit %.2f M/s, scan %.2f M/s)\n",
 	       run + 1, runs, res.run_s[run], res.row[R_BUF][AM][run].ops / 1e6,
 	       res.row[R_BUF_RAND][AM][run].ops / 1e6, res.row[R_SYNC][AM][run].p50 / 1e3,
-	       res.row[R_HIT][AM][run].ops / 1e6, res.rec_ms[run], res.row[R_BUF][LM][run].ops / 1e6,
-	       res.row[R_BUF_RAND][LM][run].ops / 1e6, res.row[R_HIT][LM][run].ops / 1e6);
+	       res.row[R_HIT][AM][run].ops / 1e6, res.rec_ms[run], res.row[R_SCAN][AM][run].ops / 1e6,
+	       res.row[R_SEEK][AM][run].p50 / 1e3, res.row[R_BUF][LM][run].ops / 1e6,
+	       res.row[R_BUF_RAND][LM][run].ops / 1e6, res.row[R_HIT][LM][run].ops / 1e6,
+	       res.row[R_SCAN][LM][run].ops / 1e6);
 	fflush(stdout);
 }
 
@@ -435,7 +542,7 @@ static void usage(FILE *to)
 	fprintf(to, "usage: amora-bench [--json FILE]\n"
 		    "  --json FILE  also write every figure (medians and each run's) as JSON to FILE\n"
 		    "Environment (see the top of perf/amora-bench.c): RUNS KEYS SYNC_KEYS ALWAYS_KEYS\n"
-		    "  MIXED_SECONDS AMORAD AMORA_SHARDS AMORA_MEMORY BENCH_DIR\n");
+		    "  SEEKS MIXED_SECONDS AMORAD AMORA_SHARDS AMORA_SORTED_INDEX AMORA_MEMORY BENCH_DIR\n");
 }
 
 int main(int argc, char **argv)
@@ -484,6 +591,7 @@ int main(int argc, char **argv)
 	uint64_t n = env_u64("KEYS", 1000000, 1000, 100000000, 1);
 	uint64_t s = env_u64("SYNC_KEYS", n < 100000 ? n : 100000, 1, n, 1);
 	uint64_t a = env_u64("ALWAYS_KEYS", n < 2000 ? n : 2000, 1, n, 1);
+	res.seeks = env_u64("SEEKS", n < 20000 ? n : 20000, 1, 100000000, 1);
 	mixed_seconds = (int)env_u64("MIXED_SECONDS", 5, 1, 3600, 1);
 	const char *shards_opt = getenv("AMORA_SHARDS");
 	if (shards_opt && !*shards_opt)
@@ -513,6 +621,9 @@ int main(int argc, char **argv)
 
 	uint64_t t0 = shm_now_ns();
 	workload_make(&w, n, s, a);
+	/* 100 k tagged keys (1000 tags), fewer for fewer than 100 k keys */
+	workload_make_tags(&w, (n < 100000 ? n : 100000) / WORKLOAD_TAG_KEYS);
+	scans_amora = strcmp(server_sorted_index(), "on") == 0;
 	char nb[32];
 	printf("amora-bench: %s keys of %d bytes, %d-byte values; %d run(s); amorad %s, sorted index %s\n",
 	       fig_fmt_count(nb, n), KLEN, VLEN, runs, amorad, server_sorted_index());
@@ -521,6 +632,9 @@ int main(int argc, char **argv)
 	printf("  sync sets / deletes on %llu keys (a 1 M-key sync phase alone would take 10-20 s), "
 	       "--sync always / durable LMDB on %llu\n",
 	       (unsigned long long)s, (unsigned long long)a);
+	printf("  seek + 10 rows: %llu seeks each; %llu tagged keys (%llu tags)%s\n", (unsigned long long)res.seeks,
+	       (unsigned long long)w.t, (unsigned long long)w.tags,
+	       scans_amora ? "" : "; amora's scan rows not run (AMORA_SORTED_INDEX=off)");
 
 	double l0 = env_loadavg();
 	printf("  load average at start %.2f on %ld CPUs%s\n", l0, sysconf(_SC_NPROCESSORS_ONLN),
@@ -530,8 +644,9 @@ int main(int argc, char **argv)
 	double l1 = env_loadavg();
 	printf("  amorad: %u shards, --memory %s; load average at the end %.2f (includes this benchmark)\n", shards_seen, memory_opt,
 	       l1);
-	struct report_setup setup = { amorad, engine_lmdb_version(), memory_opt, fs_name(root), shards_seen,
-				      l0, l1 };
+	struct report_setup setup = { .amorad = amorad, .lmdb = engine_lmdb_version(), .memory = memory_opt,
+				      .fs = fs_name(root), .sorted_index = server_sorted_index(),
+				      .shards = shards_seen, .load_start = l0, .load_end = l1 };
 	report_print(&res, runs, &w, mixed_seconds, clock_ns, &setup);
 	if (json) {
 		if (report_json(json, &res, runs, &w, mixed_seconds, clock_ns, &setup) != 0 || fclose(json) != 0)

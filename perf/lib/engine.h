@@ -16,6 +16,12 @@
  * writing call that finds the interval passed (its cost lands in that op),
  * and once more at close; otherwise each commit fsyncs (LMDB's default).
  *
+ * Scans (one at a time per engine): amora an amora_iter (libclient/amora.h
+ * "Scans"; the store must run with its sorted index); LMDB a cursor in the
+ * kept read txn, renewed at scan_open and reset at scan_close: MDB_FIRST
+ * or MDB_SET_RANGE on the prefix, then MDB_NEXT, ending at the first key
+ * without the prefix or at the limit (no MDB_NEXT past the limit's entry).
+ *
  * One engine is used by one thread; an engine is not carried across
  * fork(): a child attaches its own (struct engine_kind).
  */
@@ -23,6 +29,7 @@
 #define AMORA_PERF_ENGINE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "libclient/amora.h"
 
@@ -56,6 +63,17 @@ struct engine {
 	void (*close)(struct engine *e);
 	/* What the store's data takes now (call it after a flush). */
 	void (*memory)(struct engine *e, struct engine_mem *m);
+	/* Starts e's scan: the keys starting with prefix[0..plen) (plen 0:
+	 * every key) in increasing key order, at most limit of them (0: no
+	 * limit). Nothing is read yet. One scan at a time: scan_close ends
+	 * it. */
+	void (*scan_open)(struct engine *e, const char *prefix, size_t plen, uint64_t limit);
+	/* The scan's next entry: 1 and *k, *klen, *v, *vlen (pointing into
+	 * the store's or the iterator's memory, valid until the next call), or
+	 * 0 at the end. */
+	int (*scan_next)(struct engine *e, const char **k, size_t *klen, const char **v, size_t *vlen);
+	/* Ends the scan (amora_iter_close | mdb_txn_reset). */
+	void (*scan_close)(struct engine *e);
 };
 
 /* How any process gets an engine on the store set up in `dir`: amora's

@@ -11,6 +11,7 @@
 struct am_engine {
 	struct engine e; /* first: e is the struct */
 	amora *db;
+	amora_iter *it; /* the scan's, or NULL */
 };
 
 static amora *am_db(struct engine *e)
@@ -69,6 +70,7 @@ static void am_del(struct engine *e, const char *k, size_t klen)
 
 static void am_close(struct engine *e)
 {
+	amora_iter_close(((struct am_engine *)e)->it);
 	int rc = amora_close(am_db(e));
 
 	if (rc)
@@ -87,6 +89,39 @@ static void am_memory(struct engine *e, struct engine_mem *m)
 	m->records = (double)st.record_bytes;
 }
 
+static void am_scan_open(struct engine *e, const char *prefix, size_t plen, uint64_t limit)
+{
+	struct am_engine *a = (struct am_engine *)e;
+	struct amora_range r = { .prefix = prefix, .prefix_len = plen, .limit = limit };
+	int rc;
+
+	if (a->it)
+		bench_die("amora scan_open: a scan is already open");
+	rc = amora_iter_open(a->db, &r, &a->it);
+	if (rc)
+		am_fail(e, "amora_iter_open", prefix ? prefix : "", plen, rc);
+}
+
+static int am_scan_next(struct engine *e, const char **k, size_t *klen, const char **v, size_t *vlen)
+{
+	struct am_engine *a = (struct am_engine *)e;
+	const void *kp, *vp;
+	int rc = amora_iter_next(a->it, &kp, klen, &vp, vlen);
+
+	if (rc < 0)
+		bench_die("amora_iter_next: %s: %s", amora_strerror(rc), amora_errmsg(a->db));
+	*k = kp, *v = vp;
+	return rc;
+}
+
+static void am_scan_close(struct engine *e)
+{
+	struct am_engine *a = (struct am_engine *)e;
+
+	amora_iter_close(a->it);
+	a->it = NULL;
+}
+
 static const struct engine am_ops = {
 	.name = "amora",
 	.put = am_put,
@@ -96,6 +131,9 @@ static const struct engine am_ops = {
 	.del = am_del,
 	.close = am_close,
 	.memory = am_memory,
+	.scan_open = am_scan_open,
+	.scan_next = am_scan_next,
+	.scan_close = am_scan_close,
 };
 
 struct engine *engine_amora(amora *db)
@@ -104,6 +142,7 @@ struct engine *engine_amora(amora *db)
 
 	a->e = am_ops;
 	a->db = db;
+	a->it = NULL;
 	return &a->e;
 }
 

@@ -25,6 +25,12 @@ struct lm_engine {
 	MDB_env *env;
 	MDB_dbi dbi;
 	MDB_txn *rt;        /* the kept read txn, reset between gets */
+	MDB_cursor *cur;    /* the scans' cursor on rt (renewed with it), or NULL */
+	int scanning;       /* rt is renewed for a scan */
+	MDB_cursor_op op;   /* the scan's next cursor op (MDB_FIRST, MDB_SET_RANGE, MDB_NEXT) */
+	char prefix[512];   /* the scan's prefix */
+	size_t plen;
+	uint64_t left;      /* entries the scan may still return (UINT64_MAX: no limit) */
 	MDB_txn *wt;        /* the buffered writes' open txn, or NULL */
 	int periodic;       /* MDB_NOSYNC + mdb_env_sync every 100 ms */
 	uint64_t last_sync;
@@ -115,6 +121,8 @@ static void lm_close(struct engine *e)
 
 	if (l->wt)
 		mdb_txn_abort(l->wt);
+	if (l->cur)
+		mdb_cursor_close(l->cur);
 	mdb_txn_abort(l->rt);
 	if (l->periodic)
 		LM_CHECK(mdb_env_sync(l->env, 1));
@@ -134,6 +142,61 @@ static void lm_memory(struct engine *e, struct engine_mem *m)
 	m->records = -1;
 }
 
+static void lm_scan_open(struct engine *e, const char *prefix, size_t plen, uint64_t limit)
+{
+	struct lm_engine *l = lm(e);
+
+	if (l->scanning)
+		bench_die("lmdb scan_open: a scan is already open");
+	if (plen > sizeof(l->prefix))
+		bench_die("lmdb scan_open: prefix of %zu bytes", plen);
+	LM_CHECK(mdb_txn_renew(l->rt));
+	if (!l->cur)
+		LM_CHECK(mdb_cursor_open(l->rt, l->dbi, &l->cur));
+	else
+		LM_CHECK(mdb_cursor_renew(l->rt, l->cur));
+	l->scanning = 1;
+	if (plen)
+		memcpy(l->prefix, prefix, plen);
+	l->plen = plen;
+	l->op = plen ? MDB_SET_RANGE : MDB_FIRST;
+	l->left = limit ? limit : UINT64_MAX;
+}
+
+static int lm_scan_next(struct engine *e, const char **k, size_t *klen, const char **v, size_t *vlen)
+{
+	struct lm_engine *l = lm(e);
+	MDB_val mk = { l->plen, l->prefix }, mv;
+
+	if (l->left == 0)
+		return 0;
+	int rc = mdb_cursor_get(l->cur, &mk, &mv, l->op);
+	if (rc == MDB_NOTFOUND) {
+		l->left = 0;
+		return 0;
+	}
+	if (rc)
+		bench_die("mdb_cursor_get: %s", mdb_strerror(rc));
+	if (l->plen && (mk.mv_size < l->plen || memcmp(mk.mv_data, l->prefix, l->plen) != 0)) {
+		l->left = 0;
+		return 0;
+	}
+	l->op = MDB_NEXT;
+	l->left--;
+	*k = mk.mv_data, *klen = mk.mv_size;
+	*v = mv.mv_data, *vlen = mv.mv_size;
+	return 1;
+}
+
+static void lm_scan_close(struct engine *e)
+{
+	struct lm_engine *l = lm(e);
+
+	if (l->scanning)
+		mdb_txn_reset(l->rt);
+	l->scanning = 0;
+}
+
 static const struct engine lm_ops = {
 	.name = "lmdb",
 	.put = lm_put,
@@ -143,6 +206,9 @@ static const struct engine lm_ops = {
 	.del = lm_del,
 	.close = lm_close,
 	.memory = lm_memory,
+	.scan_open = lm_scan_open,
+	.scan_next = lm_scan_next,
+	.scan_close = lm_scan_close,
 };
 
 struct engine *engine_lmdb_open(const char *dir, int periodic, int writer)

@@ -4,6 +4,7 @@
 #include "perf/lib/phases.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "perf/lib/fail.h"
 #include "shm/clock.h"
@@ -37,17 +38,24 @@ struct fig phase_buffered(struct engine *e, const struct workload *w, uint64_t b
 	return fig_of(&s, w->n, shm_now_ns() - t0);
 }
 
-struct fig phase_buffered_random(struct engine *e, const struct workload *w)
+/* n keys and their values, read in sequence, with put_buffered, one
+ * flush at the end; no latency. */
+static struct fig phase_load(struct engine *e, const char *keys, const char *vals, uint64_t n)
 {
 	struct samples s = {0};
 	uint64_t t0 = shm_now_ns();
 
-	for (uint64_t j = 0; j < w->n; j++)
-		e->put_buffered(e, w->hit_keys + j * KLEN, KLEN, w->hit_vals + j * VLEN, VLEN);
+	for (uint64_t j = 0; j < n; j++)
+		e->put_buffered(e, keys + j * KLEN, KLEN, vals + j * VLEN, VLEN);
 	e->flush(e);
-	struct fig f = fig_of(&s, w->n, shm_now_ns() - t0);
+	struct fig f = fig_of(&s, n, shm_now_ns() - t0);
 	f.p50 = f.p99 = -1;
 	return f;
+}
+
+struct fig phase_buffered_random(struct engine *e, const struct workload *w)
+{
+	return phase_load(e, w->hit_keys, w->hit_vals, w->n);
 }
 
 struct fig phase_sync_set(struct engine *e, const struct workload *w)
@@ -133,4 +141,111 @@ struct fig phase_always(struct engine *e, const struct workload *w)
 		samples_push(&s, shm_now_ns() - a);
 	}
 	return fig_of(&s, w->a, shm_now_ns() - t0);
+}
+
+struct fig phase_scan_all(struct engine *e, const struct workload *w)
+{
+	char kb[KLEN], vb[VLEN];
+	const char *k, *v;
+	size_t klen, vlen;
+	uint64_t j = 0, t0 = shm_now_ns();
+
+	e->scan_open(e, NULL, 0, 0);
+	while (e->scan_next(e, &k, &klen, &v, &vlen)) {
+		if (klen != KLEN || vlen != VLEN || j >= w->n)
+			bench_die("%s full scan: entry %llu: key of %zu bytes, value of %zu (expected %d, %d; %llu keys)",
+				  e->name, (unsigned long long)j, klen, vlen, KLEN, VLEN, (unsigned long long)w->n);
+		memcpy(kb, k, KLEN);
+		memcpy(vb, v, VLEN);
+		if ((j & PHASE_SAMPLE_MASK) == 0 &&
+		    (memcmp(kb, w->keys + j * KLEN, KLEN) != 0 || memcmp(vb, w->vals + j * VLEN, VLEN) != 0))
+			bench_die("%s full scan: entry %llu is %.16s, expected key %llu with its value", e->name,
+				  (unsigned long long)j, kb, (unsigned long long)j);
+		j++;
+	}
+	e->scan_close(e);
+	uint64_t t1 = shm_now_ns();
+	if (j != w->n)
+		bench_die("%s full scan: %llu entries, expected %llu", e->name, (unsigned long long)j,
+			  (unsigned long long)w->n);
+	struct samples s = {0};
+	struct fig f = fig_of(&s, j, t1 - t0);
+	f.p50 = f.p99 = -1;
+	return f;
+}
+
+/* One seek + PHASE_SEEK_LIMIT: the prefix's first entries copied to kb,
+ * vb; returns how many. */
+static uint64_t phase_seek(struct engine *e, const char *prefix, size_t plen, char kb[][KLEN],
+			   char vb[][VLEN])
+{
+	const char *k, *v;
+	size_t klen, vlen;
+	uint64_t m = 0;
+
+	e->scan_open(e, prefix, plen, PHASE_SEEK_LIMIT);
+	while (e->scan_next(e, &k, &klen, &v, &vlen)) {
+		if (klen != KLEN || vlen != VLEN || m >= PHASE_SEEK_LIMIT)
+			bench_die("%s seek %.*s: entry %llu: key of %zu bytes, value of %zu", e->name, (int)plen,
+				  prefix, (unsigned long long)m, klen, vlen);
+		memcpy(kb[m], k, KLEN);
+		memcpy(vb[m], v, VLEN);
+		m++;
+	}
+	e->scan_close(e);
+	return m;
+}
+
+/* Dies unless the m entries of a seek are `want` entries from keys/vals. */
+static void phase_seek_check(const struct engine *e, const char *what, uint64_t m, uint64_t want,
+			     char kb[][KLEN], char vb[][VLEN], const char *keys, const char *vals)
+{
+	if (m != want)
+		bench_die("%s %s: %llu entries, expected %llu", e->name, what, (unsigned long long)m,
+			  (unsigned long long)want);
+	for (uint64_t i = 0; i < m; i++)
+		if (memcmp(kb[i], keys + i * KLEN, KLEN) != 0 || memcmp(vb[i], vals + i * VLEN, VLEN) != 0)
+			bench_die("%s %s: entry %llu is %.16s, expected %.16s with its value", e->name, what,
+				  (unsigned long long)i, kb[i], keys + i * KLEN);
+}
+
+struct fig phase_seek_prefix(struct engine *e, const struct workload *w, uint64_t ops)
+{
+	struct samples s = {0};
+	char kb[PHASE_SEEK_LIMIT][KLEN], vb[PHASE_SEEK_LIMIT][VLEN];
+	uint64_t t0 = shm_now_ns();
+
+	for (uint64_t j = 0; j < ops; j++) {
+		uint64_t i = w->hit_idx[j % w->n], first = i / 100 * 100; /* 14 bytes: all but 2 digits */
+		const char *prefix = w->keys + i * KLEN;
+		uint64_t a = shm_now_ns();
+		uint64_t m = phase_seek(e, prefix, PHASE_SEEK_PREFIX, kb, vb);
+		samples_push(&s, shm_now_ns() - a);
+		uint64_t want = w->n - first < PHASE_SEEK_LIMIT ? w->n - first : PHASE_SEEK_LIMIT;
+		phase_seek_check(e, "seek + 10", m, want, kb, vb, w->keys + first * KLEN, w->vals + first * VLEN);
+	}
+	return fig_of(&s, ops, shm_now_ns() - t0);
+}
+
+struct fig phase_tag_load(struct engine *e, const struct workload *w)
+{
+	return phase_load(e, w->tag_keys, w->tag_vals, w->t);
+}
+
+struct fig phase_seek_tag(struct engine *e, const struct workload *w, uint64_t ops)
+{
+	struct samples s = {0};
+	char kb[PHASE_SEEK_LIMIT][KLEN], vb[PHASE_SEEK_LIMIT][VLEN];
+	uint64_t t0 = shm_now_ns();
+
+	for (uint64_t j = 0; j < ops; j++) {
+		uint64_t first = w->hit_idx[j % w->n] % w->tags * WORKLOAD_TAG_KEYS;
+		const char *prefix = w->tag_keys + first * KLEN;
+		uint64_t a = shm_now_ns();
+		uint64_t m = phase_seek(e, prefix, WORKLOAD_TAG_PREFIX, kb, vb);
+		samples_push(&s, shm_now_ns() - a);
+		phase_seek_check(e, "tagged seek + 10", m, PHASE_SEEK_LIMIT, kb, vb, w->tag_keys + first * KLEN,
+				 w->tag_vals + first * VLEN);
+	}
+	return fig_of(&s, ops, shm_now_ns() - t0);
 }

@@ -4,8 +4,9 @@
  * (perf/lib/workload.h). Each returns the phase's figure; any wrong value
  * or store error dies. The phases expect the order amora-bench runs them
  * in: buffered set (new keys), buffered update, sync set, get hit, get
- * miss, delete; always on a fresh store. The random-order buffered set
- * runs alone on a fresh store of its own.
+ * miss, delete, then the scans (full scan, seek + 10) on the n keys left;
+ * always on a fresh store. The random-order buffered set runs alone on a
+ * fresh store of its own, the tagged load and its seeks on another.
  */
 #ifndef AMORA_PERF_PHASES_H
 #define AMORA_PERF_PHASES_H
@@ -17,6 +18,8 @@
 #include "perf/lib/workload.h"
 
 #define PHASE_SAMPLE_MASK 63 /* reads: every 64th op is timed */
+#define PHASE_SEEK_LIMIT 10  /* seek + 10: entries a seek reads */
+#define PHASE_SEEK_PREFIX 14 /* seek + 10: bytes of a key its prefix takes */
 
 /* The n keys in key order with put_buffered; flush every `batch` puts
  * and at the end (0: only at the end). One latency sample per flush: the
@@ -45,5 +48,26 @@ struct fig phase_dels(struct engine *e, const struct workload *w);
 /* puts of the first a keys of the random order, existing keys with
  * their own values; every op timed (for a store opened durable). */
 struct fig phase_always(struct engine *e, const struct workload *w);
+
+/* One scan of every key in key order (the store must hold exactly the n
+ * keys), each entry's key and value copied out; every 64th checked, and
+ * the count. ops = entries/s; no latency (p50 = p99 = -1). */
+struct fig phase_scan_all(struct engine *e, const struct workload *w);
+
+/* `ops` seeks: op j scans the prefix of PHASE_SEEK_PREFIX bytes of key
+ * w->hit_idx[j % n] with a limit of PHASE_SEEK_LIMIT (the prefix matches
+ * up to 100 keys: the limit ends the scan), copying each entry's key and
+ * value out; every op timed (open, the entries, close), then its keys and
+ * values checked (not timed). The store must hold exactly the n keys. */
+struct fig phase_seek_prefix(struct engine *e, const struct workload *w, uint64_t ops);
+
+/* The w->t tagged keys (workload_make_tags) in key order with
+ * put_buffered, one flush at the end; no latency. */
+struct fig phase_tag_load(struct engine *e, const struct workload *w);
+
+/* `ops` seeks as phase_seek_prefix, op j on the prefix "{uNNNNNN}:" of
+ * tag w->hit_idx[j % n] % w->tags (a whole hash tag: amora scans that
+ * tag's one shard); on a store holding the tagged keys. */
+struct fig phase_seek_tag(struct engine *e, const struct workload *w, uint64_t ops);
 
 #endif

@@ -3,28 +3,36 @@
  */
 #include "perf/lib/report.h"
 
+#include "perf/lib/phases.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
-#define REPORT_NAME 96
+#define REPORT_NAME 128
 #define REPORT_STR_(x) #x
 #define REPORT_STR(x) REPORT_STR_(x)
 
 /* Per row: a stable id and a short label (JSON, perf/plot's axis). */
 static const char *const report_ids[NROWS] = {
 	[R_BUF] = "buffered_set",     [R_BUF_RAND] = "buffered_set_random",
+	[R_BUF_NOIX] = "buffered_set_index_off", [R_BUF_RAND_NOIX] = "buffered_set_random_index_off",
 	[R_BUF_END] = "buffered_update", [R_SYNC] = "sync_set",
-	[R_HIT] = "get_hit",          [R_MISS] = "get_miss",           [R_DEL] = "delete",
+	[R_HIT] = "get_hit",          [R_MISS] = "get_miss",
+	[R_SCAN] = "full_scan",       [R_SEEK] = "seek_10",            [R_SEEK_TAG] = "seek_10_tag",
+	[R_DEL] = "delete",
 	[R_MIX_R1] = "mixed_reader1", [R_MIX_R2] = "mixed_reader2",    [R_MIX_W] = "mixed_writer",
 	[R_ALWAYS] = "sync_always",
 };
 static const char *const report_labels[NROWS] = {
 	[R_BUF] = "buffered sorted",  [R_BUF_RAND] = "buffered random",
+	[R_BUF_NOIX] = "sorted, no index", [R_BUF_RAND_NOIX] = "random, no index",
 	[R_BUF_END] = "buffered update", [R_SYNC] = "sync set",
-	[R_HIT] = "get hit",          [R_MISS] = "get miss",           [R_DEL] = "delete",
+	[R_HIT] = "get hit",          [R_MISS] = "get miss",
+	[R_SCAN] = "full scan",       [R_SEEK] = "seek + 10",          [R_SEEK_TAG] = "seek + 10 tag",
+	[R_DEL] = "delete",
 	[R_MIX_R1] = "2R+1W reader 1", [R_MIX_R2] = "2R+1W reader 2",  [R_MIX_W] = "2R+1W writer",
 	[R_ALWAYS] = "sync set, always",
 };
@@ -46,13 +54,20 @@ static const char *report_met(int ok)
 	return ok ? "met" : "MISSED";
 }
 
-static void report_names(char names[NROWS][REPORT_NAME], const struct workload *w, int mixed_seconds)
+static void report_names(char names[NROWS][REPORT_NAME], const struct results *r, const struct workload *w,
+			 int mixed_seconds)
 {
-	char nb[32], sb[32], ab[32];
+	char nb[32], sb[32], ab[32], kb[32], tb[32];
 
 	fig_fmt_count(nb, w->n), fig_fmt_count(sb, w->s), fig_fmt_count(ab, w->a);
+	fig_fmt_count(kb, r->seeks), fig_fmt_count(tb, w->t);
 	snprintf(names[R_BUF], REPORT_NAME, "buffered set (sorted), %s new keys, 1 flush", nb);
 	snprintf(names[R_BUF_RAND], REPORT_NAME, "buffered set (random), %s new keys, 1 flush", nb);
+	snprintf(names[R_BUF_NOIX], REPORT_NAME, "  the same (sorted), amorad --sorted-index off");
+	snprintf(names[R_BUF_RAND_NOIX], REPORT_NAME, "  the same (random), amorad --sorted-index off");
+	snprintf(names[R_SCAN], REPORT_NAME, "full scan, %s keys (entries/s)", nb);
+	snprintf(names[R_SEEK], REPORT_NAME, "seek + 10, %d-byte prefix, %s random", PHASE_SEEK_PREFIX, kb);
+	snprintf(names[R_SEEK_TAG], REPORT_NAME, "seek + 10, {tag}, %s random, store of %s", kb, tb);
 	snprintf(names[R_BUF_END], REPORT_NAME, "buffered update, %s keys, flush per 1024", nb);
 	snprintf(names[R_SYNC], REPORT_NAME, "sync set, %s new keys", sb);
 	snprintf(names[R_HIT], REPORT_NAME, "get hit, %s random", nb);
@@ -119,14 +134,34 @@ static void report_cpu_line(const struct results *r, int runs, int c)
 	printf("%-46s | %31s | %31s |\n", "  CPU per op: client + shards + amorad", am, lm);
 }
 
+/* ops/s as fig_fmt_ops, "-" when negative (not run on that side). */
+static const char *report_fmt_ops(char *b, double v)
+{
+	if (v < 0) {
+		sprintf(b, "-");
+		return b;
+	}
+	return fig_fmt_ops(b, v);
+}
+
+/* The ratio column: amora / LMDB ops/s, "-" when a side did not run. */
+static const char *report_fmt_ratio(char *b, struct fig a, struct fig l)
+{
+	if (a.ops < 0 || l.ops <= 0)
+		sprintf(b, "-");
+	else
+		sprintf(b, "%.2fx", a.ops / l.ops);
+	return b;
+}
+
 /* The table; m gets the medians. */
 static void report_table(const struct results *r, int runs, const struct workload *w,
 			 int mixed_seconds, unsigned shards, struct fig m[NROWS][2])
 {
 	static const char dash[] = "----------------------------------------------------------------";
-	char names[NROWS][REPORT_NAME], head[64], b1[32], b2[32], b3[32], b4[32], b5[32], b6[32];
+	char names[NROWS][REPORT_NAME], head[64], b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32];
 
-	report_names(names, w, mixed_seconds);
+	report_names(names, r, w, mixed_seconds);
 	snprintf(head, sizeof(head), "phase (median of runs; amorad: %u shards)", shards);
 	printf("\n%-46s | %11s %9s %9s | %11s %9s %9s | %7s\n", head, "amora ops/s",
 	       "p50", "p99", "lmdb ops/s", "p50", "p99", "ratio");
@@ -136,17 +171,17 @@ static void report_table(const struct results *r, int runs, const struct workloa
 		m[row][LM] = report_median(r, runs, row, LM);
 		if (row == R_ALWAYS)
 			printf("%.46s-+-%.31s-+-%.31s-+-%.7s\n", dash, dash, dash, dash);
-		printf("%-46s | %11s %9s %9s | %11s %9s %9s | %6.2fx\n", names[row],
-		       fig_fmt_ops(b1, m[row][AM].ops), fig_fmt_lat(b2, m[row][AM].p50),
-		       fig_fmt_lat(b3, m[row][AM].p99), fig_fmt_ops(b4, m[row][LM].ops),
+		printf("%-46s | %11s %9s %9s | %11s %9s %9s | %7s\n", names[row],
+		       report_fmt_ops(b1, m[row][AM].ops), fig_fmt_lat(b2, m[row][AM].p50),
+		       fig_fmt_lat(b3, m[row][AM].p99), report_fmt_ops(b4, m[row][LM].ops),
 		       fig_fmt_lat(b5, m[row][LM].p50), fig_fmt_lat(b6, m[row][LM].p99),
-		       m[row][LM].ops > 0 ? m[row][AM].ops / m[row][LM].ops : 0.0);
+		       report_fmt_ratio(b7, m[row][AM], m[row][LM]));
 		if (row == R_SYNC || row == R_DEL)
 			report_cpu_line(r, runs, row == R_SYNC ? C_SYNC : C_DEL);
 	}
 }
 
-#define REPORT_TARGETS 8
+#define REPORT_TARGETS 12
 
 /* The median of the runs' RAM per key, each field alone. */
 static struct report_mem report_mem_median(const struct results *r, int runs, int load, int side)
@@ -171,7 +206,8 @@ static double report_ratio(struct fig m[NROWS][2], int row)
 	return m[row][AM].ops / m[row][LM].ops;
 }
 
-/* The bar of issue 10 ("The write path"), and recovery's. */
+/* The bar of issue 10 ("The write path"), recovery's, and issue 11's
+ * (the sorted index: scans, seeks, what the index costs the writes). */
 static void report_target_list(struct report_target t[REPORT_TARGETS], struct fig m[NROWS][2],
 			       const struct results *r, int runs, double rec, char *rec_target, size_t cap,
 			       const char *nb)
@@ -208,6 +244,25 @@ static void report_target_list(struct report_target t[REPORT_TARGETS], struct fi
 	snprintf(t[7].figure, sizeof(t[7].figure), "%.0f B (LMDB %.0f B)", am.used, lm.used);
 	if (am.used < 0 || lm.used < 0)
 		snprintf(t[7].figure, sizeof(t[7].figure), "unknown");
+
+	struct fig sc = m[R_SCAN][AM], sk = m[R_SEEK][AM], tg = m[R_SEEK_TAG][AM];
+	t[8] = (struct report_target){ "full scan >= 10 M entries/s", "", sc.ops >= 10e6 };
+	snprintf(t[8].figure, sizeof(t[8].figure), "%.2f M/s (%.2fx LMDB)", sc.ops / 1e6,
+		 report_ratio(m, R_SCAN));
+	t[9] = (struct report_target){ "seek + 10 {tag} >= 0.5x", "", tg.ops >= 0 && report_ratio(m, R_SEEK_TAG) >= 0.5 };
+	snprintf(t[9].figure, sizeof(t[9].figure), "%.2fx (p50 %.1f us, LMDB %.1f us)", report_ratio(m, R_SEEK_TAG),
+		 tg.p50 / 1e3, m[R_SEEK_TAG][LM].p50 / 1e3);
+	t[10] = (struct report_target){ "seek + 10 (prefix) p50 <= 15 us", "", sk.p50 >= 0 && sk.p50 <= 15e3 };
+	snprintf(t[10].figure, sizeof(t[10].figure), "%.1f us (LMDB %.1f us)", sk.p50 / 1e3,
+		 m[R_SEEK][LM].p50 / 1e3);
+	/* The index's cost: the share of the index-off throughput lost with it. */
+	double cs = 1 - m[R_BUF][AM].ops / m[R_BUF_NOIX][AM].ops;
+	double cr = 1 - m[R_BUF_RAND][AM].ops / m[R_BUF_RAND_NOIX][AM].ops;
+	t[11] = (struct report_target){ "index cost <= 25 % of buffered", "", cs <= 0.25 && cr <= 0.25 };
+	snprintf(t[11].figure, sizeof(t[11].figure), "sorted %.0f %%, random %.0f %%", cs * 100, cr * 100);
+	if (sc.ops < 0)
+		for (int i = 8; i <= 10; i++)
+			snprintf(t[i].figure, sizeof(t[i].figure), "not run (amora without its index)");
 }
 
 static void report_targets(struct fig m[NROWS][2], const struct results *r, int runs, double rec, const char *nb)
@@ -234,11 +289,20 @@ static const char *report_fmt_b(char *b, double v)
 /* One load's RAM per key line. */
 static void report_mem_line(const struct results *r, int runs, int load)
 {
+	static const char *const what[NLOADS] = { [L_SORTED] = "key order", [L_RANDOM] = "random order",
+						  [L_SORTED_NOIX] = "  index off", [L_RANDOM_NOIX] = "  index off" };
 	struct report_mem a = report_mem_median(r, runs, load, AM), l = report_mem_median(r, runs, load, LM);
 	char b1[32], b2[32], b3[32], b4[32];
 
+	if (load == L_SORTED_NOIX || load == L_RANDOM_NOIX) {
+		struct report_mem on = report_mem_median(r, runs, load == L_SORTED_NOIX ? L_SORTED : L_RANDOM, AM);
+		printf("  %-13s amora %5s              (records and tables %s, segment resident %s; the index: %+.0f B)\n",
+		       what[load], report_fmt_b(b1, a.used), report_fmt_b(b3, a.records),
+		       report_fmt_b(b4, a.resident), on.used >= 0 && a.used >= 0 ? on.used - a.used : NAN);
+		return;
+	}
 	printf("  %-13s amora %5s  LMDB %5s   (amora: records and tables %s, segment resident %s)\n",
-	       load == L_SORTED ? "key order" : "random order", report_fmt_b(b1, a.used), report_fmt_b(b2, l.used),
+	       what[load], report_fmt_b(b1, a.used), report_fmt_b(b2, l.used),
 	       report_fmt_b(b3, a.records), report_fmt_b(b4, a.resident));
 }
 
@@ -258,8 +322,16 @@ void report_print(const struct results *r, int runs, const struct workload *w, i
 	       "\"flush per 1024\": the same keys again, latency = one batch of 1024 sets + flush (LMDB: 1024 puts + commit).\n"
 	       "CPU per op: CPU time over the phase / ops, in us: this process (client), amorad's shard processes,\n"
 	       "amorad itself (all threads; LMDB: the client only, its one process).\n"
+	       "\"--sorted-index off\": the buffered set above it on a fresh amorad without the sorted index (%s for\n"
+	       "the other rows), each order on a store of its own; no LMDB side.\n"
+	       "Scans, after the deletes (the store holds the %s keys again; entries' keys and values copied out):\n"
+	       "full scan: amora_iter over every key | one read txn, MDB_FIRST + MDB_NEXT; seek + 10: a scan of\n"
+	       "the first %d bytes of a random key (100 keys match) with limit 10 | MDB_SET_RANGE + 9 MDB_NEXT in a\n"
+	       "read txn, every op timed; {tag}: the prefix \"{uNNNNNN}:\" of a random tag (%llu tags of %d keys, on a\n"
+	       "fresh store of each engine holding only them; amora reads the tag's one shard).\n"
 	       "Each sample includes one clock_gettime (%.0f ns here).\n",
-	       clock_ns);
+	       setup->sorted_index ? setup->sorted_index : "?", nb, PHASE_SEEK_PREFIX, (unsigned long long)w->tags,
+	       WORKLOAD_TAG_KEYS, clock_ns);
 
 	double rec = fig_median(r->rec_ms, runs), reco = fig_median(r->rec_open_ms, runs);
 	printf("\nrecover %s keys: %.0f ms  (amora_open succeeded at %.0f ms; then every shard ready and the last\n"
@@ -272,10 +344,13 @@ void report_print(const struct results *r, int runs, const struct workload *w, i
 	       fig_median(r->lmdb_reopen_ms, runs), fig_median(r->lmdb_mb, runs));
 	printf("\nRAM per key after the %s-key load (%d-byte keys, %d-byte values):\n", nb, KLEN, VLEN);
 	report_mem_line(r, runs, L_SORTED);
+	report_mem_line(r, runs, L_SORTED_NOIX);
 	report_mem_line(r, runs, L_RANDOM);
+	report_mem_line(r, runs, L_RANDOM_NOIX);
 	printf("  amora: amora_stats' memory_used / keys (the blocks written in the shards' chunks); records and\n"
 	       "  tables: its record_bytes; segment resident: the pages of amorad's data segment (its memfd's\n"
-	       "  allocated blocks, header and chunk arrays included). LMDB: (me_last_pgno + 1) * page size / keys.\n");
+	       "  allocated blocks, header and chunk arrays included). LMDB: (me_last_pgno + 1) * page size / keys.\n"
+	       "  index off: the same load on amorad --sorted-index off; the index: memory_used with it - without.\n");
 	report_targets(m, r, runs, rec, nb);
 }
 
@@ -318,7 +393,7 @@ static void report_json_kv(FILE *f, const char *before, const char *key, double 
 
 static void report_json_fig(FILE *f, struct fig g)
 {
-	report_json_kv(f, "", "ops", g.ops, 0);
+	report_json_kv(f, "", "ops", g.ops, 1);
 	report_json_kv(f, ",", "p50_ns", g.p50, 1);
 	report_json_kv(f, ",", "p99_ns", g.p99, 1);
 }
@@ -362,7 +437,9 @@ static void report_json_load(FILE *f, struct report_mem a, struct report_mem l)
 
 static void report_json_ram(FILE *f, const struct results *r, int runs)
 {
-	static const char *const loads[NLOADS] = { [L_SORTED] = "sorted", [L_RANDOM] = "random" };
+	static const char *const loads[NLOADS] = { [L_SORTED] = "sorted", [L_RANDOM] = "random",
+						   [L_SORTED_NOIX] = "sorted_index_off",
+						   [L_RANDOM_NOIX] = "random_index_off" };
 
 	fprintf(f, "{\"target_bytes\":%d", REPORT_RAM_TARGET);
 	for (int l = 0; l < NLOADS; l++) {
@@ -427,7 +504,7 @@ int report_json(FILE *f, const struct results *r, int runs, const struct workloa
 	struct tm tm;
 
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-	report_names(names, w, mixed_seconds);
+	report_names(names, r, w, mixed_seconds);
 	for (int row = 0; row < NROWS; row++) {
 		m[row][AM] = report_median(r, runs, row, AM);
 		m[row][LM] = report_median(r, runs, row, LM);
@@ -452,17 +529,22 @@ int report_json(FILE *f, const struct results *r, int runs, const struct workloa
 	report_json_num(f, setup->load_end, 1);
 	fputs(",\"run_seconds\":", f);
 	report_json_array(f, r->run_s, runs);
+	fputs(",\"sorted_index\":", f);
+	report_json_str(f, setup->sorted_index);
+	fprintf(f, ",\"tagged_keys\":%llu,\"seeks\":%llu", (unsigned long long)w->t, (unsigned long long)r->seeks);
 	fputs(",\n\"phases\":[", f);
 	for (int row = 0; row < NROWS; row++) {
 		fprintf(f, "%s\n{\"id\":\"%s\",\"label\":\"%s\",\"name\":", row ? "," : "", report_ids[row],
 			report_labels[row]);
 		report_json_str(f, names[row]);
-		fprintf(f, ",\"durability\":\"%s\",\"amora\":", row == R_ALWAYS ? "always" : "periodic");
+		fprintf(f, ",\"durability\":\"%s\",\"sorted_index\":", row == R_ALWAYS ? "always" : "periodic");
+		report_json_str(f, row == R_BUF_NOIX || row == R_BUF_RAND_NOIX ? "off" : setup->sorted_index);
+		fputs(",\"amora\":", f);
 		report_json_engine(f, r, runs, row, AM, m[row][AM]);
 		fputs(",\"lmdb\":", f);
 		report_json_engine(f, r, runs, row, LM, m[row][LM]);
 		fputs(",\"ratio\":", f);
-		report_json_num(f, m[row][LM].ops > 0 ? m[row][AM].ops / m[row][LM].ops : NAN, 0);
+		report_json_num(f, m[row][LM].ops > 0 && m[row][AM].ops >= 0 ? m[row][AM].ops / m[row][LM].ops : NAN, 0);
 		fputc('}', f);
 	}
 	fputs("],\n\"recovery\":", f);

@@ -16,14 +16,18 @@
 #include "perf/lib/usage.h"
 #include "perf/lib/workload.h"
 
-/* The table's rows, in print order; R_ALWAYS is below the line. */
+/* The table's rows, in print order; R_ALWAYS is below the line. The
+ * index-off rows (amorad --sorted-index off) have no LMDB side; a row
+ * not run on a side (the scans when amora runs without its index) has
+ * ops = p50 = p99 = -1 there. */
 enum report_row {
-	R_BUF, R_BUF_RAND, R_BUF_END, R_SYNC, R_HIT, R_MISS, R_DEL, R_MIX_R1, R_MIX_R2, R_MIX_W,
-	R_ALWAYS, NROWS
+	R_BUF, R_BUF_RAND, R_BUF_NOIX, R_BUF_RAND_NOIX, R_BUF_END, R_SYNC, R_HIT, R_MISS, R_SCAN,
+	R_SEEK, R_SEEK_TAG, R_DEL, R_MIX_R1, R_MIX_R2, R_MIX_W, R_ALWAYS, NROWS
 };
 enum report_side { AM, LM }; /* amora, LMDB */
 enum report_cpu { C_SYNC, C_DEL, NCPU };   /* the rows with CPU per op */
-enum report_load { L_SORTED, L_RANDOM, NLOADS }; /* the N-key loads RAM is measured after */
+/* The N-key loads RAM is measured after (the index-off ones: amora only) */
+enum report_load { L_SORTED, L_RANDOM, L_SORTED_NOIX, L_RANDOM_NOIX, NLOADS };
 
 #define REPORT_RAM_TARGET 160 /* bytes of RAM per key, amora */
 
@@ -51,12 +55,14 @@ struct results {
 	struct usage_cpu cpu[NCPU][2][FIG_MAXRUNS];
 	struct report_mem mem[NLOADS][2][FIG_MAXRUNS];
 	double run_s[FIG_MAXRUNS];       /* the whole run, in s */
+	uint64_t seeks;                  /* ops of each seek + 10 row */
 };
 
 /* What the JSON says of the setup besides the figures (strings may be
  * NULL: JSON null). */
 struct report_setup {
 	const char *amorad, *lmdb, *memory, *fs;
+	const char *sorted_index; /* the default rows' --sorted-index: "on" or "off" */
 	unsigned shards;
 	double load_start, load_end; /* 1-minute load averages, -1: unknown */
 };
@@ -73,8 +79,9 @@ void report_print(const struct results *r, int runs, const struct workload *w, i
  *    "mixed_seconds":M,"clock_ns":C,"amorad":..,"shards":..,"memory":..,
  *    "lmdb":..,"fs":..,"cpus":..,"load_start":..,"load_end":..,
  *    "run_seconds":[..],
+ *    "sorted_index":"on"|"off","tagged_keys":T,"seeks":K,
  *    "phases":[{"id":"sync_set","label":"sync set","name":"<the table's row>",
- *               "durability":"periodic"|"always",
+ *               "durability":"periodic"|"always","sorted_index":"on"|"off",
  *               "amora":{"ops":..,"p50_ns":..,"p99_ns":..,
  *                        "cpu_ns_per_op":{"client":..,"shards":..,"amorad":..},
  *                        "runs":[{"ops":..,"p50_ns":..,"p99_ns":..,
@@ -87,12 +94,14 @@ void report_print(const struct results *r, int runs, const struct workload *w, i
  *                   "sorted":{"amora":{"memory_used":..,"record_bytes":..,
  *                                      "segment_resident":..},
  *                             "lmdb":{"bytes":..}},
- *                   "random":{same},
- *                   "runs":[{"sorted":{..},"random":{..}},..]},
+ *                   "random":{same},"sorted_index_off":{same},
+ *                   "random_index_off":{same},
+ *                   "runs":[{"sorted":{..},"random":{..},..},..]},
  *    "targets":[{"target":"..","figure":"..","met":true|false},..]}
  * Every top-level figure is the median over the runs (as printed); ops in
  * ops/s, latencies and CPU in ns, RAM in bytes per key, null where a phase
- * has none or it is unknown. "cpu_ns_per_op" is only in the sync_set and
+ * has none, it is unknown or the side did not run it (the index-off
+ * rows' and RAM lines' LMDB side). "cpu_ns_per_op" is only in the sync_set and
  * delete phases (LMDB: client only, shards and amorad null). Returns 0,
  * or -1 with errno when writing failed. */
 int report_json(FILE *f, const struct results *r, int runs, const struct workload *w, int mixed_seconds,

@@ -93,7 +93,11 @@ static void server_log_show(const char *title)
 
 void server_start(const char *dir, const char *sync_mode)
 {
-	const char *ix = server_sorted_index();
+	server_start_index(dir, sync_mode, server_sorted_index());
+}
+
+void server_start_index(const char *dir, const char *sync_mode, const char *ix)
+{
 	const char *args[] = { "--sync", sync_mode, "--memory", server_memory, "--sorted-index", ix,
 			       server_shards ? "--shards" : NULL, server_shards, NULL };
 	char log[PATH_MAX];

@@ -26,9 +26,13 @@ void server_config(const char *memory, const char *shards, const char *log_dir);
  * to every amorad as --sorted-index; dies on another value. */
 const char *server_sorted_index(void);
 
-/* Starts amorad --data-dir dir --sync sync_mode (dir exists); does not
- * wait for it. */
+/* Starts amorad --data-dir dir --sync sync_mode (dir exists), its index
+ * as server_sorted_index() says; does not wait for it. */
 void server_start(const char *dir, const char *sync_mode);
+
+/* As server_start with --sorted-index sorted_index ("on" or "off")
+ * whatever $AMORA_SORTED_INDEX says (amora-bench's index-off rows). */
+void server_start_index(const char *dir, const char *sync_mode, const char *sorted_index);
 
 /* Retries amora_open on the running amorad's socket every poll_ns, up to
  * 10 s; dies if amorad exits or the time runs out. */

@@ -12,6 +12,8 @@ void workload_make(struct workload *w, uint64_t n, uint64_t s, uint64_t a)
 	uint64_t rng = 0x9E3779B97F4A7C15ull;
 
 	w->n = n, w->s = s, w->a = a;
+	w->tags = w->t = 0;
+	w->tag_keys = w->tag_vals = NULL;
 	w->keys = bench_malloc(n * KLEN);
 	w->vals = bench_malloc(n * VLEN);
 	w->hit_keys = bench_malloc(n * KLEN);
@@ -43,6 +45,20 @@ void workload_make(struct workload *w, uint64_t n, uint64_t s, uint64_t a)
 	for (uint64_t j = 0; j < s; j++)
 		w->xidx[j] = perm[j];
 	free(perm);
+}
+
+void workload_make_tags(struct workload *w, uint64_t tags)
+{
+	if (tags < 1 || tags > 1000000)
+		bench_die("workload_make_tags: %llu tags", (unsigned long long)tags);
+	w->tags = tags;
+	w->t = tags * WORKLOAD_TAG_KEYS;
+	w->tag_keys = bench_malloc(w->t * KLEN);
+	w->tag_vals = bench_malloc(w->t * VLEN);
+	for (uint64_t i = 0; i < w->t; i++) {
+		workload_tag_key(w->tag_keys + i * KLEN, i / WORKLOAD_TAG_KEYS, i % WORKLOAD_TAG_KEYS);
+		workload_val(w->tag_vals + i * VLEN, WORKLOAD_TAG_ID0 + i);
+	}
 }
 
 void workload_check(const char *what, uint64_t id, const char *got, size_t glen)

@@ -9,6 +9,11 @@
  * pseudo-random bytes seeded by id (VLEN = 100), so every sampled read can
  * be checked. The random orders come from a fixed seed: every run and
  * every invocation uses the same ones.
+ *
+ * The tagged keys (workload_make_tags, for the hash-tag seek row): key j
+ * of tag t is "{u%06u}:%06u" (t, j), also KLEN bytes, WORKLOAD_TAG_KEYS
+ * keys a tag; its value is that of id WORKLOAD_TAG_ID0 + t *
+ * WORKLOAD_TAG_KEYS + j. Laid out in key order (t, then j).
  */
 #ifndef AMORA_PERF_WORKLOAD_H
 #define AMORA_PERF_WORKLOAD_H
@@ -32,7 +37,15 @@ struct workload {
 			      * inserts read their input in sequence, as the sorted ones do */
 	char *miss_keys;     /* n missing keys, random */
 	uint32_t *xidx;      /* s distinct numbers for the sync-set/delete keys, random order */
+	uint64_t tags;       /* tags of the tagged keys (0 before workload_make_tags) */
+	uint64_t t;          /* tagged keys: tags * WORKLOAD_TAG_KEYS */
+	char *tag_keys;      /* the t tagged keys in key order */
+	char *tag_vals;      /* their values */
 };
+
+#define WORKLOAD_TAG_KEYS 100             /* keys a tag */
+#define WORKLOAD_TAG_PREFIX 10            /* bytes of "{uNNNNNN}:", a tag's prefix */
+#define WORKLOAD_TAG_ID0 200000000000ull /* the value id of tagged key 0 */
 
 static inline void workload_digits(char *dst, uint64_t v)
 {
@@ -73,9 +86,26 @@ static inline void workload_val(char *v, uint64_t id)
 	}
 }
 
+/* Tagged key j of tag t into k (KLEN bytes; t, j < 1000000). */
+static inline void workload_tag_key(char *k, uint64_t t, uint64_t j)
+{
+	char d[12];
+
+	k[0] = '{', k[1] = 'u';
+	workload_digits(d, t);
+	memcpy(k + 2, d + 6, 6);
+	k[8] = '}', k[9] = ':';
+	workload_digits(d, j);
+	memcpy(k + 10, d + 6, 6);
+}
+
 /* Fills w for n keys, s sync keys and a always-keys (the arrays are
  * w's for the life of the program). Dies when memory runs out. */
 void workload_make(struct workload *w, uint64_t n, uint64_t s, uint64_t a);
+
+/* Makes w's tagged keys: `tags` tags (1..1000000) of WORKLOAD_TAG_KEYS
+ * keys, and their values (w's for the life of the program). */
+void workload_make_tags(struct workload *w, uint64_t tags);
 
 /* Dies, naming `what` and the first differing byte, unless got[0..glen)
  * is the value of id. */
