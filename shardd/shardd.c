@@ -1147,6 +1147,18 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 	return 0;
 }
 
+/* Staying awake for more work: a cold client that rang meanwhile (the
+ * watcher bumped `rang`) goes hot now, as before a sleep, so that a shard
+ * kept busy by one client serves the others at its next round, not at the
+ * next sweep. */
+static void watch_follow(struct shardd *d)
+{
+	uint32_t rang = atomic_load_explicit(&d->watch->rang, memory_order_acquire);
+
+	if (rang != d->watch->rang_seen)
+		watch_rebuild(d, rang);
+}
+
 static void serve(struct shardd *d)
 {
 	bool more = true;
@@ -1168,8 +1180,10 @@ static void serve(struct shardd *d)
 			exit(SHARDD_EXIT_IO);
 		}
 		count_log(d); /* a periodic sync */
-		if (more)
+		if (more) {
+			watch_follow(d);
 			continue;
+		}
 		if (stop_requested)
 			break;
 		idle(d);
