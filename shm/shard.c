@@ -132,18 +132,26 @@ static void writer_quiesce(struct shm_writer *w)
 }
 
 /* Step 2b of shm_writer_open: the index, its blocks checked with the
- * others (`dropped` were dropped before it): one that overlaps anything
- * or lies outside the shard's chunks is not kept. */
+ * others (`dropped` were dropped before it) before anything of it is
+ * written: one that overlaps anything or lies outside the shard's chunks
+ * is unpublished and not kept; else it is repaired. */
 static int adopt_index(struct shm_writer *w, struct shm_live_set *l, size_t dropped)
 {
+	struct shm_index_found f = { 0 };
 	size_t n = l->n, kept = 0;
-	int rc = shm_index_adopt(w, l);
+	int rc = shm_index_adopt(w, l, &f);
 
-	if (rc != SHM_OK || l->n == n || shm_slab_check(w->seg, &w->sh->slab, l->v, l->n) == dropped)
+	if (rc != SHM_OK || l->n == n) {
+		free(f.v);
 		return rc;
-	w->index_off = 0;
-	w->index_stale = false;
-	atomic_store_explicit(&w->sh->index_off, 0, memory_order_release); /* before the quiescence */
+	}
+	if (shm_slab_check(w->seg, &w->sh->slab, l->v, l->n) == dropped) {
+		shm_index_repair(w, l, &f);
+		free(f.v);
+		return SHM_OK;
+	}
+	free(f.v);
+	shm_index_unpublish(w);
 	for (size_t i = 0; i < l->n; i++)
 		if (l->v[i].tag != SHM_LIVE_INDEX)
 			l->v[kept++] = l->v[i];

@@ -148,7 +148,9 @@ void shm_index_publish_set(struct shm_writer *w, uint64_t node, uint64_t old, ui
 
 	if (w->index_off == 0)
 		return;
-	n = old != 0 ? node_of(w, old) : 0;
+	/* A stale index (a restart's, until its rebuild) may leave records
+	 * naming freed nodes: search instead. */
+	n = old != 0 && !w->index_stale ? node_of(w, old) : 0;
 	if (old != 0 && n == 0)
 		n = shm_skip_find(w->seg, w->index_off, r->data, r->klen);
 	if (n != 0) {
@@ -161,8 +163,13 @@ void shm_index_publish_set(struct shm_writer *w, uint64_t node, uint64_t old, ui
 	}
 	/* An insert (or a replaced key the index lacked: a restarted writer
 	 * builds a complete index anyway, shm_index_adopt). */
-	assert(node != 0);
-	if (node != 0) {
+	if (node == 0) {
+		/* A replaced key a stale index lacks, set while the table was
+		 * too full to stage a node for it: the rebuild will have it. */
+		w->index_stale = true;
+		return;
+	}
+	{
 		struct shm_skip_path *p = path_take(w, node);
 
 		if (p != NULL)
@@ -191,29 +198,20 @@ void shm_index_publish_del(struct shm_writer *w, uint64_t rec)
 
 /* ---------- a restart: adopting the index a dead writer left ---------- */
 
-struct found {
-	uint64_t node, rec;
-};
-
-struct found_list {
-	struct found *v;
-	size_t n, cap;
-};
-
 static int found_add(void *arg, uint64_t node, uint64_t rec)
 {
-	struct found_list *f = arg;
+	struct shm_index_found *f = arg;
 
 	if (f->n == f->cap) {
 		size_t cap = f->cap ? f->cap * 2 : 1024;
-		struct found *v = realloc(f->v, cap * sizeof(*v));
+		struct shm_index_node *v = realloc(f->v, cap * sizeof(*v));
 
 		if (v == NULL)
 			return SHM_ESYS;
 		f->v = v;
 		f->cap = cap;
 	}
-	f->v[f->n++] = (struct found){ node, rec };
+	f->v[f->n++] = (struct shm_index_node){ node, rec };
 	return 0;
 }
 
@@ -229,51 +227,19 @@ static uint64_t table_rec_for(const struct shm_writer *w, uint64_t rec)
 	return shm_table_record(w->seg, t, pos);
 }
 
-static void unpublish(struct shm_writer *w)
+void shm_index_unpublish(struct shm_writer *w)
 {
 	w->index_off = 0;
+	w->index_stale = false;
 	/* Release, before the quiescence: a reader that enters after it
 	 * cannot reach the memory the rebuild frees. */
 	atomic_store_explicit(&w->sh->index_off, 0, memory_order_release);
 }
 
-/* Repair the walked nodes against the table; add what stays to l. */
-static int repair(struct shm_writer *w, uint64_t off, const struct found_list *f,
-		  struct shm_live_set *l)
-{
-	uint64_t kept = 0, live;
-	int rc = SHM_OK;
-
-	for (size_t i = 0; i < f->n && rc == SHM_OK; i++) {
-		uint64_t trec = table_rec_for(w, f->v[i].rec);
-
-		if (trec == 0)
-			continue; /* unlinked below, after the walk's records were read */
-		if (trec != f->v[i].rec)
-			shm_skip_set_rec(w->seg, f->v[i].node, trec);
-		rec_at(w, trec)->node = (uint32_t)(f->v[i].node >> 4);
-		rc = shm_live_add(l, f->v[i].node, node_bytes(w, f->v[i].node), SHM_LIVE_INDEX);
-		kept++;
-	}
-	for (size_t i = 0; i < f->n && rc == SHM_OK; i++) {
-		const struct shm_record *r = rec_at(w, f->v[i].rec);
-
-		if (table_rec_for(w, f->v[i].rec) == 0)
-			shm_skip_unlink(w->seg, off, r->data, r->klen);
-	}
-	if (rc == SHM_OK)
-		rc = shm_live_add(l, off, shm_skip_bytes(w->seg, off), SHM_LIVE_INDEX);
-	live = atomic_load_explicit(&((struct shm_table *)(w->seg->base + w->table_off))->live,
-				    memory_order_relaxed);
-	w->index_stale = kept != live;
-	return rc == SHM_OK ? SHM_OK : SHM_ESYS;
-}
-
-int shm_index_adopt(struct shm_writer *w, struct shm_live_set *l)
+int shm_index_adopt(struct shm_writer *w, struct shm_live_set *l, struct shm_index_found *f)
 {
 	uint64_t off = atomic_load_explicit(&w->sh->index_off, memory_order_acquire);
 	struct shm_skip_view v;
-	struct found_list f = { 0 };
 	int rc;
 
 	w->index_off = 0;
@@ -282,23 +248,70 @@ int shm_index_adopt(struct shm_writer *w, struct shm_live_set *l)
 		return SHM_OK;
 	if (w->table_off == 0 || shm_skip_view(w->seg, off, &v) != SHM_OK ||
 	    shm_chunk_owner(w->seg, off) != w->sh->id + 1) {
-		unpublish(w);
+		shm_index_unpublish(w);
 		return SHM_OK;
 	}
-	rc = shm_skip_each(w->seg, off, found_add, &f);
-	for (size_t i = 0; rc == SHM_OK && i < f.n; i++)
-		if (shm_chunk_owner(w->seg, f.v[i].node) != w->sh->id + 1)
+	rc = shm_skip_each(w->seg, off, found_add, f);
+	for (size_t i = 0; rc == SHM_OK && i < f->n; i++)
+		if (shm_chunk_owner(w->seg, f->v[i].node) != w->sh->id + 1)
 			rc = SHM_ECORRUPT;
+	for (size_t i = 0; rc == SHM_OK && i < f->n; i++)
+		rc = shm_live_add(l, f->v[i].node, node_bytes(w, f->v[i].node), SHM_LIVE_INDEX);
+	if (rc == SHM_OK)
+		rc = shm_live_add(l, off, shm_skip_bytes(w->seg, off), SHM_LIVE_INDEX);
 	if (rc == SHM_ECORRUPT) {
-		unpublish(w);
-		rc = SHM_OK;
-	} else if (rc == SHM_OK) {
-		rc = repair(w, off, &f, l);
-		if (rc == SHM_OK)
-			w->index_off = off;
+		shm_index_unpublish(w);
+		f->n = 0;
+		return SHM_OK;
 	}
-	free(f.v);
-	return rc;
+	if (rc == SHM_OK)
+		w->index_off = off;
+	return rc == SHM_OK ? SHM_OK : SHM_ESYS;
+}
+
+/* The live entry of block `off` in l (sorted by offset: shm_slab_check). */
+static struct shm_slab_live *live_find(struct shm_live_set *l, uint64_t off)
+{
+	size_t lo = 0, hi = l->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (l->v[mid].off < off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < l->n && l->v[lo].off == off ? &l->v[lo] : NULL;
+}
+
+void shm_index_repair(struct shm_writer *w, struct shm_live_set *l, const struct shm_index_found *f)
+{
+	uint64_t kept = 0, live;
+
+	for (size_t i = 0; i < f->n; i++) {
+		uint64_t trec = table_rec_for(w, f->v[i].rec);
+
+		if (trec == 0)
+			continue; /* unlinked below, after the walk's records were read */
+		if (trec != f->v[i].rec)
+			shm_skip_set_rec(w->seg, f->v[i].node, trec);
+		rec_at(w, trec)->node = (uint32_t)(f->v[i].node >> 4);
+		kept++;
+	}
+	for (size_t i = 0; i < f->n; i++) {
+		const struct shm_record *r = rec_at(w, f->v[i].rec);
+		struct shm_slab_live *e;
+
+		if (table_rec_for(w, f->v[i].rec) != 0)
+			continue;
+		shm_skip_unlink(w->seg, w->index_off, r->data, r->klen);
+		if ((e = live_find(l, f->v[i].node)) != NULL)
+			e->dropped = 1; /* freed by the rebuild, after the quiescence */
+	}
+	live = atomic_load_explicit(&((struct shm_table *)(w->seg->base + w->table_off))->live,
+				    memory_order_relaxed);
+	w->index_stale = kept != live;
 }
 
 /* ---------- building an index from the table ---------- */

@@ -59,14 +59,32 @@ void shm_index_publish_set(struct shm_writer *w, uint64_t node, uint64_t old, ui
  * (room was reserved at staging). */
 void shm_index_publish_del(struct shm_writer *w, uint64_t rec);
 
-/* Restart, before the quiescence: validate the index a previous writer
- * left, repair it against the adopted table (a node whose key the table
- * lacks is unlinked; one pointing at another record than the table's is
- * pointed at the table's) and add its blocks to `l`. An index that fails
- * validation is unpublished (its memory is then not kept). Sets
- * w->index_off (0: none) and w->index_stale when the index lacks some of
- * the table's keys (shm_writer_index_build then builds a complete one
- * beside it). Errors: SHM_ESYS (no private memory; nothing changed). */
-int shm_index_adopt(struct shm_writer *w, struct shm_live_set *l);
+/* The nodes of an adopted index, as walked (shm_index_adopt). */
+struct shm_index_node {
+	uint64_t node, rec;
+};
+struct shm_index_found {
+	struct shm_index_node *v;
+	size_t n, cap;
+};
+
+/* Restart, before the quiescence, step one (writes nothing but to
+ * unpublish): validate the index a previous writer left and add its
+ * blocks to `l` (tag SHM_LIVE_INDEX), its nodes to *f. An index that
+ * fails validation is unpublished (nothing added). Sets w->index_off (0:
+ * none). Errors: SHM_ESYS (no private memory; nothing changed). */
+int shm_index_adopt(struct shm_writer *w, struct shm_live_set *l, struct shm_index_found *f);
+
+/* Step two, only once shm_slab_check found the index's blocks overlap
+ * nothing: repair it against the adopted table (a node whose key the table
+ * lacks is unlinked, and marked dropped in l, which shm_slab_check left
+ * sorted by offset; one pointing at another record than the table's is
+ * pointed at the table's; each kept record names its node). Sets
+ * w->index_stale when the index lacks some of the table's keys
+ * (shm_writer_index_build then builds a complete one beside it). */
+void shm_index_repair(struct shm_writer *w, struct shm_live_set *l, const struct shm_index_found *f);
+
+/* Readers are told there is no index (release, before the quiescence). */
+void shm_index_unpublish(struct shm_writer *w);
 
 #endif
