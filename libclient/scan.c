@@ -237,15 +237,6 @@ static int corrupt(struct amora_iter *it, uint32_t s, int rc)
 
 /* ---------- the heap ---------- */
 
-static uint64_t be8(const uint8_t *p, uint32_t len)
-{
-	uint64_t v = 0;
-
-	for (uint32_t i = 0; i < 8; i++)
-		v = v << 8 | (i < len ? p[i] : 0);
-	return v;
-}
-
 /* The entry shard sh's cursor stands on, and its key's first 16 bytes as
  * two integers: padded with zeros, they order two keys as key_cmp does
  * whenever they differ (a shorter key padded is at most any key it is a
@@ -255,8 +246,8 @@ static int shard_get(const struct shm_seg *seg, struct scan_shard *sh)
 	int rc = shm_skip_cursor_get(seg, &sh->c, &sh->kv);
 
 	if (rc == SHM_OK) {
-		sh->k0 = be8(sh->kv.key, sh->kv.klen);
-		sh->k1 = sh->kv.klen > 8 ? be8(sh->kv.key + 8, sh->kv.klen - 8) : 0;
+		sh->k0 = shm_skip_key_word(sh->kv.key, sh->kv.klen);
+		sh->k1 = sh->kv.klen > 8 ? shm_skip_key_word(sh->kv.key + 8, sh->kv.klen - 8) : 0;
 	}
 	return rc;
 }

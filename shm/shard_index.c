@@ -4,6 +4,7 @@
  * adopting a dead writer's index, building one from the table.
  */
 #include <assert.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,17 +31,26 @@ static uint64_t node_bytes(const struct shm_writer *w, uint64_t node)
 	return shm_skip_node_bytes(node_at(w, node)->height);
 }
 
+/* Room in a private array *v of *cap elements of `size` bytes for one
+ * more after n (doubling, from 1024). Returns false if it cannot grow. */
+static bool room_for_one(void **v, size_t *cap, size_t n, size_t size)
+{
+	size_t c = *cap ? *cap * 2 : 1024;
+	void *p;
+
+	if (n < *cap)
+		return true;
+	if ((p = realloc(*v, c * size)) == NULL)
+		return false;
+	*v = p;
+	*cap = c;
+	return true;
+}
+
 int shm_live_add(struct shm_live_set *l, uint64_t off, uint64_t size, size_t tag)
 {
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 1024;
-		struct shm_slab_live *v = realloc(l->v, cap * sizeof(*v));
-
-		if (v == NULL)
-			return SHM_ENOMEM;
-		l->v = v;
-		l->cap = cap;
-	}
+	if (!room_for_one((void **)&l->v, &l->cap, l->n, sizeof(*l->v)))
+		return SHM_ENOMEM;
 	l->v[l->n++] = (struct shm_slab_live){ .off = off, .size = size, .tag = tag };
 	return SHM_OK;
 }
@@ -202,15 +212,8 @@ static int found_add(void *arg, uint64_t node, uint64_t rec)
 {
 	struct shm_index_found *f = arg;
 
-	if (f->n == f->cap) {
-		size_t cap = f->cap ? f->cap * 2 : 1024;
-		struct shm_index_node *v = realloc(f->v, cap * sizeof(*v));
-
-		if (v == NULL)
-			return SHM_ESYS;
-		f->v = v;
-		f->cap = cap;
-	}
+	if (!room_for_one((void **)&f->v, &f->cap, f->n, sizeof(*f->v)))
+		return SHM_ESYS;
 	f->v[f->n++] = (struct shm_index_node){ node, rec };
 	return 0;
 }
@@ -324,15 +327,6 @@ struct sort_ent {
 	const struct shm_record *r;
 };
 
-static uint64_t be_at(const uint8_t *p, uint32_t len)
-{
-	uint64_t v = 0;
-
-	for (uint32_t i = 0; i < 8; i++)
-		v = v << 8 | (i < len ? p[i] : 0);
-	return v;
-}
-
 static int sort_cmp(const void *pa, const void *pb)
 {
 	const struct sort_ent *a = pa, *b = pb;
@@ -363,8 +357,8 @@ static int collect_rec(void *arg, const struct shm_kv *kv)
 
 	if (c->n == c->cap)
 		return SHM_ECORRUPT; /* more keys than the table counts */
-	c->v[c->n++] = (struct sort_ent){ be_at(kv->key, kv->klen),
-					   kv->klen > 8 ? be_at(kv->key + 8, kv->klen - 8) : 0, rec,
+	c->v[c->n++] = (struct sort_ent){ shm_skip_key_word(kv->key, kv->klen),
+					   kv->klen > 8 ? shm_skip_key_word(kv->key + 8, kv->klen - 8) : 0, rec,
 					   rec_at(c->w, rec) };
 	return 0;
 }

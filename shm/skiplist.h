@@ -135,6 +135,19 @@ struct shm_skip {
 	_Atomic uint32_t next[SHM_SKIP_MAX_HEIGHT];
 };
 
+/* A key's first 8 bytes (of len) as a big-endian integer, zero padded:
+ * two keys whose integers differ compare as these do in the key order (a
+ * shorter key padded is at most any key it is a prefix of); equal ones
+ * need the rest. For sorts and merges that compare mostly integers. */
+static inline uint64_t shm_skip_key_word(const uint8_t *p, uint32_t len)
+{
+	uint64_t v = 0;
+
+	for (uint32_t i = 0; i < 8; i++)
+		v = v << 8 | (i < len ? p[i] : 0);
+	return v;
+}
+
 /* --- writer side (the shard's single writer; nothing here takes a lock) --- */
 
 /* An empty list (levels 1, every link 0) from `slab`; *off its offset.
