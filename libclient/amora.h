@@ -255,7 +255,7 @@ AMORA_API int amora_mget(amora *db, size_t n, const void *const keys[], const si
  * where they stood if no shard freed memory since the last batch, else
  * seeks every shard again past the last key (O(shards x log n), the seeks
  * interleaved: their cache misses overlap). Forward, an entry costs a
- * level-0 hop and a heap step (O(log shards)); reverse, a predecessor
+ * level-0 hop and a merge step (O(log shards)); reverse, a predecessor
  * search from the head of its shard's index (O(log n), ~1 us). A prefix
  * holding a whole hash tag ("{user:42}:...") scans only that tag's shard
  * when the store places keys by tag (data directories made since hash

@@ -4,8 +4,8 @@
  *
  * Keys are placed by hash, so an ordered scan merges every shard that can
  * hold keys of the range (../shared/DESIGN.md §9): one skip-list cursor
- * per shard (shm/skiplist.h) and a binary heap of the shards' current keys
- * (a min-heap; a max-heap for reverse). A prefix holding a whole hash tag
+ * per shard (shm/skiplist.h) and a tree of losers over the shards' current
+ * keys (see "The merge"). A prefix holding a whole hash tag
  * names one shard when the segment places keys by tag (shm_place).
  *
  * Read sections stay short (DESIGN.md §12, "Iterators resume"): the
@@ -58,6 +58,7 @@
  * will build it). A FAILED or RESTARTING shard that has an index is read
  * like any other: the restarted writer adopts it.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -78,7 +79,13 @@ struct scan_shard {
 	uint64_t cur;              /* index_off as loaded in this section */
 	struct shm_skip_cursor c;
 	struct shm_kv kv;          /* the entry it stands on (valid in the section) */
-	uint64_t k0, k1;           /* kv's first 16 key bytes, big-endian, zero padded */
+};
+
+/* A key's first 16 bytes as two big-endian integers, zero padded, in scan
+ * order: complemented for reverse. Two keys whose words differ are ordered
+ * by them (shm_skip_key_word); equal words need the whole keys. */
+struct scan_key {
+	uint64_t k0, k1;
 };
 
 /* A buffered entry: offsets into bytes. */
@@ -96,26 +103,30 @@ struct scan_bound {
 
 struct amora_iter {
 	amora *db;
-	struct scan_bound lo, hi;  /* the range: prefix and bounds intersected */
 	bool reverse, keys_only;
 	uint64_t limit, returned;  /* limit 0: none; entries handed out */
 	uint32_t n;                /* shards scanned */
 	struct scan_shard *sh;
-	uint32_t *heap, heap_n;    /* indexes into sh[], ordered by their kv.key */
-	uint32_t rr;               /* the shard whose next record is prefetched next */
+	struct scan_key *keys;     /* keys[s]: sh[s].kv's key (all ones once ended) */
+	uint32_t *tree;            /* the merge's losers, tree[1 .. n) */
+	uint32_t *work;            /* 2n: the tree's build, the seeks' active list */
+	uint32_t win;              /* the shard whose entry comes next */
 	bool positioned;           /* the cursors stand somewhere (a section ran) */
 	uint64_t epoch;            /* the epoch the last section entered with */
 	bool have_last;
-	uint32_t last_len;         /* the last key merged (the seek key when re-seeking) */
-	uint64_t last_k0, last_k1; /* its first 16 bytes as shard_get keeps them */
-	uint8_t last[AMORA_KEY_MAX];
+	uint32_t last_len;         /* the last key of the previous batch (the seek
+				    * key when re-seeking) */
+	struct scan_key last_k;    /* the last key merged, as keys[] */
 	struct scan_entry *ents;
 	size_t nents, next, ents_cap, batch;
 	uint8_t *bytes;
 	size_t nbytes, bytes_cap;
 	bool done;                 /* nothing more to merge */
 	int err;                   /* the error the iterator ended with (0: none) */
+	/* Not zeroed at open (12 KiB): each is written before it is read. */
 	char errmsg[sizeof(((amora *)0)->errmsg)];
+	struct scan_bound lo, hi;  /* the range: prefix and bounds intersected */
+	uint8_t last[AMORA_KEY_MAX];
 };
 
 /* The key order: unsigned bytes, memcmp then length (as the skip list). */
@@ -235,64 +246,98 @@ static int corrupt(struct amora_iter *it, uint32_t s, int rc)
 	return iter_fail(it, AMORA_ECORRUPT);
 }
 
-/* ---------- the heap ---------- */
+/* ---------- the merge ---------- */
 
-/* The entry shard sh's cursor stands on, and its key's first 16 bytes as
- * two integers: padded with zeros, they order two keys as key_cmp does
- * whenever they differ (a shorter key padded is at most any key it is a
- * prefix of), so the heap compares records only on a tie. */
-static int shard_get(const struct shm_seg *seg, struct scan_shard *sh)
+/* The merge is a tree of losers (Knuth, TAOCP vol. 3, 5.4.1) over the n
+ * shards scanned: shard s is leaf n + s, the parent of node p is p / 2,
+ * tree[p] (1 <= p < n) holds the shard that lost the match at p, and win
+ * the one that won them all. When the winner's cursor steps, its new key
+ * plays one match per level on the way up: ceil(log2 n) comparisons (a
+ * binary heap takes two per level), mostly of two integers (scan_key). An
+ * ended shard loses every match. */
+
+/* keys[s] after shard s's cursor moved: rc is what the move returned
+ * (SHM_OK: sh[s].kv holds its entry; SHM_ENOTFOUND: it is at its end,
+ * and the shard ended). Returns rc. */
+static int shard_moved(struct amora_iter *it, uint32_t s, int rc)
 {
-	int rc = shm_skip_cursor_get(seg, &sh->c, &sh->kv);
+	const struct shm_kv *kv = &it->sh[s].kv;
+	uint64_t flip = it->reverse ? ~0ULL : 0;
 
 	if (rc == SHM_OK) {
-		sh->k0 = shm_skip_key_word(sh->kv.key, sh->kv.klen);
-		sh->k1 = sh->kv.klen > 8 ? shm_skip_key_word(sh->kv.key + 8, sh->kv.klen - 8) : 0;
+		it->keys[s].k0 = shm_skip_key_word(kv->key, kv->klen) ^ flip;
+		it->keys[s].k1 = (kv->klen > 8 ? shm_skip_key_word(kv->key + 8, kv->klen - 8) : 0) ^ flip;
+	} else if (rc == SHM_ENOTFOUND) {
+		it->sh[s].ended = true;
+		it->keys[s] = (struct scan_key){ ~0ULL, ~0ULL };
 	}
 	return rc;
 }
 
-/* Whether shard a's entry comes before shard b's in scan order. */
-static bool heap_before(const struct amora_iter *it, uint32_t a, uint32_t b)
+/* cmp in scan order of key a (words ka) and key b (words kb). */
+static int scan_cmp(const struct amora_iter *it, const struct scan_key *ka, const uint8_t *a, uint32_t alen,
+		    const struct scan_key *kb, const uint8_t *b, uint32_t blen)
 {
-	const struct scan_shard *x = &it->sh[a], *y = &it->sh[b];
 	int c;
 
+	if (ka->k0 != kb->k0)
+		return ka->k0 < kb->k0 ? -1 : 1;
+	if (ka->k1 != kb->k1)
+		return ka->k1 < kb->k1 ? -1 : 1;
+	c = key_cmp(a, alen, b, blen);
+	return it->reverse ? -c : c;
+}
+
+/* tree_before when the words tie. */
+static bool tree_tie(const struct amora_iter *it, uint32_t a, uint32_t b)
+{
+	const struct scan_key *x = &it->keys[a], *y = &it->keys[b];
+
+	if (it->sh[a].ended || it->sh[b].ended)
+		return !it->sh[a].ended;
+	return scan_cmp(it, x, it->sh[a].kv.key, it->sh[a].kv.klen, y, it->sh[b].kv.key, it->sh[b].kv.klen) < 0;
+}
+
+/* Whether shard a's entry comes before shard b's; ended ones last. */
+static inline __attribute__((always_inline)) bool tree_before(const struct amora_iter *it, uint32_t a, uint32_t b)
+{
+	const struct scan_key *x = &it->keys[a], *y = &it->keys[b];
+
 	if (x->k0 != y->k0)
-		c = x->k0 < y->k0 ? -1 : 1;
-	else if (x->k1 != y->k1)
-		c = x->k1 < y->k1 ? -1 : 1;
-	else
-		c = key_cmp(x->kv.key, x->kv.klen, y->kv.key, y->kv.klen);
-	return it->reverse ? c > 0 : c < 0;
+		return x->k0 < y->k0;
+	if (x->k1 != y->k1)
+		return x->k1 < y->k1;
+	return tree_tie(it, a, b);
 }
 
-static void heap_down(struct amora_iter *it, uint32_t i)
+/* Play every match from the leaves up (n - 1 of them). */
+static void tree_build(struct amora_iter *it)
 {
-	for (;;) {
-		uint32_t l = 2 * i + 1, r = l + 1, m = i, t;
+	uint32_t n = it->n, *w = it->work;
 
-		if (l < it->heap_n && heap_before(it, it->heap[l], it->heap[m]))
-			m = l;
-		if (r < it->heap_n && heap_before(it, it->heap[r], it->heap[m]))
-			m = r;
-		if (m == i)
-			return;
-		t = it->heap[i];
-		it->heap[i] = it->heap[m];
-		it->heap[m] = t;
-		i = m;
+	for (uint32_t s = 0; s < n; s++)
+		w[n + s] = s;
+	for (uint32_t p = n - 1; p >= 1; p--) {
+		uint32_t a = w[2 * p], b = w[2 * p + 1];
+		bool ab = tree_before(it, a, b);
+
+		w[p] = ab ? a : b;
+		it->tree[p] = ab ? b : a;
 	}
+	it->win = n > 1 ? w[1] : 0;
 }
 
-static void heap_build(struct amora_iter *it)
+/* Shard s (the winner) has a new key: replay its way up. */
+static void tree_replay(struct amora_iter *it, uint32_t s)
 {
-	it->heap_n = 0;
-	for (uint32_t s = 0; s < it->n; s++)
-		if (!it->sh[s].ended)
-			it->heap[it->heap_n++] = s;
-	for (uint32_t i = it->heap_n / 2; i-- > 0;)
-		heap_down(it, i);
+	for (uint32_t p = (it->n + s) / 2; p >= 1; p /= 2)
+		if (tree_before(it, it->tree[p], s)) {
+			uint32_t t = it->tree[p];
+
+			it->tree[p] = s;
+			s = t;
+		}
+	it->win = s;
 }
 
 /* ---------- sections ---------- */
@@ -341,6 +386,33 @@ static int section_enter(struct amora_iter *it)
 	}
 }
 
+/* Load the entry every cursor stands on (after a seek; or, resuming where
+ * it stood, its node may point at a newer record of the same key now),
+ * then the merge's tree. */
+static int load_all(struct amora_iter *it)
+{
+	for (uint32_t s = 0; s < it->n; s++) {
+		int rc;
+
+		if (it->sh[s].ended)
+			it->keys[s] = (struct scan_key){ ~0ULL, ~0ULL };
+		else if ((rc = shard_moved(it, s, shm_skip_cursor_get(&it->db->seg, &it->sh[s].c, &it->sh[s].kv))) !=
+				 SHM_OK &&
+			 rc != SHM_ENOTFOUND)
+			return corrupt(it, s, rc);
+	}
+	tree_build(it);
+	return AMORA_OK;
+}
+
+/* Every shard ended: nothing to merge. */
+static int end_all(struct amora_iter *it)
+{
+	for (uint32_t s = 0; s < it->n; s++)
+		it->sh[s].ended = true;
+	return load_all(it);
+}
+
 /* Seek every cursor still scanning, in lock-step so that their cache
  * misses overlap: to the near end of the range, or just past the last key
  * merged. Then load each one's entry. */
@@ -349,7 +421,7 @@ static int seek_all(struct amora_iter *it)
 	const struct shm_seg *seg = &it->db->seg;
 	const struct scan_bound *near = it->reverse ? &it->hi : &it->lo;
 	const uint8_t *key = NULL;
-	uint32_t klen = 0, pending = 0;
+	uint32_t klen = 0, pending = 0, *act = it->work;
 	bool inclusive = true;
 	int rc;
 
@@ -363,16 +435,11 @@ static int seek_all(struct amora_iter *it)
 		inclusive = near->mode == AMORA_BOUND_INCLUSIVE;
 	} else if (near->mode == AMORA_BOUND_EXCLUSIVE) {
 		/* exclusive of "": forward, every key; reverse, none */
-		if (it->reverse) {
-			for (uint32_t s = 0; s < it->n; s++)
-				it->sh[s].ended = true;
-			return AMORA_OK;
-		}
+		if (it->reverse)
+			return end_all(it);
 	} else if (near->mode == AMORA_BOUND_INCLUSIVE && it->reverse) {
 		/* reverse from "" inclusive: no key is <= "" */
-		for (uint32_t s = 0; s < it->n; s++)
-			it->sh[s].ended = true;
-		return AMORA_OK;
+		return end_all(it);
 	}
 	for (uint32_t s = 0; s < it->n; s++) {
 		struct shm_skip_view v;
@@ -383,48 +450,26 @@ static int seek_all(struct amora_iter *it)
 			return corrupt(it, s, rc);
 		it->sh[s].index_off = it->sh[s].cur;
 		shm_skip_seek_start(&it->sh[s].c, &v, key, klen, inclusive, it->reverse);
-		pending++;
+		act[pending++] = s;
 	}
+	/* Round after round over the seeks not done yet (each leaves once
+	 * done; the order of the rest does not matter). */
 	while (pending > 0) {
-		pending = 0;
-		for (uint32_t s = 0; s < it->n; s++) {
-			if (it->sh[s].ended)
-				continue;
+		for (uint32_t i = 0; i < pending;) {
+			uint32_t s = act[i];
+
 			rc = shm_skip_seek_step(seg, &it->sh[s].c);
 			if (rc < 0)
 				return corrupt(it, s, rc);
-			pending += rc == 1;
+			if (rc == 1)
+				i++;
+			else
+				act[i] = act[--pending];
 		}
 	}
-	for (uint32_t s = 0; s < it->n; s++) {
-		if (it->sh[s].ended)
-			continue;
-		rc = shard_get(seg, &it->sh[s]);
-		if (rc == SHM_ENOTFOUND)
-			it->sh[s].ended = true;
-		else if (rc != SHM_OK)
-			return corrupt(it, s, rc);
-	}
-	return AMORA_OK;
+	return load_all(it);
 }
 
-/* Reload the entry of every cursor that resumes where it stood (its node
- * may point at a newer record of the same key now). */
-static int resume_all(struct amora_iter *it)
-{
-	for (uint32_t s = 0; s < it->n; s++) {
-		int rc;
-
-		if (it->sh[s].ended)
-			continue;
-		rc = shard_get(&it->db->seg, &it->sh[s]);
-		if (rc == SHM_ENOTFOUND)
-			it->sh[s].ended = true;
-		else if (rc != SHM_OK)
-			return corrupt(it, s, rc);
-	}
-	return AMORA_OK;
-}
 
 /* Room for `more` bytes and one more entry. Errors: AMORA_ESYS. */
 static int buffer_room(struct amora_iter *it, size_t more)
@@ -453,42 +498,80 @@ static int buffer_room(struct amora_iter *it, size_t more)
 }
 
 /* Prefetching for a forward merge. Each entry costs two dependent misses,
- * the next node of its shard and that node's record (records lie in write
- * order, not key order), and the heap takes a different shard nearly
- * every time, so both are started well before a shard's turn comes:
- *   - the shard just stepped: the node after its new one (the link is in
- *     the node's line, loaded already);
- *   - one other shard per entry, round-robin: the record of the node after
- *     its current one (that node's line was prefetched at its last step).
- * Only prefetches: every offset is bounds-checked, and shm_skip_cursor_next
- * and _get validate what they load. A full scan of 1 M keys (16 B / 100 B)
- * over 64 shards, 3 paired runs of 3: 1.8-2.0 M entries/s without, 2.3-3.1
- * with. */
-static const struct shm_skip_node *next_node(const struct shm_seg *seg, const struct shm_skip_cursor *c)
+ * its node and the node's record (records lie in write order, not key
+ * order: after updates in random order, anywhere), and the merge takes a
+ * different shard nearly every time, so a shard's turn comes about once
+ * in n entries. Each step of a shard onto node n1 starts what its next
+ * turn needs and the one after: n2 := n1.next (n1's line is loaded), then
+ * through n2's line (prefetched at the shard's previous step) n2's record
+ * and n3's line. Only prefetches: every offset is bounds-checked, and
+ * shm_skip_cursor_next validates what it loads. A full scan of 1 M keys
+ * (16 B / 100 B) over 64 shards, overwritten in random order: 3.6-4.1 M
+ * entries/s with one node ahead and one shard's record round-robin,
+ * 4.8-5.0 with this, 5.1-7.1 with the record's third line too (a record
+ * of 136 bytes spans three lines when it starts past a line's 56th byte);
+ * starting the record two turns ahead gained nothing (4.3-6.4). */
+static const struct shm_skip_node *node_after(const struct shm_seg *seg, const struct shm_skip_node *n)
 {
-	const struct shm_skip_node *n = shm_ptr(seg, c->node, sizeof(*n) + 4);
-
-	if (n == NULL)
-		return NULL;
 	return shm_ptr(seg, (uint64_t)atomic_load_explicit(&n->next[0], memory_order_relaxed) << 4,
-		       sizeof(*n));
+		       sizeof(*n) + 4);
 }
 
 static void prefetch_ahead(const struct amora_iter *it, uint32_t stepped)
 {
 	const struct shm_seg *seg = &it->db->seg;
-	const struct shm_skip_node *m;
-	uint32_t t = it->rr % it->n;
+	const struct shm_skip_node *n1, *n2, *n3;
+	const uint8_t *r;
 
-	if (!it->sh[stepped].ended && (m = next_node(seg, &it->sh[stepped].c)) != NULL)
-		__builtin_prefetch(m);
-	if (t != stepped && !it->sh[t].ended && (m = next_node(seg, &it->sh[t].c)) != NULL) {
-		const void *r = shm_ptr(seg, (uint64_t)atomic_load_explicit(&m->rec, memory_order_relaxed) << 4,
-					64);
-
-		if (r != NULL)
-			__builtin_prefetch(r);
+	if (it->sh[stepped].ended || (n1 = shm_ptr(seg, it->sh[stepped].c.node, sizeof(*n1) + 4)) == NULL ||
+	    (n2 = node_after(seg, n1)) == NULL)
+		return;
+	/* 192: three lines, all in the segment (a record near its end: none). */
+	r = shm_ptr(seg, (uint64_t)atomic_load_explicit(&n2->rec, memory_order_relaxed) << 4, 192);
+	if (r != NULL) {
+		__builtin_prefetch(r);
+		__builtin_prefetch(r + 64);
+		__builtin_prefetch(r + 128);
 	}
+	if ((n3 = node_after(seg, n2)) != NULL)
+		__builtin_prefetch(n3);
+}
+
+/* The last key merged: the buffer's last entry, else the previous
+ * batch's (have_last). */
+static const uint8_t *last_key(const struct amora_iter *it, uint32_t *len)
+{
+	if (it->nents == 0) {
+		*len = it->last_len;
+		return it->last;
+	}
+	*len = it->ents[it->nents - 1].klen;
+	return it->bytes + it->ents[it->nents - 1].koff;
+}
+
+/* Copy shard s's entry into the buffer. Errors: AMORA_ESYS. */
+static int buffer_put(struct amora_iter *it, uint32_t s)
+{
+	const struct shm_kv *kv = &it->sh[s].kv;
+	size_t vlen = it->keys_only ? 0 : kv->vlen;
+	struct scan_entry *e;
+	int rc;
+
+	if ((rc = buffer_room(it, kv->klen + vlen)) != AMORA_OK)
+		return rc;
+	e = &it->ents[it->nents++];
+	e->koff = it->nbytes;
+	e->klen = kv->klen;
+	memcpy(it->bytes + it->nbytes, kv->key, kv->klen);
+	it->nbytes += kv->klen;
+	e->voff = it->nbytes;
+	e->vlen = (uint32_t)vlen;
+	if (vlen)
+		memcpy(it->bytes + it->nbytes, kv->val, vlen);
+	it->nbytes += vlen;
+	it->last_k = it->keys[s];
+	it->have_last = true;
+	return AMORA_OK;
 }
 
 /* Inside the section: merge up to a batch into the buffer. */
@@ -500,65 +583,34 @@ static int merge_batch(struct amora_iter *it)
 
 	if (it->limit > 0 && it->limit - it->returned < want)
 		want = (size_t)(it->limit - it->returned);
-	while (it->heap_n > 0 && it->nents < want) {
-		uint32_t s = it->heap[0];
+	while (it->nents < want) {
+		uint32_t s = it->win, llen;
 		const struct shm_kv *kv = &it->sh[s].kv;
-		size_t vlen = it->keys_only ? 0 : kv->vlen;
-		struct scan_entry *e;
+		const uint8_t *last;
 
-		if (past_end(it, kv->key, kv->klen)) {
-			it->done = true; /* the nearest key of all is out: so are the rest */
+		if (it->sh[s].ended || past_end(it, kv->key, kv->klen)) {
+			/* the nearest key of all is out: so are the rest */
+			it->done = true;
 			return AMORA_OK;
 		}
-		if (it->nents > 0 && it->nbytes + kv->klen + vlen > SCAN_BYTES_MAX)
+		if (it->nents > 0 && it->nbytes + kv->klen + (it->keys_only ? 0 : kv->vlen) > SCAN_BYTES_MAX)
 			return AMORA_OK;
 		/* Shards hold disjoint keys and each walks in strict order, so
 		 * an entry not beyond the last one is damage (or a bug). */
 		if (it->have_last) {
-			const struct scan_shard *x = &it->sh[s];
-			int c = x->k0 != it->last_k0 ? (x->k0 < it->last_k0 ? -1 : 1)
-				: x->k1 != it->last_k1 ? (x->k1 < it->last_k1 ? -1 : 1)
-				: key_cmp(kv->key, kv->klen, it->last, it->last_len);
-
-			if (it->reverse ? c >= 0 : c <= 0)
+			last = last_key(it, &llen);
+			if (scan_cmp(it, &it->keys[s], kv->key, kv->klen, &it->last_k, last, llen) <= 0)
 				return corrupt(it, s, SHM_ECORRUPT);
 		}
-		if ((rc = buffer_room(it, kv->klen + vlen)) != AMORA_OK)
+		if ((rc = buffer_put(it, s)) != AMORA_OK)
 			return iter_fail(it, rc);
-		e = &it->ents[it->nents++];
-		e->koff = it->nbytes;
-		e->klen = kv->klen;
-		memcpy(it->bytes + it->nbytes, kv->key, kv->klen);
-		it->nbytes += kv->klen;
-		e->voff = it->nbytes;
-		e->vlen = (uint32_t)vlen;
-		if (vlen)
-			memcpy(it->bytes + it->nbytes, kv->val, vlen);
-		it->nbytes += vlen;
-		memcpy(it->last, kv->key, kv->klen);
-		it->last_len = kv->klen;
-		it->last_k0 = it->sh[s].k0;
-		it->last_k1 = it->sh[s].k1;
-		it->have_last = true;
-
-		rc = shm_skip_cursor_next(seg, &it->sh[s].c);
-		if (rc == SHM_OK)
-			rc = shard_get(seg, &it->sh[s]);
-
-		if (rc == SHM_ENOTFOUND) {
-			it->sh[s].ended = true;
-			it->heap[0] = it->heap[--it->heap_n];
-		} else if (rc != SHM_OK) {
+		rc = shard_moved(it, s, shm_skip_cursor_next(seg, &it->sh[s].c, &it->sh[s].kv));
+		if (rc != SHM_OK && rc != SHM_ENOTFOUND)
 			return corrupt(it, s, rc);
-		}
-		if (!it->reverse) {
+		if (!it->reverse)
 			prefetch_ahead(it, s);
-			it->rr++;
-		}
-		heap_down(it, 0);
+		tree_replay(it, s);
 	}
-	if (it->heap_n == 0)
-		it->done = true;
 	return AMORA_OK;
 }
 
@@ -579,13 +631,18 @@ static int refill(struct amora_iter *it)
 		resume = it->sh[s].ended || it->sh[s].index_off == it->sh[s].cur;
 	it->epoch = atomic_load_explicit(&db->hdr->epoch.epoch, memory_order_relaxed);
 	it->positioned = true;
-	rc = resume ? resume_all(it) : seek_all(it);
-	if (rc == AMORA_OK) {
-		if (!resume)
-			heap_build(it);
+	rc = resume ? load_all(it) : seek_all(it);
+	if (rc == AMORA_OK)
 		rc = merge_batch(it);
-	}
 	shm_epoch_leave(&db->hdr->epoch);
+	/* The batch's last key, where a re-seek starts (a copy: the buffer
+	 * is refilled first). */
+	if (it->nents > 0) {
+		const struct scan_entry *e = &it->ents[it->nents - 1];
+
+		memcpy(it->last, it->bytes + e->koff, e->klen);
+		it->last_len = e->klen;
+	}
 	if (it->batch < SCAN_BATCH_MAX)
 		it->batch *= 2;
 	return rc;
@@ -636,12 +693,12 @@ int amora_iter_open(amora *db, const struct amora_range *r, amora_iter **out)
 			return client_fail(db, AMORA_ENOTSUP,
 					   "the store runs without a sorted index (amorad --sorted-index off)");
 
-	it = calloc(1, sizeof(*it));
+	if ((it = malloc(sizeof(*it))) != NULL)
+		memset(it, 0, offsetof(struct amora_iter, errmsg));
 	if (it == NULL || (it->sh = calloc(n, sizeof(*it->sh))) == NULL ||
-	    (it->heap = calloc(n, sizeof(*it->heap))) == NULL) {
-		if (it)
-			free(it->sh);
-		free(it);
+	    (it->keys = calloc(n, sizeof(*it->keys))) == NULL || (it->tree = calloc(n, sizeof(*it->tree))) == NULL ||
+	    (it->work = calloc(2 * (size_t)n, sizeof(*it->work))) == NULL) {
+		amora_iter_close(it);
 		return client_fail(db, AMORA_ESYS, "out of memory for an iterator over %u shards", n);
 	}
 	it->db = db;
@@ -705,7 +762,9 @@ void amora_iter_close(amora_iter *it)
 		return;
 	free(it->ents);
 	free(it->bytes);
-	free(it->heap);
+	free(it->work);
+	free(it->tree);
+	free(it->keys);
 	free(it->sh);
 	free(it);
 }

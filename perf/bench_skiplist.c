@@ -112,7 +112,7 @@ int main(void)
 	for (int rep = 0; rep < 20; rep++) {
 		struct shm_kv kv;
 		for (int rc = shm_skip_seek(&seg, &c, &v, NULL, 0, true, false); rc == SHM_OK;
-		     rc = shm_skip_cursor_next(&seg, &c)) {
+		     rc = shm_skip_cursor_next(&seg, &c, NULL)) {
 			if (shm_skip_cursor_get(&seg, &c, &kv) != SHM_OK)
 				break;
 			sum += kv.val[0];
@@ -126,7 +126,7 @@ int main(void)
 	n = 0;
 	t0 = shm_now_ns();
 	for (int rc = shm_skip_seek(&seg, &c, &v, NULL, 0, true, true); rc == SHM_OK;
-	     rc = shm_skip_cursor_next(&seg, &c))
+	     rc = shm_skip_cursor_next(&seg, &c, NULL))
 		n++;
 	t1 = shm_now_ns();
 	printf("scan   reverse (a predecessor search per key): %7.1f ns/key\n", (double)(t1 - t0) / (double)n);

@@ -21,7 +21,9 @@
  * the node's whole size (height read once, checked against the level it
  * is reached at), plen is checked, records through shm_record_view and
  * must hold the node's prefix, and every pass is checked to go to a key
- * strictly greater than the last one passed (which bounds every walk). The
+ * strictly greater than the last one passed (which bounds every walk; a
+ * seek's passes between tied prefixes are checked from the 33rd in a row
+ * on, pass_ok). The
  * writer trusts its list but still validates the records it dereferences.
  */
 #include <string.h>
@@ -42,6 +44,10 @@ enum {
 };
 
 enum { SKIP_ST_HEAD, SKIP_ST_NODE, SKIP_ST_REC, SKIP_ST_DONE, SKIP_ST_CORRUPT };
+
+/* The readers' hot path (a hop, a step of a scan) is a few integer
+ * compares: its small helpers are inlined into it. */
+#define HOT static inline __attribute__((always_inline))
 
 /* A comparison the inline prefixes cannot decide. */
 #define UNDECIDED 2
@@ -79,41 +85,66 @@ static int key_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t b
 	return c ? c : (alen > blen) - (alen < blen);
 }
 
-/* cmp(key, node) from the node's prefix alone, or UNDECIDED: the first
- * min(plen, klen) bytes decide if they differ; else a wholly inline key
- * (plen < SHM_SKIP_PREFIX) or a search key shorter than plen decides by
- * length; only a node key of SHM_SKIP_PREFIX+ bytes against a search key
- * as long with the same first SHM_SKIP_PREFIX bytes needs the record. */
-static int prefix_cmp(const uint8_t *key, uint32_t klen, uint32_t plen, const uint8_t *prefix)
+/* The top n bytes of a word (n 0 .. 8). */
+HOT uint64_t word_mask(uint32_t n)
 {
-	uint32_t n = klen < plen ? klen : plen;
-	int c = bytes_cmp(key, prefix, n);
-
-	if (c)
-		return c;
-	if (plen < SHM_SKIP_PREFIX || klen < plen)
-		return (klen > plen) - (klen < plen);
-	return UNDECIDED;
+	return n >= 8 ? ~0ULL : n == 0 ? 0 : ~0ULL << (64 - 8 * n);
 }
 
-/* cmp(a, b) of two nodes' keys from what is known of them: the prefixes,
- * then the full keys when both prefixes are SHM_SKIP_PREFIX bytes and equal (UNDECIDED
- * while a full key is unknown). */
-static int ref_cmp(const struct shm_skip_keyref *a, const struct shm_skip_keyref *b)
+/* *k for a whole key (a seek key, a record's): full known. */
+static void ref_of_key(const uint8_t *key, uint32_t klen, struct shm_skip_keyref *k)
 {
-	uint32_t n = a->plen < b->plen ? a->plen : b->plen;
-	int c = bytes_cmp(a->prefix, b->prefix, n);
+	uint32_t p = klen < SHM_SKIP_PREFIX ? klen : SHM_SKIP_PREFIX;
+	uint64_t b;
 
-	if (c)
-		return c;
+	k->full = key;
+	k->flen = klen;
+	k->plen = p;
+	k->w0 = shm_skip_key_word(key, p);
+	if (klen >= 16) {
+		memcpy(&b, key + 8, 8);
+		k->w1 = __builtin_bswap64(b) & word_mask(SHM_SKIP_PREFIX - 8);
+	} else {
+		k->w1 = p > 8 ? shm_skip_key_word(key + 8, p - 8) : 0;
+	}
+}
+
+/* *k for node n's inline prefix of plen bytes (full unknown). n's 20-byte
+ * header and next[0] must be in bounds: the second load reads bytes
+ * 14-21, of which it keeps only prefix bytes. */
+HOT void ref_of_node(const struct shm_skip_node *n, uint32_t plen, struct shm_skip_keyref *k)
+{
+	uint64_t a, b;
+
+	memcpy(&a, (const uint8_t *)n + offsetof(struct shm_skip_node, prefix), 8);
+	memcpy(&b, (const uint8_t *)n + offsetof(struct shm_skip_node, prefix) + 8, 8);
+	k->full = NULL;
+	k->flen = 0;
+	k->plen = plen;
+	k->w0 = __builtin_bswap64(a) & word_mask(plen);
+	k->w1 = plen > 8 ? __builtin_bswap64(b) & word_mask(plen - 8) : 0;
+}
+
+/* cmp(a, b) of two keys from what is known of them: the prefixes' words
+ * (zero padded, they order two keys whenever they differ), then their
+ * lengths when a key is wholly inline (plen < SHM_SKIP_PREFIX: with equal
+ * words, the shorter is a prefix of the longer), then the rest of the
+ * full keys when both are known (UNDECIDED while one is not). */
+HOT int ref_cmp(const struct shm_skip_keyref *a, const struct shm_skip_keyref *b)
+{
+	if (a->w0 != b->w0)
+		return a->w0 < b->w0 ? -1 : 1;
+	if (a->w1 != b->w1)
+		return a->w1 < b->w1 ? -1 : 1;
 	if (a->plen < SHM_SKIP_PREFIX || b->plen < SHM_SKIP_PREFIX)
 		return (a->plen > b->plen) - (a->plen < b->plen);
 	if (a->full == NULL || b->full == NULL)
 		return UNDECIDED;
-	return key_cmp(a->full, a->flen, b->full, b->flen);
+	return key_cmp(a->full + SHM_SKIP_PREFIX, a->flen - SHM_SKIP_PREFIX, b->full + SHM_SKIP_PREFIX,
+		       b->flen - SHM_SKIP_PREFIX);
 }
 
-static void prefetch_at(const struct shm_seg *seg, uint64_t off)
+HOT void prefetch_at(const struct shm_seg *seg, uint64_t off)
 {
 	if (off < seg->size)
 		__builtin_prefetch(seg->base + off);
@@ -150,7 +181,7 @@ uint32_t shm_skip_height(uint64_t *rng)
 /* The node at `off`, if it lies wholly in the segment with a height above
  * `level` (it was reached by a link of that level) and a sane plen; its
  * plen and prefix are copied into *k (full key unknown). NULL otherwise. */
-static const struct shm_skip_node *node_at(const struct shm_seg *seg, uint64_t off, int level,
+HOT const struct shm_skip_node *node_at(const struct shm_seg *seg, uint64_t off, int level,
 					   struct shm_skip_keyref *k)
 {
 	/* volatile: height and plen are loaded once; only the copies are used. */
@@ -164,10 +195,7 @@ static const struct shm_skip_node *node_at(const struct shm_seg *seg, uint64_t o
 	if (h == 0 || h > SHM_SKIP_MAX_HEIGHT || (int)h <= level || plen == 0 || plen > SHM_SKIP_PREFIX ||
 	    shm_ptr(seg, off, shm_skip_node_bytes(h)) == NULL)
 		return NULL;
-	k->plen = (uint8_t)plen;
-	memcpy(k->prefix, (const void *)vn->prefix, SHM_SKIP_PREFIX);
-	k->full = NULL;
-	k->flen = 0;
+	ref_of_node((const struct shm_skip_node *)vn, plen, k);
 	return (const struct shm_skip_node *)vn;
 }
 
@@ -180,33 +208,39 @@ static int node_record(const struct shm_seg *seg, const struct shm_skip_node *n,
 	/* acquire: pairs with the release of shm_skip_set_rec (and of the
 	 * link that published the node), so the record is seen whole. */
 	uint32_t r = atomic_load_explicit(&n->rec, memory_order_acquire);
+	struct shm_skip_keyref rk;
 
-	if (r == 0 || shm_record_view(seg, link_off(r), kv) != SHM_OK || kv->klen < k->plen ||
-	    bytes_cmp(kv->key, k->prefix, k->plen) != 0 ||
-	    (k->plen < SHM_SKIP_PREFIX && kv->klen != k->plen))
+	if (r == 0 || shm_record_view(seg, link_off(r), kv) != SHM_OK)
 		return SHM_ECORRUPT;
-	k->full = kv->key;
-	k->flen = kv->klen;
+	ref_of_key(kv->key, kv->klen, &rk);
+	if (rk.plen != k->plen || rk.w0 != k->w0 || rk.w1 != k->w1)
+		return SHM_ECORRUPT;
+	*k = rk;
 	return SHM_OK;
+}
+
+/* order_ok's tie: the records of the nodes whose full key is unknown. */
+static int order_records(const struct shm_seg *seg, uint64_t aoff, struct shm_skip_keyref *a, uint64_t boff,
+			 struct shm_skip_keyref *b)
+{
+	struct shm_kv kv;
+
+	if (a->full == NULL && node_record(seg, (const struct shm_skip_node *)(seg->base + aoff), a, &kv) != SHM_OK)
+		return SHM_ECORRUPT;
+	if (b->full == NULL && node_record(seg, (const struct shm_skip_node *)(seg->base + boff), b, &kv) != SHM_OK)
+		return SHM_ECORRUPT;
+	return ref_cmp(a, b) < 0 ? SHM_OK : SHM_ECORRUPT;
 }
 
 /* Whether node b (at boff, key *b) comes strictly after node a: loads the
  * records only when the prefixes tie. SHM_OK or SHM_ECORRUPT. */
-static int order_ok(const struct shm_seg *seg, uint64_t aoff, struct shm_skip_keyref *a, uint64_t boff,
-		    struct shm_skip_keyref *b)
+HOT int order_ok(const struct shm_seg *seg, uint64_t aoff, struct shm_skip_keyref *a, uint64_t boff,
+		 struct shm_skip_keyref *b)
 {
-	struct shm_kv kv;
 	int c = ref_cmp(a, b);
 
-	if (c == UNDECIDED) {
-		if (a->full == NULL &&
-		    node_record(seg, (const struct shm_skip_node *)(seg->base + aoff), a, &kv) != SHM_OK)
-			return SHM_ECORRUPT;
-		if (b->full == NULL &&
-		    node_record(seg, (const struct shm_skip_node *)(seg->base + boff), b, &kv) != SHM_OK)
-			return SHM_ECORRUPT;
-		c = ref_cmp(a, b);
-	}
+	if (c == UNDECIDED)
+		return order_records(seg, aoff, a, boff, b);
 	return c < 0 ? SHM_OK : SHM_ECORRUPT;
 }
 
@@ -234,7 +268,7 @@ static int cursor_corrupt(struct shm_skip_cursor *c)
 	return SHM_ECORRUPT;
 }
 
-static const _Atomic uint32_t *cursor_links(const struct shm_seg *seg, const struct shm_skip_cursor *c,
+HOT const _Atomic uint32_t *cursor_links(const struct shm_seg *seg, const struct shm_skip_cursor *c,
 					    uint64_t x)
 {
 	return x == 0 ? c->head->next : ((const struct shm_skip_node *)(seg->base + x))->next;
@@ -246,8 +280,7 @@ void shm_skip_seek_start(struct shm_skip_cursor *c, const struct shm_skip_view *
 	const char *h = (const char *)v->head;
 
 	c->head = v->head;
-	c->key = key;
-	c->klen = klen;
+	ref_of_key(key, key == NULL ? 0 : klen, &c->kk);
 	if (key == NULL || klen == 0)
 		c->mode = reverse ? SKIP_MODE_REVERSE | SKIP_MODE_ALL : SKIP_MODE_NONE;
 	else
@@ -255,6 +288,7 @@ void shm_skip_seek_start(struct shm_skip_cursor *c, const struct shm_skip_view *
 				    (inclusive != reverse ? SKIP_MODE_STRICT : 0));
 	c->state = SKIP_ST_HEAD;
 	c->level = 0;
+	c->ties = 0;
 	c->x = c->y = c->last = c->node = 0;
 	/* The head's levels and links (104 bytes, 16-aligned: 2 or 3 lines). */
 	__builtin_prefetch(h);
@@ -282,7 +316,7 @@ static int cursor_finish(const struct shm_seg *seg, struct shm_skip_cursor *c, u
 /* Standing on c->x at c->level (validated: its height is above the
  * level): read the link, go down past empty links and the node just
  * refused, and prefetch the next node to compare. */
-static int cursor_advance(const struct shm_seg *seg, struct shm_skip_cursor *c)
+HOT int cursor_advance(const struct shm_seg *seg, struct shm_skip_cursor *c)
 {
 	for (;;) {
 		/* acquire: pairs with the release store of shm_skip_link or
@@ -307,13 +341,41 @@ static int cursor_advance(const struct shm_seg *seg, struct shm_skip_cursor *c)
 	}
 }
 
+/* Whether the seek may pass from x to y: y's key must be greater. When
+ * their prefixes tie (keys sharing their first SHM_SKIP_PREFIX bytes, as
+ * "user:1234:name" and "user:1234:mail"), telling needs both records, two
+ * more misses a hop; such passes go unchecked up to SKIP_TIES_UNCHECKED in
+ * a row, then every tie is checked. That still bounds every walk: along
+ * passes the prefixes never decrease (checked), so a cycle in damaged
+ * memory is a run of tied passes only, and it turns into checked ones
+ * within SKIP_TIES_UNCHECKED hops, which no cycle survives. What an
+ * unchecked tie lets through on damaged memory is a wrong position among
+ * keys of one prefix, never a crash or an endless walk; cursor_next checks
+ * every step in full (and the iterator checks what it returns). */
+#define SKIP_TIES_UNCHECKED 32
+
+HOT int pass_ok(const struct shm_seg *seg, struct shm_skip_cursor *c)
+{
+	int o = ref_cmp(&c->xk, &c->yk);
+
+	if (o != UNDECIDED) {
+		c->ties = 0;
+		return o < 0 ? SHM_OK : SHM_ECORRUPT;
+	}
+	if (c->ties < SKIP_TIES_UNCHECKED) {
+		c->ties++;
+		return SHM_OK;
+	}
+	return order_records(seg, c->x, &c->xk, c->y, &c->yk);
+}
+
 /* c->y compared: cmp = cmp(key, y). Pass it or go down. */
 static int cursor_decide(const struct shm_seg *seg, struct shm_skip_cursor *c, int cmp)
 {
 	bool pass = (c->mode & SKIP_MODE_ALL) || ((c->mode & SKIP_MODE_STRICT) ? cmp > 0 : cmp >= 0);
 
 	if (pass) {
-		if (c->x != 0 && order_ok(seg, c->x, &c->xk, c->y, &c->yk) != SHM_OK)
+		if (c->x != 0 && pass_ok(seg, c) != SHM_OK)
 			return cursor_corrupt(c);
 		c->x = c->y;
 		c->xk = c->yk;
@@ -345,7 +407,7 @@ static int step_node(const struct shm_seg *seg, struct shm_skip_cursor *c)
 	if (n == NULL)
 		return cursor_corrupt(c);
 	if (!(c->mode & SKIP_MODE_ALL)) {
-		cmp = prefix_cmp(c->key, c->klen, c->yk.plen, c->yk.prefix);
+		cmp = ref_cmp(&c->kk, &c->yk);
 		if (cmp == UNDECIDED) {
 			/* Only a prefetch: step_rec loads rec again (acquire). */
 			uint32_t r = atomic_load_explicit(&n->rec, memory_order_relaxed);
@@ -367,7 +429,7 @@ static int step_rec(const struct shm_seg *seg, struct shm_skip_cursor *c)
 	/* c->y passed node_at in step_node: its 20-byte header is in bounds. */
 	if (node_record(seg, (const struct shm_skip_node *)(seg->base + c->y), &c->yk, &kv) != SHM_OK)
 		return cursor_corrupt(c);
-	return cursor_decide(seg, c, key_cmp(c->key, c->klen, kv.key, kv.klen));
+	return cursor_decide(seg, c, ref_cmp(&c->kk, &c->yk));
 }
 
 int shm_skip_seek_step(const struct shm_seg *seg, struct shm_skip_cursor *c)
@@ -397,25 +459,49 @@ int shm_skip_seek(const struct shm_seg *seg, struct shm_skip_cursor *c, const st
 	return rc;
 }
 
-int shm_skip_cursor_get(const struct shm_seg *seg, const struct shm_skip_cursor *c, struct shm_kv *kv)
+int shm_skip_cursor_get(const struct shm_seg *seg, struct shm_skip_cursor *c, struct shm_kv *kv)
 {
-	struct shm_skip_keyref k;
-
 	if (c->state != SKIP_ST_DONE)
 		return SHM_ECORRUPT;
 	if (c->node == 0)
 		return SHM_ENOTFOUND;
-	/* c->node passed node_at when the cursor came to it. */
-	k = c->nk;
-	return node_record(seg, (const struct shm_skip_node *)(seg->base + c->node), &k, kv);
+	/* c->node passed node_at when the cursor came to it. Its full key
+	 * stays known for the next step's order check. */
+	return node_record(seg, (const struct shm_skip_node *)(seg->base + c->node), &c->nk, kv);
 }
 
-int shm_skip_cursor_next(const struct shm_seg *seg, struct shm_skip_cursor *c)
+/* Reverse: the predecessor of the current key, searched from the head.
+ * The key: an inline one copied, else the record's (valid while the
+ * epoch is held). */
+static int cursor_prev(const struct shm_seg *seg, struct shm_skip_cursor *c, const struct shm_skip_node *n)
 {
-	const struct shm_skip_node *n;
-	struct shm_skip_keyref k;
+	struct shm_skip_view v = { c->head, 0 };
+	uint64_t inline_key[2] = { __builtin_bswap64(c->nk.w0), __builtin_bswap64(c->nk.w1) };
+	const uint8_t *key = (const uint8_t *)inline_key;
+	uint32_t klen = c->nk.plen;
 	struct shm_kv kv;
+	int rc;
+
+	if (c->nk.plen == SHM_SKIP_PREFIX) {
+		if (c->nk.full == NULL && node_record(seg, n, &c->nk, &kv) != SHM_OK)
+			return cursor_corrupt(c);
+		key = c->nk.full;
+		klen = c->nk.flen;
+	}
+	rc = shm_skip_seek(seg, c, &v, key, klen, false, true);
+	if (rc != SHM_OK)
+		return rc;
+	return c->node ? SHM_OK : SHM_ENOTFOUND;
+}
+
+int shm_skip_cursor_next(const struct shm_seg *seg, struct shm_skip_cursor *c, struct shm_kv *kv)
+{
+	const struct shm_skip_node *n, *m;
+	struct shm_skip_keyref k;
+	struct shm_kv tmp;
+	bool loaded = false;
 	uint32_t l;
+	int rc;
 
 	if (c->state != SKIP_ST_DONE)
 		return SHM_ECORRUPT;
@@ -423,27 +509,8 @@ int shm_skip_cursor_next(const struct shm_seg *seg, struct shm_skip_cursor *c)
 		return SHM_ENOTFOUND;
 	n = (const struct shm_skip_node *)(seg->base + c->node);
 	if (c->mode & SKIP_MODE_REVERSE) {
-		/* The predecessor of the current key, searched from the head.
-		 * The key: an inline one copied, else the record's (valid while
-		 * the epoch is held). */
-		struct shm_skip_view v = { c->head, 0 };
-		uint8_t inline_key[SHM_SKIP_PREFIX];
-		const uint8_t *key = inline_key;
-		uint32_t klen = c->nk.plen;
-		int rc;
-
-		if (c->nk.plen < SHM_SKIP_PREFIX) {
-			memcpy(inline_key, c->nk.prefix, SHM_SKIP_PREFIX);
-		} else {
-			if (c->nk.full == NULL && node_record(seg, n, &c->nk, &kv) != SHM_OK)
-				return cursor_corrupt(c);
-			key = c->nk.full;
-			klen = c->nk.flen;
-		}
-		rc = shm_skip_seek(seg, c, &v, key, klen, false, true);
-		if (rc != SHM_OK)
-			return rc;
-		return c->node ? SHM_OK : SHM_ENOTFOUND;
+		rc = cursor_prev(seg, c, n);
+		return rc == SHM_OK && kv != NULL ? shm_skip_cursor_get(seg, c, kv) : rc;
 	}
 	/* acquire: pairs with the release store that wrote the link. */
 	l = atomic_load_explicit(&n->next[0], memory_order_acquire);
@@ -451,10 +518,24 @@ int shm_skip_cursor_next(const struct shm_seg *seg, struct shm_skip_cursor *c)
 		c->node = 0;
 		return SHM_ENOTFOUND;
 	}
-	if (node_at(seg, link_off(l), 0, &k) == NULL || order_ok(seg, c->node, &c->nk, link_off(l), &k) != SHM_OK)
+	if ((m = node_at(seg, link_off(l), 0, &k)) == NULL)
+		return cursor_corrupt(c);
+	/* The key must grow. On a tie of the prefixes both records are
+	 * needed: the next one's then serves *kv too. */
+	rc = ref_cmp(&c->nk, &k);
+	if (rc == UNDECIDED) {
+		if ((c->nk.full == NULL && node_record(seg, n, &c->nk, &tmp) != SHM_OK) ||
+		    node_record(seg, m, &k, kv ? kv : &tmp) != SHM_OK)
+			return cursor_corrupt(c);
+		loaded = kv != NULL;
+		rc = ref_cmp(&c->nk, &k);
+	}
+	if (rc >= 0)
 		return cursor_corrupt(c);
 	c->node = link_off(l);
 	c->nk = k;
+	if (kv != NULL && !loaded && node_record(seg, m, &c->nk, kv) != SHM_OK)
+		return cursor_corrupt(c);
 	return SHM_OK;
 }
 
@@ -479,24 +560,26 @@ static _Atomic uint32_t *links_of(const struct shm_seg *seg, uint64_t list_off, 
 /* The writer's cmp(key, node). A record that fails validation (never, in
  * the writer's own list) counts as greater than the key, so a search
  * stops there rather than fault. */
-static int writer_cmp(const struct shm_seg *seg, const struct shm_skip_node *n, const uint8_t *key,
-		      uint32_t klen)
+static int writer_cmp(const struct shm_seg *seg, const struct shm_skip_node *n,
+		      const struct shm_skip_keyref *kk)
 {
-	int c = prefix_cmp(key, klen, n->plen, n->prefix);
+	struct shm_skip_keyref nk;
 	struct shm_kv kv;
+	int c;
 
-	if (c != UNDECIDED)
+	ref_of_node(n, n->plen, &nk);
+	if ((c = ref_cmp(kk, &nk)) != UNDECIDED)
 		return c;
 	if (shm_record_view(seg, link_off(atomic_load_explicit(&n->rec, memory_order_relaxed)), &kv) != SHM_OK)
 		return -1;
-	return key_cmp(key, klen, kv.key, kv.klen);
+	return key_cmp(kk->full, kk->flen, kv.key, kv.klen);
 }
 
 /* preds[k] for k < levels: the last node (0: the head) whose key is below
  * `key` at level k. Returns levels. (Only this thread writes the list:
  * its loads need no ordering.) */
-static uint32_t writer_search(const struct shm_seg *seg, uint64_t list_off, const uint8_t *key,
-			      uint32_t klen, uint64_t preds[SHM_SKIP_MAX_HEIGHT])
+static uint32_t writer_search(const struct shm_seg *seg, uint64_t list_off,
+			      const struct shm_skip_keyref *kk, uint64_t preds[SHM_SKIP_MAX_HEIGHT])
 {
 	uint32_t lv = atomic_load_explicit(&head_of(seg, list_off)->levels, memory_order_relaxed);
 	uint64_t x = 0, refused = 0;
@@ -508,7 +591,7 @@ static uint32_t writer_search(const struct shm_seg *seg, uint64_t list_off, cons
 
 			if (l == 0 || y == refused)
 				break;
-			if (writer_cmp(seg, node_of(seg, y), key, klen) <= 0) {
+			if (writer_cmp(seg, node_of(seg, y), kk) <= 0) {
 				refused = y;
 				break;
 			}
@@ -577,13 +660,13 @@ static void tail_fill(const struct shm_seg *seg, uint64_t list_off, struct shm_s
 
 /* preds for a key above every key in the list: the tail, if known. */
 static bool tail_preds(const struct shm_seg *seg, uint64_t list_off, struct shm_skip_tail *t,
-		       const uint8_t *key, uint32_t klen, uint64_t preds[SHM_SKIP_MAX_HEIGHT])
+		       const struct shm_skip_keyref *kk, uint64_t preds[SHM_SKIP_MAX_HEIGHT])
 {
 	if (t == NULL)
 		return false;
 	if (!t->valid || t->list != list_off)
 		tail_fill(seg, list_off, t);
-	if (t->last[0] != 0 && writer_cmp(seg, node_of(seg, t->last[0]), key, klen) <= 0)
+	if (t->last[0] != 0 && writer_cmp(seg, node_of(seg, t->last[0]), kk) <= 0)
 		return false;
 	memcpy(preds, t->last, sizeof(t->last));
 	return true;
@@ -591,18 +674,19 @@ static bool tail_preds(const struct shm_seg *seg, uint64_t list_off, struct shm_
 
 /* The key of node n: inline, or its record's (a bad record: the prefix,
  * so that linking cannot fail; readers report the node SHM_ECORRUPT). */
-static void node_key(const struct shm_seg *seg, const struct shm_skip_node *n, const uint8_t **key,
-		     uint32_t *klen)
+static void node_key(const struct shm_seg *seg, const struct shm_skip_node *n, struct shm_skip_keyref *kk)
 {
 	struct shm_kv kv;
 
-	*key = n->prefix;
-	*klen = n->plen;
 	if (n->plen == SHM_SKIP_PREFIX &&
-	    shm_record_view(seg, link_off(atomic_load_explicit(&n->rec, memory_order_relaxed)), &kv) == SHM_OK) {
-		*key = kv.key;
-		*klen = kv.klen;
+	    shm_record_view(seg, link_off(atomic_load_explicit(&n->rec, memory_order_relaxed)), &kv) == SHM_OK &&
+	    kv.klen >= SHM_SKIP_PREFIX) {
+		ref_of_key(kv.key, kv.klen, kk);
+		return;
 	}
+	ref_of_node(n, n->plen, kk);
+	kk->full = n->prefix;
+	kk->flen = n->plen;
 }
 
 /* Link node n at its height after preds[0 .. lv) (the head above lv),
@@ -613,16 +697,16 @@ static void link_after(struct shm_seg *seg, uint64_t list_off, uint64_t node_off
 {
 	struct shm_skip *h = head_of(seg, list_off);
 	struct shm_skip_node *n = node_of(seg, node_off);
-	uint32_t height = n->height, klen;
-	const uint8_t *key;
+	uint32_t height = n->height;
+	struct shm_skip_keyref kk;
 
-	node_key(seg, n, &key, &klen);
+	node_key(seg, n, &kk);
 	for (uint32_t k = lv; k < height; k++)
 		preds[k] = 0;
 	for (uint32_t k = 0; k < height; k++) {
 		for (uint32_t l; (l = atomic_load_explicit(&links_of(seg, list_off, preds[k])[k],
 							   memory_order_relaxed)) != 0 &&
-				 writer_cmp(seg, node_of(seg, link_off(l)), key, klen) > 0;)
+				 writer_cmp(seg, node_of(seg, link_off(l)), &kk) > 0;)
 			preds[k] = link_off(l);
 		atomic_store_explicit(&n->next[k],
 				      atomic_load_explicit(&links_of(seg, list_off, preds[k])[k], memory_order_relaxed),
@@ -653,12 +737,12 @@ void shm_skip_link_tail(struct shm_seg *seg, uint64_t list_off, uint64_t node_of
 			struct shm_skip_tail *tail)
 {
 	uint64_t preds[SHM_SKIP_MAX_HEIGHT];
-	uint32_t klen, lv = atomic_load_explicit(&head_of(seg, list_off)->levels, memory_order_relaxed);
-	const uint8_t *key;
+	uint32_t lv = atomic_load_explicit(&head_of(seg, list_off)->levels, memory_order_relaxed);
+	struct shm_skip_keyref kk;
 
-	node_key(seg, node_of(seg, node_off), &key, &klen);
-	if (!tail_preds(seg, list_off, tail, key, klen, preds))
-		lv = writer_search(seg, list_off, key, klen, preds);
+	node_key(seg, node_of(seg, node_off), &kk);
+	if (!tail_preds(seg, list_off, tail, &kk, preds))
+		lv = writer_search(seg, list_off, &kk, preds);
 	link_after(seg, list_off, node_off, preds, lv, tail);
 }
 
@@ -668,10 +752,10 @@ void shm_skip_path_start(const struct shm_seg *seg, uint64_t list_off, struct sh
 			 uint64_t node_off, struct shm_skip_tail *tail)
 {
 	p->node = node_off;
-	node_key(seg, node_of(seg, node_off), &p->key, &p->klen);
+	node_key(seg, node_of(seg, node_off), &p->kk);
 	p->lv = atomic_load_explicit(&head_of(seg, list_off)->levels, memory_order_relaxed);
 	p->x = p->refused = 0;
-	if (tail_preds(seg, list_off, tail, p->key, p->klen, p->preds)) {
+	if (tail_preds(seg, list_off, tail, &p->kk, p->preds)) {
 		p->level = -1;
 		return;
 	}
@@ -688,7 +772,7 @@ bool shm_skip_path_step(const struct shm_seg *seg, uint64_t list_off, struct shm
 		return false;
 	l = atomic_load_explicit(&links_of(seg, list_off, p->x)[p->level], memory_order_relaxed);
 	y = link_off(l);
-	if (l == 0 || y == p->refused || writer_cmp(seg, node_of(seg, y), p->key, p->klen) <= 0) {
+	if (l == 0 || y == p->refused || writer_cmp(seg, node_of(seg, y), &p->kk) <= 0) {
 		if (l != 0)
 			p->refused = y;
 		p->preds[p->level--] = p->x;
@@ -723,7 +807,7 @@ void shm_skip_link_path(struct shm_seg *seg, uint64_t list_off, struct shm_skip_
 {
 	/* Still above every key (appends: the writes before it appended
 	 * too): the tail now, rather than walking past what they added. */
-	if (tail_preds(seg, list_off, tail, p->key, p->klen, p->preds)) {
+	if (tail_preds(seg, list_off, tail, &p->kk, p->preds)) {
 		link_after(seg, list_off, p->node, p->preds,
 			   atomic_load_explicit(&head_of(seg, list_off)->levels, memory_order_relaxed), tail);
 		return;
@@ -736,13 +820,15 @@ void shm_skip_link_path(struct shm_seg *seg, uint64_t list_off, struct shm_skip_
 uint64_t shm_skip_find(const struct shm_seg *seg, uint64_t list_off, const void *key, uint32_t klen)
 {
 	uint64_t preds[SHM_SKIP_MAX_HEIGHT];
+	struct shm_skip_keyref kk;
 	uint32_t l;
 
 	if (klen == 0)
 		return 0;
-	writer_search(seg, list_off, key, klen, preds);
+	ref_of_key(key, klen, &kk);
+	writer_search(seg, list_off, &kk, preds);
 	l = atomic_load_explicit(&links_of(seg, list_off, preds[0])[0], memory_order_relaxed);
-	if (l == 0 || writer_cmp(seg, node_of(seg, link_off(l)), key, klen) != 0)
+	if (l == 0 || writer_cmp(seg, node_of(seg, link_off(l)), &kk) != 0)
 		return 0;
 	return link_off(l);
 }
@@ -764,15 +850,17 @@ uint64_t shm_skip_unlink_tail(struct shm_seg *seg, uint64_t list_off, const void
 {
 	struct shm_skip *h = head_of(seg, list_off);
 	uint64_t preds[SHM_SKIP_MAX_HEIGHT], off;
+	struct shm_skip_keyref kk;
 	struct shm_skip_node *n;
 	uint32_t lv, l, height;
 
 	if (klen == 0)
 		return 0;
-	lv = writer_search(seg, list_off, key, klen, preds);
+	ref_of_key(key, klen, &kk);
+	lv = writer_search(seg, list_off, &kk, preds);
 	l = atomic_load_explicit(&links_of(seg, list_off, preds[0])[0], memory_order_relaxed);
 	off = link_off(l);
-	if (l == 0 || writer_cmp(seg, node_of(seg, off), key, klen) != 0)
+	if (l == 0 || writer_cmp(seg, node_of(seg, off), &kk) != 0)
 		return 0;
 	n = node_of(seg, off);
 	height = n->height < lv ? n->height : lv;

@@ -13,7 +13,9 @@
  *   - every offset a reader loads is bounds-checked (shm_ptr with the
  *     node's whole size) at every hop, each node field is read once, and a
  *     hop to a key not strictly greater than the one it leaves is
- *     SHM_ECORRUPT, which also bounds every walk on damaged memory;
+ *     SHM_ECORRUPT, which also bounds every walk on damaged memory (a
+ *     seek leaves up to 32 hops in a row between keys of one 14-byte
+ *     prefix unchecked: skiplist.c, pass_ok);
  *   - a node holds no key, only the offset of the record (record.h) that
  *     holds key and value, plus the key's first SHM_SKIP_PREFIX bytes
  *     inline: most comparisons on the way down load no record;
@@ -113,6 +115,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "shm/record.h"
 #include "shm/segment.h"
@@ -138,15 +141,33 @@ struct shm_skip {
 /* A key's first 8 bytes (of len) as a big-endian integer, zero padded:
  * two keys whose integers differ compare as these do in the key order (a
  * shorter key padded is at most any key it is a prefix of); equal ones
- * need the rest. For sorts and merges that compare mostly integers. */
+ * need the rest. For sorts and merges that compare mostly integers. One
+ * unaligned load when len >= 8. */
 static inline uint64_t shm_skip_key_word(const uint8_t *p, uint32_t len)
 {
 	uint64_t v = 0;
 
-	for (uint32_t i = 0; i < 8; i++)
-		v = v << 8 | (i < len ? p[i] : 0);
+	if (len >= 8) {
+		memcpy(&v, p, 8);
+		return __builtin_bswap64(v);
+	}
+	for (uint32_t i = 0; i < len; i++)
+		v |= (uint64_t)p[i] << (56 - 8 * i);
 	return v;
 }
+
+/* What a cursor knows of a key: its first min(klen, SHM_SKIP_PREFIX)
+ * bytes (a node's inline prefix) as two big-endian integers, zero padded,
+ * so that most comparisons are two integer compares; and the whole key
+ * once known (full != NULL: a record's, valid while the epoch is held, or
+ * a seek key). */
+struct shm_skip_keyref {
+	const uint8_t *full;
+	uint32_t flen;
+	uint32_t plen;  /* 1 .. SHM_SKIP_PREFIX (0: a seek for no key) */
+	uint64_t w0;    /* bytes 0-7 */
+	uint64_t w1;    /* bytes 8-13 in the top 6 bytes; the low 2 are 0 */
+};
 
 /* --- writer side (the shard's single writer; nothing here takes a lock) --- */
 
@@ -206,8 +227,8 @@ void shm_skip_link_tail(struct shm_seg *seg, uint64_t list_off, uint64_t node_of
 struct shm_skip_path {
 	uint64_t preds[SHM_SKIP_MAX_HEIGHT]; /* found so far (0: the head) */
 	uint64_t node;                       /* the node to link */
-	const uint8_t *key;                  /* its key (inline or its record's) */
-	uint32_t klen, lv;                   /* lv: levels when the search began */
+	struct shm_skip_keyref kk;           /* its key (inline or its record's) */
+	uint32_t lv;                         /* levels when the search began */
 	uint64_t x, refused;
 	int level;                           /* being searched, -1: done */
 };
@@ -277,25 +298,16 @@ struct shm_skip_view {
 /* Validate the head at `off` and fill *v. Errors: SHM_ECORRUPT. */
 int shm_skip_view(const struct shm_seg *seg, uint64_t off, struct shm_skip_view *v);
 
-/* What a cursor knows of a node's key: the inline prefix (a copy), and
- * the whole key once a record was loaded (full != NULL; it points into
- * the record, valid while the epoch is held). */
-struct shm_skip_keyref {
-	const uint8_t *full;
-	uint32_t flen;
-	uint8_t plen;
-	uint8_t prefix[SHM_SKIP_PREFIX];
-};
-
 /* A reader's position. Plain memory of the reader; may be copied. */
 struct shm_skip_cursor {
 	const struct shm_skip *head;
-	const uint8_t *key;  /* the seek key (the caller's, kept valid until
-			      * the seek is done) */
-	uint32_t klen;
+	struct shm_skip_keyref kk; /* the seek key (the caller's bytes, kept
+				    * valid until the seek is done) */
 	uint8_t mode;        /* SKIP_MODE_* bits (skiplist.c) */
 	uint8_t state;       /* SKIP_ST_* (skiplist.c) */
 	int8_t level;        /* level being walked */
+	uint8_t ties;        /* passes in a row whose order went unchecked
+			      * (skiplist.c, pass_ok) */
 	uint64_t x;          /* node stood on at `level` (0: the head) */
 	uint64_t y;          /* x.next[level], being compared */
 	uint64_t last;       /* the last node compared and not passed (0: none) */
@@ -326,13 +338,14 @@ int shm_skip_seek(const struct shm_seg *seg, struct shm_skip_cursor *c, const st
 
 /* The entry the cursor is on: SHM_OK and *kv (the record's validated view:
  * key, value, seq; the record holds the node's key prefix), SHM_ENOTFOUND
- * at the end, SHM_ECORRUPT (node or record invalid, or a seek not done). */
-int shm_skip_cursor_get(const struct shm_seg *seg, const struct shm_skip_cursor *c, struct shm_kv *kv);
+ * at the end, SHM_ECORRUPT (node or record invalid, or a seek not done).
+ * The cursor keeps the key's place in the record for its next step. */
+int shm_skip_cursor_get(const struct shm_seg *seg, struct shm_skip_cursor *c, struct shm_kv *kv);
 
 /* Forward: follow next[0] (checking the key grows). Reverse: a
- * predecessor search of the current key (O(log n)). Then as get without
- * the kv: SHM_OK (on an entry), SHM_ENOTFOUND (at the end, and stays
- * there), SHM_ECORRUPT. */
-int shm_skip_cursor_next(const struct shm_seg *seg, struct shm_skip_cursor *c);
+ * predecessor search of the current key (O(log n)). Then, with kv not
+ * NULL, as get (forward, the record is loaded once for both): SHM_OK (on
+ * an entry), SHM_ENOTFOUND (at the end, and stays there), SHM_ECORRUPT. */
+int shm_skip_cursor_next(const struct shm_seg *seg, struct shm_skip_cursor *c, struct shm_kv *kv);
 
 #endif

@@ -97,7 +97,7 @@ static uint64_t walk(struct shm_skip_cursor *c, bool reverse, uint64_t steps)
 		memcpy(prev, kv.key, kv.klen);
 		plen = kv.klen;
 		sum += touch(&kv);
-		if (shm_skip_cursor_next(&seg, c) != SHM_OK)
+		if (shm_skip_cursor_next(&seg, c, NULL) != SHM_OK)
 			break;
 	}
 	return sum;

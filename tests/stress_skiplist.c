@@ -121,7 +121,7 @@ static void *reader(void *arg)
 			if (val.version > atomic_load(&maxver[id]))
 				die("a version never written", id);
 			seen[id] = true;
-			rc = shm_skip_cursor_next(&seg, &c);
+			rc = shm_skip_cursor_next(&seg, &c, NULL);
 		}
 		shm_epoch_leave(&slots[me]);
 		if (rc != SHM_ENOTFOUND)
