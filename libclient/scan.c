@@ -117,6 +117,7 @@ struct amora_iter {
 	uint32_t last_len;         /* the last key of the previous batch (the seek
 				    * key when re-seeking) */
 	struct scan_key last_k;    /* the last key merged, as keys[] */
+	struct scan_key far_k;     /* the far end's key, as keys[] */
 	struct scan_entry *ents;
 	size_t nents, next, ents_cap, batch;
 	uint8_t *bytes;
@@ -128,6 +129,11 @@ struct amora_iter {
 	struct scan_bound lo, hi;  /* the range: prefix and bounds intersected */
 	uint8_t last[AMORA_KEY_MAX];
 };
+
+/* amora_iter_open's one block keeps each part aligned. */
+_Static_assert(sizeof(struct amora_iter) % 8 == 0 && sizeof(struct scan_shard) % 8 == 0 &&
+		       sizeof(struct scan_key) % 8 == 0,
+	       "parts of the iterator's block are 8-aligned");
 
 /* The key order: unsigned bytes, memcmp then length (as the skip list). */
 static int key_cmp(const void *a, size_t alen, const void *b, size_t blen)
@@ -214,21 +220,6 @@ static bool range_empty(const struct amora_iter *it)
 	return c > 0 || (c == 0 && (it->lo.mode == AMORA_BOUND_EXCLUSIVE || it->hi.mode == AMORA_BOUND_EXCLUSIVE));
 }
 
-/* Whether key lies beyond the far end of the range (above hi forward,
- * below lo reverse); the near end is the seek's. */
-static bool past_end(const struct amora_iter *it, const uint8_t *key, uint32_t klen)
-{
-	const struct scan_bound *b = it->reverse ? &it->lo : &it->hi;
-	int c;
-
-	if (b->mode == AMORA_BOUND_OPEN)
-		return false;
-	c = key_cmp(key, klen, b->key, b->len);
-	if (it->reverse)
-		c = -c;
-	return c > 0 || (c == 0 && b->mode == AMORA_BOUND_EXCLUSIVE);
-}
-
 /* ---------- errors ---------- */
 
 /* End the iterator with db->errmsg's failure: later calls repeat it. */
@@ -296,6 +287,29 @@ static bool tree_tie(const struct amora_iter *it, uint32_t a, uint32_t b)
 	if (it->sh[a].ended || it->sh[b].ended)
 		return !it->sh[a].ended;
 	return scan_cmp(it, x, it->sh[a].kv.key, it->sh[a].kv.klen, y, it->sh[b].kv.key, it->sh[b].kv.klen) < 0;
+}
+
+/* far_k: the far end of the range (hi forward, lo reverse) as keys[]. */
+static void far_end(struct amora_iter *it)
+{
+	const struct scan_bound *b = it->reverse ? &it->lo : &it->hi;
+	uint64_t flip = it->reverse ? ~0ULL : 0;
+
+	it->far_k.k0 = shm_skip_key_word(b->key, b->len) ^ flip;
+	it->far_k.k1 = (b->len > 8 ? shm_skip_key_word(b->key + 8, b->len - 8) : 0) ^ flip;
+}
+
+/* Whether shard s's key lies beyond the far end of the range (the near
+ * end is the seek's). */
+static bool past_end(const struct amora_iter *it, uint32_t s)
+{
+	const struct scan_bound *b = it->reverse ? &it->lo : &it->hi;
+	int c;
+
+	if (b->mode == AMORA_BOUND_OPEN)
+		return false;
+	c = scan_cmp(it, &it->keys[s], it->sh[s].kv.key, it->sh[s].kv.klen, &it->far_k, b->key, b->len);
+	return c > 0 || (c == 0 && b->mode == AMORA_BOUND_EXCLUSIVE);
 }
 
 /* Whether shard a's entry comes before shard b's; ended ones last. */
@@ -474,8 +488,10 @@ static int seek_all(struct amora_iter *it)
 /* Room for `more` bytes and one more entry. Errors: AMORA_ESYS. */
 static int buffer_room(struct amora_iter *it, size_t more)
 {
+	/* Small at first, doubling: a short scan (a seek + 10) allocates
+	 * little, a long one reaches its batch size in a few steps. */
 	if (it->nents == it->ents_cap) {
-		size_t cap = it->ents_cap ? 2 * it->ents_cap : SCAN_BATCH_MIN;
+		size_t cap = it->ents_cap ? 2 * it->ents_cap : 16;
 		struct scan_entry *e = realloc(it->ents, cap * sizeof(*e));
 
 		if (e == NULL)
@@ -484,7 +500,7 @@ static int buffer_room(struct amora_iter *it, size_t more)
 		it->ents_cap = cap;
 	}
 	if (it->nbytes + more > it->bytes_cap) {
-		size_t cap = it->bytes_cap ? it->bytes_cap : 65536;
+		size_t cap = it->bytes_cap ? it->bytes_cap : 2048;
 		uint8_t *b;
 
 		while (cap < it->nbytes + more)
@@ -588,7 +604,7 @@ static int merge_batch(struct amora_iter *it)
 		const struct shm_kv *kv = &it->sh[s].kv;
 		const uint8_t *last;
 
-		if (it->sh[s].ended || past_end(it, kv->key, kv->klen)) {
+		if (it->sh[s].ended || past_end(it, s)) {
 			/* the nearest key of all is out: so are the rest */
 			it->done = true;
 			return AMORA_OK;
@@ -693,14 +709,16 @@ int amora_iter_open(amora *db, const struct amora_range *r, amora_iter **out)
 			return client_fail(db, AMORA_ENOTSUP,
 					   "the store runs without a sorted index (amorad --sorted-index off)");
 
-	if ((it = malloc(sizeof(*it))) != NULL)
-		memset(it, 0, offsetof(struct amora_iter, errmsg));
-	if (it == NULL || (it->sh = calloc(n, sizeof(*it->sh))) == NULL ||
-	    (it->keys = calloc(n, sizeof(*it->keys))) == NULL || (it->tree = calloc(n, sizeof(*it->tree))) == NULL ||
-	    (it->work = calloc(2 * (size_t)n, sizeof(*it->work))) == NULL) {
-		amora_iter_close(it);
+	/* One block: the iterator, then sh[n], keys[n], tree[n], work[2n]. */
+	if ((it = malloc(sizeof(*it) + n * (sizeof(*it->sh) + sizeof(*it->keys) + 3 * sizeof(*it->tree)))) ==
+	    NULL)
 		return client_fail(db, AMORA_ESYS, "out of memory for an iterator over %u shards", n);
-	}
+	memset(it, 0, offsetof(struct amora_iter, errmsg));
+	it->sh = (struct scan_shard *)(it + 1);
+	it->keys = (struct scan_key *)(it->sh + n);
+	it->tree = (uint32_t *)(it->keys + n);
+	it->work = it->tree + n;
+	memset(it->sh, 0, n * sizeof(*it->sh));
 	it->db = db;
 	it->n = n;
 	for (uint32_t i = 0; i < n; i++)
@@ -720,6 +738,7 @@ int amora_iter_open(amora *db, const struct amora_range *r, amora_iter **out)
 			bound_narrow(&it->hi, AMORA_BOUND_EXCLUSIVE, succ, slen, true);
 	}
 	it->done = range_empty(it);
+	far_end(it);
 	*out = it;
 	return AMORA_OK;
 }
@@ -762,10 +781,6 @@ void amora_iter_close(amora_iter *it)
 		return;
 	free(it->ents);
 	free(it->bytes);
-	free(it->work);
-	free(it->tree);
-	free(it->keys);
-	free(it->sh);
 	free(it);
 }
 

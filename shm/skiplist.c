@@ -337,6 +337,15 @@ HOT int cursor_advance(const struct shm_seg *seg, struct shm_skip_cursor *c)
 		/* Its header, and the link the next step reads if it passes it. */
 		prefetch_at(seg, y);
 		prefetch_at(seg, y + sizeof(struct shm_skip_node) + 4 * (uint64_t)c->level);
+		/* And where a refusal of y leads: x's link one level down (in
+		 * x's line, loaded), so that going down costs no miss of its
+		 * own. Only a prefetch: the link is loaded again, acquire. */
+		if (c->level > 0) {
+			uint32_t d = atomic_load_explicit(&cursor_links(seg, c, c->x)[c->level - 1], memory_order_relaxed);
+
+			if (d != l)
+				prefetch_at(seg, link_off(d));
+		}
 		return 1;
 	}
 }
