@@ -109,20 +109,21 @@ static void ref_of_key(const uint8_t *key, uint32_t klen, struct shm_skip_keyref
 	}
 }
 
-/* *k for node n's inline prefix of plen bytes (full unknown). n's 20-byte
- * header and next[0] must be in bounds: the second load reads bytes
- * 14-21, of which it keeps only prefix bytes. */
+/* *k for node n's inline prefix of plen bytes (full unknown). Two loads
+ * within the 20-byte header (bytes 6-13 and 12-19: nothing of next[],
+ * which the writer stores concurrently). */
 HOT void ref_of_node(const struct shm_skip_node *n, uint32_t plen, struct shm_skip_keyref *k)
 {
 	uint64_t a, b;
 
 	memcpy(&a, (const uint8_t *)n + offsetof(struct shm_skip_node, prefix), 8);
-	memcpy(&b, (const uint8_t *)n + offsetof(struct shm_skip_node, prefix) + 8, 8);
+	memcpy(&b, (const uint8_t *)n + offsetof(struct shm_skip_node, prefix) + 6, 8);
 	k->full = NULL;
 	k->flen = 0;
 	k->plen = plen;
 	k->w0 = __builtin_bswap64(a) & word_mask(plen);
-	k->w1 = plen > 8 ? __builtin_bswap64(b) & word_mask(plen - 8) : 0;
+	/* b's top 2 bytes are prefix[6..7]: shifted out. */
+	k->w1 = plen > 8 ? (__builtin_bswap64(b) << 16) & word_mask(plen - 8) : 0;
 }
 
 /* cmp(a, b) of two keys from what is known of them: the prefixes' words
