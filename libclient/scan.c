@@ -247,17 +247,22 @@ static int corrupt(struct amora_iter *it, uint32_t s, int rc)
  * binary heap takes two per level), mostly of two integers (scan_key). An
  * ended shard loses every match. */
 
+/* A key as keys[] holds it (scan order: complemented for reverse). */
+static struct scan_key scan_key_of(const struct amora_iter *it, const uint8_t *key, uint32_t len)
+{
+	uint64_t flip = it->reverse ? ~0ULL : 0;
+
+	return (struct scan_key){ shm_skip_key_word(key, len) ^ flip,
+				  (len > 8 ? shm_skip_key_word(key + 8, len - 8) : 0) ^ flip };
+}
+
 /* keys[s] after shard s's cursor moved: rc is what the move returned
  * (SHM_OK: sh[s].kv holds its entry; SHM_ENOTFOUND: it is at its end,
  * and the shard ended). Returns rc. */
 static int shard_moved(struct amora_iter *it, uint32_t s, int rc)
 {
-	const struct shm_kv *kv = &it->sh[s].kv;
-	uint64_t flip = it->reverse ? ~0ULL : 0;
-
 	if (rc == SHM_OK) {
-		it->keys[s].k0 = shm_skip_key_word(kv->key, kv->klen) ^ flip;
-		it->keys[s].k1 = (kv->klen > 8 ? shm_skip_key_word(kv->key + 8, kv->klen - 8) : 0) ^ flip;
+		it->keys[s] = scan_key_of(it, it->sh[s].kv.key, it->sh[s].kv.klen);
 	} else if (rc == SHM_ENOTFOUND) {
 		it->sh[s].ended = true;
 		it->keys[s] = (struct scan_key){ ~0ULL, ~0ULL };
@@ -293,10 +298,8 @@ static bool tree_tie(const struct amora_iter *it, uint32_t a, uint32_t b)
 static void far_end(struct amora_iter *it)
 {
 	const struct scan_bound *b = it->reverse ? &it->lo : &it->hi;
-	uint64_t flip = it->reverse ? ~0ULL : 0;
 
-	it->far_k.k0 = shm_skip_key_word(b->key, b->len) ^ flip;
-	it->far_k.k1 = (b->len > 8 ? shm_skip_key_word(b->key + 8, b->len - 8) : 0) ^ flip;
+	it->far_k = scan_key_of(it, b->key, b->len);
 }
 
 /* Whether shard s's key lies beyond the far end of the range (the near

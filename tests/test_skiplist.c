@@ -128,8 +128,9 @@ static uint32_t random_key(uint8_t *k)
 
 static uint64_t hrng = 99;
 
-/* Insert key (not present) into list and reference. */
-static void insert(const uint8_t *key, uint32_t klen)
+/* A reference entry for key (not present), its record and its node,
+ * not linked yet. */
+static struct ent *new_ent(const uint8_t *key, uint32_t klen)
 {
 	struct ent *e = &ref[nref++];
 
@@ -138,7 +139,13 @@ static void insert(const uint8_t *key, uint32_t klen)
 	e->ver = 1;
 	e->rec = new_record(key, klen, 1);
 	cr_assert_eq(shm_skip_node_new(&seg, slab, key, klen, e->rec, shm_skip_height(&hrng), &e->node), SHM_OK);
-	shm_skip_link(&seg, list, e->node);
+	return e;
+}
+
+/* Insert key (not present) into list and reference. */
+static void insert(const uint8_t *key, uint32_t klen)
+{
+	shm_skip_link(&seg, list, new_ent(key, klen)->node);
 }
 
 static const struct shm_skip_node *node(uint64_t off)
@@ -1292,14 +1299,8 @@ Test(skiplist, appends_through_the_tail)
 	new_list();
 	for (int i = 0; i < 3000; i++) {
 		uint32_t len = (uint32_t)sprintf((char *)k, "a%06d", i * 2);
-		struct ent *e = &ref[nref++];
+		struct ent *e = new_ent(k, len);
 
-		memcpy(e->key, k, len);
-		e->klen = len;
-		e->ver = 1;
-		e->rec = new_record(k, len, 1);
-		cr_assert_eq(shm_skip_node_new(&seg, slab, k, len, e->rec, shm_skip_height(&hrng), &e->node),
-			     SHM_OK);
 		shm_skip_link_tail(&seg, list, e->node, &tail);
 		cr_assert_eq(tail.last[0], e->node, "an append is the new last node");
 		if (i % 7 == 3) {
@@ -1309,14 +1310,8 @@ Test(skiplist, appends_through_the_tail)
 		} else if (i % 11 == 5) {
 			/* a key below the tail: searched for, the tail stays */
 			uint32_t l2 = (uint32_t)sprintf((char *)k, "a%06d", i * 2 - 3);
-			struct ent *f = &ref[nref++];
+			struct ent *f = new_ent(k, l2);
 
-			memcpy(f->key, k, l2);
-			f->klen = l2;
-			f->ver = 1;
-			f->rec = new_record(k, l2, 1);
-			cr_assert_eq(shm_skip_node_new(&seg, slab, k, l2, f->rec, shm_skip_height(&hrng), &f->node),
-				     SHM_OK);
 			shm_skip_link_tail(&seg, list, f->node, &tail);
 			cr_assert_eq(tail.last[0], e->node);
 		}
