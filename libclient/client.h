@@ -131,6 +131,7 @@ struct amora {
 	uint32_t bulk_shard;/* the request whose value is in the bulk area: */
 	uint64_t bulk_id;   /* busy until q[bulk_shard].done_id reaches it (0: never used) */
 	bool gone;         /* the coordinator closed the control socket */
+	struct amora_iter *iters; /* open iterators that began (scan.c), oldest start first */
 	uint64_t gets, sets, dels;
 	char errmsg[256];
 };

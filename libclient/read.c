@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "libclient/client.h"
+#include "shm/batch.h"
 
 #define MGET_WINDOW 16             /* lookups whose cache misses overlap */
 
@@ -51,7 +52,7 @@ static int lookup(amora *db, const void *key, size_t klen, uint64_t h, uint32_t 
 		return client_fail_shard_stopped(db, s);
 	rc = shard_view(db, sh, s, &v);
 	if (rc == SHM_OK)
-		rc = shm_shard_find(&db->seg, sh, v, key, (uint32_t)klen, h, kv);
+		rc = shm_shard_find(&db->seg, sh, v, key, (uint32_t)klen, h, SHM_BATCH_ANY, kv);
 	return read_status(db, rc);
 }
 
@@ -166,7 +167,7 @@ static int fail_at_key(amora *db, int code, size_t i)
  * loading the record its first matching slot points at; then probe.
  * Returns the number found or an error naming the key. */
 static int mget_window(amora *db, size_t i, size_t n, const void *const keys[],
-		       const size_t klens[], amora_mget_fn fn, void *arg)
+		       const size_t klens[], uint64_t start, amora_mget_fn fn, void *arg)
 {
 	const struct shm_table_view *v[MGET_WINDOW];
 	const struct shm_shard *sh[MGET_WINDOW];
@@ -191,7 +192,7 @@ static int mget_window(amora *db, size_t i, size_t n, const void *const keys[],
 
 		if (rc[j] == SHM_OK)
 			rc[j] = shm_shard_find(&db->seg, sh[j], v[j], keys[i + j], (uint32_t)klens[i + j],
-					       h[j], &kv);
+					       h[j], start, &kv);
 		if (rc[j] == SHM_OK) {
 			fn(arg, i + j, kv.val, kv.vlen);
 			found++;
@@ -209,6 +210,7 @@ int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens
 	       amora_mget_fn fn, void *arg)
 {
 	int found = 0;
+	uint64_t start;
 
 	if (db == NULL)
 		return AMORA_EINVAL;
@@ -225,11 +227,14 @@ int amora_mget(amora *db, size_t n, const void *const keys[], const size_t klens
 			return fail_at_key(db, rc, i);
 		}
 	}
-	/* One read section for the whole batch. */
+	/* One read section for the whole batch, and one start number: no
+	 * atomic batch is seen in part (shm/batch.h); taken inside the
+	 * section, so batches resolved meanwhile waited for it. */
 	shm_epoch_enter(&db->hdr->epoch, db->seg.hdr);
+	start = shm_batch_start(&db->seg);
 	for (size_t i = 0; i < n && found >= 0; i += MGET_WINDOW) {
 		size_t w = n - i < MGET_WINDOW ? n - i : MGET_WINDOW;
-		int rc = mget_window(db, i, w, keys, klens, fn, arg);
+		int rc = mget_window(db, i, w, keys, klens, start, fn, arg);
 
 		found = rc < 0 ? rc : found + rc;
 	}

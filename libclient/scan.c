@@ -64,6 +64,7 @@
 #include <time.h>
 
 #include "libclient/client.h"
+#include "shm/batch.h"
 #include "shm/clock.h"
 #include "shm/skiplist.h"
 
@@ -123,6 +124,9 @@ struct amora_iter {
 	uint8_t *bytes;
 	size_t nbytes, bytes_cap;
 	bool done;                 /* nothing more to merge */
+	bool started;              /* its first section ran: `start` holds, it is in db->iters */
+	uint64_t start;            /* its start number (shm/batch.h): batches it sees */
+	struct amora_iter *older, *newer; /* db->iters, by start */
 	int err;                   /* the error the iterator ended with (0: none) */
 	/* Not zeroed at open (12 KiB): each is written before it is read. */
 	char errmsg[sizeof(((amora *)0)->errmsg)];
@@ -569,9 +573,8 @@ static const uint8_t *last_key(const struct amora_iter *it, uint32_t *len)
 }
 
 /* Copy shard s's entry into the buffer. Errors: AMORA_ESYS. */
-static int buffer_put(struct amora_iter *it, uint32_t s)
+static int buffer_put(struct amora_iter *it, uint32_t s, const struct shm_kv *kv)
 {
-	const struct shm_kv *kv = &it->sh[s].kv;
 	size_t vlen = it->keys_only ? 0 : kv->vlen;
 	struct scan_entry *e;
 	int rc;
@@ -593,6 +596,53 @@ static int buffer_put(struct amora_iter *it, uint32_t s)
 	return AMORA_OK;
 }
 
+/* ---------- atomic batches: what an iterator sees ---------- */
+
+/* The handle's oldest open iterator's start, for the shards (iter_start,
+ * shm/epoch.h); 0 with none open. */
+static void iters_publish(amora *db)
+{
+	struct amora_iter *o = db->iters;
+
+	/* Release, inside a section for a new iterator (see begin): a shard
+	 * that waited for the section's end reads it. */
+	atomic_store_explicit(&db->hdr->epoch.iter_start, o != NULL ? o->start : 0, memory_order_release);
+}
+
+/* In its first section: take the start number and publish it. Later
+ * iterators start later: appending keeps db->iters sorted. */
+static void iter_begin(struct amora_iter *it)
+{
+	amora *db = it->db;
+	struct amora_iter *last = db->iters;
+
+	it->start = shm_batch_start(&db->seg);
+	it->started = true;
+	while (last != NULL && last->newer != NULL)
+		last = last->newer;
+	it->older = last;
+	if (last != NULL)
+		last->newer = it;
+	else
+		db->iters = it;
+	iters_publish(db);
+}
+
+static void iter_end(struct amora_iter *it)
+{
+	amora *db = it->db;
+
+	if (!it->started)
+		return;
+	if (it->older != NULL)
+		it->older->newer = it->newer;
+	else
+		db->iters = it->newer;
+	if (it->newer != NULL)
+		it->newer->older = it->older;
+	iters_publish(db);
+}
+
 /* Inside the section: merge up to a batch into the buffer. */
 static int merge_batch(struct amora_iter *it)
 {
@@ -604,7 +654,7 @@ static int merge_batch(struct amora_iter *it)
 		want = (size_t)(it->limit - it->returned);
 	while (it->nents < want) {
 		uint32_t s = it->win, llen;
-		const struct shm_kv *kv = &it->sh[s].kv;
+		struct shm_kv kv = it->sh[s].kv;
 		const uint8_t *last;
 
 		if (it->sh[s].ended || past_end(it, s)) {
@@ -612,16 +662,22 @@ static int merge_batch(struct amora_iter *it)
 			it->done = true;
 			return AMORA_OK;
 		}
-		if (it->nents > 0 && it->nbytes + kv->klen + (it->keys_only ? 0 : kv->vlen) > SCAN_BYTES_MAX)
+		/* The version this iterator sees (an intent's, its prev's, or
+		 * none: the key is skipped). */
+		rc = shm_kv_settle(seg, &kv, it->start);
+		if (rc != SHM_OK && rc != SHM_ENOTFOUND)
+			return corrupt(it, s, rc);
+		if (rc == SHM_OK && it->nents > 0 &&
+		    it->nbytes + kv.klen + (it->keys_only ? 0 : kv.vlen) > SCAN_BYTES_MAX)
 			return AMORA_OK;
 		/* Shards hold disjoint keys and each walks in strict order, so
 		 * an entry not beyond the last one is damage (or a bug). */
 		if (it->have_last) {
 			last = last_key(it, &llen);
-			if (scan_cmp(it, &it->keys[s], kv->key, kv->klen, &it->last_k, last, llen) <= 0)
+			if (scan_cmp(it, &it->keys[s], kv.key, kv.klen, &it->last_k, last, llen) <= 0)
 				return corrupt(it, s, SHM_ECORRUPT);
 		}
-		if ((rc = buffer_put(it, s)) != AMORA_OK)
+		if (rc == SHM_OK && (rc = buffer_put(it, s, &kv)) != AMORA_OK)
 			return iter_fail(it, rc);
 		rc = shard_moved(it, s, shm_skip_cursor_next(seg, &it->sh[s].c, &it->sh[s].kv));
 		if (rc != SHM_OK && rc != SHM_ENOTFOUND)
@@ -650,6 +706,8 @@ static int refill(struct amora_iter *it)
 		resume = it->sh[s].ended || it->sh[s].index_off == it->sh[s].cur;
 	it->epoch = atomic_load_explicit(&db->hdr->epoch.epoch, memory_order_relaxed);
 	it->positioned = true;
+	if (!it->started)
+		iter_begin(it);
 	rc = resume ? load_all(it) : seek_all(it);
 	if (rc == AMORA_OK)
 		rc = merge_batch(it);
@@ -782,6 +840,7 @@ void amora_iter_close(amora_iter *it)
 {
 	if (it == NULL)
 		return;
+	iter_end(it);
 	free(it->ents);
 	free(it->bytes);
 	free(it);

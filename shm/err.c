@@ -18,6 +18,7 @@ const char *shm_strerror(int code)
 	case SHM_ESYS: return "system call failed (see errno)";
 	case SHM_ETIMEDOUT: return "timed out";
 	case SHM_ENOTFOUND: return "key not found";
+	case SHM_EBUSY: return "key held by an unresolved atomic batch";
 	}
 	return "unknown error";
 }

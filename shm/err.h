@@ -24,6 +24,7 @@ enum shm_err {
 	SHM_ESYS = -8,     /* a system call failed; errno holds the cause */
 	SHM_ETIMEDOUT = -9,/* a wait ran out of time */
 	SHM_ENOTFOUND = -10,/* no such key */
+	SHM_EBUSY = -11,   /* the key is held by an atomic batch that is not resolved yet */
 };
 
 const char *shm_strerror(int code);

@@ -25,8 +25,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "shm/batch.h"
 #include "shm/segment.h"
 
 #define NO_CHUNK 0u
@@ -51,6 +54,8 @@ static void layout(struct shm_header *h, uint64_t size, uint32_t shards)
 	h->shard_off = off;
 	h->shard_size = sizeof(struct shm_shard);
 	off += (uint64_t)shards * sizeof(struct shm_shard);
+	h->batch_off = align_up(off, SHM_CACHELINE);
+	off = h->batch_off + (uint64_t)SHM_BATCH_SLOTS * SHM_BATCH_WORDS * sizeof(struct shm_batch_word);
 	h->chunk_next_off = align_up(off, SHM_CACHELINE);
 	/* nchunks depends on where chunks start, which depends on nchunks:
 	 * size the link array for the whole segment, which over-counts. */
@@ -104,6 +109,8 @@ int shm_seg_create(struct shm_seg *seg, uint64_t size, uint32_t shard_count)
 	}
 	layout(seg->hdr, size, shard_count);
 	atomic_store(&seg->hdr->global_epoch, 1);
+	if (getrandom(&seg->hdr->boot, sizeof(seg->hdr->boot), 0) != sizeof(seg->hdr->boot))
+		seg->hdr->boot = (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid();
 	for (uint32_t i = 0; i < shard_count; i++)
 		shm_shard_at(seg, i)->id = i;
 	return SHM_OK;
@@ -126,7 +133,7 @@ static bool header_valid(const struct shm_header *h, uint64_t file_size)
 		return false; /* the layout would not fit in the file */
 	return h->chunk_size == want.chunk_size && h->shard_off == want.shard_off &&
 	       h->shard_size == want.shard_size && h->chunk_next_off == want.chunk_next_off &&
-	       h->chunk_owner_off == want.chunk_owner_off &&
+	       h->chunk_owner_off == want.chunk_owner_off && h->batch_off == want.batch_off &&
 	       h->chunk_base == want.chunk_base && h->nchunks == want.nchunks;
 }
 

@@ -12,6 +12,8 @@
  *   0              struct shm_header   magic, version, layout, global epoch,
  *                                      chunk pool state, amorad's counters
  *   shard_off      struct shm_shard[shard_count]   one descriptor per shard
+ *   batch_off      struct shm_batch_word[SHM_BATCH_SLOTS * SHM_BATCH_WORDS]
+ *                                      atomic batches' status words (batch.h)
  *   chunk_next_off uint32_t[nchunks]   free-stack links, one per chunk
  *   chunk_owner_off uint32_t[nchunks]  shard id + 1 of the shard that owns
  *                                      each chunk (0: in the pool or lost)
@@ -65,8 +67,7 @@
 #include "shm/slab.h"
 
 #define SHM_MAGIC 0x4d48534152524f4dULL /* "MORRASHM" */
-#define SHM_VERSION 5u /* 5: tables of any group count, Bloom area only while on, the
-			* sorted index (shm_shard.index_off, sorted), placement */
+#define SHM_VERSION 6u /* 6: batch words, commit_no, boot; intents (record.h) */
 #define SHM_CHUNK_SHIFT 21
 #define SHM_CHUNK_SIZE (1ULL << SHM_CHUNK_SHIFT) /* 2 MiB */
 #define SHM_MAX_SIZE (64ULL << 30)
@@ -194,9 +195,16 @@ struct shm_header {
 	uint32_t nchunks;
 	uint32_t placement;     /* enum shm_placement: how keys map to shards (shard.h,
 				 * shm_place); set by amorad before it seals the segment */
+	uint64_t batch_off;     /* offset of the batch words (batch.h) */
+	uint64_t boot;          /* random, set at creation: batch ids in the logs carry
+				 * it, so a batch of an earlier segment is never taken
+				 * for one of this segment's (batch.h) */
 	/* Hot words each on their own line, so bumping the epoch does not
 	 * invalidate the line every reader loads the layout from. */
 	_Alignas(SHM_CACHELINE) _Atomic uint64_t global_epoch;
+	/* The last commit number a batch took (batch.h, (p2)); readers'
+	 * start numbers. */
+	_Alignas(SHM_CACHELINE) _Atomic uint64_t commit_no;
 	_Alignas(SHM_CACHELINE) _Atomic uint64_t chunk_bump; /* next never-used */
 	_Atomic uint64_t chunk_free_top; /* tag << 32 | (index + 1); 0: empty */
 	_Atomic uint64_t chunks_in_use;

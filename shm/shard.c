@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shm/batch.h"
 #include "shm/shard.h"
 #include "shm/shard_index.h"
 
@@ -94,6 +95,30 @@ static uint64_t table_left(struct shm_writer *w)
 }
 
 
+/* An intent's prev, if it has one, passes a reader's checks and is no
+ * intent itself (record.h). */
+static bool prev_valid(const struct shm_writer *w, const struct shm_kv *kv)
+{
+	struct shm_kv pv;
+
+	return kv->intent == NULL || shm_intent_prev(kv) == 0 ||
+	       (shm_record_view(w->seg, shm_intent_prev(kv), &pv) == SHM_OK && pv.intent == NULL);
+}
+
+/* List a record, and an intent's prev with it (same slot position: the
+ * slot goes if either fails the slab's check). prev_valid said yes. */
+static int live_add_kv(const struct shm_writer *w, struct shm_live_set *l, const struct shm_kv *kv,
+		       shm_slot_pos pos)
+{
+	int rc = shm_live_add(l, kv->off, shm_kv_bytes(kv), pos);
+	struct shm_kv pv;
+
+	if (rc != SHM_OK || kv->intent == NULL || shm_intent_prev(kv) == 0 ||
+	    shm_record_view(w->seg, shm_intent_prev(kv), &pv) != SHM_OK)
+		return rc;
+	return shm_live_add(l, pv.off, shm_kv_bytes(&pv), pos);
+}
+
 /* Every block the table at `off` references, and the table itself. A
  * record that fails a reader's checks is not listed: its slot is deleted. */
 static int live_collect(struct shm_writer *w, uint64_t off, struct shm_live_set *l)
@@ -111,10 +136,10 @@ static int live_collect(struct shm_writer *w, uint64_t off, struct shm_live_set 
 			if (atomic_load_explicit(&v.groups[g].ctrl[i], memory_order_relaxed) & 0x80)
 				continue;
 			rec = shm_table_record(w->seg, t, pos);
-			if (shm_record_view(w->seg, rec, &kv) != SHM_OK)
+			if (shm_record_view(w->seg, rec, &kv) != SHM_OK || !prev_valid(w, &kv))
 				shm_table_delete_at(w->seg, t, pos);
 			else
-				rc = shm_live_add(l, rec, shm_record_size(kv.klen, kv.vlen), pos);
+				rc = live_add_kv(w, l, &kv, pos);
 		}
 	}
 	return rc == SHM_OK ? shm_live_add(l, off, t->bytes, SHM_LIVE_TABLE) : rc;
@@ -323,7 +348,7 @@ static uint64_t record_bytes(const struct shm_writer *w, uint64_t off)
 {
 	const struct shm_record *r = (const struct shm_record *)(w->seg->base + off);
 
-	return shm_record_size(r->klen, r->vlen);
+	return shm_record_bytes(r->klen, r->vlen);
 }
 
 /* Everything a staged write may need at its publication, for it and the
@@ -333,9 +358,9 @@ static uint64_t record_bytes(const struct shm_writer *w, uint64_t off)
 static int reserve(struct shm_writer *w, uint64_t inserts)
 {
 	/* Before make_room: a rebuild queues the old table, and must not take
-	 * a place kept for a write staged before (each may retire a record
-	 * and an index node; +1: that table). */
-	int rc = shm_retire_reserve(&w->retired, 2 * (w->staged + 1) + 1);
+	 * a place kept for a write staged before (each may retire a record,
+	 * an intent's prev and an index node; +1: that table). */
+	int rc = shm_retire_reserve(&w->retired, 3 * (w->staged + 1) + 1);
 
 	return rc == SHM_OK ? make_room(w, inserts) : rc;
 }
@@ -416,7 +441,7 @@ int shm_writer_stage_del(struct shm_writer *w, const void *key, uint32_t klen, u
 			return SHM_ENOTFOUND;
 		rec = shm_table_record(w->seg, t, pos);
 	}
-	rc = shm_retire_reserve(&w->retired, 2 * (w->staged + 1)); /* its record and node */
+	rc = shm_retire_reserve(&w->retired, 3 * (w->staged + 1)); /* its record(s) and node */
 	if (rc != SHM_OK)
 		return rc;
 	*s = (struct shm_staged){ .seq = next_seq(w), .h = h, .rec = rec, .del = true };
@@ -424,14 +449,35 @@ int shm_writer_stage_del(struct shm_writer *w, const void *key, uint32_t klen, u
 	return SHM_OK;
 }
 
-/* Queue the record slot `pos` holds now; room was reserved at staging. */
-static void retire_slot(struct shm_writer *w, const struct shm_table *t, shm_slot_pos pos)
+/* An intent's prev (0: none, or not an intent). The writer's own record. */
+static uint64_t intent_prev(const struct shm_writer *w, uint64_t off)
 {
-	uint64_t old = shm_table_record(w->seg, t, pos);
-	int rc = retire(w, old, record_bytes(w, old));
+	const struct shm_record *r = (const struct shm_record *)(w->seg->base + off);
+	uint64_t prev;
 
-	assert(rc == SHM_OK);
+	if (!(r->klen & SHM_REC_INTENT))
+		return 0;
+	memcpy(&prev, r->data + shm_rec_klen(r) + r->vlen, 8);
+	return prev;
+}
+
+static void retire_rec(struct shm_writer *w, uint64_t off)
+{
+	int rc = retire(w, off, record_bytes(w, off));
+
+	assert(rc == SHM_OK); /* reserved at staging */
 	(void)rc;
+}
+
+/* Queue the record slot `pos` holds now, and if it is an intent the prev
+ * it kept unless that is `keep`; room was reserved at staging. */
+static void retire_slot(struct shm_writer *w, const struct shm_table *t, shm_slot_pos pos, uint64_t keep)
+{
+	uint64_t old = shm_table_record(w->seg, t, pos), prev = intent_prev(w, old);
+
+	retire_rec(w, old);
+	if (prev != 0 && prev != keep)
+		retire_rec(w, prev);
 }
 
 void shm_writer_prefetch(struct shm_writer *w, const struct shm_staged *s)
@@ -440,34 +486,62 @@ void shm_writer_prefetch(struct shm_writer *w, const struct shm_staged *s)
 	shm_index_prefetch(w, s);
 }
 
+/* A set, an intent, or a settle that shows a record: s->rec goes into the
+ * key's slot (found: it holds `cur`). The index before the table
+ * (shard_index.h): a key a get finds is in the index. */
+static int publish_rec(struct shm_writer *w, const struct shm_staged *s, struct shm_table *t,
+		       bool found, shm_slot_pos pos)
+{
+	if (!found) {
+		if (pos == UINT64_MAX || s->kind == SHM_STAGED_SETTLE)
+			return SHM_ECORRUPT; /* room was made at staging; a settle replaces */
+		shm_index_publish_set(w, s->node, 0, s->rec);
+		shm_table_insert_at(w->seg, t, pos, s->h, s->rec, bloom_kept(w));
+		return SHM_OK;
+	}
+	shm_index_publish_set(w, s->node, shm_table_record(w->seg, t, pos), s->rec);
+	/* An intent keeps what it replaces; an aborted one's prev comes back. */
+	if (s->kind != SHM_STAGED_INTENT)
+		retire_slot(w, t, pos, s->rec);
+	shm_table_replace_at(w->seg, t, pos, s->h, s->rec);
+	return SHM_OK;
+}
+
 int shm_writer_publish(struct shm_writer *w, const struct shm_staged *s)
 {
 	struct shm_table *t = table(w);
 	/* The key's bytes: the new record's, or for a delete those of the
-	 * record it removes (linked until now, so not freed). */
-	const struct shm_record *r = (const struct shm_record *)(w->seg->base + s->rec);
-	shm_slot_pos pos;
-	bool found = shm_table_locate(w->seg, t, r->data, r->klen, s->h, &pos);
+	 * record it removes, for a settle the intent's (linked until now, so
+	 * not freed). */
+	uint64_t key_rec = s->kind == SHM_STAGED_SETTLE ? s->old : s->rec;
+	const struct shm_record *r = (const struct shm_record *)(w->seg->base + key_rec);
+	shm_slot_pos pos = 0;
+	bool found = false;
+	int rc = SHM_OK;
 
 	assert(w->staged > 0 && s->seq == atomic_load_explicit(&w->sh->seq, memory_order_relaxed) + 1);
-	shm_index_advance(w);
-	/* The index before the table for a set, after it for a delete
-	 * (shard_index.h): a key a get finds is in the index. */
-	if (s->del) {
-		if (!found || shm_table_record(w->seg, t, pos) != s->rec)
+	if (s->kind != SHM_STAGED_MARK) {
+		found = shm_table_locate(w->seg, t, r->data, shm_rec_klen(r), s->h, &pos);
+		shm_index_advance(w);
+	}
+	if (s->kind == SHM_STAGED_MARK) {
+		/* a sequence number only */
+	} else if (s->del) {
+		/* A delete, or a settle that removes the key: after the table
+		 * for the index. */
+		if (!found || shm_table_record(w->seg, t, pos) != key_rec)
 			return SHM_ECORRUPT; /* the caller broke a rule (prev) */
-		retire_slot(w, t, pos);
+		retire_slot(w, t, pos, 0);
 		shm_table_delete_at(w->seg, t, pos);
-		shm_index_publish_del(w, s->rec);
-	} else if (found) {
-		shm_index_publish_set(w, s->node, shm_table_record(w->seg, t, pos), s->rec);
-		retire_slot(w, t, pos);
-		shm_table_replace_at(w->seg, t, pos, s->h, s->rec);
+		shm_index_publish_del(w, key_rec);
 	} else {
-		if (pos == UINT64_MAX)
-			return SHM_ECORRUPT; /* room was made at staging */
-		shm_index_publish_set(w, s->node, 0, s->rec);
-		shm_table_insert_at(w->seg, t, pos, s->h, s->rec, bloom_kept(w));
+		bool replaces = s->kind == SHM_STAGED_SETTLE || (s->kind == SHM_STAGED_INTENT && s->old != 0);
+
+		if (replaces && (!found || shm_table_record(w->seg, t, pos) != s->old))
+			return SHM_ECORRUPT; /* the caller broke a rule (prev, or a staged write) */
+		rc = publish_rec(w, s, t, found, pos);
+		if (rc != SHM_OK)
+			return rc;
 	}
 	w->staged--;
 	w->staged_inserts -= s->insert;
@@ -475,6 +549,103 @@ int shm_writer_publish(struct shm_writer *w, const struct shm_staged *s)
 	atomic_store_explicit(&w->sh->seq, s->seq, memory_order_release);
 	maybe_reclaim(w);
 	return SHM_OK;
+}
+
+/* ---------- atomic batches (batch.h) ---------- */
+
+/* The record a write of the key would replace: the latest staged write's
+ * (prev), or the table's; 0 when the key is absent then. */
+static uint64_t current_rec(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h,
+			    const struct shm_staged *prev)
+{
+	shm_slot_pos pos;
+
+	if (prev != NULL)
+		return prev->del ? 0 : prev->rec;
+	return shm_table_locate(w->seg, table(w), key, klen, h, &pos) ? shm_table_record(w->seg, table(w), pos)
+								       : 0;
+}
+
+static int stage_intent_once(struct shm_writer *w, const void *key, uint32_t klen, const void *val, uint32_t vlen, bool del, uint64_t ref,
+			     struct shm_staged *s)
+{
+	int rc = shm_record_new_intent(w->seg, &w->sh->slab, key, klen, val, vlen, del, s->old, ref,
+				       s->seq, &s->rec);
+
+	if (rc != SHM_OK)
+		return rc;
+	/* A slot is kept only for a key absent now; its node likewise. */
+	s->insert = s->old == 0;
+	rc = s->insert ? shm_index_stage(w, s->rec, &s->node) : SHM_OK;
+	if (rc == SHM_OK)
+		rc = reserve(w, w->staged_inserts + s->insert);
+	if (rc != SHM_OK) {
+		shm_index_unstage(w, s->node);
+		shm_slab_free(w->seg, &w->sh->slab, s->rec, record_bytes(w, s->rec));
+		s->node = 0;
+	}
+	return rc;
+}
+
+int shm_writer_stage_intent(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h,
+			    const void *val, uint32_t vlen, bool del, uint64_t ref,
+			    const struct shm_staged *prev, struct shm_staged *s)
+{
+	uint64_t cur;
+	int rc;
+
+	if (klen == 0 || klen > SHM_KEY_MAX || vlen > SHM_VALUE_MAX)
+		return SHM_EINVAL;
+	cur = current_rec(w, key, klen, h, prev);
+	if (cur != 0 && (((const struct shm_record *)(w->seg->base + cur))->klen & SHM_REC_INTENT))
+		return SHM_EBUSY;
+	if (del && cur == 0)
+		return SHM_ENOTFOUND;
+	*s = (struct shm_staged){ .seq = next_seq(w), .h = h, .old = cur, .kind = SHM_STAGED_INTENT };
+	rc = stage_intent_once(w, key, klen, val, del ? 0 : vlen, del, ref, s);
+	if (rc == SHM_ENOMEM && w->retired.n > 0 && shm_writer_reclaim(w) > 0)
+		rc = stage_intent_once(w, key, klen, val, del ? 0 : vlen, del, ref, s);
+	if (rc != SHM_OK)
+		return rc;
+	w->staged++;
+	w->staged_inserts += s->insert;
+	return SHM_OK;
+}
+
+int shm_writer_stage_settle(struct shm_writer *w, uint64_t intent, bool commit, struct shm_staged *s)
+{
+	const struct shm_record *r = (const struct shm_record *)(w->seg->base + intent);
+	uint32_t klen = shm_rec_klen(r);
+	uint64_t h = shm_hash(r->data, klen), rec = 0;
+	bool tomb = (r->klen & SHM_REC_TOMB) != 0;
+	int rc;
+
+	if (!(r->klen & SHM_REC_INTENT))
+		return SHM_ECORRUPT;
+	if (current_rec(w, r->data, klen, h, NULL) != intent)
+		return SHM_ENOTFOUND;
+	/* The intent, maybe its prev, and a node go on the retire list. */
+	rc = shm_retire_reserve(&w->retired, 3 * (w->staged + 1));
+	if (rc == SHM_OK && commit && !tomb) {
+		rc = shm_record_new(w->seg, &w->sh->slab, r->data, klen, r->data + klen, r->vlen, r->seq, &rec);
+		if (rc == SHM_ENOMEM && w->retired.n > 0 && shm_writer_reclaim(w) > 0)
+			rc = shm_record_new(w->seg, &w->sh->slab, r->data, klen, r->data + klen, r->vlen,
+					    r->seq, &rec);
+	} else if (!commit) {
+		rec = intent_prev(w, intent);
+	}
+	if (rc != SHM_OK)
+		return rc;
+	*s = (struct shm_staged){ .seq = next_seq(w), .h = h, .rec = rec, .old = intent,
+				  .kind = SHM_STAGED_SETTLE, .del = rec == 0 };
+	w->staged++;
+	return SHM_OK;
+}
+
+void shm_writer_stage_mark(struct shm_writer *w, struct shm_staged *s)
+{
+	*s = (struct shm_staged){ .seq = next_seq(w), .kind = SHM_STAGED_MARK };
+	w->staged++;
 }
 
 int shm_writer_set(struct shm_writer *w, const void *key, uint32_t klen, const void *val,
@@ -563,14 +734,17 @@ int shm_shard_view(const struct shm_seg *seg, const struct shm_shard *sh,
 
 int shm_shard_find(const struct shm_seg *seg, const struct shm_shard *sh,
 		   const struct shm_table_view *v, const void *key, uint32_t klen, uint64_t h,
-		   struct shm_kv *kv)
+		   uint64_t s, struct shm_kv *kv)
 {
+	int rc;
+
 	if (klen == 0 || klen > SHM_KEY_MAX)
 		return SHM_EINVAL;
 	/* Acquire, pairs with shm_writer_set_bloom's release: a filter that
 	 * is on was filled before it was turned on. */
-	return shm_table_find(seg, v, key, klen, h,
-			      atomic_load_explicit(&sh->bloom_on, memory_order_acquire), kv);
+	rc = shm_table_find(seg, v, key, klen, h, atomic_load_explicit(&sh->bloom_on, memory_order_acquire),
+			    kv);
+	return rc == SHM_OK ? shm_kv_settle(seg, kv, s) : rc;
 }
 
 int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const void *key,
@@ -584,7 +758,7 @@ int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const v
 	rc = shm_shard_view(seg, sh, &v);
 	if (rc != SHM_OK)
 		return rc;
-	return shm_shard_find(seg, sh, &v, key, klen, h, kv);
+	return shm_shard_find(seg, sh, &v, key, klen, h, SHM_BATCH_ANY, kv);
 }
 
 void shm_shard_stats(const struct shm_seg *seg, uint32_t i, struct shm_shard_stats *out)

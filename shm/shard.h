@@ -76,12 +76,23 @@ struct shm_writer {
 
 /* A write prepared by shm_writer_stage_set/_del: invisible to readers
  * until shm_writer_publish. */
+enum shm_staged_kind {
+	SHM_STAGED_SET = 0,
+	SHM_STAGED_DEL,
+	SHM_STAGED_INTENT, /* an atomic batch's intent, of a set or a delete (batch.h) */
+	SHM_STAGED_SETTLE, /* an intent resolved: what replaces it */
+	SHM_STAGED_MARK,   /* a sequence number only (a batch's decision or resolution logged) */
+};
+
 struct shm_staged {
 	uint64_t seq;  /* its sequence number: the shard's seq once published */
 	uint64_t h;    /* shm_hash of the key */
-	uint64_t rec;  /* a set: its new record; a delete: the record it removes */
+	uint64_t rec;  /* a set or intent: its new record; a delete: the record it
+			* removes; a settle: what replaces the intent (0: nothing) */
+	uint64_t old;  /* an intent: the record it replaces (0: none); a settle: the intent */
 	uint64_t node; /* a set that may insert, with an index: its node (shard_index.h) */
-	bool del;
+	uint8_t kind;  /* enum shm_staged_kind */
+	bool del;      /* the key is absent once it is published */
 	bool insert;   /* a set that may add a slot (one is kept for it) */
 };
 
@@ -141,6 +152,35 @@ int shm_writer_stage_set(struct shm_writer *w, const void *key, uint32_t klen, u
 int shm_writer_stage_del(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h,
 			 const struct shm_staged *prev, struct shm_staged *s);
 int shm_writer_publish(struct shm_writer *w, const struct shm_staged *s);
+
+/*
+ * Atomic batches (batch.h). An intent is staged and published like a set:
+ * the table and the index then reference the intent, which keeps the
+ * record it replaces (`prev`, its trailer) allocated; readers settle it
+ * (shm_kv_settle). A later set or delete of the key replaces the intent
+ * like any record and retires its prev with it.
+ *
+ * stage_intent: an intent of batch `ref`, a delete one when `del` (val and
+ * vlen unread). Errors: as stage_set; SHM_ENOTFOUND (a delete of an absent
+ * key: nothing staged, nothing to do); SHM_EBUSY (the key holds an intent
+ * of a batch, any batch: the caller's batch conflicts and is aborted).
+ *
+ * stage_settle: resolve the intent at `intent`: committed, a plain copy of
+ * it (same key, value and seq) replaces it, or for a delete intent the key
+ * goes; aborted, its prev comes back, or the key goes if it had none. No
+ * write of the key may be staged in the round. Errors: SHM_ENOTFOUND (the
+ * table holds another record for the key: a later write replaced the
+ * intent, nothing to do), SHM_ENOMEM (no room for the copy), SHM_ECORRUPT
+ * (not an intent).
+ *
+ * stage_mark: a sequence number for a log record that changes no key.
+ */
+int shm_writer_stage_intent(struct shm_writer *w, const void *key, uint32_t klen, uint64_t h,
+			    const void *val, uint32_t vlen, bool del, uint64_t ref,
+			    const struct shm_staged *prev, struct shm_staged *s);
+int shm_writer_stage_settle(struct shm_writer *w, uint64_t intent, bool commit,
+			    struct shm_staged *s);
+void shm_writer_stage_mark(struct shm_writer *w, struct shm_staged *s);
 /* Start loading what publishing s will touch first (its key's group), so
  * that publishing a round overlaps its cache misses; for a set that may
  * insert, with an index, also begin its index search, which each later
@@ -201,19 +241,22 @@ int shm_writer_set_bloom(struct shm_writer *w, bool on);
 int shm_writer_rebuild(struct shm_writer *w, uint64_t ngroups);
 
 /* Reader: look `key` (h = shm_hash(key)) up in shard `sh`; *kv points
- * into the segment and stays valid while the caller's epoch is held.
- * Errors: SHM_ENOTFOUND, SHM_EINVAL (bad key length), SHM_ECORRUPT (the
- * table fails validation). */
+ * into the segment and stays valid while the caller's epoch is held. It
+ * is the version a single get sees (an intent settled with SHM_BATCH_ANY,
+ * batch.h). Errors: SHM_ENOTFOUND, SHM_EINVAL (bad key length),
+ * SHM_ECORRUPT (the table fails validation). */
 int shm_shard_get(const struct shm_seg *seg, const struct shm_shard *sh, const void *key,
 		  uint32_t klen, uint64_t h, struct shm_kv *kv);
 
 /* Reader, in two steps (for multi-get): the validated view of shard sh's
- * current table, then a lookup in it. Errors as shm_shard_get. */
+ * current table, then a lookup in it, settled for start number s
+ * (batch.h: SHM_BATCH_ANY, or a multi-key read's shm_batch_start).
+ * Errors as shm_shard_get. */
 int shm_shard_view(const struct shm_seg *seg, const struct shm_shard *sh,
 		   struct shm_table_view *v);
 int shm_shard_find(const struct shm_seg *seg, const struct shm_shard *sh,
 		   const struct shm_table_view *v, const void *key, uint32_t klen, uint64_t h,
-		   struct shm_kv *kv);
+		   uint64_t s, struct shm_kv *kv);
 
 /* A shard's counters as loaded (segment.h, struct shm_shard_counters). */
 struct shm_write_counts {

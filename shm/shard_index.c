@@ -77,7 +77,7 @@ int shm_index_stage(struct shm_writer *w, uint64_t rec, uint64_t *node)
 	*node = 0;
 	if (w->index_off == 0)
 		return SHM_OK;
-	rc = shm_skip_node_new(w->seg, &w->sh->slab, r->data, r->klen, rec, shm_skip_height(&w->rng),
+	rc = shm_skip_node_new(w->seg, &w->sh->slab, r->data, shm_rec_klen(r), rec, shm_skip_height(&w->rng),
 			       node);
 	if (rc == SHM_OK)
 		r->node = (uint32_t)(*node >> 4);
@@ -162,7 +162,7 @@ void shm_index_publish_set(struct shm_writer *w, uint64_t node, uint64_t old, ui
 	 * naming freed nodes: search instead. */
 	n = old != 0 && !w->index_stale ? node_of(w, old) : 0;
 	if (old != 0 && n == 0)
-		n = shm_skip_find(w->seg, w->index_off, r->data, r->klen);
+		n = shm_skip_find(w->seg, w->index_off, r->data, shm_rec_klen(r));
 	if (n != 0) {
 		/* An update: the record names its node before the node names
 		 * the record (readers never read the field). */
@@ -197,7 +197,7 @@ void shm_index_publish_del(struct shm_writer *w, uint64_t rec)
 
 	if (w->index_off == 0)
 		return;
-	n = shm_skip_unlink_tail(w->seg, w->index_off, r->data, r->klen, &w->tail);
+	n = shm_skip_unlink_tail(w->seg, w->index_off, r->data, shm_rec_klen(r), &w->tail);
 	if (n == 0)
 		return;
 	paths_forget(w, n);
@@ -225,7 +225,7 @@ static uint64_t table_rec_for(const struct shm_writer *w, uint64_t rec)
 	struct shm_table *t = (struct shm_table *)(w->seg->base + w->table_off);
 	shm_slot_pos pos;
 
-	if (!shm_table_locate(w->seg, t, r->data, r->klen, shm_hash(r->data, r->klen), &pos))
+	if (!shm_table_locate(w->seg, t, r->data, shm_rec_klen(r), shm_hash(r->data, shm_rec_klen(r)), &pos))
 		return 0;
 	return shm_table_record(w->seg, t, pos);
 }
@@ -308,7 +308,7 @@ void shm_index_repair(struct shm_writer *w, struct shm_live_set *l, const struct
 
 		if (table_rec_for(w, f->v[i].rec) != 0)
 			continue;
-		shm_skip_unlink(w->seg, w->index_off, r->data, r->klen);
+		shm_skip_unlink(w->seg, w->index_off, r->data, shm_rec_klen(r));
 		if ((e = live_find(l, f->v[i].node)) != NULL)
 			e->dropped = 1; /* freed by the rebuild, after the quiescence */
 	}
@@ -337,11 +337,11 @@ static int sort_cmp(const void *pa, const void *pb)
 		return a->k0 < b->k0 ? -1 : 1;
 	if (a->k1 != b->k1)
 		return a->k1 < b->k1 ? -1 : 1;
-	n = a->r->klen < b->r->klen ? a->r->klen : b->r->klen;
+	n = shm_rec_klen(a->r) < shm_rec_klen(b->r) ? shm_rec_klen(a->r) : shm_rec_klen(b->r);
 	c = memcmp(a->r->data, b->r->data, n);
 	if (c != 0)
 		return c;
-	return a->r->klen < b->r->klen ? -1 : a->r->klen > b->r->klen;
+	return shm_rec_klen(a->r) < shm_rec_klen(b->r) ? -1 : shm_rec_klen(a->r) > shm_rec_klen(b->r);
 }
 
 struct collect {
