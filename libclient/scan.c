@@ -598,15 +598,15 @@ static int buffer_put(struct amora_iter *it, uint32_t s, const struct shm_kv *kv
 
 /* ---------- atomic batches: what an iterator sees ---------- */
 
-/* The handle's oldest open iterator's start, for the shards (iter_start,
- * shm/epoch.h); 0 with none open. */
+/* The handle's oldest open iterator's start + 1, for the shards
+ * (iter_start, shm/epoch.h); 0 with none open. */
 static void iters_publish(amora *db)
 {
 	struct amora_iter *o = db->iters;
 
 	/* Release, inside a section for a new iterator (see begin): a shard
 	 * that waited for the section's end reads it. */
-	atomic_store_explicit(&db->hdr->epoch.iter_start, o != NULL ? o->start : 0, memory_order_release);
+	atomic_store_explicit(&db->hdr->epoch.iter_start, o != NULL ? o->start + 1 : 0, memory_order_release);
 }
 
 /* In its first section: take the start number and publish it. Later

@@ -155,6 +155,21 @@ void shm_batch_release(struct shm_batch_word *w, uint64_t ref)
 	atomic_fetch_sub_explicit(&w->holders, 1, memory_order_release);
 }
 
+bool shm_batch_settle_ready(struct shm_epoch_slot *const *slots, size_t n, uint64_t e, uint64_t c)
+{
+	if (shm_epoch_min(slots, n) < e)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		/* Acquire, pairs with the iterator's release (libclient/scan.c);
+		 * one that began inside a section we waited out is visible. */
+		uint64_t s = atomic_load_explicit(&slots[i]->iter_start, memory_order_acquire);
+
+		if (s != 0 && s - 1 < c) /* it holds start + 1 */
+			return false;
+	}
+	return true;
+}
+
 bool shm_batch_reusable(const struct shm_batch_word *w, uint64_t ref)
 {
 	uint64_t tag = shm_batch_ref_tag(ref);

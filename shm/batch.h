@@ -81,7 +81,10 @@
  * saw COMMITTED (every mget with S < C ran in a section that began
  * before) and once no open iterator started before C (each client
  * publishes its oldest open iterator's S in its epoch slot,
- * shm_epoch_slot.iter_start). Then holders - 1.
+ * shm_epoch_slot.iter_start). Then, after a second epoch grace (no reader
+ * still holds one of the intents it replaced, and so none can read the
+ * word after it moves on to the next batch: a reader checks an intent's
+ * word, then its commit number), holders - 1.
  *
  * Reuse. A client starts a word's next batch (tag + 1) only when its
  * state is final for the last tag and `holders` counts no shard. A
@@ -96,6 +99,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "shm/epoch.h"
 #include "shm/record.h"
 #include "shm/segment.h"
 
@@ -183,6 +187,13 @@ bool shm_batch_abort(struct shm_batch_word *w, uint64_t ref, uint32_t shard);
 bool shm_batch_hold(struct shm_batch_word *w, uint64_t ref);
 /* This shard resolved all its intents of `ref`'s batch. */
 void shm_batch_release(struct shm_batch_word *w, uint64_t ref);
+
+/* Whether a participant may now resolve its intents of a committed batch
+ * with number c into plain records ("Resolution" above): e is the epoch
+ * it bumped (shm_epoch_bump) after it saw the word COMMITTED, and every
+ * reader among `slots` has left the sections it was in then and has no
+ * open iterator that started before c. Never waits. */
+bool shm_batch_settle_ready(struct shm_epoch_slot *const *slots, size_t n, uint64_t e, uint64_t c);
 
 /* Whether a client may start batch `ref` on its word: the word's last
  * batch (tag - 1) is final and held by no shard. */

@@ -52,8 +52,8 @@ struct shm_epoch_slot {
 	_Atomic uint64_t epoch; /* 0: idle */
 	_Atomic int32_t pid;    /* owner, 0: free slot */
 	uint32_t pad_;
-	/* The start number (batch.h) of the reader's oldest open iterator, 0:
-	 * none. Stored (release) inside the section that loaded it; a shard
+	/* The start number (batch.h) of the reader's oldest open iterator
+	 * plus one, 0: none. Stored (release) inside the section that loaded it; a shard
 	 * resolves a committed batch into plain records only once every
 	 * slot's is 0 or at least the batch's number, after an epoch grace. */
 	_Atomic uint64_t iter_start;
