@@ -366,6 +366,58 @@ AMORA_API int amora_set_buffered(amora *db, const void *key, size_t klen, const 
  * attempted; a failed one changed nothing). */
 AMORA_API int amora_flush(amora *db);
 
+/* --- atomic batches --- */
+
+/* One op of a batch. */
+enum amora_op_kind { AMORA_OP_SET = 1, AMORA_OP_DEL = 2 };
+
+struct amora_op {
+	int op;            /* AMORA_OP_SET or AMORA_OP_DEL */
+	const void *key;
+	size_t klen;
+	const void *val;   /* AMORA_OP_SET only (NULL with vlen 0 is fine) */
+	size_t vlen;
+};
+
+#define AMORA_BATCH_OPS_MAX 100000          /* ops in one batch */
+#define AMORA_BATCH_BYTES_MAX (64u << 20)   /* bytes of keys and values in one batch */
+
+/* Apply n sets and deletes over any keys of any shards atomically, and
+ * return once the whole batch is durable per the sync mode:
+ *   - all or nothing, through a kill -9 of any process at any moment
+ *     (this client, any shard, amorad): after recovery either every op is
+ *     there or none;
+ *   - visible at one instant: before it no reader sees any of its writes,
+ *     after it every reader sees all of them (or newer ones);
+ *   - amora_mget and iterators never return a batch in part (Read Atomic);
+ *   - batches over the same keys end in the state of some serial order.
+ * The same key twice: the later op wins. A delete of a missing key is not
+ * an error. n == 0 is a batch that does nothing.
+ *
+ * Validated whole first; nothing is sent unless every op passes. Errors:
+ * AMORA_EINVAL (ops NULL, n > AMORA_BATCH_OPS_MAX, more than
+ * AMORA_BATCH_BYTES_MAX of keys and values, or a bad op: amora_errmsg
+ * names its index and the cause); AMORA_EFULL (a shard had no memory for
+ * its part), AMORA_EIO (a shard's log write failed), AMORA_EFAILED (a
+ * shard of the batch stopped for good), AMORA_ERESTARTING,
+ * AMORA_ETIMEDOUT (also: the batch kept meeting other batches' unfinished
+ * writes on its keys, or a shard holding part of it kept restarting, for
+ * the whole timeout; it is retried until then), AMORA_EGONE,
+ * AMORA_EBADRING, AMORA_ECORRUPT. After any error nothing of the batch is
+ * applied, except AMORA_EGONE/AMORA_EBADRING/AMORA_ECORRUPT after the
+ * commit was sent, when the outcome is unknown (it is all or nothing
+ * still). Also reports the first failure of earlier buffered writes, if
+ * any (as amora_flush), before it starts.
+ *
+ * Costs: two round trips to the shards (prepare to every shard of the
+ * batch at once, then commit to the shard of its first op); each key's
+ * write is logged once. Caveats: a batch that meets another batch's
+ * unresolved write on one of its keys is retried after a random pause,
+ * so batches contending on hot keys serialize; an iterator left open
+ * delays the clean-up (not the visibility) of batches committed after it
+ * began. */
+AMORA_API int amora_batch(amora *db, const struct amora_op *ops, size_t n);
+
 /* --- the store --- */
 
 struct amora_stats {

@@ -21,6 +21,7 @@
  *              nobody waited for
  *   write.c    the public writes over submit.c and wait.c (amora_set,
  *              amora_del, amora_set_buffered, amora_flush)
+ *   batch.c    atomic batches over submit.c and wait.c (amora_batch)
  *   store.c    the store's state (amora_stats, amora_shard_status,
  *              amora_heartbeat)
  *   version.c  amora_version
@@ -106,6 +107,15 @@ struct client_queue {
 	const _Atomic uint32_t *asleep;/* the shard's sleeping flag (read-only mapping) */
 };
 
+/* While amora_batch runs: answers to requests from `from[s]` on (per
+ * shard) are the batch's, and the first failure among them is kept here
+ * instead of among the deferred ones (wait.c). */
+struct client_batch_watch {
+	uint64_t *from;  /* [shards] */
+	int status;      /* the first failed answer's (a wire status), 0: none */
+	uint32_t shard;  /* ... and its shard */
+};
+
 /* A handle. Who writes what:
  *   attach.c  sock, seg, chan, chan_bytes, hdr, shards, slot, placement, q, req
  *             (at amora_open; fixed until amora_close frees them),
@@ -132,6 +142,9 @@ struct amora {
 	uint64_t bulk_id;   /* busy until q[bulk_shard].done_id reaches it (0: never used) */
 	bool gone;         /* the coordinator closed the control socket */
 	struct amora_iter *iters; /* open iterators that began (scan.c), oldest start first */
+	struct client_batch_watch *bwatch; /* the batch under way (batch.c), NULL: none */
+	uint32_t batch_next; /* the status word batch.c looks at first */
+	uint64_t batches;    /* batches committed */
 	uint64_t gets, sets, dels;
 	char errmsg[256];
 };
@@ -235,6 +248,12 @@ static inline bool client_inflight_full(const struct client_queue *q)
  * take staged requests before it is rung. */
 int client_submit(amora *db, uint8_t op, const void *key, size_t klen, const void *val, size_t vlen,
 		  struct client_ticket *t);
+
+/* The same for shard s, any op (chan.h): a batch's request carries b
+ * (else NULL), and COMMIT, ABORT and RESOLVE no key (klen 0). Sized for
+ * client_wait_room as klen + sizeof(*b) key bytes. */
+int client_submit_to(amora *db, uint32_t s, uint8_t op, const void *key, size_t klen,
+		     const struct shm_chan_batch *b, const void *val, size_t vlen, struct client_ticket *t);
 
 /* Make shard s's staged requests visible and ring its doorbell
  * (shm_chan_notify: a futex wake only if it sleeps). */

@@ -3,7 +3,8 @@
  * submission ring, answers out of its completion ring. Nothing here
  * waits: where there is no room it says CLIENT_EAGAIN.
  *
- * A request is struct shm_chan_req, the key, then the value, or with
+ * A request is struct shm_chan_req, the key, (a batch's) struct
+ * shm_chan_batch, then the value, or with
  * SHM_CHAN_REQ_BULK the value in the channel's bulk area (shm/chan.h).
  * Everything read back from the completion ring is checked: an answer
  * must have the size of one and carry an id we issued; anything else is
@@ -34,9 +35,17 @@ int client_submit(amora *db, uint8_t op, const void *key, size_t klen, const voi
 		  struct client_ticket *t)
 {
 	uint32_t s = shm_place(key, klen, shm_hash(key, klen), db->shards, db->placement);
+
+	return client_submit_to(db, s, op, key, klen, NULL, val, vlen, t);
+}
+
+int client_submit_to(amora *db, uint32_t s, uint8_t op, const void *key, size_t klen,
+		     const struct shm_chan_batch *b, const void *val, size_t vlen, struct client_ticket *t)
+{
 	struct client_queue *q = &db->q[s];
-	bool bulk = client_req_bulk(q, klen, vlen);
-	uint32_t len = client_req_bytes(klen, vlen, bulk);
+	size_t extra = b != NULL ? sizeof(*b) : 0; /* after the key: sized as key bytes */
+	bool bulk = client_req_bulk(q, klen + extra, vlen);
+	uint32_t len = client_req_bytes(klen + extra, vlen, bulk);
 	struct shm_chan_req r = { .id = q->next_id + 1, .op = op, .flags = bulk ? SHM_CHAN_REQ_BULK : 0,
 				  .klen = (uint32_t)klen, .vlen = (uint32_t)vlen };
 	int rc;
@@ -58,9 +67,12 @@ int client_submit(amora *db, uint8_t op, const void *key, size_t klen, const voi
 	if (bulk)
 		memcpy(db->chan + shm_chan_bulk_off(db->shards), val, vlen);
 	memcpy(db->req, &r, sizeof(r));
-	memcpy(db->req + sizeof(r), key, klen);
+	if (klen > 0)
+		memcpy(db->req + sizeof(r), key, klen);
+	if (b != NULL)
+		memcpy(db->req + sizeof(r) + klen, b, sizeof(*b));
 	if (!bulk && vlen > 0)
-		memcpy(db->req + sizeof(r) + klen, val, vlen);
+		memcpy(db->req + sizeof(r) + klen + extra, val, vlen);
 	if (shm_ring_push(&q->sq, db->req, len) != SHM_OK)
 		return client_fail(db, AMORA_ECORRUPT, "submission ring of shard %u is corrupt", s);
 	q->next_id = r.id;

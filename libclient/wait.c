@@ -76,7 +76,16 @@ static void answer_take(void *arg, const struct client_done *d)
 	amora *db = w->db;
 
 	bool wanted = w->want != 0 && d->first <= w->want && w->want <= d->id;
+	struct client_batch_watch *bw = db->bwatch;
 
+	/* A batch's answer (batch.c): a failed one is a single request. */
+	if (bw != NULL && d->id >= bw->from[d->shard]) {
+		if (d->status != AMORA_OK && bw->status == 0) {
+			bw->status = d->status;
+			bw->shard = d->shard;
+		}
+		return;
+	}
 	if (wanted)
 		*w->status = d->status;
 	if ((!wanted || d->first < d->id) && d->status != AMORA_OK && db->deferred == 0) {

@@ -89,15 +89,19 @@ static const struct last_effect *index_find(const struct index *ix, const void *
 	return e->seq != 0 ? e : NULL;
 }
 
-static int note_effect(void *arg, uint64_t seq, int op, const void *key, uint32_t klen,
-		       const void *val, uint32_t vlen)
+static int note_effect(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
+		       const void *key, uint32_t klen, const void *val, uint32_t vlen)
 {
 	struct index *ix = arg;
-	XXH128_hash_t h = XXH3_128bits(key, klen);
+	XXH128_hash_t h;
 	struct last_effect *e;
 
+	(void)b;
 	(void)val;
 	(void)vlen;
+	if (op >= WALFMT_OP_PSET)
+		return 0; /* batch records: issue 12, recovery of batches comes next */
+	h = XXH3_128bits(key, klen);
 	if ((ix->n + 1) * 2 > ix->cap && index_grow(ix) != 0)
 		return -1;
 	e = index_slot(ix, h);
@@ -139,14 +143,18 @@ static int apply_effect(struct fix *f, uint64_t seq, int op, const void *key, ui
 	return rc;
 }
 
-static int fix_from_log(void *arg, uint64_t seq, int op, const void *key, uint32_t klen,
-			const void *val, uint32_t vlen)
+static int fix_from_log(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
+			const void *key, uint32_t klen, const void *val, uint32_t vlen)
 {
 	struct fix *f = arg;
-	const struct last_effect *e = index_find(f->ix, key, klen);
+	const struct last_effect *e;
 	struct shm_kv kv;
 	int have;
 
+	(void)b;
+	if (op >= WALFMT_OP_PSET)
+		return 0; /* batch records: issue 12, recovery of batches comes next */
+	e = index_find(f->ix, key, klen);
 	if (e == NULL || e->seq != seq)
 		return 0; /* a later effect of this key follows */
 	have = shm_writer_get(f->w, key, klen, &kv) == SHM_OK;

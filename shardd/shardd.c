@@ -57,6 +57,7 @@
 #include "shardd/log.h"
 #include "shm/shard.h"
 #include "shardd/recover.h"
+#include "shardd/batch.h"
 #include "shardd/shardd.h"
 #include "shardd/stage.h"
 #include "shardd/wal.h"
@@ -65,6 +66,7 @@
 #define BATCH_BYTES_MAX (64u << 20) /* a round ends once its log batch is this big */
 #define RECLAIM_IDLE_ITEMS 256
 #define RECLAIM_IDLE_NS (20 * 1000000ull)
+#define BATCH_POLL_NS (1000000ull) /* a batch part waiting for a grace looks again this often */
 
 struct peer {
 	bool active;  /* rings attached */
@@ -120,6 +122,8 @@ struct shardd {
 	struct shm_shard *sh;
 	struct shm_writer w;
 	struct stage stage; /* the round's writes, published after the log */
+	struct batches batch; /* atomic batches' parts and decisions (batch.h) */
+	bool batch_waiting;   /* a part waits for a grace or a decision: poll soon */
 	struct wal wal;
 	struct shm_chan_sleep zz; /* the words of the next sleep */
 	struct watcher *watch;
@@ -649,16 +653,46 @@ static int answer(struct shardd *d, uint32_t slot, uint64_t id, int status, uint
 	return add_pending(d, slot, id, status, seq);
 }
 
+static bool peer_alive(void *arg, uint32_t slot, uint32_t gen)
+{
+	struct shardd *d = arg;
+
+	return slot < d->e->cfg.max_clients && d->peers[slot].active && d->peers[slot].gen == gen;
+}
+
+static struct batch_round batch_round_of(struct shardd *d)
+{
+	return (struct batch_round){ &d->w, &d->stage, &d->wal, d->readers, d->e->cfg.max_clients,
+				     peer_alive, d };
+}
+
+/* A batch's request (batch.h). */
+static int apply_batch(struct shardd *d, const struct shm_chan_op_view *v, uint32_t slot, uint64_t *seq)
+{
+	struct batch_round r = batch_round_of(d);
+	int rc = batch_request(&d->batch, &r, v, slot, d->peers[slot].gen, seq);
+
+	if (rc == -1) {
+		log_error("out of memory for a batch: %s", wal_errmsg(&d->wal));
+		exit(SHARDD_EXIT_CRASH);
+	}
+	if (*seq != 0)
+		d->dirty = true;
+	return rc;
+}
+
 /* Stage one checked request; returns its status. Effects go to the log
  * batch; private memory that cannot grow (for the stage or the log
  * buffer) is fatal. */
-static int apply(struct shardd *d, const struct shm_chan_op_view *v, uint64_t *seq)
+static int apply(struct shardd *d, const struct shm_chan_op_view *v, uint32_t slot, uint64_t *seq)
 {
 	struct shm_staged *s = stage_slot(&d->stage);
 	const struct shm_staged *prev;
 	uint64_t h;
 	int rc, wrc;
 
+	if (v->op >= SHM_CHAN_OP_PSET)
+		return apply_batch(d, v, slot, seq);
 	if (v->klen == 0 || v->klen > SHM_KEY_MAX || v->vlen > SHM_VALUE_MAX)
 		return SHM_CHAN_EINVAL;
 	if (s == NULL) {
@@ -676,7 +710,7 @@ static int apply(struct shardd *d, const struct shm_chan_op_view *v, uint64_t *s
 	stage_add(&d->stage);
 	*seq = s->seq;
 	wrc = wal_batch_add(&d->wal, *seq, v->op == SHM_CHAN_OP_SET ? WALFMT_OP_SET : WALFMT_OP_DEL,
-			    v->key, v->klen, v->val, v->vlen);
+			    NULL, v->key, v->klen, v->val, v->vlen);
 	if (wrc != WAL_OK) {
 		log_error("cannot add to the log batch: %s", wal_errmsg(&d->wal));
 		exit(SHARDD_EXIT_CRASH);
@@ -733,7 +767,7 @@ static bool take_requests(struct shardd *d, uint32_t slot)
 				memcpy(d->bulk, bulk_src, v.vlen);
 				v.val = d->bulk;
 			}
-			rc = apply(d, &v, &seq);
+			rc = apply(d, &v, slot, &seq);
 			if (rc == SHM_CHAN_OK)
 				p->last_id = v.id;
 		}
@@ -888,6 +922,8 @@ static int finish_round(struct shardd *d)
 		exit(SHARDD_EXIT_CRASH);
 	}
 	if (!fatal)
+		batch_round_logged(&d->batch); /* decisions visible before they are answered */
+	if (!fatal)
 		mark_decided(d);
 	/* Counted before any completion is visible (struct shm_shard_counters). */
 	count_log(d);
@@ -917,6 +953,26 @@ static int finish_round(struct shardd *d)
 	d->ntouched = 0;
 	AMORA_PROBE(round__end, d->id, completions, clients);
 	return fatal;
+}
+
+/* Resolve what batches allow at the start of a round (batch.h). */
+static void batch_step(struct shardd *d)
+{
+	struct batch_round r = batch_round_of(d);
+	int rc;
+
+	if (d->batch.n == 0) {
+		d->batch_waiting = false;
+		return;
+	}
+	rc = batch_sweep(&d->batch, &r);
+	if (rc < 0) {
+		log_error("out of memory resolving batches");
+		exit(SHARDD_EXIT_CRASH);
+	}
+	d->batch_waiting = rc > 0;
+	if (d->stage.n > 0)
+		d->dirty = true;
 }
 
 /* ---------- sleeping ---------- */
@@ -993,6 +1049,8 @@ static void idle(struct shardd *d)
 		until = due;
 	if (reclaim > 0 && reclaim < until)
 		until = reclaim;
+	if (d->batch_waiting && (int64_t)(now + BATCH_POLL_NS) < until)
+		until = (int64_t)(now + BATCH_POLL_NS);
 	/* Step (a): every word loaded before the sleeping flag is set, the
 	 * cold clients' by watch_rebuild ("Sleeping"). At most
 	 * SHM_CHAN_MAX_CLIENTS clients (engine_create), so all fit. */
@@ -1124,6 +1182,7 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 	d->freshmap = calloc((e->cfg.max_clients + 63) / 64, sizeof(*d->freshmap));
 	d->touched = calloc(e->cfg.max_clients, sizeof(*d->touched));
 	d->req = malloc(SHM_CHAN_SQ_DATA);
+	batch_init(&d->batch, &e->seg, id);
 	if (stage_init(&d->stage, &e->seg) != 0) {
 		log_error("out of memory at start");
 		return SHARDD_EXIT_CRASH;
@@ -1172,6 +1231,7 @@ static void serve(struct shardd *d)
 		if (sweep)
 			d->next_sweep_ns = now + SHM_CHAN_SWEEP_MS * 1000000ull;
 		AMORA_PROBE(round__begin, d->id, sweep);
+		batch_step(d);
 		more = gather(d, sweep);
 		fatal = finish_round(d);
 		if (fatal || wal_sync_if_due(&d->wal, shm_now_ns()) != WAL_OK) {

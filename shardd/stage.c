@@ -45,12 +45,21 @@ void stage_destroy(struct stage *s)
 	*s = (struct stage){ 0 };
 }
 
+/* The record holding staged write `op`'s key (an intent's settle: the
+ * intent's). */
+static const struct shm_record *op_rec(const struct stage *s, size_t op)
+{
+	const struct shm_staged *o = &s->ops[op];
+
+	return (const struct shm_record *)(s->seg->base + (o->kind == SHM_STAGED_SETTLE ? o->old : o->rec));
+}
+
 /* Whether staged write `op` is of `key`. */
 static bool op_is_of(const struct stage *s, size_t op, const void *key, uint32_t klen)
 {
-	const struct shm_record *r = (const struct shm_record *)(s->seg->base + s->ops[op].rec);
+	const struct shm_record *r = op_rec(s, op);
 
-	return r->klen == klen && memcmp(r->data, key, klen) == 0;
+	return s->ops[op].kind != SHM_STAGED_MARK && shm_rec_klen(r) == klen && memcmp(r->data, key, klen) == 0;
 }
 
 /* The entry of `key`: its own, or the free one where it would go. */
@@ -92,16 +101,17 @@ const struct shm_staged *stage_find(const struct stage *s, const void *key, uint
 /* Where `op`'s key goes in `keys`. */
 static struct stage_key *op_slot(const struct stage *s, struct stage_key *keys, size_t cap, size_t op)
 {
-	const struct shm_record *r = (const struct shm_record *)(s->seg->base + s->ops[op].rec);
+	const struct shm_record *r = op_rec(s, op);
 
-	return key_slot(s, keys, cap, r->data, r->klen, s->ops[op].h);
+	return key_slot(s, keys, cap, r->data, shm_rec_klen(r), s->ops[op].h);
 }
 
 /* Index ops [from, to) of the round, in order (each key ends with its latest). */
 static void index_ops(struct stage *s, size_t from, size_t to)
 {
 	for (size_t i = from; i < to; i++)
-		*op_slot(s, s->keys, s->cap_keys, i) = (struct stage_key){ s->ops[i].h, s->round, i };
+		if (s->ops[i].kind != SHM_STAGED_MARK) /* no key */
+			*op_slot(s, s->keys, s->cap_keys, i) = (struct stage_key){ s->ops[i].h, s->round, i };
 }
 
 /* Double both arrays; the index is rebuilt from the ops, in order, so

@@ -71,7 +71,10 @@
  * -------
  * Recovery maps each segment read-only (MAP_POPULATE, sequential) and
  * decodes it in memory with walfmt_scan: no per-record syscall, and the
- * same decoder runs under the fuzzer on plain buffers.
+ * same decoder runs under the fuzzer on plain buffers. wal_scan_dir, the
+ * reader of another shard's log, reads each segment into private memory
+ * instead: the owner may cut or trim the file meanwhile, and a mapping past
+ * the new end would fault.
  *
  * A known trade-off: after a power cut in "periodic" mode the kernel may
  * have written a later page of unsynced frames but not an earlier one. That
@@ -361,8 +364,42 @@ void wal_close(struct wal *w)
  * Recovery
  * ===================================================================== */
 
-/* Map a whole segment read-only; *map NULL for an empty file. */
-static int seg_map(struct wal *w, int fd, const char *name, const uint8_t **map, size_t *len)
+/* Read the open segment into malloc'ed memory: the file may shrink under
+ * a reader that is not its owner (wal_scan_dir), which would make a
+ * mapping fault (SIGBUS); *len is what could be read. */
+static int seg_copy(struct wal *w, int fd, const char *name, size_t size, uint8_t **out,
+		    size_t *len)
+{
+	uint8_t *p = malloc(size);
+	size_t got = 0;
+
+	if (p == NULL)
+		return fail(w, WAL_ENOMEM, "%s/%s: out of memory reading %zu bytes", w->dir, name,
+			    size);
+	while (got < size) {
+		ssize_t r = pread(fd, p + got, size - got, (off_t)got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = errno;
+			free(p);
+			return fail(w, WAL_EIO, "%s/%s: read at offset %zu: %s", w->dir, name, got,
+				    strerror(e));
+		}
+		if (r == 0)
+			break; /* cut shorter since the fstat */
+		got += (size_t)r;
+	}
+	*out = p;
+	*len = got;
+	return WAL_OK;
+}
+
+/* The whole segment in memory, read-only: mapped, or with copy read into a
+ * private buffer (seg_copy); *map NULL for an empty file. Undo with
+ * seg_unmap. */
+static int seg_map(struct wal *w, int fd, const char *name, int copy, const uint8_t **map,
+		   size_t *len)
 {
 	struct stat st;
 	void *p;
@@ -373,12 +410,24 @@ static int seg_map(struct wal *w, int fd, const char *name, const uint8_t **map,
 	*len = (size_t)st.st_size;
 	if (*len == 0)
 		return WAL_OK;
+	if (copy)
+		return seg_copy(w, fd, name, *len, (uint8_t **)map, len);
 	p = mmap(NULL, *len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
 	if (p == MAP_FAILED)
 		return fail(w, WAL_EIO, "%s/%s: mmap: %s", w->dir, name, strerror(errno));
 	madvise(p, *len, MADV_SEQUENTIAL);
 	*map = p;
 	return WAL_OK;
+}
+
+static void seg_unmap(const uint8_t *map, size_t len, int copy)
+{
+	if (map == NULL)
+		return;
+	if (copy)
+		free((void *)map);
+	else
+		munmap((void *)map, len);
 }
 
 /* Remove a last segment holding no frame (see the top comment). */
@@ -442,30 +491,34 @@ static int scan_report(struct wal *w, const char *name, const struct walfmt_scan
 	return WAL_OK;
 }
 
-/* Open segment `seq` (its name into name). */
+/* Open segment `seq` (its name into name). On failure errno is open's. */
 static int seg_open(struct wal *w, uint64_t seq, int flags, char name[WALFMT_NAME_LEN + 1],
 		    int *fd)
 {
+	int e;
+
 	walfmt_seg_name(name, seq);
 	*fd = openat(w->dirfd, name, flags | O_CLOEXEC);
-	if (*fd < 0)
-		return fail(w, WAL_EIO, "%s/%s: open: %s", w->dir, name, strerror(errno));
-	return WAL_OK;
+	if (*fd >= 0)
+		return WAL_OK;
+	e = errno;
+	fail(w, WAL_EIO, "%s/%s: open: %s", w->dir, name, strerror(e));
+	errno = e;
+	return WAL_EIO;
 }
 
-/* Map the open segment and scan at most `cap` bytes of it, calling fn
- * (*len: the file's size). */
-static int seg_scan(struct wal *w, int fd, const char *name, size_t cap, walfmt_apply_fn fn, void *arg,
-		    struct walfmt_scan *sc, size_t *len)
+/* Map (or with copy, read: seg_map) the open segment and scan at most
+ * `cap` bytes of it, calling fn (*len: the file's size). */
+static int seg_scan(struct wal *w, int fd, const char *name, size_t cap, int copy,
+		    walfmt_apply_fn fn, void *arg, struct walfmt_scan *sc, size_t *len)
 {
 	const uint8_t *map;
-	int rc = seg_map(w, fd, name, &map, len);
+	int rc = seg_map(w, fd, name, copy, &map, len);
 
 	if (rc != WAL_OK)
 		return rc;
 	rc = walfmt_scan(map, *len < cap ? *len : cap, fn, arg, sc);
-	if (map != NULL)
-		munmap((void *)map, *len);
+	seg_unmap(map, *len, copy);
 	if (rc != 0)
 		return fail(w, WAL_EAPPLY, "%s/%s: offset %" PRIu64 ": %s", w->dir, name, sc->end, sc->why);
 	return WAL_OK;
@@ -483,7 +536,7 @@ static int recover_segment(struct wal *w, uint64_t seq, int first, int last, wal
 
 	if (rc != WAL_OK)
 		return rc;
-	rc = seg_scan(w, fd, name, SIZE_MAX, fn, arg, &sc, &len);
+	rc = seg_scan(w, fd, name, SIZE_MAX, 0, fn, arg, &sc, &len);
 	if (rc == WAL_OK)
 		rc = scan_report(w, name, &sc, last);
 	w->last_seq = sc.last_seq;
@@ -532,7 +585,7 @@ static int replay_segment(struct wal *w, uint64_t seq, int first, uint64_t *prev
 
 	if (rc != WAL_OK)
 		return rc;
-	rc = seg_scan(w, fd, name, cap, fn, arg, &sc, &len);
+	rc = seg_scan(w, fd, name, cap, 0, fn, arg, &sc, &len);
 	close(fd);
 	if (rc == WAL_OK && sc.status != WALFMT_CLEAN)
 		rc = fail(w, WAL_ECORRUPT, "%s/%s: changed since recovery at offset %" PRIu64 ": %s",
@@ -558,6 +611,73 @@ int wal_replay(struct wal *w, walfmt_apply_fn fn, void *arg)
 		rc = replay_segment(w, segs[i], i == 0, &prev, fn, arg);
 	free(segs);
 	return rc;
+}
+
+/* =====================================================================
+ * Reading another shard's log (wal_scan_dir)
+ * ===================================================================== */
+
+/* fn's own return, which seg_scan turns into WAL_EAPPLY. */
+struct scan_dir {
+	walfmt_apply_fn fn;
+	void *arg;
+	int rc;
+};
+
+static int scan_dir_apply(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
+			  const void *key, uint32_t klen, const void *val, uint32_t vlen)
+{
+	struct scan_dir *sd = arg;
+
+	sd->rc = sd->fn(sd->arg, seq, op, b, key, klen, val, vlen);
+	return sd->rc;
+}
+
+/* One segment alone (unchained: a cut in the one before must not hide this
+ * one); its verdict is ignored, the records of its valid prefix count. */
+static int scan_dir_segment(struct wal *w, uint64_t seq, struct scan_dir *sd)
+{
+	struct walfmt_scan sc = { .shard_id = w->shard_id, .name_seq = seq };
+	char name[WALFMT_NAME_LEN + 1];
+	size_t len = 0;
+	int fd, rc = seg_open(w, seq, O_RDONLY, name, &fd);
+
+	if (rc != WAL_OK)
+		return errno == ENOENT ? WAL_OK : rc; /* removed since the listing */
+	rc = seg_scan(w, fd, name, SIZE_MAX, 1, sd->fn != NULL ? scan_dir_apply : NULL, sd, &sc,
+		      &len);
+	close(fd);
+	return rc;
+}
+
+int wal_scan_dir(const char *dir, uint32_t shard_id, walfmt_apply_fn fn, void *arg, char *why,
+		 size_t whylen)
+{
+	/* A struct wal only for the listing and reading code and its messages:
+	 * nothing in it can write. */
+	struct wal w = { .fd = -1, .shard_id = shard_id, .dir = (char *)dir };
+	struct scan_dir sd = { fn, arg, 0 };
+	uint64_t *segs = NULL;
+	size_t n = 0;
+	int rc;
+
+	why[0] = '\0';
+	w.dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (w.dirfd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(why, whylen, "%s: cannot open directory: %s", dir, strerror(errno));
+		return -1;
+	}
+	rc = list_segments(&w, &segs, &n);
+	for (size_t i = 0; i < n && rc == WAL_OK; i++)
+		rc = scan_dir_segment(&w, segs[i], &sd);
+	free(segs);
+	close(w.dirfd);
+	if (rc == WAL_OK)
+		return 0;
+	snprintf(why, whylen, "%s", w.err);
+	return rc == WAL_EAPPLY ? sd.rc : -1;
 }
 
 /* =====================================================================
@@ -594,43 +714,45 @@ static int batch_reserve(struct wal *w, size_t more)
 	return WAL_OK;
 }
 
-static int add_check(struct wal *w, uint64_t seq, int op, const void *key, uint32_t klen,
-		     const void *val, uint32_t vlen)
+static int add_check(struct wal *w, uint64_t seq, int op, const struct walfmt_batch *b,
+		     const void *key, uint32_t klen, const void *val, uint32_t vlen)
 {
 	uint64_t floor = w->batch_nrec ? w->batch_last_seq : w->last_seq;
+	const char *bad;
 
 	if (w->failed)
 		return WAL_EIO;
 	if (!w->recovered)
 		return fail(w, WAL_EINVAL, "wal_batch_add before wal_recover");
-	if (op != WALFMT_OP_SET && op != WALFMT_OP_DEL)
-		return fail(w, WAL_EINVAL, "bad op %d", op);
-	if (key == NULL || klen == 0 || klen > SHM_KEY_MAX || vlen > SHM_VALUE_MAX ||
-	    (vlen > 0 && val == NULL))
-		return fail(w, WAL_EINVAL, "bad record: op %d klen %u vlen %u", op, klen, vlen);
+	if ((bad = walfmt_rec_check(op, b, klen, vlen)) != NULL)
+		return fail(w, WAL_EINVAL, "bad record: %s (op %d klen %u vlen %u)", bad, op, klen,
+			    vlen);
+	if ((klen > 0 && key == NULL) || (vlen > 0 && val == NULL))
+		return fail(w, WAL_EINVAL, "bad record: NULL key or value (op %d klen %u vlen %u)",
+			    op, klen, vlen);
 	if (seq <= floor)
 		return fail(w, WAL_EINVAL, "seq %" PRIu64 " not above %" PRIu64, seq, floor);
 	return WAL_OK;
 }
 
-int wal_batch_add(struct wal *w, uint64_t seq, int op, const void *key, uint32_t klen,
-		  const void *val, uint32_t vlen)
+int wal_batch_add(struct wal *w, uint64_t seq, int op, const struct walfmt_batch *b,
+		  const void *key, uint32_t klen, const void *val, uint32_t vlen)
 {
 	uint64_t size;
 	int rc;
 
 	if (w->mode == WAL_SYNC_NONE)
 		return WAL_OK;
-	if (op == WALFMT_OP_DEL)
+	if (op == WALFMT_OP_DEL || op == WALFMT_OP_PDEL)
 		vlen = 0; /* an effect: "the key is gone" has no value */
-	size = walfmt_rec_size(klen, vlen);
-	if ((rc = add_check(w, seq, op, key, klen, val, vlen)) != WAL_OK)
+	if ((rc = add_check(w, seq, op, b, key, klen, val, vlen)) != WAL_OK)
 		return rc;
+	size = walfmt_rec_size(op, klen, vlen);
 	if (wal_batch_bytes(w) + size > WALFMT_BATCH_MAX)
 		return fail(w, WAL_EFULL, "batch would pass %u bytes", WALFMT_BATCH_MAX);
 	if ((rc = batch_reserve(w, size)) != WAL_OK)
 		return rc;
-	walfmt_rec_encode(w->buf + w->buf_len, seq, op, key, klen, val, vlen);
+	walfmt_rec_encode(w->buf + w->buf_len, seq, op, b, key, klen, val, vlen);
 	w->buf_len += size;
 	if (w->batch_nrec++ == 0)
 		w->batch_first_seq = seq;

@@ -11,7 +11,7 @@
  *     wal_recover(&w, apply, arg, &last_seq);   // replay, then ready to append
  *     loop:
  *         wal_batch_begin(&w);
- *         wal_batch_add(&w, seq, WALFMT_OP_SET, k, kl, v, vl);  // per effect
+ *         wal_batch_add(&w, seq, WALFMT_OP_SET, NULL, k, kl, v, vl);  // per effect
  *         wal_batch_commit(&w);       // one write(2); + fdatasync if "always"
  *         ... acknowledge the batch ...
  *         sleep at most until wal_next_sync_ns(&w); wal_sync_if_due(&w, now);
@@ -136,15 +136,38 @@ int wal_recover(struct wal *w, walfmt_apply_fn fn, void *arg, uint64_t *last_seq
  * since wal_recover), WAL_EIO. */
 int wal_replay(struct wal *w, walfmt_apply_fn fn, void *arg);
 
+/* Read ANOTHER shard's log in dir (shard shard_id), read-only: call fn
+ * for every record of every valid frame of every segment, oldest segment
+ * first. Opens each segment O_RDONLY and reads it into private memory
+ * (no mapping: the owner may shrink the file meanwhile); never writes,
+ * truncates, removes or locks anything, so the owner may be recovering or
+ * appending concurrently. Each segment is judged alone (not chained to the
+ * one before): a torn or corrupt part ends that segment's records quietly
+ * (the owner's recovery judges it; a torn record is no record), and so does
+ * a damaged segment header; a frame being written meanwhile looks torn, so
+ * only records the owner had written before the read are seen. A missing
+ * directory, no segments, or a segment removed between listing and open
+ * (the owner's recovery removes an empty last one) give no records, not an
+ * error. Returns 0, -1 with why filled (NUL-terminated, whylen > 0) on an
+ * I/O error or out of memory, or fn's non-zero return (why names the
+ * record). Works without a struct wal; not for WAL_SYNC_NONE logs (there
+ * are no files). */
+int wal_scan_dir(const char *dir, uint32_t shard_id, walfmt_apply_fn fn, void *arg, char *why,
+		 size_t whylen);
+
 /* Start a batch (discarding any records added but not committed). */
 void wal_batch_begin(struct wal *w);
-/* Copy one record into the batch buffer (op a walfmt_op; for DEL, val/vlen
- * are ignored and logged as empty). WAL_EINVAL for a bad op, klen outside
- * 1..SHM_KEY_MAX, vlen > SHM_VALUE_MAX or a seq not above every earlier one
+/* Copy one record into the batch buffer (op a walfmt_op; b: the batch
+ * fields for ops 3..6, NULL for SET and DEL; for DEL and PDEL, val/vlen
+ * are ignored and logged as empty). WAL_EINVAL, with a message naming the
+ * cause, for a record the format forbids (walfmt_rec_check: bad op, b given
+ * or missing, klen or vlen out of range for the op, ref 0, primary >=
+ * 65536, outcome not 0, or for RESOLVED not WALFMT_COMMITTED/ABORTED), a
+ * NULL key or value with a length, or a seq not above every earlier one
  * (also before wal_recover); WAL_EFULL when the batch would pass
  * WALFMT_BATCH_MAX. */
-int wal_batch_add(struct wal *w, uint64_t seq, int op, const void *key, uint32_t klen,
-		  const void *val, uint32_t vlen);
+int wal_batch_add(struct wal *w, uint64_t seq, int op, const struct walfmt_batch *b,
+		  const void *key, uint32_t klen, const void *val, uint32_t vlen);
 /* Bytes of records in the open batch (to commit early on a size budget). */
 size_t wal_batch_bytes(const struct wal *w);
 /* Write the batch as one frame with one write(2); in "always" mode also

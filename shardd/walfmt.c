@@ -72,17 +72,56 @@ void walfmt_seg_encode(uint8_t h[WALFMT_SEG_HDR], uint32_t shard_id, uint64_t fi
 	st32(h + 36, shm_crc32c(h, 36));
 }
 
-void walfmt_rec_encode(uint8_t *p, uint64_t seq, enum walfmt_op op, const void *key,
-		       uint32_t klen, const void *val, uint32_t vlen)
+const char *walfmt_rec_check(int op, const struct walfmt_batch *b, uint32_t klen, uint32_t vlen)
 {
+	if (op < WALFMT_OP_SET || op > WALFMT_OP_RESOLVED)
+		return "bad op";
+	if (walfmt_op_batch(op) != (b != NULL))
+		return b == NULL ? "batch record without its batch fields"
+				 : "batch fields on a SET or DEL";
+	if (op == WALFMT_OP_SET || op == WALFMT_OP_DEL || op == WALFMT_OP_PSET ||
+	    op == WALFMT_OP_PDEL) {
+		if (klen == 0 || klen > SHM_KEY_MAX)
+			return "klen out of range";
+		if (vlen > SHM_VALUE_MAX || ((op == WALFMT_OP_DEL || op == WALFMT_OP_PDEL) && vlen != 0))
+			return "vlen out of range";
+	} else if (klen != 0 || vlen != 0) {
+		return "DECISION or RESOLVED with a key or value";
+	}
+	if (b == NULL)
+		return NULL;
+	if (b->ref == 0)
+		return "batch ref 0";
+	if (b->primary >= WALFMT_PRIMARY_MAX)
+		return "primary shard out of range";
+	if (op == WALFMT_OP_RESOLVED ? b->outcome != WALFMT_COMMITTED && b->outcome != WALFMT_ABORTED
+				     : b->outcome != 0)
+		return "bad outcome";
+	return NULL;
+}
+
+void walfmt_rec_encode(uint8_t *p, uint64_t seq, enum walfmt_op op, const struct walfmt_batch *b,
+		       const void *key, uint32_t klen, const void *val, uint32_t vlen)
+{
+	uint32_t hdr = WALFMT_REC_HDR;
+
 	st64(p, seq);
 	p[8] = (uint8_t)op;
 	p[9] = 0;
 	st16(p + 10, (uint16_t)klen);
 	st32(p + 12, vlen);
-	memcpy(p + WALFMT_REC_HDR, key, klen);
+	if (b != NULL) {
+		p[9] = b->outcome;
+		st64(p + 16, b->boot);
+		st64(p + 24, b->ref);
+		st32(p + 32, b->primary);
+		st32(p + 36, 0);
+		hdr = WALFMT_BATCH_HDR;
+	}
+	if (klen > 0)
+		memcpy(p + hdr, key, klen);
 	if (vlen > 0)
-		memcpy(p + WALFMT_REC_HDR + klen, val, vlen);
+		memcpy(p + hdr + klen, val, vlen);
 }
 
 uint64_t walfmt_frame_seal(uint8_t *frame, uint64_t len, uint32_t nrec, uint64_t first_seq)
@@ -148,10 +187,26 @@ static enum frame_state frame_at(const uint8_t *buf, size_t len, uint64_t off, s
 	return F_INTACT;
 }
 
+/* The record header at p (n >= WALFMT_REC_HDR bytes left): its batch
+ * fields into *b when it has them; returns b or NULL. */
+static const struct walfmt_batch *rec_batch(const uint8_t *p, struct walfmt_batch *b)
+{
+	if (!walfmt_op_batch(p[8]))
+		return NULL;
+	b->outcome = p[9];
+	b->boot = ld64(p + 16);
+	b->ref = ld64(p + 24);
+	b->primary = ld32(p + 32);
+	return b;
+}
+
 /* One record header at p (n bytes left); 0 if it breaks a rule. */
 static int record_ok(const uint8_t *p, uint64_t n, uint64_t prev_seq, struct walfmt_scan *sc,
 		     uint64_t *size)
 {
+	struct walfmt_batch bb;
+	const struct walfmt_batch *b;
+	const char *bad;
 	uint64_t seq;
 	uint32_t klen, vlen;
 	uint8_t op;
@@ -164,12 +219,17 @@ static int record_ok(const uint8_t *p, uint64_t n, uint64_t prev_seq, struct wal
 	vlen = ld32(p + 12);
 	if (seq <= prev_seq)
 		return why(sc, "seq %" PRIu64 " not above %" PRIu64, seq, prev_seq), 0;
-	if ((op != WALFMT_OP_SET && op != WALFMT_OP_DEL) || p[9] != 0)
+	if (op < WALFMT_OP_SET || op > WALFMT_OP_RESOLVED || (!walfmt_op_batch(op) && p[9] != 0))
 		return why(sc, "bad op %u/%u at seq %" PRIu64, op, p[9], seq), 0;
-	if (klen == 0 || klen > SHM_KEY_MAX || vlen > SHM_VALUE_MAX ||
-	    (op == WALFMT_OP_DEL && vlen != 0))
-		return why(sc, "bad lengths klen %u vlen %u at seq %" PRIu64, klen, vlen, seq), 0;
-	*size = walfmt_rec_size(klen, vlen);
+	if (walfmt_op_batch(op) && n < WALFMT_BATCH_HDR)
+		return why(sc, "record header runs past the frame"), 0;
+	b = rec_batch(p, &bb);
+	if (b != NULL && ld32(p + 36) != 0)
+		return why(sc, "reserved bytes not zero at seq %" PRIu64, seq), 0;
+	if ((bad = walfmt_rec_check(op, b, klen, vlen)) != NULL)
+		return why(sc, "%s (op %u klen %u vlen %u) at seq %" PRIu64, bad, op, klen, vlen,
+			   seq), 0;
+	*size = walfmt_rec_size(op, klen, vlen);
 	if (*size > n)
 		return why(sc, "record at seq %" PRIu64 " runs past the frame", seq), 0;
 	return 1;
@@ -216,17 +276,19 @@ static int frame_apply(const uint8_t *p, const struct frame *f, walfmt_apply_fn 
 	const uint8_t *r = p + WALFMT_FRAME_HDR;
 
 	for (uint32_t i = 0; i < f->nrec; i++) {
+		struct walfmt_batch bb;
+		const struct walfmt_batch *b = rec_batch(r, &bb);
 		uint64_t seq = ld64(r);
 		uint32_t klen = ld16(r + 10), vlen = ld32(r + 12);
-		const uint8_t *key = r + WALFMT_REC_HDR;
-		int rc = fn != NULL ? fn(arg, seq, r[8], key, klen, key + klen, vlen) : 0;
+		const uint8_t *key = r + (b != NULL ? WALFMT_BATCH_HDR : WALFMT_REC_HDR);
+		int rc = fn != NULL ? fn(arg, seq, r[8], b, key, klen, key + klen, vlen) : 0;
 
 		if (rc != 0) {
 			why(sc, "replay callback returned %d at seq %" PRIu64, rc, seq);
 			return -1;
 		}
 		sc->last_seq = seq;
-		r += walfmt_rec_size(klen, vlen);
+		r += walfmt_rec_size(r[8], klen, vlen);
 	}
 	return 0;
 }

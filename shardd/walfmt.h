@@ -44,7 +44,8 @@
  *     32  records (len bytes), then pad: zero bytes up to the next multiple
  *         of 8; the frame is 32 + align8(len) bytes.
  *
- * Record, back to back inside the frame (no alignment):
+ * Record, back to back inside the frame (no alignment). Ops 1 and 2 (the
+ * effects of single writes) have a 16-byte header:
  *
  *     0   u64  seq
  *     8   u8   op         1 = SET (key now holds value), 2 = DEL (key gone)
@@ -52,6 +53,28 @@
  *     10  u16  klen       1 .. 4096 (SHM_KEY_MAX)
  *     12  u32  vlen       0 .. 1 MiB (SHM_VALUE_MAX); 0 for DEL
  *     16  klen bytes of key, then vlen bytes of value
+ *
+ * Ops 3..6 (atomic batches, DESIGN.md §16) have a 40-byte header naming
+ * the batch:
+ *
+ *     0   u64  seq
+ *     8   u8   op         3 = PSET (a prepared part's write: the key will
+ *                             hold the value if the batch commits),
+ *                         4 = PDEL (a prepared part's delete),
+ *                         5 = DECISION (logged by the batch's primary: the
+ *                             batch committed; there is no abort record:
+ *                             no decision = aborted),
+ *                         6 = RESOLVED (a participant resolved its part)
+ *     9   u8   outcome    RESOLVED: 1 = committed, 2 = aborted; other ops 0
+ *     10  u16  klen       PSET, PDEL: 1 .. 4096; DECISION, RESOLVED: 0
+ *     12  u32  vlen       PSET: 0 .. 1 MiB; others 0
+ *     16  u64  boot       the batch id, part 1: the store's boot id (opaque here)
+ *     24  u64  ref        the batch id, part 2 (opaque here), != 0
+ *     32  u32  primary    shard id of the batch's primary, < 65536
+ *     36  u32  reserved   0
+ *     40  klen bytes of key, then vlen bytes of value
+ *
+ * Every record takes a seq, whatever its op.
  *
  * Validity rules
  * --------------
@@ -64,8 +87,10 @@
  * A frame is INTACT when its magic, hdr_crc, and body_crc match and the
  * whole frame lies inside the file. It is VALID when it is intact and:
  * reserved == 0, len and nrec in range, exactly nrec records fill exactly
- * len bytes, every record has op 1 or 2, reserved 0, klen and vlen in range
- * (vlen 0 for DEL), the first record's seq equals first_seq, seqs strictly
+ * len bytes, every record has op 1..6 and its header fields as the record
+ * format above says (reserved and outcome bytes zero where they must be,
+ * klen and vlen in range for its op, ref != 0, primary < 65536: see
+ * walfmt_rec_check), the first record's seq equals first_seq, seqs strictly
  * increase within the frame and across frames and segments, the first frame
  * of a segment starts at the segment's first_seq, and the pad is zeros. An
  * intact frame that is not valid is corruption (the checksums say the bytes
@@ -89,16 +114,49 @@
 #define WALFMT_NAME_LEN 24           /* "wal-" + 16 hex + ".log" */
 #define WALFMT_SEG_HDR 40u
 #define WALFMT_FRAME_HDR 32u
-#define WALFMT_REC_HDR 16u
+#define WALFMT_REC_HDR 16u          /* ops 1, 2 */
+#define WALFMT_BATCH_HDR 40u        /* ops 3..6 */
+#define WALFMT_PRIMARY_MAX 65536u   /* primary < this */
 #define WALFMT_BATCH_MAX (1u << 30)  /* record bytes in one frame */
 
-enum walfmt_op { WALFMT_OP_SET = 1, WALFMT_OP_DEL = 2 };
+enum walfmt_op {
+	WALFMT_OP_SET = 1,
+	WALFMT_OP_DEL = 2,
+	WALFMT_OP_PSET = 3,
+	WALFMT_OP_PDEL = 4,
+	WALFMT_OP_DECISION = 5,
+	WALFMT_OP_RESOLVED = 6,
+};
+
+/* A RESOLVED record's outcome (byte 9). */
+#define WALFMT_COMMITTED 1
+#define WALFMT_ABORTED 2
+
+/* The batch fields of a record of ops 3..6 (bytes 9 and 16..35). outcome
+ * is 0 except in RESOLVED. */
+struct walfmt_batch {
+	uint64_t boot, ref;
+	uint32_t primary;
+	uint8_t outcome;
+};
+
+/* 1 for the ops with a batch header (3..6). */
+static inline int walfmt_op_batch(int op)
+{
+	return op >= WALFMT_OP_PSET && op <= WALFMT_OP_RESOLVED;
+}
 
 /* Bytes one record takes in a frame. */
-static inline uint64_t walfmt_rec_size(uint32_t klen, uint32_t vlen)
+static inline uint64_t walfmt_rec_size(int op, uint32_t klen, uint32_t vlen)
 {
-	return WALFMT_REC_HDR + (uint64_t)klen + vlen;
+	return (walfmt_op_batch(op) ? WALFMT_BATCH_HDR : WALFMT_REC_HDR) + (uint64_t)klen + vlen;
 }
+
+/* The record rules of the format above that the encoder's caller must
+ * keep (b NULL for ops 1, 2, required for 3..6): NULL when a record of op
+ * with these fields is valid, else its cause ("bad op", ...), a constant
+ * string. The decoder and wal_batch_add both judge records with it. */
+const char *walfmt_rec_check(int op, const struct walfmt_batch *b, uint32_t klen, uint32_t vlen);
 
 /* Bytes a frame of len record bytes takes, header and pad included. */
 static inline uint64_t walfmt_frame_size(uint64_t len)
@@ -119,10 +177,11 @@ int walfmt_seg_name_parse(const char *name, uint64_t *first_seq);
 /* The segment header. */
 void walfmt_seg_encode(uint8_t h[WALFMT_SEG_HDR], uint32_t shard_id, uint64_t first_seq,
 		       uint64_t prev_seq);
-/* One record at p, walfmt_rec_size(klen, vlen) bytes (val unread when
- * vlen is 0). */
-void walfmt_rec_encode(uint8_t *p, uint64_t seq, enum walfmt_op op, const void *key,
-		       uint32_t klen, const void *val, uint32_t vlen);
+/* One record at p, walfmt_rec_size(op, klen, vlen) bytes (key unread when
+ * klen is 0, val when vlen is 0). b: the batch fields for ops 3..6 (its
+ * outcome goes to byte 9), NULL for SET and DEL. */
+void walfmt_rec_encode(uint8_t *p, uint64_t seq, enum walfmt_op op, const struct walfmt_batch *b,
+		       const void *key, uint32_t klen, const void *val, uint32_t vlen);
 /* Seal a frame built in place: frame[WALFMT_FRAME_HDR ..] holds len bytes
  * of nrec records, the first with seq first_seq. Writes the zero pad (the
  * buffer must hold walfmt_frame_size(len) bytes) and the header with both
@@ -131,10 +190,12 @@ uint64_t walfmt_frame_seal(uint8_t *frame, uint64_t len, uint32_t nrec, uint64_t
 
 /* ---- Decoding ---- */
 
-/* Called for one record of a valid frame, oldest first. key/val point into
- * the scanned buffer. Return 0 to go on; anything else stops the scan. */
-typedef int (*walfmt_apply_fn)(void *arg, uint64_t seq, int op, const void *key, uint32_t klen,
-			       const void *val, uint32_t vlen);
+/* Called for one record of a valid frame, oldest first. b: the batch
+ * fields of ops 3..6 (valid during the call only), NULL for SET and DEL.
+ * key/val point into the scanned buffer (klen 0 for DECISION and
+ * RESOLVED). Return 0 to go on; anything else stops the scan. */
+typedef int (*walfmt_apply_fn)(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
+			       const void *key, uint32_t klen, const void *val, uint32_t vlen);
 
 enum walfmt_status {
 	WALFMT_CLEAN = 0,  /* valid frames, then end of buffer or only zeros */

@@ -155,9 +155,10 @@ void shm_batch_release(struct shm_batch_word *w, uint64_t ref)
 	atomic_fetch_sub_explicit(&w->holders, 1, memory_order_release);
 }
 
-bool shm_batch_settle_ready(struct shm_epoch_slot *const *slots, size_t n, uint64_t e, uint64_t c)
+bool shm_batch_settle_ready(struct shm_epoch_slot *const *slots, size_t n, uint64_t min, uint64_t e,
+			    uint64_t c)
 {
-	if (shm_epoch_min(slots, n) < e)
+	if (min < e)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		/* Acquire, pairs with the iterator's release (libclient/scan.c);

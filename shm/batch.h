@@ -190,10 +190,12 @@ void shm_batch_release(struct shm_batch_word *w, uint64_t ref);
 
 /* Whether a participant may now resolve its intents of a committed batch
  * with number c into plain records ("Resolution" above): e is the epoch
- * it bumped (shm_epoch_bump) after it saw the word COMMITTED, and every
- * reader among `slots` has left the sections it was in then and has no
- * open iterator that started before c. Never waits. */
-bool shm_batch_settle_ready(struct shm_epoch_slot *const *slots, size_t n, uint64_t e, uint64_t c);
+ * it bumped (shm_epoch_bump) after it saw the word COMMITTED, min what
+ * shm_epoch_min(slots, n) returned since: every reader among `slots` has
+ * left the sections it was in then, and none has an open iterator that
+ * started before c. Never waits. */
+bool shm_batch_settle_ready(struct shm_epoch_slot *const *slots, size_t n, uint64_t min, uint64_t e,
+			    uint64_t c);
 
 /* Whether a client may start batch `ref` on its word: the word's last
  * batch (tag - 1) is final and held by no shard. */

@@ -211,28 +211,37 @@ int shm_chan_sleep_supported(void)
 int shm_chan_req_decode(const void *rec, uint32_t len, struct shm_chan_op_view *v)
 {
 	struct shm_chan_req r;
-	uint64_t need;
+	uint64_t need, bhdr;
 
 	if (len < sizeof(r))
 		return SHM_ECORRUPT;
 	memcpy(&r, rec, sizeof(r));
 	if (r.zero != 0 || r.zero2 != 0 || (r.flags & ~SHM_CHAN_REQ_BULK) != 0)
 		return SHM_ECORRUPT;
-	if (r.op != SHM_CHAN_OP_SET && r.op != SHM_CHAN_OP_DEL)
+	if (r.op < SHM_CHAN_OP_SET || r.op > SHM_CHAN_OP_RESOLVE)
 		return SHM_ECORRUPT;
-	if (r.op == SHM_CHAN_OP_DEL && (r.vlen != 0 || r.flags != 0))
+	if ((r.op == SHM_CHAN_OP_DEL || r.op == SHM_CHAN_OP_PDEL) && (r.vlen != 0 || r.flags != 0))
+		return SHM_ECORRUPT;
+	if (r.op >= SHM_CHAN_OP_COMMIT && (r.klen != 0 || r.vlen != 0 || r.flags != 0))
 		return SHM_ECORRUPT;
 	if ((r.flags & SHM_CHAN_REQ_BULK) && r.vlen > SHM_CHAN_BULK_BYTES)
 		return SHM_ECORRUPT;
-	need = sizeof(r) + (uint64_t)r.klen + ((r.flags & SHM_CHAN_REQ_BULK) ? 0 : r.vlen);
+	bhdr = r.op >= SHM_CHAN_OP_PSET ? sizeof(v->batch) : 0;
+	need = sizeof(r) + (uint64_t)r.klen + bhdr + ((r.flags & SHM_CHAN_REQ_BULK) ? 0 : r.vlen);
 	if (need != len)
 		return SHM_ECORRUPT;
+	memset(&v->batch, 0, sizeof(v->batch));
+	if (bhdr) {
+		memcpy(&v->batch, (const uint8_t *)rec + sizeof(r) + r.klen, sizeof(v->batch));
+		if (v->batch.zero != 0)
+			return SHM_ECORRUPT;
+	}
 	v->id = r.id;
 	v->op = r.op;
 	v->flags = r.flags;
 	v->klen = r.klen;
 	v->vlen = r.vlen;
 	v->key = (const uint8_t *)rec + sizeof(r);
-	v->val = (r.flags & SHM_CHAN_REQ_BULK) ? NULL : v->key + r.klen;
+	v->val = (r.flags & SHM_CHAN_REQ_BULK) ? NULL : v->key + r.klen + bhdr;
 	return SHM_OK;
 }

@@ -24,8 +24,10 @@
  * Geometry is a function of the shard count alone (shm_chan_bytes), computed
  * by each side for itself: nothing in the header is trusted for layout.
  *
- * SQ record: struct shm_chan_req, then klen key bytes, then vlen value bytes
- * (none when the value is in the bulk area). CQ record: struct shm_chan_cqe.
+ * SQ record: struct shm_chan_req, then klen key bytes, then (a batch's
+ * request, op >= SHM_CHAN_OP_PSET) a struct shm_chan_batch, then vlen
+ * value bytes (none when the value is in the bulk area). CQ record:
+ * struct shm_chan_cqe.
  * Requests carry an id that grows by one per request on each (client,
  * shard) pair; a completion names the last id of the run it answers.
  *
@@ -144,7 +146,26 @@
 #define SHM_CHAN_ATTACH_FIELDS 6
 #define SHM_CHAN_ATTACH_FDS 2
 
-enum shm_chan_op { SHM_CHAN_OP_SET = 1, SHM_CHAN_OP_DEL = 2 };
+/* Ops. An atomic batch's (shm/batch.h, DESIGN.md §16): PSET and PDEL go
+ * to each key's shard and install an intent; COMMIT and ABORT go to the
+ * batch's primary; RESOLVE tells a participant its batch is decided.
+ * COMMIT, ABORT and RESOLVE carry no key and no value. */
+enum shm_chan_op {
+	SHM_CHAN_OP_SET = 1,
+	SHM_CHAN_OP_DEL = 2,
+	SHM_CHAN_OP_PSET = 3,
+	SHM_CHAN_OP_PDEL = 4,
+	SHM_CHAN_OP_COMMIT = 5,
+	SHM_CHAN_OP_ABORT = 6,
+	SHM_CHAN_OP_RESOLVE = 7,
+};
+
+/* After the key of a batch's request. */
+struct shm_chan_batch {
+	uint64_t ref;     /* the batch (shm/batch.h) */
+	uint32_t primary; /* its primary shard */
+	uint32_t zero;    /* must be 0 */
+};
 #define SHM_CHAN_REQ_BULK 0x1u
 #define SHM_CHAN_CUT_BY_AMORAD 0xffffffffu
 
@@ -167,6 +188,12 @@ enum shm_chan_status {
 	SHM_CHAN_EFULL = -3,     /* no shared memory for it; nothing changed */
 	SHM_CHAN_EIO = -6,       /* the log write or sync failed; the shard restarts */
 	SHM_CHAN_ECORRUPT = -7,  /* anything else the shard could not do */
+	/* A batch's, which libamora retries whole (never returned by it): */
+	SHM_CHAN_EBUSY = -64,    /* PSET/PDEL: the key holds another batch's
+				  * unresolved intent, or the word still serves
+				  * an unresolved batch */
+	SHM_CHAN_EABORTED = -65, /* COMMIT: the batch was aborted (a shard holding
+				  * part of it restarted) */
 };
 
 /* A completion answers `count` requests: ids id - count + 1 .. id, all
@@ -281,6 +308,7 @@ struct shm_chan_op_view {
 	uint32_t klen, vlen;
 	const uint8_t *key;
 	const uint8_t *val;
+	struct shm_chan_batch batch; /* ops >= SHM_CHAN_OP_PSET */
 };
 
 /* Check the shape of the request `rec` of `len` bytes (a private copy).

@@ -7,8 +7,9 @@
  * 0 raw:     the rest is a whole segment file as a disk could hold it, fed
  *            to walfmt_scan(), the decoder recovery runs on each mapped
  *            segment. It must not read outside the buffer (ASan), and every
- *            record it hands out must obey the rules (op, lengths, seqs
- *            strictly increasing); the result must be consistent (end inside
+ *            record it hands out must obey the rules (op 1..6, batch fields
+ *            exactly for ops 3..6 and valid, lengths per op, seqs strictly
+ *            increasing); the result must be consistent (end inside
  *            the buffer and 8-aligned, a status that exists).
  * 1 fixed:   same, but a valid segment header is put in front and the
  *            checksums of frame-looking regions are recomputed, so the
@@ -17,8 +18,10 @@
  * 2 files:   the input describes batches (record counts and sizes), a small
  *            segment size and one mutation of the files: truncate a segment,
  *            flip a byte, or write garbage after the last frame. The batches
- *            go through the real API into a directory on tmpfs, the mutation
- *            is applied, and wal_recover() must give exactly what the rules
+ *            go through the real API into a directory on tmpfs (single and
+ *            batch records mixed), the mutation is applied, wal_scan_dir()
+ *            must see exactly the records recovery will keep (when recovery
+ *            succeeds) and change no file, and wal_recover() must give exactly what the rules
  *            say: a torn tail of the last segment loses exactly the batches
  *            it touches, damage anywhere else is WAL_ECORRUPT, replayed
  *            records are complete batches with the right bytes. After an OK
@@ -48,16 +51,25 @@ struct rules {
 	int started;
 };
 
-static int check_record(void *arg, uint64_t seq, int op, const void *key, uint32_t klen,
-			const void *val, uint32_t vlen)
+static int check_record(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
+			const void *key, uint32_t klen, const void *val, uint32_t vlen)
 {
 	struct rules *r = arg;
 	volatile uint8_t sink = 0;
+	int keyed = op <= WALFMT_OP_PDEL, valued = op == WALFMT_OP_SET || op == WALFMT_OP_PSET;
 
+	/* The rules of walfmt.h restated here, not through walfmt_rec_check. */
 	CHECK(!r->started || seq > r->last);
-	CHECK(op == WALFMT_OP_SET || op == WALFMT_OP_DEL);
-	CHECK(klen >= 1 && klen <= 4096 && vlen <= (1u << 20));
-	CHECK(op == WALFMT_OP_SET || vlen == 0);
+	CHECK(op >= WALFMT_OP_SET && op <= WALFMT_OP_RESOLVED);
+	CHECK((b != NULL) == (op >= WALFMT_OP_PSET));
+	CHECK(keyed ? klen >= 1 && klen <= 4096 : klen == 0);
+	CHECK(valued ? vlen <= (1u << 20) : vlen == 0);
+	if (b != NULL) {
+		CHECK(b->ref != 0 && b->primary < 65536);
+		CHECK(op == WALFMT_OP_RESOLVED ? b->outcome == WALFMT_COMMITTED ||
+						 b->outcome == WALFMT_ABORTED
+					       : b->outcome == 0);
+	}
 	for (uint32_t i = 0; i < klen; i++)
 		sink ^= ((const uint8_t *)key)[i];
 	for (uint32_t i = 0; i < vlen; i++)
@@ -130,14 +142,24 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 	return remove(path);
 }
 
+/* The record of seq: SET mostly, DEL, and batch records of every op (b
+ * filled for ops 3..6). */
 static void gen(uint64_t seq, uint32_t size, char *k, uint32_t *kl, uint8_t *v, uint32_t *vl,
-		int *op)
+		int *op, struct walfmt_batch *b)
 {
-	*kl = 1 + (uint32_t)(seq % 23);
+	static const int ops[8] = { WALFMT_OP_SET, WALFMT_OP_PSET, WALFMT_OP_SET, WALFMT_OP_PDEL,
+				    WALFMT_OP_DEL, WALFMT_OP_DECISION, WALFMT_OP_SET,
+				    WALFMT_OP_RESOLVED };
+
+	*op = ops[seq * 5 % 8];
+	*b = (struct walfmt_batch){ seq * 0x9e3779b97f4a7c15ull, seq, (uint32_t)(seq * 31 % 65536),
+				    0 };
+	if (*op == WALFMT_OP_RESOLVED)
+		b->outcome = seq % 3 == 0 ? WALFMT_ABORTED : WALFMT_COMMITTED;
+	*kl = *op == WALFMT_OP_DECISION || *op == WALFMT_OP_RESOLVED ? 0 : 1 + (uint32_t)(seq % 23);
 	for (uint32_t i = 0; i < *kl; i++)
 		k[i] = (char)('a' + (seq + i) % 26);
-	*op = seq % 5 == 4 ? WALFMT_OP_DEL : WALFMT_OP_SET;
-	*vl = *op == WALFMT_OP_DEL ? 0 : size;
+	*vl = *op == WALFMT_OP_SET || *op == WALFMT_OP_PSET ? size : 0;
 	for (uint32_t i = 0; i < *vl; i++)
 		v[i] = (uint8_t)(seq * 7 + i);
 }
@@ -156,6 +178,7 @@ struct model {
 	/* replay check */
 	uint64_t n, last;
 	int bad;
+	int gaps_ok;                /* wal_scan_dir of a damaged log: seqs may skip */
 };
 
 static uint32_t vsize_of(const struct model *m, uint64_t seq)
@@ -166,18 +189,23 @@ static uint32_t vsize_of(const struct model *m, uint64_t seq)
 	return 0;
 }
 
-static int replay(void *arg, uint64_t seq, int op, const void *key, uint32_t klen,
-		  const void *val, uint32_t vlen)
+static int replay(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
+		  const void *key, uint32_t klen, const void *val, uint32_t vlen)
 {
 	struct model *m = arg;
 	char k[32];
 	static uint8_t v[4096];
+	struct walfmt_batch wb;
 	uint32_t kl, vl;
 	int o;
 
-	gen(seq, vsize_of(m, seq), k, &kl, v, &vl, &o);
-	if (seq != m->last + 1 || op != o || klen != kl || vlen != vl || memcmp(key, k, kl) != 0 ||
+	gen(seq, vsize_of(m, seq), k, &kl, v, &vl, &o, &wb);
+	if ((m->gaps_ok ? seq <= m->last : seq != m->last + 1) || op != o || klen != kl || vlen != vl || memcmp(key, k, kl) != 0 ||
 	    memcmp(val, v, vl) != 0)
+		m->bad = 1;
+	if ((b != NULL) != (o >= WALFMT_OP_PSET) ||
+	    (b != NULL && (b->boot != wb.boot || b->ref != wb.ref || b->primary != wb.primary ||
+			   b->outcome != wb.outcome)))
 		m->bad = 1;
 	m->n++;
 	m->last = seq;
@@ -188,14 +216,16 @@ static void commit_one(struct wal *w, struct model *m, int nrec, uint32_t vsize)
 {
 	char k[32];
 	static uint8_t v[4096];
+	struct walfmt_batch wb;
 	uint32_t kl, vl;
 	int op, b = m->nb;
 	uint64_t seq = m->first[b];
 
 	wal_batch_begin(w);
 	for (int i = 0; i < nrec; i++, seq++) {
-		gen(seq, vsize, k, &kl, v, &vl, &op);
-		CHECK(wal_batch_add(w, seq, op, k, kl, v, vl) == WAL_OK);
+		gen(seq, vsize, k, &kl, v, &vl, &op, &wb);
+		CHECK(wal_batch_add(w, seq, op, op >= WALFMT_OP_PSET ? &wb : NULL, k, kl, v, vl) ==
+		      WAL_OK);
 	}
 	uint64_t before = w->write_off, seg_before = w->seg_first_seq;
 	int had_seg = w->fd >= 0;
@@ -325,6 +355,18 @@ static void mode_files(struct fuzz_input *in)
 	close(fd);
 
 	int kept = expect_after(&m, s, pos, what, &corrupt);
+	/* Another shard's reader first: the records of every segment's valid
+	 * prefix, the files untouched. */
+	char why[256];
+	off_t mutated = file_size(path);
+	m.n = m.last = 0;
+	m.bad = 0;
+	m.gaps_ok = corrupt;
+	CHECK(wal_scan_dir(root, 7, replay, &m, why, sizeof(why)) == 0);
+	CHECK(!m.bad);
+	CHECK(file_size(path) == mutated);
+	CHECK(corrupt || m.n == m.first[kept] - 1);
+	m.gaps_ok = 0;
 	int rc = recover(&m, seg_bytes, &w);
 	if (corrupt) {
 		CHECK(rc == WAL_ECORRUPT);

@@ -138,7 +138,7 @@ static void writer(void)
 				die("begin commit", n, 0);
 			c = shm_batch_commit(&seg, bw, ref, 0);
 			e = shm_epoch_bump(seg.hdr);
-			while (!shm_batch_settle_ready(ptrs, NREADERS, e, c)) {
+			while (!shm_batch_settle_ready(ptrs, NREADERS, shm_epoch_min(ptrs, NREADERS), e, c)) {
 				waits++;
 				sched_yield();
 			}

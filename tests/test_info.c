@@ -123,13 +123,13 @@ static uint64_t write_some(amora *db)
 
 		cr_assert_eq(amora_set(db, k, (size_t)kl, v, (size_t)vl), AMORA_OK, "%s", amora_errmsg(db));
 		cr_assert_eq(amora_get(db, k, (size_t)kl, got, sizeof(got), &vlen), AMORA_OK);
-		bytes += walfmt_frame_size(walfmt_rec_size((uint32_t)kl, (uint32_t)vl));
+		bytes += walfmt_frame_size(walfmt_rec_size(WALFMT_OP_SET, (uint32_t)kl, (uint32_t)vl));
 	}
 	for (int i = 0; i < NDELS; i++) {
 		int kl = proc_key(k, "info", i);
 
 		cr_assert_eq(amora_del(db, k, (size_t)kl), AMORA_OK, "%s", amora_errmsg(db));
-		bytes += walfmt_frame_size(walfmt_rec_size((uint32_t)kl, 0));
+		bytes += walfmt_frame_size(walfmt_rec_size(WALFMT_OP_DEL, (uint32_t)kl, 0));
 	}
 	return bytes;
 }

@@ -77,8 +77,8 @@ struct coll {
 	uint64_t fail_at; /* return -7 at this seq (0: never) */
 };
 
-static int collect(void *arg, uint64_t seq, int op, const void *key, uint32_t klen,
-		   const void *val, uint32_t vlen)
+static int collect(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
+		   const void *key, uint32_t klen, const void *val, uint32_t vlen)
 {
 	struct coll *c = arg;
 	char k[32];
@@ -86,7 +86,7 @@ static int collect(void *arg, uint64_t seq, int op, const void *key, uint32_t kl
 
 	if (c->fail_at && seq == c->fail_at)
 		return -7;
-	if (seq <= c->last || op != gen_op(seq) || klen != gen_key(seq, k) ||
+	if (seq <= c->last || op != gen_op(seq) || b != NULL || klen != gen_key(seq, k) ||
 	    memcmp(key, k, klen) != 0 || vlen != gen_val(seq, v) || memcmp(val, v, vlen) != 0)
 		c->bad++;
 	c->n++;
@@ -100,7 +100,7 @@ static void add_gen(struct wal *w, uint64_t seq)
 	uint8_t v[512];
 	uint32_t kl = gen_key(seq, k), vl = gen_val(seq, v);
 
-	cr_assert_eq(wal_batch_add(w, seq, gen_op(seq), k, kl, v, vl), WAL_OK, "%s", wal_errmsg(w));
+	cr_assert_eq(wal_batch_add(w, seq, gen_op(seq), NULL, k, kl, v, vl), WAL_OK, "%s", wal_errmsg(w));
 }
 
 /* Commit `nb` batches of `per` records starting at *seq. */
@@ -299,7 +299,7 @@ Test(wal, large_batches_big_values_max_keys)
 	wal_batch_begin(&w);
 	for (int i = 0; i < 3; i++) {
 		key[0] = (char)('a' + i);
-		cr_assert_eq(wal_batch_add(&w, 10000 + (uint64_t)i, WALFMT_OP_SET, key, 4096, val,
+		cr_assert_eq(wal_batch_add(&w, 10000 + (uint64_t)i, WALFMT_OP_SET, NULL, key, 4096, val,
 					   sizeof(val)), WAL_OK);
 	}
 	cr_assert_eq(wal_batch_commit(&w), WAL_OK, "%s", wal_errmsg(&w));
@@ -315,13 +315,13 @@ Test(wal, large_batches_big_values_max_keys)
 	wal_close(&w);
 }
 
-static int check_big(void *arg, uint64_t seq, int op, const void *key, uint32_t klen,
-		     const void *val, uint32_t vlen)
+static int check_big(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
+		     const void *key, uint32_t klen, const void *val, uint32_t vlen)
 {
 	int *ok = arg;
 	const uint8_t *v = val;
 
-	(void)op; (void)key;
+	(void)op; (void)b; (void)key;
 	if (seq < 10000)
 		return 0;
 	if (klen != 4096 || vlen != (1u << 20) || v[12345] != (uint8_t)(12345 * 7))
@@ -343,8 +343,8 @@ Test(wal, big_values_read_back_intact)
 	cr_assert_eq(wal_open(&w, dir, 7, WAL_SYNC_ALWAYS, 0), WAL_OK);
 	cr_assert_eq(wal_recover(&w, NULL, NULL, &last), WAL_OK);
 	wal_batch_begin(&w);
-	cr_assert_eq(wal_batch_add(&w, 10000, WALFMT_OP_SET, key, 4096, val, sizeof(val)), WAL_OK);
-	cr_assert_eq(wal_batch_add(&w, 10001, WALFMT_OP_SET, key, 4096, val, sizeof(val)), WAL_OK);
+	cr_assert_eq(wal_batch_add(&w, 10000, WALFMT_OP_SET, NULL, key, 4096, val, sizeof(val)), WAL_OK);
+	cr_assert_eq(wal_batch_add(&w, 10001, WALFMT_OP_SET, NULL, key, 4096, val, sizeof(val)), WAL_OK);
 	cr_assert_eq(wal_batch_commit(&w), WAL_OK, "%s", wal_errmsg(&w));
 	wal_close(&w);
 	cr_assert_eq(wal_open(&w, dir, 7, WAL_SYNC_ALWAYS, 0), WAL_OK);
@@ -518,7 +518,7 @@ static void expect_corrupt(const char *name, uint64_t offset, uint64_t seg_bytes
 	snprintf(want, sizeof(want), "offset %" PRIu64 ":", offset);
 	cr_assert_not_null(strstr(wal_errmsg(&w), want), "%s", wal_errmsg(&w));
 	/* No append is possible on a log that did not recover. */
-	cr_assert_eq(wal_batch_add(&w, UINT64_MAX, WALFMT_OP_SET, "k", 1, "v", 1), WAL_EINVAL);
+	cr_assert_eq(wal_batch_add(&w, UINT64_MAX, WALFMT_OP_SET, NULL, "k", 1, "v", 1), WAL_EINVAL);
 	wal_close(&w);
 }
 
@@ -645,10 +645,10 @@ Test(wal, wrong_shard_id_is_corruption)
  * (tests/walfmt_sample.h; test_walfmt.c holds its bytes to the format)
  * ====================================================================== */
 
-static int count_record(void *arg, uint64_t seq, int op, const void *key, uint32_t klen,
-			const void *val, uint32_t vlen)
+static int count_record(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
+			const void *key, uint32_t klen, const void *val, uint32_t vlen)
 {
-	(void)seq; (void)op; (void)key; (void)klen; (void)val; (void)vlen;
+	(void)seq; (void)op; (void)b; (void)key; (void)klen; (void)val; (void)vlen;
 	++*(int *)arg;
 	return 0;
 }
@@ -668,23 +668,23 @@ Test(wal, segment_from_another_writer_is_adopted_and_appended_to)
 {
 	static uint8_t seg[8192];
 	char path[128];
-	size_t second, len = sample_segment(seg, &second);
+	size_t second, third, len = sample_segment(seg, &second, &third);
 	struct wal w;
 	int n;
 
 	seg_path(path, SAMPLE_FIRST);
 	write_all(path, seg, len);
 	cr_assert_eq(recover_count(&w, &n), SAMPLE_LAST);
-	cr_assert_eq(n, 5);
+	cr_assert_eq(n, SAMPLE_RECORDS);
 	/* Appends continue in that file and the seq floor holds. */
 	wal_batch_begin(&w);
-	cr_assert_eq(wal_batch_add(&w, 11, WALFMT_OP_SET, "x", 1, "y", 1), WAL_EINVAL);
-	cr_assert_eq(wal_batch_add(&w, 12, WALFMT_OP_SET, "x", 1, "y", 1), WAL_OK);
+	cr_assert_eq(wal_batch_add(&w, SAMPLE_LAST, WALFMT_OP_SET, NULL, "x", 1, "y", 1), WAL_EINVAL);
+	cr_assert_eq(wal_batch_add(&w, SAMPLE_LAST + 1, WALFMT_OP_SET, NULL, "x", 1, "y", 1), WAL_OK);
 	cr_assert_eq(wal_batch_commit(&w), WAL_OK);
 	cr_assert_eq(w.seg_first_seq, SAMPLE_FIRST, "no new segment");
 	wal_close(&w);
-	cr_assert_eq(recover_count(&w, &n), 12);
-	cr_assert_eq(n, 6);
+	cr_assert_eq(recover_count(&w, &n), SAMPLE_LAST + 1);
+	cr_assert_eq(n, SAMPLE_RECORDS + 1);
 	wal_close(&w);
 }
 
@@ -693,7 +693,7 @@ static void commit_sample(struct wal *w, const struct sample_rec *r, int n)
 {
 	wal_batch_begin(w);
 	for (int i = 0; i < n; i++)
-		cr_assert_eq(wal_batch_add(w, r[i].seq, r[i].op, r[i].key, r[i].klen, r[i].val,
+		cr_assert_eq(wal_batch_add(w, r[i].seq, r[i].op, r[i].b, r[i].key, r[i].klen, r[i].val,
 					   r[i].vlen), WAL_OK, "%s", wal_errmsg(w));
 	cr_assert_eq(wal_batch_commit(w), WAL_OK, "%s", wal_errmsg(w));
 }
@@ -702,7 +702,7 @@ Test(wal, api_writes_exactly_the_documented_bytes)
 {
 	static uint8_t want[8192];
 	char path[128];
-	size_t second, n = sample_segment(want, &second), len;
+	size_t second, third, n = sample_segment(want, &second, &third), len;
 	struct wal w;
 	int got;
 
@@ -710,6 +710,8 @@ Test(wal, api_writes_exactly_the_documented_bytes)
 	commit_sample(&w, sample_f1, 2);
 	cr_assert_eq(w.write_off, second, "one frame per batch, after the header");
 	commit_sample(&w, sample_f2, 3);
+	cr_assert_eq(w.write_off, third);
+	commit_sample(&w, sample_f3, 4);
 	cr_assert_eq(w.write_off, n);
 	wal_close(&w);
 	seg_path(path, SAMPLE_FIRST);
@@ -749,7 +751,7 @@ static void fault_case(enum wal_sync_mode mode, const char *kind, const char *wh
 	cr_assert_eq(st.faults, 1);
 	/* The log is failed for good: the shard must restart. */
 	wal_batch_begin(&w);
-	cr_assert_eq(wal_batch_add(&w, seq, WALFMT_OP_SET, "k", 1, "v", 1), WAL_EIO);
+	cr_assert_eq(wal_batch_add(&w, seq, WALFMT_OP_SET, NULL, "k", 1, "v", 1), WAL_EIO);
 	cr_assert_eq(wal_batch_commit(&w), WAL_EIO);
 	cr_assert_eq(wal_sync(&w), WAL_EIO);
 	wal_close(&w);
@@ -984,7 +986,7 @@ Test(wal, mode_none_touches_no_files)
 		cr_assert_eq(wal_recover(&w, collect, NULL, &last), WAL_OK);
 		cr_assert_eq(last, 0);
 		wal_batch_begin(&w);
-		cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, "k", 1, "v", 1), WAL_OK);
+		cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, NULL, "k", 1, "v", 1), WAL_OK);
 		cr_assert_eq(wal_batch_commit(&w), WAL_OK);
 		cr_assert_eq(wal_next_sync_ns(&w), -1);
 		cr_assert_eq(wal_sync_if_due(&w, UINT64_MAX), WAL_OK);
@@ -1088,29 +1090,29 @@ Test(wal, batch_add_checks_its_arguments)
 
 	cr_assert_eq(wal_open(&w, dir, 7, WAL_SYNC_PERIODIC, 0), WAL_OK);
 	wal_batch_begin(&w);
-	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, "k", 1, "v", 1), WAL_EINVAL, "before recover");
+	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, NULL, "k", 1, "v", 1), WAL_EINVAL, "before recover");
 	cr_assert_eq(wal_recover(&w, NULL, NULL, &last), WAL_OK);
 	cr_assert_eq(wal_recover(&w, NULL, NULL, &last), WAL_EINVAL, "twice");
-	cr_assert_eq(wal_batch_add(&w, 0, WALFMT_OP_SET, "k", 1, "v", 1), WAL_EINVAL, "seq 0");
-	cr_assert_eq(wal_batch_add(&w, 1, 0, "k", 1, "v", 1), WAL_EINVAL);
-	cr_assert_eq(wal_batch_add(&w, 1, 3, "k", 1, "v", 1), WAL_EINVAL);
-	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, "k", 0, "v", 1), WAL_EINVAL);
-	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, big, 4097, "v", 1), WAL_EINVAL);
-	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, "k", 1, big, sizeof(big)), WAL_EINVAL);
-	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, NULL, 1, "v", 1), WAL_EINVAL);
-	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, "k", 1, NULL, 1), WAL_EINVAL);
+	cr_assert_eq(wal_batch_add(&w, 0, WALFMT_OP_SET, NULL, "k", 1, "v", 1), WAL_EINVAL, "seq 0");
+	cr_assert_eq(wal_batch_add(&w, 1, 0, NULL, "k", 1, "v", 1), WAL_EINVAL);
+	cr_assert_eq(wal_batch_add(&w, 1, 3, NULL, "k", 1, "v", 1), WAL_EINVAL);
+	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, NULL, "k", 0, "v", 1), WAL_EINVAL);
+	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, NULL, big, 4097, "v", 1), WAL_EINVAL);
+	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, NULL, "k", 1, big, sizeof(big)), WAL_EINVAL);
+	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, NULL, NULL, 1, "v", 1), WAL_EINVAL);
+	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_SET, NULL, "k", 1, NULL, 1), WAL_EINVAL);
 	cr_assert_eq(wal_batch_bytes(&w), 0);
-	cr_assert_eq(wal_batch_add(&w, 3, WALFMT_OP_SET, "k", 1, NULL, 0), WAL_OK);
+	cr_assert_eq(wal_batch_add(&w, 3, WALFMT_OP_SET, NULL, "k", 1, NULL, 0), WAL_OK);
 	cr_assert_eq(wal_batch_bytes(&w), 17);
-	cr_assert_eq(wal_batch_add(&w, 3, WALFMT_OP_DEL, "k", 1, NULL, 0), WAL_EINVAL, "same seq");
-	cr_assert_eq(wal_batch_add(&w, 4, WALFMT_OP_DEL, "k", 1, "ignored", 7), WAL_OK);
+	cr_assert_eq(wal_batch_add(&w, 3, WALFMT_OP_DEL, NULL, "k", 1, NULL, 0), WAL_EINVAL, "same seq");
+	cr_assert_eq(wal_batch_add(&w, 4, WALFMT_OP_DEL, NULL, "k", 1, "ignored", 7), WAL_OK);
 	cr_assert_eq(wal_batch_bytes(&w), 34, "a DEL carries no value");
 	cr_assert_eq(wal_batch_commit(&w), WAL_OK);
 	cr_assert_eq(wal_batch_commit(&w), WAL_OK, "empty batch: no-op");
 	wal_batch_begin(&w);
-	cr_assert_eq(wal_batch_add(&w, 4, WALFMT_OP_SET, "k", 1, "v", 1), WAL_EINVAL, "below committed");
+	cr_assert_eq(wal_batch_add(&w, 4, WALFMT_OP_SET, NULL, "k", 1, "v", 1), WAL_EINVAL, "below committed");
 	/* begin discards uncommitted records */
-	cr_assert_eq(wal_batch_add(&w, 9, WALFMT_OP_SET, "k", 1, "v", 1), WAL_OK);
+	cr_assert_eq(wal_batch_add(&w, 9, WALFMT_OP_SET, NULL, "k", 1, "v", 1), WAL_OK);
 	wal_batch_begin(&w);
 	cr_assert_eq(wal_batch_commit(&w), WAL_OK);
 	wal_close(&w);
@@ -1164,4 +1166,379 @@ Test(wal, drop_upto_removes_only_covered_segments)
 	cr_assert_gt(c.n, 0);
 	cr_assert_eq(c.last, seq - 1);
 	wal_close(&w);
+}
+
+/* ======================================================================
+ * Batch records (ops 3..6) through the API
+ * ====================================================================== */
+
+Test(wal, batch_add_rejects_bad_batch_records)
+{
+	const struct walfmt_batch ok = { 1, 2, 3, 0 }, committed = { 1, 2, 3, WALFMT_COMMITTED },
+				  out3 = { 1, 2, 3, 3 }, ref0 = { 1, 0, 3, 0 },
+				  far = { 1, 2, 65536, 0 };
+	static uint8_t big[(1u << 20) + 1];
+	const struct {
+		int op;
+		const struct walfmt_batch *b;
+		const void *key;
+		uint32_t klen;
+		const void *val;
+		uint32_t vlen;
+		const char *cause;
+	} bad[] = {
+		{ WALFMT_OP_PSET, NULL, "k", 1, "v", 1, "without its batch fields" },
+		{ WALFMT_OP_SET, &ok, "k", 1, "v", 1, "batch fields on a SET" },
+		{ WALFMT_OP_DEL, &ok, "k", 1, NULL, 0, "batch fields on a SET" },
+		{ 7, &ok, "k", 1, "v", 1, "bad op" },
+		{ WALFMT_OP_PSET, &ok, "k", 0, "v", 1, "klen" },
+		{ WALFMT_OP_PSET, &ok, big, 4097, "v", 1, "klen" },
+		{ WALFMT_OP_PSET, &ok, "k", 1, big, sizeof(big), "vlen" },
+		{ WALFMT_OP_PSET, &ok, NULL, 1, "v", 1, "NULL key" },
+		{ WALFMT_OP_PSET, &ok, "k", 1, NULL, 1, "NULL key or value" },
+		{ WALFMT_OP_PDEL, &ok, "", 0, NULL, 0, "klen" },
+		{ WALFMT_OP_DECISION, &ok, "k", 1, NULL, 0, "with a key or value" },
+		{ WALFMT_OP_DECISION, &ok, NULL, 0, "v", 1, "with a key or value" },
+		{ WALFMT_OP_RESOLVED, &ok, NULL, 0, NULL, 0, "outcome" },
+		{ WALFMT_OP_RESOLVED, &out3, NULL, 0, NULL, 0, "outcome" },
+		{ WALFMT_OP_PSET, &committed, "k", 1, "v", 1, "outcome" },
+		{ WALFMT_OP_DECISION, &committed, NULL, 0, NULL, 0, "outcome" },
+		{ WALFMT_OP_PSET, &ref0, "k", 1, "v", 1, "ref 0" },
+		{ WALFMT_OP_RESOLVED, &ref0, NULL, 0, NULL, 0, "ref 0" },
+		{ WALFMT_OP_PDEL, &far, "k", 1, NULL, 0, "primary" },
+	};
+	struct wal w;
+	uint64_t last;
+
+	cr_assert_eq(wal_open(&w, dir, 7, WAL_SYNC_PERIODIC, 0), WAL_OK);
+	cr_assert_eq(wal_recover(&w, NULL, NULL, &last), WAL_OK);
+	wal_batch_begin(&w);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(wal_batch_add(&w, 1, bad[i].op, bad[i].b, bad[i].key, bad[i].klen,
+					   bad[i].val, bad[i].vlen), WAL_EINVAL, "case %zu", i);
+		cr_assert_not_null(strstr(wal_errmsg(&w), bad[i].cause), "case %zu: %s", i,
+				   wal_errmsg(&w));
+	}
+	cr_assert_eq(wal_batch_bytes(&w), 0, "nothing was added");
+	cr_assert_eq(wal_batch_add(&w, 1, WALFMT_OP_PDEL, &ok, "k", 1, "ignored", 7), WAL_OK);
+	cr_assert_eq(wal_batch_bytes(&w), 41, "a PDEL carries no value");
+	cr_assert_eq(wal_batch_add(&w, 2, WALFMT_OP_DECISION, &ok, NULL, 0, NULL, 0), WAL_OK);
+	cr_assert_eq(wal_batch_add(&w, 2, WALFMT_OP_RESOLVED, &committed, NULL, 0, NULL, 0),
+		     WAL_EINVAL, "batch records take seqs like any record");
+	cr_assert_eq(wal_batch_add(&w, 3, WALFMT_OP_RESOLVED, &committed, NULL, 0, NULL, 0),
+		     WAL_OK);
+	cr_assert_eq(wal_batch_bytes(&w), 121);
+	cr_assert_eq(wal_batch_commit(&w), WAL_OK, "%s", wal_errmsg(&w));
+	wal_close(&w);
+}
+
+/* What a replay handed out, copied. */
+struct got {
+	int n;
+	uint64_t seq[16];
+	int op[16], has_b[16];
+	struct walfmt_batch b[16];
+	char key[16][16], val[16][16];
+};
+
+static int keep_record(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
+		       const void *key, uint32_t klen, const void *val, uint32_t vlen)
+{
+	struct got *g = arg;
+
+	if (g->n == 16 || klen >= 16 || vlen >= 16)
+		return 1;
+	g->seq[g->n] = seq;
+	g->op[g->n] = op;
+	g->has_b[g->n] = b != NULL;
+	if (b != NULL)
+		g->b[g->n] = *b;
+	memcpy(g->key[g->n], key, klen);
+	g->key[g->n][klen] = '\0';
+	memcpy(g->val[g->n], val, vlen);
+	g->val[g->n][vlen] = '\0';
+	g->n++;
+	return 0;
+}
+
+static const struct walfmt_batch mixed_part = { 0xb007, 42, 3, 0 };
+static const struct walfmt_batch mixed_res = { 0xb007, 41, 2, WALFMT_ABORTED };
+static const struct sample_rec mixed[] = {
+	{ 1, WALFMT_OP_SET, "a", 1, "va", 2, NULL },
+	{ 2, WALFMT_OP_PSET, "b", 1, "vb", 2, &mixed_part },
+	{ 3, WALFMT_OP_PDEL, "c", 1, NULL, 0, &mixed_part },
+	{ 5, WALFMT_OP_DECISION, NULL, 0, NULL, 0, &mixed_part },
+	{ 6, WALFMT_OP_RESOLVED, NULL, 0, NULL, 0, &mixed_res },
+	{ 7, WALFMT_OP_DEL, "a", 1, NULL, 0, NULL },
+};
+#define NMIXED ((int)(sizeof(mixed) / sizeof(mixed[0])))
+
+static void expect_mixed(const struct got *g, int from)
+{
+	for (int i = 0; i < NMIXED; i++) {
+		const struct sample_rec *r = &mixed[i];
+		int j = from + i;
+
+		cr_assert_eq(g->seq[j], r->seq, "record %d", j);
+		cr_assert_eq(g->op[j], r->op, "record %d", j);
+		cr_assert_eq(g->has_b[j], r->b != NULL, "record %d", j);
+		cr_assert_eq(strlen(g->key[j]), r->klen, "record %d", j);
+		cr_assert_eq(strncmp(g->key[j], r->klen ? r->key : "", r->klen), 0, "record %d", j);
+		cr_assert_eq(strlen(g->val[j]), r->vlen, "record %d", j);
+		cr_assert_eq(strncmp(g->val[j], r->vlen ? r->val : "", r->vlen), 0, "record %d", j);
+		if (r->b == NULL)
+			continue;
+		cr_assert_eq(g->b[j].boot, r->b->boot, "record %d", j);
+		cr_assert_eq(g->b[j].ref, r->b->ref, "record %d", j);
+		cr_assert_eq(g->b[j].primary, r->b->primary, "record %d", j);
+		cr_assert_eq(g->b[j].outcome, r->b->outcome, "record %d", j);
+	}
+}
+
+Test(wal, mixed_frame_of_single_and_batch_records_recovers_record_by_record)
+{
+	struct wal w;
+	struct got g = { 0 };
+	uint64_t last;
+
+	cr_assert_eq(wal_open(&w, dir, 7, WAL_SYNC_ALWAYS, 0), WAL_OK);
+	cr_assert_eq(wal_recover(&w, NULL, NULL, &last), WAL_OK);
+	commit_sample(&w, mixed, NMIXED);
+	cr_assert_eq(w.stat_batches, 1, "one frame");
+	wal_close(&w);
+	cr_assert_eq(wal_open(&w, dir, 7, WAL_SYNC_ALWAYS, 0), WAL_OK);
+	cr_assert_eq(wal_recover(&w, keep_record, &g, &last), WAL_OK, "%s", wal_errmsg(&w));
+	cr_assert_eq(last, 7);
+	cr_assert_eq(g.n, NMIXED);
+	expect_mixed(&g, 0);
+	memset(&g, 0, sizeof(g));
+	cr_assert_eq(wal_replay(&w, keep_record, &g), WAL_OK, "%s", wal_errmsg(&w));
+	cr_assert_eq(g.n, NMIXED);
+	expect_mixed(&g, 0);
+	wal_close(&w);
+}
+
+/* ======================================================================
+ * wal_scan_dir: another shard's log, read-only
+ * ====================================================================== */
+
+/* Every file of the test dir: name, bytes, mtime. */
+struct snap {
+	int n;
+	char name[64][64];
+	uint8_t *data[64];
+	size_t len[64];
+	struct timespec mtime[64];
+};
+
+static void snap_take(struct snap *s)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char path[384];
+	struct stat st;
+
+	cr_assert_not_null(d);
+	s->n = 0;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		cr_assert_lt(s->n, 64);
+		snprintf(s->name[s->n], sizeof(s->name[0]), "%.63s", de->d_name);
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		cr_assert_eq(stat(path, &st), 0);
+		s->mtime[s->n] = st.st_mtim;
+		s->data[s->n] = read_all(path, &s->len[s->n]);
+		s->n++;
+	}
+	closedir(d);
+}
+
+/* The dir holds exactly what `before` saw; frees both. */
+static void snap_expect_same(struct snap *before)
+{
+	static struct snap now;
+
+	snap_take(&now);
+	cr_assert_eq(now.n, before->n, "files were added or removed");
+	for (int i = 0; i < before->n; i++) {
+		int j = 0;
+		while (j < now.n && strcmp(now.name[j], before->name[i]) != 0)
+			j++;
+		cr_assert_lt(j, now.n, "%s is gone", before->name[i]);
+		cr_assert_eq(now.len[j], before->len[i], "%s changed size", before->name[i]);
+		cr_assert_eq(memcmp(now.data[j], before->data[i], now.len[j]), 0, "%s changed",
+			     before->name[i]);
+		cr_assert(now.mtime[j].tv_sec == before->mtime[i].tv_sec &&
+			  now.mtime[j].tv_nsec == before->mtime[i].tv_nsec, "%s was written",
+			  before->name[i]);
+		free(now.data[j]);
+		free(before->data[i]);
+	}
+}
+
+static int scan_collect(const char *d, struct coll *c)
+{
+	char why[256] = "unset";
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	rc = wal_scan_dir(d, 7, collect, c, why, sizeof(why));
+	cr_assert_eq(c->bad, 0, "scanned records differ from what was written");
+	cr_assert(rc != 0 || why[0] == '\0', "why is empty on success: %s", why);
+	return rc;
+}
+
+/* Segment first seqs of the test dir, ascending. */
+static int seg_seqs(uint64_t *out, int max)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	cr_assert_not_null(d);
+	while ((de = readdir(d)) != NULL)
+		if (n < max && walfmt_seg_name_parse(de->d_name, &out[n]))
+			n++;
+	closedir(d);
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && out[j - 1] > out[j]; j--) {
+			uint64_t t = out[j];
+			out[j] = out[j - 1];
+			out[j - 1] = t;
+		}
+	return n;
+}
+
+Test(wal, scan_dir_reads_every_segment_and_changes_nothing)
+{
+	static struct snap before;
+	struct wal w;
+	struct coll c;
+	uint64_t seq = 1;
+
+	open_commit(&w, WAL_SYNC_PERIODIC, 4096, &seq, 30, 5);
+	cr_assert_gt(count_segments(), 3);
+	/* The owner is still open (its last segment preallocated): the reader
+	 * must not care. */
+	snap_take(&before);
+	cr_assert_eq(scan_collect(dir, &c), 0);
+	cr_assert_eq(c.n, 150);
+	cr_assert_eq(c.last, 150);
+	snap_expect_same(&before);
+	/* The owner appends on; a later scan sees the new frames too. */
+	commit_batches(&w, &seq, 2, 5);
+	cr_assert_eq(scan_collect(dir, &c), 0);
+	cr_assert_eq(c.n, 160);
+	wal_close(&w);
+	/* And the owner's recovery afterwards finds its log as it left it. */
+	expect_recover(WAL_SYNC_PERIODIC, 160, 4096);
+}
+
+Test(wal, scan_dir_hands_out_batch_records)
+{
+	struct wal w;
+	struct got g = { 0 };
+	uint64_t last;
+	char why[256];
+
+	cr_assert_eq(wal_open(&w, dir, 7, WAL_SYNC_ALWAYS, 0), WAL_OK);
+	cr_assert_eq(wal_recover(&w, NULL, NULL, &last), WAL_OK);
+	commit_sample(&w, mixed, NMIXED);
+	cr_assert_eq(wal_scan_dir(dir, 7, keep_record, &g, why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(g.n, NMIXED);
+	expect_mixed(&g, 0);
+	wal_close(&w);
+}
+
+Test(wal, scan_dir_torn_tail_ends_its_segment_quietly)
+{
+	static struct snap before;
+	static const uint8_t junk[100] = { 'A', 'M', 'W', 'F', 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+	struct wal w;
+	struct coll c;
+	uint64_t seq = 1, segs[64], frame_off[6];
+	char path[128];
+	int n;
+
+	/* A frame cut short at the end of the last segment: a torn record is
+	 * no record, and the file stays as it was (the owner cuts it). */
+	five_frames(frame_off);
+	seg_path(path, 1);
+	cr_assert_eq(truncate(path, (off_t)frame_off[4] + 20), 0);
+	snap_take(&before);
+	cr_assert_eq(scan_collect(dir, &c), 0);
+	cr_assert_eq(c.n, 4 * 3, "the records of the 4 whole frames");
+	snap_expect_same(&before);
+	expect_recover(WAL_SYNC_PERIODIC, 12, 0);
+
+	/* Garbage after the last frame: a torn tail too. */
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	cr_assert_eq(mkdir(dir, 0700), 0);
+	open_commit(&w, WAL_SYNC_PERIODIC, 4096, &seq, 30, 5);
+	wal_close(&w);
+	n = seg_seqs(segs, 64);
+	cr_assert_gt(n, 3);
+	seg_path(path, segs[n - 1]);
+	size_t len;
+	free(read_all(path, &len));
+	write_at(path, (off_t)len, junk, sizeof(junk));
+	cr_assert_eq(scan_collect(dir, &c), 0);
+	cr_assert_eq(c.n, 150);
+
+	/* A segment that is not the last cut inside: its records end there,
+	 * the later segments are still read (each is judged alone; the
+	 * owner's recovery will call this corruption). */
+	seg_path(path, segs[1]);
+	cr_assert_eq(truncate(path, WALFMT_SEG_HDR + 8), 0);
+	snap_take(&before);
+	cr_assert_eq(scan_collect(dir, &c), 0);
+	cr_assert_eq(c.n, 150 - (segs[2] - segs[1]));
+	snap_expect_same(&before);
+	/* A damaged segment header: that segment gives nothing. */
+	seg_path(path, segs[2]);
+	flip_byte(path, 3);
+	cr_assert_eq(scan_collect(dir, &c), 0);
+	cr_assert_eq(c.n, 150 - (segs[3] - segs[1]));
+	/* An empty segment file (created, never written). */
+	seg_path(path, 1000);
+	write_all(path, "", 0);
+	cr_assert_eq(scan_collect(dir, &c), 0);
+	cr_assert_eq(c.n, 150 - (segs[3] - segs[1]));
+}
+
+Test(wal, scan_dir_without_a_log_sees_nothing)
+{
+	char missing[128], why[256] = "unset", path[128];
+	struct coll c;
+
+	snprintf(missing, sizeof(missing), "%s/no-such-shard", dir);
+	cr_assert_eq(scan_collect(missing, &c), 0);
+	cr_assert_eq(c.n, 0);
+	cr_assert_eq(scan_collect(dir, &c), 0, "an empty directory");
+	cr_assert_eq(c.n, 0);
+	cr_assert_eq(access(missing, F_OK), -1, "nothing was created");
+	/* Other files are not segments. */
+	snprintf(path, sizeof(path), "%s/LOCK", dir);
+	write_all(path, "", 0);
+	cr_assert_eq(scan_collect(dir, &c), 0);
+	cr_assert_eq(c.n, 0);
+	/* Not a directory: an I/O error, named. */
+	cr_assert_eq(wal_scan_dir(path, 7, collect, &c, why, sizeof(why)), -1);
+	cr_assert_not_null(strstr(why, "LOCK"), "%s", why);
+}
+
+Test(wal, scan_dir_stops_with_the_callbacks_return)
+{
+	struct wal w;
+	struct coll c = { .fail_at = 23 };
+	uint64_t seq = 1;
+	char why[256];
+
+	open_commit(&w, WAL_SYNC_PERIODIC, 4096, &seq, 10, 5);
+	wal_close(&w);
+	cr_assert_eq(wal_scan_dir(dir, 7, collect, &c, why, sizeof(why)), -7);
+	cr_assert_eq(c.n, 22);
+	cr_assert_not_null(strstr(why, "seq 23"), "%s", why);
+	cr_assert_eq(wal_scan_dir(dir, 7, NULL, NULL, why, sizeof(why)), 0, "fn may be NULL");
 }

