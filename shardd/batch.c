@@ -37,7 +37,6 @@ void batch_destroy(struct batches *b)
 		free(b->parts[i].keys);
 	free(b->parts);
 	free(b->decided);
-	free(b->joined);
 	*b = (struct batches){ 0 };
 }
 
@@ -75,8 +74,6 @@ static struct batch_part *part_open(struct batches *b, uint64_t ref, uint32_t pr
 		b->parts = p;
 		b->cap = c;
 	}
-	if (push_ref(&b->joined, &b->njoined, &b->cap_joined, ref) != 0)
-		return NULL;
 	b->parts[b->n] = (struct batch_part){ .ref = ref, .primary = primary, .gen = gen };
 	return &b->parts[b->n++];
 }
@@ -150,7 +147,7 @@ static int stage_part_op(struct batches *b, const struct batch_round *r, const s
 		if (shm_batch_status(bw, ref, &c, NULL) != SHM_BATCH_UNDECIDED)
 			return SHM_CHAN_EINVAL; /* decided already: a stale or forged request */
 		if (!shm_batch_reusable(bw, ref) &&
-		    (atomic_load_explicit(&bw->holders, memory_order_acquire) >> 16) != shm_batch_ref_tag(ref))
+		    atomic_load_explicit(&bw->holders, memory_order_acquire) != shm_batch_ref_tag(ref))
 			return SHM_CHAN_EBUSY;
 	}
 	if ((s = stage_slot(r->stage)) == NULL)
@@ -167,8 +164,14 @@ static int stage_part_op(struct batches *b, const struct batch_round *r, const s
 	if (wal_batch_add(r->wal, s->seq, del ? WALFMT_OP_PDEL : WALFMT_OP_PSET, &id, v->key, v->klen, v->val,
 			  del ? 0 : v->vlen) != WAL_OK)
 		return -1;
-	if (p == NULL && (p = part_open(b, ref, v->batch.primary, gen)) == NULL)
-		return -1;
+	if (p == NULL) {
+		if ((p = part_open(b, ref, v->batch.primary, gen)) == NULL)
+			return -1;
+		/* Counted now, with the first intent staged: a restart finds
+		 * its PSET/PDEL in the log exactly when this happened (unless
+		 * the log write fails: the count is then lost with the word). */
+		p->held = shm_batch_hold(bw, ref, b->shard);
+	}
 	return part_add_key(p, v->key, v->klen) == 0 ? SHM_CHAN_OK : -1;
 }
 
@@ -228,17 +231,7 @@ void batch_round_logged(struct batches *b)
 		shm_batch_commit(b->seg, shm_batch_word(b->seg, ref), ref, b->shard);
 		b->committed++;
 	}
-	for (size_t i = 0; i < b->njoined; i++) {
-		uint64_t ref = b->joined[i];
-		struct batch_part *p = part_find(b, ref);
-
-		/* Checked at staging; nobody moves the word past the batch
-		 * before this part is answered, unless the client reused the
-		 * word early (it then confuses only its own batches). */
-		if (p != NULL)
-			p->held = shm_batch_hold(shm_batch_word(b->seg, ref), ref);
-	}
-	b->ndecided = b->njoined = 0;
+	b->ndecided = 0;
 }
 
 /* ---------- resolution ---------- */
@@ -283,7 +276,7 @@ static void part_drop(struct batches *b, size_t i)
 	struct batch_part *p = &b->parts[i];
 
 	if (p->held)
-		shm_batch_release(shm_batch_word(b->seg, p->ref), p->ref);
+		shm_batch_release(shm_batch_word(b->seg, p->ref), p->ref, b->shard);
 	free(p->keys);
 	b->parts[i] = b->parts[--b->n];
 }

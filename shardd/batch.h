@@ -6,8 +6,8 @@
  * is logged before anything of it is visible and answered after:
  *   PSET, PDEL  a participant stages an intent (shm_writer_stage_intent)
  *               and logs a PSET/PDEL record (shardd/walfmt.h). The first
- *               of a batch opens a *part* here and, once logged, counts
- *               this shard in the word's holders. A PDEL of an absent key
+ *               intent of a batch opens a *part* here and counts this
+ *               shard in the word's holders. A PDEL of an absent key
  *               stages nothing. Busy (SHM_CHAN_EBUSY) when the key holds
  *               any batch's intent or the word still serves an earlier
  *               batch.
@@ -48,8 +48,6 @@ struct batches {
 	size_t n, cap;
 	uint64_t *decided;        /* refs of the round's COMMITs: (p1)-(p3) after its log write */
 	size_t ndecided, cap_decided;
-	uint64_t *joined;         /* refs of parts opened this round: holders + 1 after it */
-	size_t njoined, cap_joined;
 	uint64_t committed, aborted, resolved_at_start; /* counts, for INFO */
 };
 
@@ -77,8 +75,7 @@ int batch_request(struct batches *b, const struct batch_round *r, const struct s
 		  uint32_t slot, uint32_t gen, uint64_t *seq);
 
 /* The round's log write succeeded and its writes are published: the
- * COMMITs decided in it become visible, the parts opened in it join the
- * holders. */
+ * COMMITs decided in it become visible. */
 void batch_round_logged(struct batches *b);
 
 /* Stage what can be resolved now in the round about to gather (above).

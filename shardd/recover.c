@@ -30,9 +30,12 @@
  *
  * With --sync none there is no log: the table is adopted as it is.
  */
+#include <limits.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -40,6 +43,7 @@
 #include "shardd/log.h"
 #include "shardd/recover.h"
 #include "shardd/shardd.h"
+#include "shm/batch.h"
 #include "shm/clock.h"
 
 /* ---------- pass 1: the last effect of each key ---------- */
@@ -89,18 +93,150 @@ static const struct last_effect *index_find(const struct index *ix, const void *
 	return e->seq != 0 ? e : NULL;
 }
 
+/* ---------- atomic batches in the log ---------- */
+
+/* A batch the log names. */
+struct bx {
+	uint64_t boot, ref;
+	uint32_t primary;
+	uint8_t outcome;  /* WALFMT_COMMITTED/ABORTED: RESOLVED logged, or decided here */
+	bool parts;       /* PSET/PDEL records of it: a part of this shard */
+	bool decision;    /* its DECISION (this shard was its primary) */
+	bool now;         /* decided by this recovery: RESOLVED to log */
+	bool lookup;      /* to be decided by its primary's log */
+	uint64_t commit;  /* C, committed by its word (the segment's boot) */
+};
+
+/* A PSET or PDEL: an effect if its batch committed. */
+struct bx_effect {
+	uint64_t lo, hi, seq;
+	uint32_t op;      /* WALFMT_OP_SET or _DEL */
+	uint32_t bx;      /* index into batches.v */
+};
+
+struct batches_seen {
+	struct bx *v;
+	size_t n, cap;
+	uint32_t *slot;   /* open addressing: index + 1 into v */
+	size_t nslot;     /* a power of two, at most half full */
+	struct bx_effect *fx;
+	size_t nfx, capfx;
+};
+
+struct pass1 {
+	struct index ix;
+	struct batches_seen bs;
+};
+
+static size_t bx_hash(uint64_t boot, uint64_t ref)
+{
+	return (size_t)((boot ^ ref) * 0x9e3779b97f4a7c15ull >> 17);
+}
+
+static uint32_t *bx_slot(const struct batches_seen *bs, uint64_t boot, uint64_t ref)
+{
+	for (size_t i = bx_hash(boot, ref) & (bs->nslot - 1);; i = (i + 1) & (bs->nslot - 1)) {
+		uint32_t *s = &bs->slot[i];
+
+		if (*s == 0 || (bs->v[*s - 1].boot == boot && bs->v[*s - 1].ref == ref))
+			return s;
+	}
+}
+
+static int bx_grow(struct batches_seen *bs)
+{
+	size_t n = bs->nslot ? bs->nslot * 2 : 1024;
+	uint32_t *old = bs->slot;
+	size_t oldn = bs->nslot;
+
+	if ((bs->slot = calloc(n, sizeof(*bs->slot))) == NULL) {
+		bs->slot = old;
+		return -1;
+	}
+	bs->nslot = n;
+	for (size_t i = 0; i < oldn; i++)
+		if (old[i] != 0)
+			*bx_slot(bs, bs->v[old[i] - 1].boot, bs->v[old[i] - 1].ref) = old[i];
+	free(old);
+	return 0;
+}
+
+/* The batch's entry, made if new; NULL: no memory. */
+static struct bx *bx_get(struct batches_seen *bs, const struct walfmt_batch *b)
+{
+	uint32_t *s;
+
+	if ((bs->n + 1) * 2 > bs->nslot && bx_grow(bs) != 0)
+		return NULL;
+	s = bx_slot(bs, b->boot, b->ref);
+	if (*s != 0)
+		return &bs->v[*s - 1];
+	if (bs->n == bs->cap) {
+		size_t c = bs->cap ? bs->cap * 2 : 256;
+		struct bx *v = realloc(bs->v, c * sizeof(*v));
+
+		if (v == NULL)
+			return NULL;
+		bs->v = v;
+		bs->cap = c;
+	}
+	bs->v[bs->n] = (struct bx){ .boot = b->boot, .ref = b->ref, .primary = b->primary };
+	*s = (uint32_t)++bs->n;
+	return &bs->v[bs->n - 1];
+}
+
+static int note_batch(struct batches_seen *bs, uint64_t seq, int op, const struct walfmt_batch *b,
+		      const void *key, uint32_t klen)
+{
+	struct bx *x = bx_get(bs, b);
+	XXH128_hash_t h;
+
+	if (x == NULL)
+		return -1;
+	if (op == WALFMT_OP_DECISION) {
+		x->decision = true;
+		return 0;
+	}
+	if (op == WALFMT_OP_RESOLVED) {
+		x->outcome = b->outcome;
+		return 0;
+	}
+	x->parts = true;
+	if (bs->nfx == bs->capfx) {
+		size_t c = bs->capfx ? bs->capfx * 2 : 1024;
+		struct bx_effect *fx = realloc(bs->fx, c * sizeof(*fx));
+
+		if (fx == NULL)
+			return -1;
+		bs->fx = fx;
+		bs->capfx = c;
+	}
+	h = XXH3_128bits(key, klen);
+	bs->fx[bs->nfx++] = (struct bx_effect){ h.low64, h.high64, seq,
+						 op == WALFMT_OP_PSET ? WALFMT_OP_SET : WALFMT_OP_DEL,
+						 (uint32_t)(x - bs->v) };
+	return 0;
+}
+
+static void batches_free(struct batches_seen *bs)
+{
+	free(bs->v);
+	free(bs->slot);
+	free(bs->fx);
+}
+
 static int note_effect(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
 		       const void *key, uint32_t klen, const void *val, uint32_t vlen)
 {
-	struct index *ix = arg;
+	struct pass1 *p1 = arg;
+	struct index *ix = &p1->ix;
 	XXH128_hash_t h;
 	struct last_effect *e;
 
-	(void)b;
 	(void)val;
 	(void)vlen;
 	if (op >= WALFMT_OP_PSET)
-		return 0; /* batch records: issue 12, recovery of batches comes next */
+		return note_batch(&p1->bs, seq, op, b, key, klen);
 	h = XXH3_128bits(key, klen);
 	if ((ix->n + 1) * 2 > ix->cap && index_grow(ix) != 0)
 		return -1;
@@ -152,13 +288,16 @@ static int fix_from_log(void *arg, uint64_t seq, int op, const struct walfmt_bat
 	int have;
 
 	(void)b;
-	if (op >= WALFMT_OP_PSET)
-		return 0; /* batch records: issue 12, recovery of batches comes next */
+	if (op == WALFMT_OP_DECISION || op == WALFMT_OP_RESOLVED)
+		return 0;
 	e = index_find(f->ix, key, klen);
 	if (e == NULL || e->seq != seq)
-		return 0; /* a later effect of this key follows */
+		return 0; /* a later effect of this key follows (or an aborted batch's) */
+	/* A committed batch's part is its sets and deletes (pass 1 put only
+	 * those into the index). */
+	op = op == WALFMT_OP_PSET ? WALFMT_OP_SET : op == WALFMT_OP_PDEL ? WALFMT_OP_DEL : op;
 	have = shm_writer_get(f->w, key, klen, &kv) == SHM_OK;
-	if (op == WALFMT_OP_SET ? have && kv.seq == seq : !have) {
+	if (op == WALFMT_OP_SET ? have && kv.seq == seq && kv.intent == NULL : !have) {
 		f->kept++;
 		return 0;
 	}
@@ -203,25 +342,263 @@ static void log_wal_note(void *arg, enum wal_note kind, const char *msg)
 	log_msg(kind == WAL_NOTE_WARN ? LOG_WARN : LOG_INFO, "wal: %s", msg);
 }
 
-static int replay_log(struct shm_writer *w, const struct shard_recovery *r, uint64_t *last)
+/* ---------- deciding the batches the log left open ---------- */
+
+#define WAIT_NS (1000000ull) /* polling another shard's progress */
+
+static void nap(void)
 {
-	struct index ix = { 0 };
-	struct fix f = { .w = w, .ix = &ix };
+	struct timespec ts = { 0, (long)WAIT_NS };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Words this shard left COMMITTING or CLAIMING (it died committing):
+ * finished from its log. */
+static void finish_own_words(const struct shard_recovery *r, struct batches_seen *bs)
+{
+	for (uint32_t slot = 0; slot < SHM_BATCH_SLOTS; slot++) {
+		for (uint32_t i = 0; i < SHM_BATCH_WORDS; i++) {
+			struct shm_batch_word *w = shm_batch_word(r->seg, shm_batch_ref(1, slot, i));
+			uint64_t st = atomic_load(&w->state), ref = shm_batch_ref(st >> 24, slot, i);
+			uint32_t *x = st >> 24 ? bx_slot(bs, r->seg->hdr->boot, ref) : NULL;
+			bool logged = x != NULL && *x != 0 && bs->v[*x - 1].decision;
+
+			if (((st >> 4) & 0xfffff) != r->id ||
+			    ((st & 15) != SHM_BATCH_COMMITTING && (st & 15) != SHM_BATCH_CLAIMING))
+				continue;
+			if (logged || (st & 15) == SHM_BATCH_CLAIMING)
+				shm_batch_commit(r->seg, w, ref, r->id);
+			else
+				shm_batch_abort(w, ref, r->id);
+			log_msg(LOG_INFO, "batch %llx: finished its commit as %s", (unsigned long long)ref,
+				logged ? "committed" : "aborted (no decision in the log)");
+		}
+	}
+}
+
+/* A part of the segment's boot: its word says, or this shard aborts it
+ * (it restarted before the decision). 1: decided, 0: look in the
+ * primary's log (the word serves a later batch already), -1: the primary
+ * stopped for good while committing it. */
+static int decide_by_word(const struct shard_recovery *r, struct bx *x)
+{
+	struct shm_batch_word *w = shm_batch_word(r->seg, x->ref);
+	uint64_t c = 0;
+
+	for (;;) {
+		int st = shm_batch_status(w, x->ref, &c, NULL);
+
+		if (st == SHM_BATCH_COMMITTED) {
+			x->outcome = WALFMT_COMMITTED;
+			x->commit = c;
+			return 1;
+		}
+		if (st == SHM_BATCH_ABORTED) {
+			x->outcome = WALFMT_ABORTED;
+			return 1;
+		}
+		if (st == SHM_BATCH_UNDECIDED) {
+			if (shm_batch_abort(w, x->ref, r->id)) {
+				x->outcome = WALFMT_ABORTED;
+				return 1;
+			}
+			if ((atomic_load(&w->state) >> 24) > shm_batch_ref_tag(x->ref))
+				return 0;
+			continue; /* the primary began to commit meanwhile */
+		}
+		/* COMMITTING, CLAIMING: its primary is at it, or restarting */
+		if (atomic_load(&shm_shard_at(r->seg, x->primary)->state) == SHM_SHARD_FAILED)
+			return -1;
+		nap();
+	}
+}
+
+struct lookup {
+	struct batches_seen *bs;
+	uint32_t primary;
+};
+
+static int found_decision(void *arg, uint64_t seq, int op, const struct walfmt_batch *b, const void *key,
+			  uint32_t klen, const void *val, uint32_t vlen)
+{
+	struct lookup *l = arg;
+	uint32_t *x;
+
+	(void)seq, (void)key, (void)klen, (void)val, (void)vlen;
+	if (op != WALFMT_OP_DECISION || b->primary != l->primary)
+		return 0;
+	x = bx_slot(l->bs, b->boot, b->ref);
+	if (*x != 0 && l->bs->v[*x - 1].lookup)
+		l->bs->v[*x - 1].outcome = WALFMT_COMMITTED;
+	return 0;
+}
+
+/* Parts whose primary's log decides: read it once that shard has read it
+ * itself (its torn tail cut: a DECISION there is for good). No DECISION:
+ * aborted. */
+static int decide_by_primary(const struct shard_recovery *r, struct batches_seen *bs, uint32_t p)
+{
+	struct shm_shard *sh = shm_shard_at(r->seg, p);
+	struct lookup l = { bs, p };
+	char dir[PATH_MAX + 16], why[200];
+
+	while (atomic_load_explicit(&sh->log_read, memory_order_acquire) == 0) {
+		if (atomic_load(&sh->state) == SHM_SHARD_FAILED) {
+			log_error("shard %u, primary of batches this shard holds parts of, stopped before "
+				  "reading its log: their outcome is unknown", p);
+			return SHARDD_EXIT_CORRUPT;
+		}
+		nap();
+	}
+	snprintf(dir, sizeof(dir), "%s/shard-%02u", r->data_dir, p);
+	if (wal_scan_dir(dir, p, found_decision, &l, why, sizeof(why)) != 0) {
+		log_error("cannot read the log of shard %u for batch decisions: %s", p, why);
+		return SHARDD_EXIT_CRASH;
+	}
+	for (size_t i = 0; i < bs->n; i++) {
+		struct bx *x = &bs->v[i];
+
+		if (x->lookup && x->primary == p) {
+			if (x->outcome == 0)
+				x->outcome = WALFMT_ABORTED;
+			x->lookup = false;
+		}
+	}
+	return 0;
+}
+
+/* Decide every part the log left open; the committed ones' effects join
+ * the index. */
+static int decide_batches(struct shm_writer *w, const struct shard_recovery *r, struct pass1 *p1)
+{
+	struct batches_seen *bs = &p1->bs;
+	uint64_t boot = r->seg->hdr->boot, cmax = 0;
 	int rc;
 
-	wal_set_note(r->wal, log_wal_note, NULL);
-	rc = index_grow(&ix) != 0 ? WAL_EAPPLY : wal_recover(r->wal, note_effect, &ix, last);
+	finish_own_words(r, bs);
+	for (size_t i = 0; i < bs->n; i++) {
+		struct bx *x = &bs->v[i];
 
+		if (!x->parts || x->outcome != 0)
+			continue;
+		x->now = true;
+		/* The word first, while it speaks for the batch: a primary
+		 * that aborts its own batch must also stop a COMMIT still on
+		 * its way. */
+		rc = x->boot == boot ? decide_by_word(r, x) : 0;
+		if (rc < 0) {
+			log_error("shard %u stopped while committing batch %llx: its outcome is unknown",
+				  x->primary, (unsigned long long)x->ref);
+			return SHARDD_EXIT_CORRUPT;
+		}
+		if (rc > 0)
+			;
+		else if (x->decision)
+			x->outcome = WALFMT_COMMITTED;
+		else if (x->primary == r->id)
+			x->outcome = WALFMT_ABORTED; /* nobody else could decide it */
+		else
+			x->lookup = true;
+		if (x->commit > cmax)
+			cmax = x->commit;
+	}
+	for (size_t i = 0; i < bs->n; i++)
+		if (bs->v[i].lookup && (rc = decide_by_primary(r, bs, bs->v[i].primary)) != 0)
+			return rc;
+	/* Intents of committed batches readers may see become plain records
+	 * in pass 2: only once no reader with an older start number runs. */
+	if (cmax > 0) {
+		uint64_t e = shm_epoch_bump(r->seg->hdr);
+
+		for (;;) {
+			if (r->readers.refresh != NULL)
+				r->readers.refresh(r->readers.arg);
+			if (shm_batch_settle_ready(r->readers.slots, r->readers.n,
+						   shm_epoch_min(r->readers.slots, r->readers.n), e, cmax))
+				break;
+			nap();
+		}
+	}
+	for (size_t i = 0; i < bs->nfx; i++) {
+		const struct bx_effect *fx = &bs->fx[i];
+		XXH128_hash_t h = { fx->lo, fx->hi };
+		struct last_effect *e;
+
+		if (bs->v[fx->bx].outcome != WALFMT_COMMITTED)
+			continue;
+		if ((p1->ix.n + 1) * 2 > p1->ix.cap && index_grow(&p1->ix) != 0)
+			return SHARDD_EXIT_CRASH;
+		e = index_slot(&p1->ix, h);
+		if (e->seq == 0)
+			p1->ix.n++;
+		if (e->seq < fx->seq)
+			*e = (struct last_effect){ fx->lo, fx->hi, fx->seq, fx->op };
+	}
+	(void)w;
+	return 0;
+}
+
+/* After the passes: RESOLVED for what was decided here, then (a grace
+ * later: readers that saw intents have left) this shard's bits cleared in
+ * the words of the segment's boot. */
+static int close_batches(const struct shard_recovery *r, struct batches_seen *bs, uint64_t *last)
+{
+	uint64_t boot = r->seg->hdr->boot;
+	size_t resolved = 0;
+
+	wal_batch_begin(r->wal);
+	for (size_t i = 0; i < bs->n; i++) {
+		struct bx *x = &bs->v[i];
+		struct walfmt_batch b = { x->boot, x->ref, x->primary, x->outcome };
+
+		if (!x->now)
+			continue;
+		if (wal_batch_add(r->wal, ++*last, WALFMT_OP_RESOLVED, &b, NULL, 0, NULL, 0) != WAL_OK)
+			return SHARDD_EXIT_CRASH;
+		resolved++;
+	}
+	if (wal_batch_commit(r->wal) != WAL_OK) {
+		log_error("cannot log the batches resolved at start: %s", wal_errmsg(r->wal));
+		return SHARDD_EXIT_IO;
+	}
+	shm_epoch_wait(r->readers.slots, r->readers.n, shm_epoch_bump(r->seg->hdr));
+	for (size_t i = 0; i < bs->n; i++)
+		if (bs->v[i].parts && bs->v[i].boot == boot)
+			shm_batch_release(shm_batch_word(r->seg, bs->v[i].ref), bs->v[i].ref, r->id);
+	if (resolved > 0)
+		log_msg(LOG_INFO, "batches: %zu parts resolved at start", resolved);
+	return 0;
+}
+
+static int replay_log(struct shm_writer *w, const struct shard_recovery *r, uint64_t *last)
+{
+	struct pass1 p1 = { 0 };
+	struct fix f = { .w = w, .ix = &p1.ix };
+	int rc, xrc = 0;
+
+	wal_set_note(r->wal, log_wal_note, NULL);
+	rc = index_grow(&p1.ix) != 0 ? WAL_EAPPLY : wal_recover(r->wal, note_effect, &p1, last);
+	if (rc == WAL_OK) {
+		/* Our decisions are final now: others may look them up. */
+		atomic_store_explicit(&w->sh->log_read, 1, memory_order_release);
+		xrc = decide_batches(w, r, &p1);
+	}
 	f.last = *last;
-	if (rc == WAL_OK)
+	if (rc == WAL_OK && xrc == 0)
 		rc = wal_replay(r->wal, fix_from_log, &f);
-	if (rc == WAL_OK && shm_writer_each(w, drop_unlogged, &f) != 0)
+	if (rc == WAL_OK && xrc == 0 && shm_writer_each(w, drop_unlogged, &f) != 0)
 		rc = WAL_EAPPLY;
-	free(ix.e);
+	if (rc == WAL_OK && xrc == 0)
+		xrc = close_batches(r, &p1.bs, last);
+	free(p1.ix.e);
+	batches_free(&p1.bs);
 	if (rc != WAL_OK)
 		return failed_pass(r, rc, &f);
+	if (xrc != 0)
+		return xrc;
 	log_msg(f.written + f.removed ? LOG_INFO : LOG_DEBUG,
-		"log: %zu keys; table: %llu kept, %llu rewritten, %llu removed", ix.n,
+		"log: %zu keys; table: %llu kept, %llu rewritten, %llu removed", p1.ix.n,
 		(unsigned long long)f.kept, (unsigned long long)f.written,
 		(unsigned long long)f.removed);
 	return 0;
@@ -256,7 +633,10 @@ static int build_index(struct shm_writer *w)
 int shard_recover(struct shm_writer *w, const struct shard_recovery *r, uint64_t *last)
 {
 	size_t dropped = 0;
-	int rc = shm_writer_open(w, r->seg, r->id, 0, &r->readers, &dropped);
+	int rc;
+
+	atomic_store_explicit(&shm_shard_at(r->seg, r->id)->log_read, 0, memory_order_relaxed);
+	rc = shm_writer_open(w, r->seg, r->id, 0, &r->readers, &dropped);
 
 	*last = 0;
 	if (rc != SHM_OK) {

@@ -20,9 +20,21 @@ struct shard_recovery {
 	struct wal *wal;
 	enum wal_sync_mode mode;
 	struct shm_readers readers; /* every client that may read, for reclamation */
+	const char *data_dir;       /* where every shard's log lives (shard-NN) */
 };
 
-/* Returns 0, or the shardd_exit code the shard should exit with (the
+/* Atomic batches (DESIGN.md §16): a part the log holds with no RESOLVED
+ * record is decided here: by its word (the segment's boot: a restart of
+ * this shard alone; undecided, the shard aborts it), by this shard's own
+ * DECISION, or by its primary's log (an earlier boot: amorad restarted),
+ * read once that shard has read it (shm_shard.log_read). Committed parts'
+ * effects then count as sets and deletes in the passes; RESOLVED records
+ * are logged for what was decided here, and this shard's bits in the
+ * words of the segment's boot are cleared. A word this shard left
+ * COMMITTING or CLAIMING is finished first (DECISION in its log: commit,
+ * else abort).
+ *
+ * Returns 0, or the shardd_exit code the shard should exit with (the
  * cause is logged). What the WAL repairs on the way (a torn tail cut) is
  * logged too, through its note callback. */
 int shard_recover(struct shm_writer *w, const struct shard_recovery *r, uint64_t *last);

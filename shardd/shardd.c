@@ -1133,7 +1133,7 @@ static int open_log(struct shardd *d)
 static int recover(struct shardd *d)
 {
 	struct shard_recovery r = { &d->e->seg, d->id, &d->wal, d->e->cfg.sync,
-				    { d->readers, d->e->cfg.max_clients, refresh_readers, d } };
+				    { d->readers, d->e->cfg.max_clients, refresh_readers, d }, d->e->cfg.data_dir };
 	uint64_t last = 0, t0 = shm_now_ns();
 	int rc = open_log(d);
 

@@ -130,29 +130,44 @@ bool shm_batch_abort(struct shm_batch_word *w, uint64_t ref, uint32_t shard)
 	return move_from_last(w, ref, st_make(tag, shard, SHM_BATCH_ABORTED));
 }
 
-bool shm_batch_hold(struct shm_batch_word *w, uint64_t ref)
+static bool mask_empty(const struct shm_batch_word *w)
 {
-	uint64_t tag = shm_batch_ref_tag(ref);
-	uint64_t h = atomic_load_explicit(&w->holders, memory_order_relaxed), next;
-
-	do {
-		if (h >> 16 == tag)
-			next = h + 1;
-		else if (h >> 16 == tag - 1 && (h & 0xffff) == 0)
-			next = tag << 16 | 1;
-		else
+	for (uint32_t i = 0; i < SHM_BATCH_MASK_WORDS; i++)
+		if (atomic_load_explicit(&w->mask[i], memory_order_acquire) != 0)
 			return false;
-	} while (!atomic_compare_exchange_weak_explicit(&w->holders, &h, next, memory_order_relaxed,
-							memory_order_relaxed));
 	return true;
 }
 
-void shm_batch_release(struct shm_batch_word *w, uint64_t ref)
+bool shm_batch_hold(struct shm_batch_word *w, uint64_t ref, uint32_t shard)
 {
-	/* Release: the client that sees the count reach 0 reuses the word
+	uint64_t tag = shm_batch_ref_tag(ref);
+	uint64_t h = atomic_load_explicit(&w->holders, memory_order_acquire);
+
+	if (shard >= SHM_MAX_SHARDS)
+		return false;
+	while (h != tag) {
+		/* An earlier batch must be resolved everywhere: no bit set.
+		 * None can be set for it any more (the client moved on), so
+		 * the check holds until the CAS. */
+		if (h > tag || !mask_empty(w))
+			return false;
+		if (atomic_compare_exchange_weak_explicit(&w->holders, &h, tag, memory_order_acq_rel,
+							  memory_order_acquire))
+			break;
+	}
+	atomic_fetch_or_explicit(&w->mask[shard / 64], 1ull << (shard % 64), memory_order_relaxed);
+	return true;
+}
+
+void shm_batch_release(struct shm_batch_word *w, uint64_t ref, uint32_t shard)
+{
+	/* The tag cannot move on while our bit is set; once it is clear, a
+	 * later batch's bits are not ours to touch. */
+	if (shard >= SHM_MAX_SHARDS || atomic_load_explicit(&w->holders, memory_order_acquire) != shm_batch_ref_tag(ref))
+		return;
+	/* Release: the client that sees every bit clear reuses the word
 	 * after our resolution (shm_batch_reusable's acquire). */
-	(void)ref;
-	atomic_fetch_sub_explicit(&w->holders, 1, memory_order_release);
+	atomic_fetch_and_explicit(&w->mask[shard / 64], ~(1ull << (shard % 64)), memory_order_release);
 }
 
 bool shm_batch_settle_ready(struct shm_epoch_slot *const *slots, size_t n, uint64_t min, uint64_t e,
@@ -177,5 +192,5 @@ bool shm_batch_reusable(const struct shm_batch_word *w, uint64_t ref)
 	uint64_t h = atomic_load_explicit(&w->holders, memory_order_acquire);
 	uint64_t st = atomic_load_explicit(&w->state, memory_order_acquire);
 
-	return h == (tag - 1) << 16 && st_tag(st) == tag - 1 && (st_final(st) || st == 0);
+	return h < tag && st_tag(st) == tag - 1 && (st_final(st) || st == 0) && mask_empty(w);
 }

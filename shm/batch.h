@@ -30,15 +30,17 @@
  *              intent's batch: undecided (or, for an older tag, long
  *              resolved; see "Reuse").
  *     commit   C, stored before COMMITTED (release), read after it
- *     holders  tag << 16 | number of shards holding unresolved intents
- *              of that tag
+ *     holders  the tag `mask` speaks of, and
+ *     mask     a bit per shard holding unresolved intents of that tag:
+ *              a shard sets and clears its own bit only, so a restarted
+ *              shard may clear it again without harm
  *
  * Who writes: `state` moves out of the previous tag's final state by one
  * CAS, either to COMMITTING by the primary or to ABORTED by anyone
  * allowed to abort; so a batch is aborted only before its primary began
  * to commit it, and committed only if nobody aborted it first. Afterwards
  * only the primary (any incarnation) writes `state` and `commit`. The
- * participants write `holders` (atomic RMW). Nobody clears a word: a
+ * participants write `holders` (CAS) and their own bit of `mask`. Nobody clears a word: a
  * client that gets the slot next goes on with the word's next tag.
  *
  * The primary commits (shardd/batch.c):
@@ -84,13 +86,14 @@
  * shm_epoch_slot.iter_start). Then, after a second epoch grace (no reader
  * still holds one of the intents it replaced, and so none can read the
  * word after it moves on to the next batch: a reader checks an intent's
- * word, then its commit number), holders - 1.
+ * word, then its commit number), it clears its bit.
  *
  * Reuse. A client starts a word's next batch (tag + 1) only when its
- * state is final for the last tag and `holders` counts no shard. A
- * participant asked to install an intent of tag t moves holders from
- * (t - 1, 0) to (t, 1) or adds one at (t, n); anything else is refused
- * (busy: the previous batch is still being resolved somewhere).
+ * state is final for the last tag and no bit of `mask` is set. A
+ * participant asked to install an intent of tag t moves `holders` from an
+ * older tag to t (CAS) if no bit is set, or finds it at t, and sets its bit;
+ * anything else is refused (busy: the previous batch is still being
+ * resolved somewhere).
  */
 #ifndef AMORA_SHM_BATCH_H
 #define AMORA_SHM_BATCH_H
@@ -116,11 +119,14 @@ enum shm_batch_st {
 	SHM_BATCH_ABORTED = 4,
 };
 
+#define SHM_BATCH_MASK_WORDS (SHM_MAX_SHARDS / 64)
+
 struct shm_batch_word {
 	_Atomic uint64_t state;   /* tag << 24 | shard << 4 | st */
 	_Atomic uint64_t commit;  /* C once COMMITTED */
-	_Atomic uint64_t holders; /* tag << 16 | shards holding intents of it */
+	_Atomic uint64_t holders; /* the tag mask is about */
 	uint64_t pad_;
+	_Atomic uint64_t mask[SHM_BATCH_MASK_WORDS]; /* bit s: shard s holds intents of it */
 };
 
 static inline uint64_t shm_batch_ref(uint64_t tag, uint32_t slot, uint32_t word)
@@ -180,13 +186,14 @@ bool shm_batch_abort(struct shm_batch_word *w, uint64_t ref, uint32_t shard);
 
 /* ---- participants ---- */
 
-/* Count this shard as holding intents of `ref`'s batch (the first intent
- * it installs): true, or false when the word still serves an earlier
- * batch that some shard has not resolved, or a later one (the client
- * reused it too early, or sent a stale ref). */
-bool shm_batch_hold(struct shm_batch_word *w, uint64_t ref);
-/* This shard resolved all its intents of `ref`'s batch. */
-void shm_batch_release(struct shm_batch_word *w, uint64_t ref);
+/* Count `shard` as holding intents of `ref`'s batch (the first intent it
+ * installs): true, or false when the word still serves an earlier batch
+ * that some shard has not resolved, or a later one (the client reused it
+ * too early, or sent a stale ref). */
+bool shm_batch_hold(struct shm_batch_word *w, uint64_t ref, uint32_t shard);
+/* `shard` resolved all its intents of `ref`'s batch (again after a
+ * restart: harmless; nothing once the word serves another batch). */
+void shm_batch_release(struct shm_batch_word *w, uint64_t ref, uint32_t shard);
 
 /* Whether a participant may now resolve its intents of a committed batch
  * with number c into plain records ("Resolution" above): e is the epoch

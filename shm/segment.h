@@ -175,6 +175,10 @@ struct shm_shard {
 	_Atomic uint32_t restarts;  /* times the shard process was restarted */
 	_Atomic uint32_t cause;     /* enum shm_fail_cause while state is FAILED, else 0 */
 	_Atomic uint32_t sleeping;  /* 1 while the shard sleeps (or is about to): clients wake it */
+	_Atomic uint32_t log_read;  /* 1 once this incarnation has read its log (and cut a torn
+				     * tail): the batch decisions in it are final, and other
+				     * shards may look them up (shardd/recover.c); 0 from its
+				     * start until then */
 	struct shm_slab slab;       /* this shard's record/table memory */
 	/* The shard's counters (above); the struct's alignment pads the
 	 * line, so nothing follows them on it. */

@@ -127,7 +127,7 @@ static void writer(void)
 		struct shm_batch_word *bw = shm_batch_word(&seg, ref);
 		bool commit = !aborts(n);
 
-		if (!shm_batch_reusable(bw, ref) || !shm_batch_hold(bw, ref) || !shm_batch_hold(bw, ref))
+		if (!shm_batch_reusable(bw, ref) || !shm_batch_hold(bw, ref, 0) || !shm_batch_hold(bw, ref, 1))
 			die("word not free", n, 0);
 		put_intent(&w[0], kx, n, ref);
 		put_intent(&w[1], ky, n, ref);
@@ -150,8 +150,8 @@ static void writer(void)
 		/* The word is reused only once no reader can hold one of the
 		 * intents: a second grace (batch.h, "Resolution"). */
 		shm_epoch_wait(ptrs, NREADERS, shm_epoch_bump(seg.hdr));
-		shm_batch_release(bw, ref);
-		shm_batch_release(bw, ref);
+		shm_batch_release(bw, ref, 0);
+		shm_batch_release(bw, ref, 1);
 		if (n % 16 == 0) {
 			shm_writer_reclaim(&w[0]);
 			shm_writer_reclaim(&w[1]);

@@ -242,9 +242,9 @@ Test(batch, the_word_decides_once)
 	cr_assert_null(shm_batch_word(&seg, 1ull << 16 | (uint64_t)SHM_BATCH_SLOTS << 6));
 	cr_assert(shm_batch_reusable(bw, REF), "a fresh word takes tag 1");
 	cr_assert_not(shm_batch_begin_commit(bw, next, 0), "tag 2 before tag 1");
-	cr_assert(shm_batch_hold(bw, REF));
-	cr_assert(shm_batch_hold(bw, REF));
-	cr_assert_not(shm_batch_hold(bw, next), "tag 1 is held");
+	cr_assert(shm_batch_hold(bw, REF, 0));
+	cr_assert(shm_batch_hold(bw, REF, 65));
+	cr_assert_not(shm_batch_hold(bw, next, 1), "tag 1 is held");
 	cr_assert(shm_batch_begin_commit(bw, REF, 7));
 	cr_assert_eq(shm_batch_status(bw, REF, &c, &by), SHM_BATCH_COMMITTING);
 	cr_assert_eq(by, 7);
@@ -256,13 +256,16 @@ Test(batch, the_word_decides_once)
 	cr_assert_eq(shm_batch_visible(&seg, REF, 1), 1);
 	cr_assert_eq(shm_batch_visible(&seg, REF, 0), 0);
 	cr_assert_not(shm_batch_reusable(bw, next), "still held");
-	shm_batch_release(bw, REF);
+	shm_batch_release(bw, REF, 0);
+	shm_batch_release(bw, REF, 0); /* again, as a restarted shard would */
 	cr_assert_not(shm_batch_reusable(bw, next));
-	shm_batch_release(bw, REF);
+	shm_batch_release(bw, REF, 65);
 	cr_assert(shm_batch_reusable(bw, next));
 	cr_assert_eq(shm_batch_status(bw, next, &c, NULL), SHM_BATCH_UNDECIDED);
 	/* A primary restarted with COMMITTING and no DECISION aborts. */
-	cr_assert(shm_batch_hold(bw, next));
+	cr_assert(shm_batch_hold(bw, next, 3));
+	shm_batch_release(bw, REF, 3); /* an older batch's release touches nothing */
+	cr_assert_not(shm_batch_reusable(bw, next + (1ull << 16)));
 	cr_assert(shm_batch_begin_commit(bw, next, 4));
 	cr_assert_not(shm_batch_abort(bw, next, 5));
 	cr_assert(shm_batch_abort(bw, next, 4));
