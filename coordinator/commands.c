@@ -165,6 +165,8 @@ static void info_persistence(struct info *in)
 		 "log_syncs:%llu\r\nmean_batch:%.2f\r\n", ss->loading > 0, wal_sync_name(in->a->e.cfg.sync),
 		 ull(ss->w.log_writes), ull(ss->w.log_records), ull(ss->w.log_bytes), ull(ss->w.log_syncs),
 		 mean_batch(ss->w.log_records, ss->w.log_writes));
+	info_add(in, "batches_committed:%llu\r\nbatches_aborted:%llu\r\nbatch_parts_recovered:%llu\r\n",
+		 ull(ss->w.batches_committed), ull(ss->w.batches_aborted), ull(ss->w.batch_parts_recovered));
 }
 
 static void info_stats(struct info *in)

@@ -441,7 +441,7 @@ static int cmd_stats(amora *db, char **args, int from_stdin)
 	       "# Clients\nconnected_clients:%u\nattached_clients:%u\nblocked_clients:0\n\n"
 	       "# Memory\nused_memory:%llu\nmemory_limit:%llu\nrecord_bytes:%llu\nfragmentation:%.4f\n\n"
 	       "# Persistence\nloading:%d\nlog_writes:%llu\nlog_records:%llu\nlog_bytes:%llu\nlog_syncs:%llu\n"
-	       "mean_batch:%.2f\n\n"
+	       "mean_batch:%.2f\nbatches_committed:%llu\nbatches_aborted:%llu\nbatch_parts_recovered:%llu\n\n"
 	       "# Stats\ntotal_connections_received:%llu\ntotal_commands_processed:%llu\n"
 	       "rejected_connections:%llu\ntotal_requests:%llu\n\n# Keyspace\n",
 	       st.shards, st.shards_ready, st.shards_failed, sv.connected_clients, sv.attached_clients,
@@ -450,6 +450,8 @@ static int cmd_stats(amora *db, char **args, int from_stdin)
 	       (unsigned long long)sv.writes.log_writes, (unsigned long long)sv.writes.log_records,
 	       (unsigned long long)sv.writes.log_bytes, (unsigned long long)sv.writes.log_syncs,
 	       mean_batch(sv.writes.log_records, sv.writes.log_writes),
+	       (unsigned long long)sv.batches_committed, (unsigned long long)sv.batches_aborted,
+	       (unsigned long long)sv.batch_parts_recovered,
 	       (unsigned long long)sv.connections_received, (unsigned long long)sv.commands_processed,
 	       (unsigned long long)sv.connections_rejected, (unsigned long long)sv.writes.requests);
 	if (st.keys > 0)

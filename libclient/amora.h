@@ -404,10 +404,12 @@ struct amora_op {
  * writes on its keys, or a shard holding part of it kept restarting, for
  * the whole timeout; it is retried until then), AMORA_EGONE,
  * AMORA_EBADRING, AMORA_ECORRUPT. After any error nothing of the batch is
- * applied, except AMORA_EGONE/AMORA_EBADRING/AMORA_ECORRUPT after the
- * commit was sent, when the outcome is unknown (it is all or nothing
- * still). Also reports the first failure of earlier buffered writes, if
- * any (as amora_flush), before it starts.
+ * applied, except when the error came while waiting for the commit's
+ * answer (the primary restarting or gone, amorad gone): then amora_errmsg
+ * says the outcome is not known yet, and the batch is still all or
+ * nothing, decided by its primary (a read tells which). Also reports the
+ * first failure of earlier buffered writes, if any (as amora_flush),
+ * before it starts.
  *
  * Costs: two round trips to the shards (prepare to every shard of the
  * batch at once, then commit to the shard of its first op); each key's
@@ -510,6 +512,14 @@ struct amora_server_stats {
 					* handles */
 	/* the shards', summed (INFO's # Stats and # Persistence) */
 	struct amora_write_counts writes;
+	/* atomic batches (INFO's # Persistence) */
+	uint64_t batches_committed;     /* batches_committed: since amorad started */
+	uint64_t batches_aborted;       /* batches_aborted: by their primary or a
+					 * participant (a conflict, a client gone, a
+					 * shard restarted before the decision) */
+	uint64_t batch_parts_recovered; /* batch_parts_recovered: parts a shard's
+					 * restart found undecided in its log and
+					 * decided */
 };
 
 /* Fill the first `size` bytes of *out (size: sizeof(*out)). Errors:
@@ -529,6 +539,8 @@ struct amora_shard_stats {
 			       * amora_stats.memory_used */
 	struct amora_write_counts writes; /* requests=, log_writes= ...: this shard's */
 	uint32_t restarts;    /* restarts=: times amorad restarted it */
+	uint64_t batches_committed, batches_aborted, batch_parts_recovered; /* as in
+			       * amora_server_stats: this shard's (as primary) */
 };
 
 /* Fill the first `size` bytes of *out with shard `shard` (0 .. shards - 1;

@@ -204,6 +204,22 @@ static int answer_fail(amora *db, const struct client_batch_watch *bw)
 			   amora_strerror(bw->status));
 }
 
+/* The commit's answer did not come (rc): the word may still tell. */
+static int commit_outcome(amora *db, uint64_t ref, int rc)
+{
+	uint64_t c;
+	int st = shm_batch_status(shm_batch_word(&db->seg, ref), ref, &c, NULL);
+	char why[sizeof(db->errmsg)];
+
+	if (st == SHM_BATCH_COMMITTED)
+		return AMORA_OK;
+	if (st == SHM_BATCH_ABORTED)
+		return client_fail(db, CLIENT_EAGAIN, "the batch was aborted while its primary restarted");
+	snprintf(why, sizeof(why), "%s", db->errmsg);
+	return client_fail(db, rc, "%s; the batch's outcome is not known yet (all or nothing: its primary "
+			   "decides it when it comes back)", why);
+}
+
 /* One try: AMORA_OK (committed), CLIENT_EAGAIN (try again), or the error. */
 static int batch_try(amora *db, const struct amora_op *ops, struct plan *p, uint64_t ref)
 {
@@ -239,6 +255,8 @@ static int batch_try(amora *db, const struct amora_op *ops, struct plan *p, uint
 		rc = wait_for(db, p->primary, id);
 	if (rc == AMORA_OK && bw->status != 0)
 		rc = answer_fail(db, bw);
+	if (rc != AMORA_OK && rc != CLIENT_EAGAIN)
+		rc = commit_outcome(db, ref, rc);
 	if (rc == CLIENT_EAGAIN) {
 		resolve_hint(db, p, &b); /* aborted: the parts go back */
 		return rc;

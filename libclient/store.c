@@ -88,6 +88,9 @@ int amora_server_stats(amora *db, struct amora_server_stats *out, size_t size)
 		.connected_clients = as.connected_clients,
 		.attached_clients = as.attached_clients,
 		.writes = write_counts(&ss.w),
+		.batches_committed = ss.w.batches_committed,
+		.batches_aborted = ss.w.batches_aborted,
+		.batch_parts_recovered = ss.w.batch_parts_recovered,
 	};
 	fill_sized(out, size, &st, sizeof(st));
 	return AMORA_OK;
@@ -114,6 +117,9 @@ int amora_shard_stats(amora *db, uint32_t shard, struct amora_shard_stats *out, 
 		.memory_used = ss.used_bytes,
 		.writes = write_counts(&ss.w),
 		.restarts = ss.restarts,
+		.batches_committed = ss.w.batches_committed,
+		.batches_aborted = ss.w.batches_aborted,
+		.batch_parts_recovered = ss.w.batch_parts_recovered,
 	};
 	fill_sized(out, size, &st, sizeof(st));
 	return AMORA_OK;

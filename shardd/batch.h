@@ -48,7 +48,7 @@ struct batches {
 	size_t n, cap;
 	uint64_t *decided;        /* refs of the round's COMMITs: (p1)-(p3) after its log write */
 	size_t ndecided, cap_decided;
-	uint64_t committed, aborted, resolved_at_start; /* counts, for INFO */
+	uint64_t committed, aborted; /* batches this shard decided as primary (INFO) */
 };
 
 /* Whether client `slot` of attach generation `gen` is still attached. */

@@ -385,9 +385,10 @@ static int decide_by_word(const struct shard_recovery *r, struct bx *x)
 {
 	struct shm_batch_word *w = shm_batch_word(r->seg, x->ref);
 	uint64_t c = 0;
+	uint32_t by = 0;
 
 	for (;;) {
-		int st = shm_batch_status(w, x->ref, &c, NULL);
+		int st = shm_batch_status(w, x->ref, &c, &by);
 
 		if (st == SHM_BATCH_COMMITTED) {
 			x->outcome = WALFMT_COMMITTED;
@@ -408,7 +409,7 @@ static int decide_by_word(const struct shard_recovery *r, struct bx *x)
 			continue; /* the primary began to commit meanwhile */
 		}
 		/* COMMITTING, CLAIMING: its primary is at it, or restarting */
-		if (atomic_load(&shm_shard_at(r->seg, x->primary)->state) == SHM_SHARD_FAILED)
+		if (atomic_load(&shm_shard_at(r->seg, by)->state) == SHM_SHARD_FAILED)
 			return -1;
 		nap();
 	}
@@ -468,6 +469,25 @@ static int decide_by_primary(const struct shard_recovery *r, struct batches_seen
 	return 0;
 }
 
+/* Wait until committed intents (numbers up to cmax; 0: none) may become
+ * plain records: no reader with an older start number runs. */
+static void grace_before_plain(const struct shard_recovery *r, uint64_t cmax)
+{
+	uint64_t e;
+
+	if (cmax == 0)
+		return;
+	e = shm_epoch_bump(r->seg->hdr);
+	for (;;) {
+		if (r->readers.refresh != NULL)
+			r->readers.refresh(r->readers.arg);
+		if (shm_batch_settle_ready(r->readers.slots, r->readers.n,
+					   shm_epoch_min(r->readers.slots, r->readers.n), e, cmax))
+			return;
+		nap();
+	}
+}
+
 /* Decide every part the log left open; the committed ones' effects join
  * the index. */
 static int decide_batches(struct shm_writer *w, const struct shard_recovery *r, struct pass1 *p1)
@@ -488,8 +508,8 @@ static int decide_batches(struct shm_writer *w, const struct shard_recovery *r, 
 		 * its way. */
 		rc = x->boot == boot ? decide_by_word(r, x) : 0;
 		if (rc < 0) {
-			log_error("shard %u stopped while committing batch %llx: its outcome is unknown",
-				  x->primary, (unsigned long long)x->ref);
+			log_error("the primary of batch %llx stopped while committing it: its outcome is unknown",
+				  (unsigned long long)x->ref);
 			return SHARDD_EXIT_CORRUPT;
 		}
 		if (rc > 0)
@@ -508,18 +528,7 @@ static int decide_batches(struct shm_writer *w, const struct shard_recovery *r, 
 			return rc;
 	/* Intents of committed batches readers may see become plain records
 	 * in pass 2: only once no reader with an older start number runs. */
-	if (cmax > 0) {
-		uint64_t e = shm_epoch_bump(r->seg->hdr);
-
-		for (;;) {
-			if (r->readers.refresh != NULL)
-				r->readers.refresh(r->readers.arg);
-			if (shm_batch_settle_ready(r->readers.slots, r->readers.n,
-						   shm_epoch_min(r->readers.slots, r->readers.n), e, cmax))
-				break;
-			nap();
-		}
-	}
+	grace_before_plain(r, cmax);
 	for (size_t i = 0; i < bs->nfx; i++) {
 		const struct bx_effect *fx = &bs->fx[i];
 		XXH128_hash_t h = { fx->lo, fx->hi };
@@ -568,6 +577,7 @@ static int close_batches(const struct shard_recovery *r, struct batches_seen *bs
 			shm_batch_release(shm_batch_word(r->seg, bs->v[i].ref), bs->v[i].ref, r->id);
 	if (resolved > 0)
 		log_msg(LOG_INFO, "batches: %zu parts resolved at start", resolved);
+	shm_counter_add(&shm_shard_at(r->seg, r->id)->ctr.batch_parts_recovered, resolved);
 	return 0;
 }
 
@@ -602,6 +612,141 @@ static int replay_log(struct shm_writer *w, const struct shard_recovery *r, uint
 		(unsigned long long)f.kept, (unsigned long long)f.written,
 		(unsigned long long)f.removed);
 	return 0;
+}
+
+/* ---------- --sync none: intents the table kept ---------- */
+
+struct adopted {
+	struct bx *v;      /* one per intent: ref, and the key in `keys` */
+	size_t n, cap;
+	uint8_t *keys;     /* u32 klen, key */
+	size_t kbytes, kcap;
+};
+
+static int adopt_intent(void *arg, const struct shm_kv *kv)
+{
+	struct adopted *a = arg;
+
+	if (kv->intent == NULL)
+		return 0;
+	if (a->n == a->cap) {
+		size_t c = a->cap ? a->cap * 2 : 64;
+		struct bx *v = realloc(a->v, c * sizeof(*v));
+
+		if (v == NULL)
+			return -1;
+		a->v = v;
+		a->cap = c;
+	}
+	while (a->kbytes + 4 + kv->klen > a->kcap) {
+		size_t c = a->kcap ? a->kcap * 2 : 4096;
+		uint8_t *k = realloc(a->keys, c);
+
+		if (k == NULL)
+			return -1;
+		a->keys = k;
+		a->kcap = c;
+	}
+	a->v[a->n++] = (struct bx){ .ref = shm_intent_ref(kv), .primary = 0 };
+	memcpy(a->keys + a->kbytes, &kv->klen, 4);
+	memcpy(a->keys + a->kbytes + 4, kv->key, kv->klen);
+	a->kbytes += 4 + kv->klen;
+	return 0;
+}
+/* Decide and resolve them in place (there is no log to replay), then
+ * clear this shard's bits. */
+static int settle_adopted(struct shm_writer *w, const struct shard_recovery *r)
+{
+	struct adopted a = { 0 };
+	uint64_t cmax = 0;
+	int rc = 0;
+
+	if (shm_writer_each(w, adopt_intent, &a) != 0)
+		rc = SHARDD_EXIT_CRASH;
+	for (size_t i = 0; rc == 0 && i < a.n; i++) {
+		int d = decide_by_word(r, &a.v[i]);
+
+		if (d < 0)
+			rc = SHARDD_EXIT_CORRUPT;
+		else if (d == 0)
+			a.v[i].outcome = WALFMT_ABORTED; /* cannot happen while we hold it */
+		if (a.v[i].commit > cmax)
+			cmax = a.v[i].commit;
+	}
+	grace_before_plain(r, rc == 0 ? cmax : 0);
+	for (size_t i = 0, off = 0; rc == 0 && i < a.n; i++) {
+		uint32_t klen;
+		struct shm_kv kv;
+		struct shm_staged s;
+		int src;
+
+		memcpy(&klen, a.keys + off, 4);
+		if (shm_writer_get(w, a.keys + off + 4, klen, &kv) == SHM_OK && kv.intent != NULL) {
+			src = shm_writer_stage_settle(w, kv.off, a.v[i].outcome == WALFMT_COMMITTED, &s);
+			if (src == SHM_ENOMEM) {
+				shm_writer_drain(w);
+				src = shm_writer_stage_settle(w, kv.off, a.v[i].outcome == WALFMT_COMMITTED, &s);
+			}
+			if (src == SHM_OK)
+				src = shm_writer_publish(w, &s);
+			if (src != SHM_OK)
+				rc = src == SHM_ENOMEM ? SHARDD_EXIT_NOMEM : SHARDD_EXIT_CRASH;
+		}
+		off += 4 + klen;
+	}
+	if (rc == 0 && a.n > 0) {
+		shm_epoch_wait(r->readers.slots, r->readers.n, shm_epoch_bump(r->seg->hdr));
+		for (size_t i = 0; i < a.n; i++)
+			shm_batch_release(shm_batch_word(r->seg, a.v[i].ref), a.v[i].ref, r->id);
+		log_msg(LOG_INFO, "batches: %zu intents the table kept resolved at start", a.n);
+	}
+	free(a.v);
+	free(a.keys);
+	return rc;
+}
+
+/* The word (slot, i) if this shard's bit is set in it, its ref in *ref. */
+static struct shm_batch_word *stray_word(const struct shard_recovery *r, uint32_t slot, uint32_t i,
+					 uint64_t *ref)
+{
+	struct shm_batch_word *w = shm_batch_word(r->seg, shm_batch_ref(1, slot, i));
+
+	if (w == NULL || !(atomic_load(&w->mask[r->id / 64]) & (1ull << (r->id % 64))))
+		return NULL;
+	*ref = shm_batch_ref(atomic_load(&w->holders), slot, i);
+	return w;
+}
+
+/* Bits of this shard that no part it still has explains: a part resolved
+ * before the kill whose bit the second grace had not cleared yet, or an
+ * intent staged but never answered. Every part left is decided by now
+ * (logged modes: close_batches; none: settle_adopted), so each such word
+ * is decided too (an undecided one aborted: the client never heard the
+ * part was prepared), and the bit cleared after a reader grace. */
+static void release_strays(const struct shard_recovery *r)
+{
+	struct shm_batch_word *w;
+	size_t n = 0;
+	uint64_t ref;
+
+	for (uint32_t slot = 0; slot < SHM_BATCH_SLOTS; slot++)
+		for (uint32_t i = 0; i < SHM_BATCH_WORDS; i++)
+			if ((w = stray_word(r, slot, i, &ref)) != NULL) {
+				struct bx x = { .ref = ref };
+
+				if (decide_by_word(r, &x) < 0)
+					log_warn("batch %llx: its primary stopped while committing it",
+						 (unsigned long long)ref);
+				n++;
+			}
+	if (n == 0)
+		return;
+	shm_epoch_wait(r->readers.slots, r->readers.n, shm_epoch_bump(r->seg->hdr));
+	for (uint32_t slot = 0; slot < SHM_BATCH_SLOTS; slot++)
+		for (uint32_t i = 0; i < SHM_BATCH_WORDS; i++)
+			if ((w = stray_word(r, slot, i, &ref)) != NULL)
+				shm_batch_release(w, ref, r->id);
+	log_msg(LOG_INFO, "batches: %zu bits of resolved batches cleared at start", n);
 }
 
 /* After the table is right: the sorted index, if the store keeps one and
@@ -647,10 +792,13 @@ int shard_recover(struct shm_writer *w, const struct shard_recovery *r, uint64_t
 	if (dropped > 0)
 		log_warn("%zu table entries did not point at records of this shard; dropped them%s",
 			 dropped, r->mode == WAL_SYNC_NONE ? " (no log to restore them from)" : "");
-	if (r->mode == WAL_SYNC_NONE)
+	if (r->mode == WAL_SYNC_NONE) {
+		if ((rc = settle_adopted(w, r)) != 0)
+			return rc;
 		*last = atomic_load(&w->sh->seq);
-	else if ((rc = replay_log(w, r, last)) != 0)
+	} else if ((rc = replay_log(w, r, last)) != 0)
 		return rc;
+	release_strays(r);
 	atomic_store_explicit(&w->sh->seq, *last, memory_order_release);
 	return build_index(w);
 }

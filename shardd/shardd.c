@@ -149,6 +149,7 @@ struct shardd {
 	/* The log's counters (struct wal, stat_*) as last added to the
 	 * descriptor's (count_log). */
 	uint64_t counted_batches, counted_records, counted_bytes, counted_syncs;
+	uint64_t counted_committed, counted_aborted; /* struct batches' counts, likewise */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -894,6 +895,12 @@ static void count_log(struct shardd *d)
 		d->counted_batches = w->stat_batches;
 		d->counted_records = w->stat_records;
 		d->counted_bytes = w->stat_bytes;
+	}
+	if (d->batch.committed != d->counted_committed || d->batch.aborted != d->counted_aborted) {
+		shm_counter_add(&c->batches_committed, d->batch.committed - d->counted_committed);
+		shm_counter_add(&c->batches_aborted, d->batch.aborted - d->counted_aborted);
+		d->counted_committed = d->batch.committed;
+		d->counted_aborted = d->batch.aborted;
 	}
 	if (w->stat_syncs != d->counted_syncs) {
 		shm_counter_add(&c->log_syncs, w->stat_syncs - d->counted_syncs);

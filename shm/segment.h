@@ -129,6 +129,12 @@ struct shm_shard_counters {
 	_Atomic uint64_t log_syncs;   /* fdatasync/fsync calls on the log: one per write
 				       * (always), per interval (periodic), two per new
 				       * segment, one per closed segment */
+	/* Atomic batches (shardd/batch.h): decided by this shard as their
+	 * primary, added after the round that decided them; and parts its
+	 * recovery found open in its log and decided (shardd/recover.c). */
+	_Atomic uint64_t batches_committed;
+	_Atomic uint64_t batches_aborted;
+	_Atomic uint64_t batch_parts_recovered;
 };
 
 /* amorad's counters and connection gauges (INFO's # Clients and # Stats),

@@ -787,6 +787,9 @@ void shm_shard_stats(const struct shm_seg *seg, uint32_t i, struct shm_shard_sta
 	out->w.log_records = atomic_load_explicit(&c->log_records, memory_order_relaxed);
 	out->w.log_bytes = atomic_load_explicit(&c->log_bytes, memory_order_relaxed);
 	out->w.log_syncs = atomic_load_explicit(&c->log_syncs, memory_order_relaxed);
+	out->w.batches_committed = atomic_load_explicit(&c->batches_committed, memory_order_relaxed);
+	out->w.batches_aborted = atomic_load_explicit(&c->batches_aborted, memory_order_relaxed);
+	out->w.batch_parts_recovered = atomic_load_explicit(&c->batch_parts_recovered, memory_order_relaxed);
 }
 
 void shm_store_stats(const struct shm_seg *seg, struct shm_store_stats *out)
@@ -807,5 +810,8 @@ void shm_store_stats(const struct shm_seg *seg, struct shm_store_stats *out)
 		out->w.log_records += st.w.log_records;
 		out->w.log_bytes += st.w.log_bytes;
 		out->w.log_syncs += st.w.log_syncs;
+		out->w.batches_committed += st.w.batches_committed;
+		out->w.batches_aborted += st.w.batches_aborted;
+		out->w.batch_parts_recovered += st.w.batch_parts_recovered;
 	}
 }

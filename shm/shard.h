@@ -261,6 +261,7 @@ int shm_shard_find(const struct shm_seg *seg, const struct shm_shard *sh,
 /* A shard's counters as loaded (segment.h, struct shm_shard_counters). */
 struct shm_write_counts {
 	uint64_t requests, log_writes, log_records, log_bytes, log_syncs;
+	uint64_t batches_committed, batches_aborted, batch_parts_recovered;
 };
 
 /* One shard as INFO's # Shards line and amora_shard_stats report it. The

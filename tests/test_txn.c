@@ -13,6 +13,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "libclient/client.h"
+#include "shm/batch.h"
 #include "tests/proc.h"
 
 #define SHARDS "8"
@@ -232,4 +234,141 @@ Test(txn, mget_never_sees_a_batch_in_part_and_conflicts_serialize)
 	cr_assert_null(fractured(db), "the final state is no batch's");
 	cr_log_info("%d mgets checked", reads);
 	amora_close(db);
+}
+
+static struct amora_server_stats server_stats(amora *db)
+{
+	struct amora_server_stats st;
+
+	cr_assert_eq(amora_server_stats(db, &st, sizeof(st)), AMORA_OK, "%s", amora_errmsg(db));
+	return st;
+}
+
+Test(txn, efull_in_one_shard_changes_nothing_anywhere)
+{
+	enum { BIG = 60 };
+	struct amora_op ops[BIG + 8];
+	struct kv b[8];
+	char (*names)[32] = calloc(BIG, 32);
+	char *mb = malloc(AMORA_VALUE_MAX);
+	uint64_t committed;
+	amora *db;
+	int rc;
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "64M", NULL);
+	db = proc_open();
+	memset(mb, 'm', AMORA_VALUE_MAX);
+	cr_assert_eq(amora_set(db, "small0", 6, "before", 6), AMORA_OK);
+	committed = server_stats(db).batches_committed;
+	/* small keys over the shards, then 60 MiB into one shard ({big}) */
+	for (int i = 0; i < 8; i++) {
+		char k[16];
+
+		snprintf(k, sizeof(k), "small%d", i);
+		op_set(&ops[i], &b[i], k, "after");
+	}
+	for (int i = 0; i < BIG; i++) {
+		snprintf(names[i], 32, "{big}:%d", i);
+		ops[8 + i] = (struct amora_op){ AMORA_OP_SET, names[i], strlen(names[i]), mb, AMORA_VALUE_MAX };
+	}
+	rc = amora_batch(db, ops, BIG + 8);
+	cr_assert_eq(rc, AMORA_EFULL, "rc %d: %s", rc, amora_errmsg(db));
+	cr_assert(strstr(amora_errmsg(db), "refused its part"), "%s", amora_errmsg(db));
+	expect(db, "small0", "before");
+	for (int i = 1; i < 8; i++) {
+		char k[16];
+
+		snprintf(k, sizeof(k), "small%d", i);
+		expect(db, k, NULL);
+	}
+	for (int i = 0; i < BIG; i++)
+		cr_assert_eq(amora_has(db, names[i], strlen(names[i])), 0, "%s was applied", names[i]);
+	cr_assert_eq(server_stats(db).batches_committed, committed);
+	cr_assert_geq(server_stats(db).batches_aborted, 1);
+	/* the memory came back: a batch that fits goes through */
+	for (int tries = 0; tries < 200; tries++) {
+		rc = amora_batch(db, ops + 8, 20);
+		if (rc != AMORA_EFULL)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(rc, AMORA_OK, "%s", amora_errmsg(db));
+	cr_assert_eq(amora_has(db, names[19], strlen(names[19])), 1);
+	free(names);
+	free(mb);
+	amora_close(db);
+}
+
+/* Batches while the shards holding them are killed: each call returns
+ * within the timeout, and every batch is there whole or not at all. */
+static void across_restarts(const char *sync)
+{
+	pid_t shards[16];
+	amora *db;
+	int ok = 0, failed = 0, n;
+
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--sync", sync, NULL);
+	db = proc_open();
+	amora_set_timeout(db, 3000);
+	cr_assert_eq(write_round(db, 0, 0, NK), AMORA_OK, "%s", amora_errmsg(db));
+	n = proc_children(D.pid, shards, 16);
+	cr_assert_eq(n, 8);
+	for (int r = 1; r <= 400; r++) {
+		uint64_t t0 = proc_now_ms();
+		int rc;
+		const char *f;
+
+		if (r % 50 == 0) {
+			kill(shards[(r / 50) % n], SIGKILL);
+			usleep(2000);
+		}
+		rc = write_round(db, 0, r, NK);
+		cr_assert_lt(proc_now_ms() - t0, 3000 + 2000, "round %d took %llu ms", r,
+			     (unsigned long long)(proc_now_ms() - t0));
+		if (rc == AMORA_OK)
+			ok++;
+		else
+			failed++;
+		/* whole or nothing, either way (a failed batch whose outcome
+		 * was unknown is decided by now or soon: reads agree anyway) */
+		f = fractured(db);
+		cr_assert_null(f, "round %d (%s): %s", r, amora_strerror(rc), f);
+		if (rc == AMORA_OK) {
+			char want[32];
+
+			snprintf(want, sizeof(want), "0:%d", r);
+			expect(db, "k3", want);
+		}
+		if (r % 50 == 0)
+			n = proc_children(D.pid, shards, 16);
+	}
+	cr_assert(proc_log_has(&D, "died (signal 9); restarting"));
+	cr_log_info("%d batches committed, %d failed", ok, failed);
+	cr_assert_gt(ok, 300);
+	cr_assert_geq(server_stats(db).batches_committed, (uint64_t)ok);
+	/* and every status word of ours is resolved everywhere in the end:
+	 * no restart left a part behind */
+	for (uint32_t w = 0; w < SHM_BATCH_WORDS; w++) {
+		const struct shm_batch_word *bw = shm_batch_word(&db->seg, shm_batch_ref(1, db->slot, w));
+		uint64_t ref = shm_batch_ref((atomic_load(&bw->state) >> 24) + 1, db->slot, w);
+		uint64_t t0 = proc_now_ms();
+
+		while (!shm_batch_reusable(bw, ref) && proc_now_ms() - t0 < 5000)
+			usleep(1000);
+		cr_assert(shm_batch_reusable(bw, ref), "word %u still held: state %llx holders %llu mask %llx", w,
+			  (unsigned long long)atomic_load(&bw->state), (unsigned long long)atomic_load(&bw->holders),
+			  (unsigned long long)atomic_load(&bw->mask[0]));
+	}
+	amora_close(db);
+}
+
+Test(txn, batches_across_shard_restarts_complete_or_fail_whole)
+{
+	across_restarts("periodic");
+}
+
+/* No log: a restarted shard resolves the intents its table kept. */
+Test(txn, batches_across_shard_restarts_without_a_log)
+{
+	across_restarts("none");
 }
