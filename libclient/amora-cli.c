@@ -1,7 +1,7 @@
 /*
  * amora-cli.c — `amora`, the command-line client of an Amora store.
  *
- *   amora [-s SOCKET] [-x] get|set|del|has|scan|range|count|stats|ping ARGS...
+ *   amora [-s SOCKET] [-x] get|set|del|has|scan|range|count|batch|stats|ping ARGS...
  *
  * It attaches to a running amorad through libamora (amora_open on the
  * control socket), runs one command and detaches. Reads therefore go
@@ -36,6 +36,12 @@
  * each string in print_str's form: as it is when that cannot be misread,
  * else quoted and escaped as redis-cli prints strings (sdscatrepr). They
  * exit 0 also when nothing matched. `range` takes ZRANGEBYLEX's bounds.
+ *
+ * `batch [FILE]` reads all of FILE (or stdin) before attaching, one op a
+ * line ("set KEY VALUE", "del KEY"; words bare, or quoted as print_str
+ * prints them, or in single quotes), and applies them with one
+ * amora_batch: all or nothing. A syntax error, or a bad op (an empty key,
+ * say), exits 2 with "amora: batch: line N: <cause>" and applies nothing.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -44,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "libclient/amora.h"
@@ -73,6 +80,10 @@ static void usage(FILE *out)
 		"                  '[a' includes a, '(a' excludes it, '-' and '+' are the\n"
 		"                  open ends; FROM is the lower bound also with --reverse\n"
 		"  count PREFIX    print how many keys start with PREFIX (\"\": all)\n"
+		"  batch [FILE]    apply FILE's lines (none or '-': stdin) as one atomic batch:\n"
+		"                  'set KEY VALUE' and 'del KEY' lines (blank lines and '#'\n"
+		"                  comments skipped); all of them or, on an error, none;\n"
+		"                  prints OK, or the error and the line it is about\n"
 		"  stats           print the store's counters as INFO does ('# Section' and\n"
 		"                  'name:value' lines, a line for each shard: 'shard3:state=failed,\n"
 		"                  cause=corrupt_log,...'), read from shared memory\n"
@@ -89,6 +100,8 @@ static void usage(FILE *out)
 		"printable ASCII bytes other than space and does not start with '\"'; else\n"
 		"in double quotes, as redis-cli prints strings: \\\\ \\\" \\n \\r \\t \\a \\b\n"
 		"escaped, other bytes 0x20-0x7e as they are, the rest as \\xNN (lowercase).\n"
+		"Batch lines take words in that form too (a quoted word may use any escape\n"
+		"of it), or in single quotes with only \\' escaped, as redis-cli reads them.\n"
 		"Options of scan and range come after the command; '--' ends them.\n"
 		"\n"
 		"Exit status: 0 success, 1 no such key (get, has), 2 error.\n",
@@ -160,9 +173,9 @@ static int out_line(const char *s)
 	return out_bytes("\n", 1);
 }
 
-/* All of stdin, refusing more than a value can hold (so a mistaken
- * `amora -x set k < /dev/zero` stops instead of filling memory). */
-static int read_stdin(char **val, size_t *len)
+/* All of f (named `what` in messages), refusing more than max bytes (so a
+ * mistaken `amora -x set k < /dev/zero` stops instead of filling memory). */
+static int read_all(FILE *f, const char *what, size_t max, char **buf_out, size_t *len)
 {
 	size_t cap = 0, n = 0, want, got;
 	char *buf = NULL, *nb;
@@ -172,29 +185,34 @@ static int read_stdin(char **val, size_t *len)
 			cap = cap ? cap * 2 : 65536;
 			if (!(nb = realloc(buf, cap))) {
 				free(buf);
-				fprintf(stderr, "amora: read stdin: out of memory\n");
+				fprintf(stderr, "amora: read %s: out of memory\n", what);
 				return EXIT_ERR;
 			}
 			buf = nb;
 		}
 		want = cap - n;
-		got = fread(buf + n, 1, want, stdin);
+		got = fread(buf + n, 1, want, f);
 		n += got;
-		if (n > AMORA_VALUE_MAX) {
+		if (n > max) {
 			free(buf);
-			fprintf(stderr, "amora: read stdin: value larger than %u bytes\n",
-				AMORA_VALUE_MAX);
+			fprintf(stderr, "amora: read %s: larger than %zu bytes\n", what, max);
 			return EXIT_ERR;
 		}
 	} while (got == want); /* fread stops short only at end of file or error */
-	if (ferror(stdin)) {
+	if (ferror(f)) {
 		free(buf);
-		fprintf(stderr, "amora: read stdin: %s\n", strerror(errno));
+		fprintf(stderr, "amora: read %s: %s\n", what, strerror(errno));
 		return EXIT_ERR;
 	}
-	*val = buf;
+	*buf_out = buf;
 	*len = n;
 	return 0;
+}
+
+/* The value of `set -x`: all of stdin, at most AMORA_VALUE_MAX bytes. */
+static int read_stdin(char **val, size_t *len)
+{
+	return read_all(stdin, "stdin", AMORA_VALUE_MAX, val, len);
 }
 
 /* ---------- commands ---------- */
@@ -411,6 +429,223 @@ static int cmd_count(amora *db, char **args, int from_stdin)
 	return out_line(buf);
 }
 
+/* ---------- batch ---------- */
+
+/* The largest input `amora batch` reads: a batch at its limits written in
+ * the longest form (every byte of its keys and values as \xNN, and room
+ * for the op words, quotes and newline of each line). */
+#define BATCH_INPUT_MAX (4 * (size_t)AMORA_BATCH_BYTES_MAX + 32 * (size_t)AMORA_BATCH_OPS_MAX)
+
+/* A batch as parsed before attaching (syntax errors need no amorad): its
+ * ops, pointing into text (the input, decoded in place), and the input
+ * line of each, for messages. */
+struct batch_cmd {
+	char *text;
+	struct amora_op *ops;
+	size_t *lines;
+	size_t n, cap;
+};
+
+static struct batch_cmd batch_cmd;
+
+__attribute__((format(printf, 2, 3)))
+static int batch_syntax(size_t line, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "amora: batch: line %zu: ", line);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return EXIT_ERR;
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* The byte an escape "\c" inside double quotes stands for (\xNN is done
+ * by the caller); other characters stand for themselves, as in redis-cli. */
+static char unescape(char c)
+{
+	switch (c) {
+	case 'n': return '\n';
+	case 'r': return '\r';
+	case 't': return '\t';
+	case 'a': return '\a';
+	case 'b': return '\b';
+	default: return c;
+	}
+}
+
+/* One word of a batch line at *p (end: the line's end), decoded in place
+ * to [*w, *w + *wlen): bare (a run of bytes other than space and tab), or
+ * in double quotes with print_str's escapes (\xNN, \n, \", \\ ...), or in
+ * single quotes with only \' escaped, as redis-cli's sdssplitargs reads
+ * them. A quoted word must be followed by a space, a tab or the end.
+ * Advances *p past the word; returns 0 or a syntax error. */
+static int batch_word(char **p, char *end, size_t line, char **w, size_t *wlen)
+{
+	char *r = *p, *o = *p, q = *r;
+
+	*w = o;
+	if (q != '"' && q != '\'') {
+		while (r < end && *r != ' ' && *r != '\t')
+			r++;
+		*wlen = (size_t)(r - o);
+		*p = r;
+		return 0;
+	}
+	for (r++;; r++) {
+		if (r == end)
+			return batch_syntax(line, "unbalanced quotes");
+		if (*r == q)
+			break;
+		if (*r == '\\' && r + 1 < end && q == '\'' && r[1] == '\'') {
+			*o++ = *++r;
+		} else if (*r == '\\' && r + 3 < end && q == '"' && r[1] == 'x' && hex_digit(r[2]) >= 0 &&
+			   hex_digit(r[3]) >= 0) {
+			*o++ = (char)(hex_digit(r[2]) << 4 | hex_digit(r[3]));
+			r += 3;
+		} else if (*r == '\\' && r + 1 < end && q == '"') {
+			*o++ = unescape(*++r);
+		} else {
+			*o++ = *r;
+		}
+	}
+	if (++r < end && *r != ' ' && *r != '\t')
+		return batch_syntax(line, "closing quote must be followed by a space or the end of the line");
+	*wlen = (size_t)(o - *w);
+	*p = r;
+	return 0;
+}
+
+/* Append one op to batch_cmd; returns 0 or an error (too many ops, no
+ * memory). */
+static int batch_add(size_t line, int op, char *key, size_t klen, char *val, size_t vlen)
+{
+	struct batch_cmd *b = &batch_cmd;
+
+	if (b->n == AMORA_BATCH_OPS_MAX)
+		return batch_syntax(line, "more than %u ops in one batch (AMORA_BATCH_OPS_MAX)",
+				    AMORA_BATCH_OPS_MAX);
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 256;
+		struct amora_op *ops = realloc(b->ops, cap * sizeof(*ops));
+		size_t *lines = ops ? realloc(b->lines, cap * sizeof(*lines)) : NULL;
+
+		if (ops)
+			b->ops = ops;
+		if (!lines) {
+			fprintf(stderr, "amora: batch: out of memory\n");
+			return EXIT_ERR;
+		}
+		b->lines = lines;
+		b->cap = cap;
+	}
+	b->ops[b->n] = (struct amora_op){ .op = op, .key = key, .klen = klen, .val = val, .vlen = vlen };
+	b->lines[b->n++] = line;
+	return 0;
+}
+
+/* One line [p, end) of a batch: blank, a comment ('#' first), "set KEY
+ * VALUE" or "del KEY" (the op word in any case). Returns 0 or an error. */
+static int batch_line(char *p, char *end, size_t line)
+{
+	char *w[4];
+	size_t wl[4];
+	int n = 0, rc;
+
+	if (end > p && end[-1] == '\r')
+		end--; /* a CRLF line */
+	for (;;) {
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		if (p == end || (n == 0 && *p == '#'))
+			break;
+		if (n == 4)
+			break; /* one word too many is enough to say so */
+		if ((rc = batch_word(&p, end, line, &w[n], &wl[n])) != 0)
+			return rc;
+		n++;
+	}
+	if (n == 0)
+		return 0;
+	if (n == 4)
+		return batch_syntax(line, "too many words (set KEY VALUE or del KEY)");
+	if (wl[0] == 3 && strncasecmp(w[0], "set", 3) == 0 && n == 3)
+		return batch_add(line, AMORA_OP_SET, w[1], wl[1], w[2], wl[2]);
+	if (wl[0] == 3 && strncasecmp(w[0], "del", 3) == 0 && n == 2)
+		return batch_add(line, AMORA_OP_DEL, w[1], wl[1], NULL, 0);
+	if (wl[0] == 3 && strncasecmp(w[0], "set", 3) == 0)
+		return batch_syntax(line, "set needs KEY VALUE");
+	if (wl[0] == 3 && strncasecmp(w[0], "del", 3) == 0)
+		return batch_syntax(line, "del needs KEY");
+	return batch_syntax(line, "unknown op '%.*s' (set KEY VALUE or del KEY)",
+			    (int)(wl[0] > 64 ? 64 : wl[0]), w[0]);
+}
+
+/* batch [FILE]: reads FILE ('-' or none: stdin) whole and parses it into
+ * batch_cmd. Returns 0 or an error (usage, the file, a line's syntax). */
+static int batch_parse(const char *cmd, int n, char **args)
+{
+	const char *path = n == 1 ? args[0] : "-";
+	bool std = strcmp(path, "-") == 0;
+	FILE *f = std ? stdin : fopen(path, "rb");
+	char *p, *end, *nl;
+	size_t len, line = 1;
+	int rc;
+
+	if (n > 1)
+		return bad_usage("wrong number of arguments for '%s' (usage: %s [FILE])", cmd, cmd);
+	if (!f) {
+		fprintf(stderr, "amora: batch: cannot open %s: %s\n", path, strerror(errno));
+		return EXIT_ERR;
+	}
+	rc = read_all(f, std ? "stdin" : path, BATCH_INPUT_MAX, &batch_cmd.text, &len);
+	if (!std)
+		fclose(f);
+	if (rc != 0)
+		return rc;
+	for (p = batch_cmd.text, end = p + len; p < end; p = nl + 1, line++) {
+		if (!(nl = memchr(p, '\n', (size_t)(end - p))))
+			nl = end;
+		if ((rc = batch_line(p, nl, line)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* batch: the parsed ops as one amora_batch; OK, or the error, naming the
+ * input line of the op it is about. */
+static int cmd_batch(amora *db, char **args, int from_stdin)
+{
+	const char *msg;
+	size_t op;
+	int rc, at = 0;
+
+	(void)args, (void)from_stdin;
+	rc = amora_batch(db, batch_cmd.ops, batch_cmd.n);
+	if (rc == 0)
+		return out_line("OK");
+	msg = amora_errmsg(db);
+	if (rc == AMORA_EINVAL && sscanf(msg, "op %zu: %n", &op, &at) == 1 && at > 0 &&
+	    op < batch_cmd.n) {
+		fprintf(stderr, "amora: batch: line %zu: %s: %s\n", batch_cmd.lines[op],
+			amora_strerror(rc), msg + at);
+		return EXIT_ERR;
+	}
+	return fail(db, "batch", rc);
+}
+
 /* Records per log write (0 before the first), as INFO's mean_batch. */
 static double mean_batch(uint64_t records, uint64_t writes)
 {
@@ -487,21 +722,24 @@ static int cmd_ping(amora *db, char **args, int from_stdin)
 
 struct command {
 	const char *name;
-	int nargs;          /* arguments after the name (-1: scan_parse checks them) */
+	int nargs;          /* arguments after the name (when parse is NULL) */
 	const char *args;   /* for messages */
 	int (*fn)(amora *db, char **args, int from_stdin);
+	/* NULL, or checks and parses the n arguments before attaching */
+	int (*parse)(const char *name, int n, char **args);
 };
 
 static const struct command commands[] = {
-	{ "get", 1, "KEY", cmd_get },
-	{ "set", 2, "KEY VALUE", cmd_set },
-	{ "del", 1, "KEY", cmd_del },
-	{ "has", 1, "KEY", cmd_has },
-	{ "scan", -1, "", cmd_scan },
-	{ "range", -1, "", cmd_scan },
-	{ "count", 1, "PREFIX", cmd_count },
-	{ "stats", 0, "", cmd_stats },
-	{ "ping", 0, "", cmd_ping },
+	{ "get", 1, "KEY", cmd_get, NULL },
+	{ "set", 2, "KEY VALUE", cmd_set, NULL },
+	{ "del", 1, "KEY", cmd_del, NULL },
+	{ "has", 1, "KEY", cmd_has, NULL },
+	{ "scan", 0, "", cmd_scan, scan_parse },
+	{ "range", 0, "", cmd_scan, scan_parse },
+	{ "count", 1, "PREFIX", cmd_count, NULL },
+	{ "batch", 0, "", cmd_batch, batch_parse },
+	{ "stats", 0, "", cmd_stats, NULL },
+	{ "ping", 0, "", cmd_ping, NULL },
 };
 
 static const struct command *find_command(const char *name)
@@ -524,8 +762,8 @@ static int check_args(const struct command *c, int n, char **args, int *from_std
 	}
 	if (*from_stdin && !is_set)
 		return bad_usage("-x applies only to set, not to %s", c->name);
-	if (c->nargs < 0)
-		return scan_parse(c->name, n, args);
+	if (c->parse)
+		return c->parse(c->name, n, args);
 	if (n == (*from_stdin ? 1 : c->nargs))
 		return 0;
 	return bad_usage("wrong number of arguments for '%s' (usage: %s%s%s)", c->name,

@@ -149,3 +149,106 @@ Test(cli, readme_example_compiles_and_runs)
 	cr_assert_eq(pclose(f), 0, "example failed: %s", out);
 	cr_assert_str_eq(out, "user:1 = alice\n");
 }
+
+/* Writes text to dir/name; returns the path (static storage). */
+static const char *cli_file(const char *name, const char *text, size_t len)
+{
+	static char path[400];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", D.dir, name);
+	f = fopen(path, "wb");
+	cr_assert_not_null(f);
+	cr_assert_eq(fwrite(text, 1, len, f), len);
+	cr_assert_eq(fclose(f), 0);
+	return path;
+}
+
+/* `amora batch`: every line's op applied, binary words through the
+ * escapes, comments, blank and CRLF lines skipped, from a file or stdin. */
+Test(cli, batch_applies_every_line)
+{
+	static const char text[] = "# a comment\n"
+				   "set user:1 alice\n"
+				   "\n"
+				   "SET \"two words\" \"a\\x00b\\n\\\"q\\\"\"\r\n"
+				   "  set 'it\\'s' 'don\\'t'\t\n"
+				   "set user:2 bob\n"
+				   "del user:2\n"
+				   "del never-there\n"
+				   "set user:1 carol"; /* no final newline; later op wins */
+	char out[4096], cmd[1024];
+
+	snprintf(cmd, sizeof(cmd), "batch %s", cli_file("b.txt", text, sizeof(text) - 1));
+	cr_assert_eq(proc_cli(out, sizeof(out), cmd), 0, "%s", out);
+	cr_assert_str_eq(out, "OK\n");
+	cr_assert_eq(proc_cli(out, sizeof(out), "scan ''"), 0);
+	cr_assert_str_eq(out, "it's don't\n"
+			      "\"two words\" \"a\\x00b\\n\\\"q\\\"\"\n"
+			      "user:1 carol\n", "%s", out);
+	cr_assert_eq(proc_cli(out, sizeof(out), "batch < /dev/null"), 0, "an empty batch does nothing");
+	cr_assert_str_eq(out, "OK\n");
+	cr_assert_eq(proc_cli(out, sizeof(out), "batch - <<'E'\ndel user:1\nset \"\\xff\\x01\" \"\"\nE"), 0);
+	cr_assert_eq(proc_cli(out, sizeof(out), "scan ''"), 0);
+	cr_assert_str_eq(out, "it's don't\n"
+			      "\"two words\" \"a\\x00b\\n\\\"q\\\"\"\n"
+			      "\"\\xff\\x01\" \"\"\n", "%s", out);
+}
+
+/* Every byte value through "\xNN" comes back as written. */
+Test(cli, batch_binary_value_round_trips)
+{
+	char text[2048], cmd[2048], out[256], *p = text;
+	unsigned char bytes[256];
+
+	p += sprintf(p, "set blob \"");
+	for (int i = 0; i < 256; i++)
+		p += sprintf(p, "\\x%02X", bytes[i] = (unsigned char)(255 - i));
+	p += sprintf(p, "\"\n");
+	snprintf(cmd, sizeof(cmd), "batch %s", cli_file("bin.txt", text, (size_t)(p - text)));
+	cr_assert_eq(proc_cli(out, sizeof(out), cmd), 0, "%s", out);
+	cli_file("want.bin", (const char *)bytes, sizeof(bytes));
+	snprintf(cmd, sizeof(cmd), AMORA_CLI " -s %s get blob | cmp - %s/want.bin", D.sock, D.dir);
+	cr_assert_eq(system(cmd), 0, "the value read back differs from the bytes written");
+}
+
+/* A bad line, of syntax or a bad op, names its line, exits 2 and applies
+ * nothing of the batch. */
+Test(cli, batch_errors_name_the_line_and_change_nothing)
+{
+	static const struct {
+		const char *text, *err;
+	} bad[] = {
+		{ "set k1 v\nset k2\n", "amora: batch: line 2: set needs KEY VALUE\n" },
+		{ "set k1 v\n\ndel\n", "amora: batch: line 3: del needs KEY\n" },
+		{ "set k1 v\nfrob k2\n", "amora: batch: line 2: unknown op 'frob' (set KEY VALUE or del KEY)\n" },
+		{ "set k1 v\nset k2 v extra\n", "amora: batch: line 2: too many words (set KEY VALUE or del KEY)\n" },
+		{ "set k1 v\nset \"k2 v\n", "amora: batch: line 2: unbalanced quotes\n" },
+		{ "set k1 v\nset \"k2\"x v\n",
+		  "amora: batch: line 2: closing quote must be followed by a space or the end of the line\n" },
+		{ "set k1 v\n# c\nset \"\" v\n", "amora: batch: line 3: invalid argument: empty key\n" },
+	};
+	char out[4096], cmd[1024];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(cmd, sizeof(cmd), "batch %s 2>&1", cli_file("bad.txt", bad[i].text, strlen(bad[i].text)));
+		cr_assert_eq(proc_cli(out, sizeof(out), cmd), 2, "case %zu: %s", i, out);
+		cr_assert_str_eq(out, bad[i].err, "case %zu", i);
+		cr_assert_eq(proc_cli(out, sizeof(out), "has k1"), 1, "case %zu: line 1 was applied", i);
+	}
+	/* a key over the limit, named by its line (the message is libamora's) */
+	char big[5000];
+	int n = sprintf(big, "set k1 v\nset ");
+	memset(big + n, 'k', 4097);
+	n += 4097;
+	n += sprintf(big + n, " v\n");
+	snprintf(cmd, sizeof(cmd), "batch %s 2>&1", cli_file("big.txt", big, (size_t)n));
+	cr_assert_eq(proc_cli(out, sizeof(out), cmd), 2, "%s", out);
+	cr_assert(strncmp(out, "amora: batch: line 2: invalid argument: ", 40) == 0, "%s", out);
+	cr_assert_eq(proc_cli(out, sizeof(out), "has k1"), 1);
+	snprintf(cmd, sizeof(cmd), "batch %s/none.txt 2>&1", D.dir);
+	cr_assert_eq(proc_cli(out, sizeof(out), cmd), 2);
+	cr_assert(strstr(out, "none.txt: No such file or directory"), "%s", out);
+	cr_assert_eq(proc_cli(out, sizeof(out), "-x batch 2>&1 </dev/null"), 2);
+	cr_assert(strstr(out, "-x applies only to set"), "%s", out);
+}
