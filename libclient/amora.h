@@ -103,6 +103,14 @@
  *     larger than 2 MiB take runs of chunks that come only from never-used
  *     chunks; after a restart, amora_stats' memory_used counts the tail of
  *     one chunk per shard as never written, which it may have been.
+ *   - Atomic batches (amora_batch) contend: a batch meeting another
+ *     batch's unresolved write on one of its keys is retried after a
+ *     random pause, so batches on hot keys serialize (and one that keeps
+ *     meeting them fails with AMORA_ETIMEDOUT, having changed nothing); an
+ *     iterator left open delays the clean-up of batches committed after
+ *     it began; `keys` in the stats counts a key a pending batch creates.
+ *     A batch uses one of 64 status words of its handle's slot, reused
+ *     once every shard resolved the batch before.
  *   - Linux only, one machine: amorad needs Linux 5.16 or later
  *     (futex_waitv).
  */
