@@ -10,11 +10,12 @@
  *
  * amora: libamora on a running amorad; a write is as durable as amorad's
  * --sync mode makes it. LMDB: an environment in a dir, one write txn per
- * put or del, a kept read txn renewed and reset around each get (as an
- * LMDB user who keeps a read txn handle does). "periodic" LMDB opens the
- * environment MDB_NOSYNC and calls mdb_env_sync every 100 ms from the
- * writing call that finds the interval passed (its cost lands in that op),
- * and once more at close; otherwise each commit fsyncs (LMDB's default).
+ * put or del (per batch for put_batch), a kept read txn renewed and
+ * reset around each get (as an LMDB user who keeps a read txn handle
+ * does). "periodic" LMDB opens the environment MDB_NOSYNC and calls
+ * mdb_env_sync every 100 ms from the writing call that finds the interval
+ * passed (its cost lands in that op), and once more at close; otherwise
+ * each commit fsyncs (LMDB's default).
  *
  * Scans (one at a time per engine): amora an amora_iter (libclient/amora.h
  * "Scans"; the store must run with its sorted index); LMDB a cursor in the
@@ -58,6 +59,12 @@ struct engine {
 	long (*get)(struct engine *e, const char *k, size_t klen, char *buf, size_t cap);
 	/* Deletes k, which must exist (an absent k dies). */
 	void (*del)(struct engine *e, const char *k, size_t klen);
+	/* Applies ops[0..n) (AMORA_OP_SET and AMORA_OP_DEL; a delete of an
+	 * absent key is no error) all at once and returns once the store has
+	 * them all (as durable as opened): amora one amora_batch; LMDB one
+	 * write txn of the n puts and dels, committed (periodic: then the
+	 * sync if due, as put). */
+	void (*put_batch)(struct engine *e, const struct amora_op *ops, size_t n);
 	/* Flushes what the store keeps for later (LMDB periodic: a last
 	 * sync), closes and frees e. */
 	void (*close)(struct engine *e);

@@ -68,6 +68,15 @@ static void am_del(struct engine *e, const char *k, size_t klen)
 		am_fail(e, "amora_del", k, klen, rc);
 }
 
+static void am_put_batch(struct engine *e, const struct amora_op *ops, size_t n)
+{
+	int rc = amora_batch(am_db(e), ops, n);
+
+	if (rc)
+		bench_die("amora_batch of %zu ops (first %.*s): %s: %s", n, n ? (int)ops[0].klen : 0,
+			  n ? (const char *)ops[0].key : "", amora_strerror(rc), amora_errmsg(am_db(e)));
+}
+
 static void am_close(struct engine *e)
 {
 	amora_iter_close(((struct am_engine *)e)->it);
@@ -129,6 +138,7 @@ static const struct engine am_ops = {
 	.flush = am_flush,
 	.get = am_get,
 	.del = am_del,
+	.put_batch = am_put_batch,
 	.close = am_close,
 	.memory = am_memory,
 	.scan_open = am_scan_open,

@@ -1,6 +1,7 @@
 /*
  * engine_lmdb.c — the LMDB side of the benchmark engine (perf/lib/engine.h).
  */
+#include <errno.h>
 #include <lmdb.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -115,6 +116,25 @@ static void lm_del(struct engine *e, const char *k, size_t klen)
 	lm_sync_due(l);
 }
 
+static void lm_put_batch(struct engine *e, const struct amora_op *ops, size_t n)
+{
+	struct lm_engine *l = lm(e);
+	MDB_txn *t;
+
+	LM_CHECK(mdb_txn_begin(l->env, NULL, 0, &t));
+	for (size_t i = 0; i < n; i++) {
+		MDB_val mk = { ops[i].klen, (void *)ops[i].key }, mv = { ops[i].vlen, (void *)ops[i].val };
+		int rc = ops[i].op == AMORA_OP_SET ? mdb_put(t, l->dbi, &mk, &mv, 0)
+			 : ops[i].op == AMORA_OP_DEL ? mdb_del(t, l->dbi, &mk, NULL)
+						     : EINVAL;
+		if (rc && !(ops[i].op == AMORA_OP_DEL && rc == MDB_NOTFOUND))
+			bench_die("lmdb batch op %zu (%.*s): %s", i, (int)ops[i].klen, (const char *)ops[i].key,
+				  mdb_strerror(rc));
+	}
+	LM_CHECK(mdb_txn_commit(t));
+	lm_sync_due(l);
+}
+
 static void lm_close(struct engine *e)
 {
 	struct lm_engine *l = lm(e);
@@ -204,6 +224,7 @@ static const struct engine lm_ops = {
 	.flush = lm_flush,
 	.get = lm_get,
 	.del = lm_del,
+	.put_batch = lm_put_batch,
 	.close = lm_close,
 	.memory = lm_memory,
 	.scan_open = lm_scan_open,

@@ -4,6 +4,7 @@
 #include "perf/lib/phases.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "perf/lib/fail.h"
@@ -141,6 +142,80 @@ struct fig phase_always(struct engine *e, const struct workload *w)
 		samples_push(&s, shm_now_ns() - a);
 	}
 	return fig_of(&s, w->a, shm_now_ns() - t0);
+}
+
+/* Dies unless set k of phase_batch's (key w->hit_idx[k % n], batch k /
+ * b) reads back with the batch's value (id0 + its key; set_back: its
+ * own), naming what it holds instead. */
+static void phase_batch_check(struct engine *e, const struct workload *w, const char *what,
+			      uint64_t k, uint64_t b, uint64_t id0, int set_back)
+{
+	char buf[VLEN + 28], batch[VLEN], own[VLEN];
+	uint32_t i = w->hit_idx[k % w->n];
+	long got = e->get(e, w->keys + (uint64_t)i * KLEN, KLEN, buf, sizeof(buf));
+
+	if (got < 0)
+		bench_die("%s: existing key %u (set %llu of batch %llu) not found", what, i,
+			  (unsigned long long)(k % b), (unsigned long long)(k / b));
+	workload_val(batch, id0 + i);
+	workload_val(own, i);
+	int is_batch = got == VLEN && memcmp(buf, batch, VLEN) == 0;
+	int is_own = got == VLEN && memcmp(buf, own, VLEN) == 0;
+	if (set_back ? is_own : is_batch)
+		return;
+	const char *held = is_own ? "its own value" : is_batch ? "the batch's value"
+			   : got == VLEN ? "another value" : "a value of another length";
+	bench_die("%s: WRONG VALUE for key %u (set %llu of batch %llu): %s, expected %s", what, i,
+		  (unsigned long long)(k % b), (unsigned long long)(k / b), held,
+		  set_back ? "its own" : "the batch's");
+}
+
+/* phase_batch_check of every PHASE_BATCH_STRIDE-th of the m sets and of
+ * every set of the last batch (of b). */
+static void phase_batch_sample(struct engine *e, const struct workload *w, const char *what,
+			       uint64_t m, uint64_t b, uint64_t id0, int set_back)
+{
+	for (uint64_t k = 0; k < m; k += PHASE_BATCH_STRIDE)
+		phase_batch_check(e, w, what, k, b, id0, set_back);
+	for (uint64_t k = m - b; k < m; k++)
+		phase_batch_check(e, w, what, k, b, id0, set_back);
+}
+
+struct fig phase_batch(struct engine *e, const struct workload *w, uint64_t b, uint64_t ops)
+{
+	struct samples s = {0};
+	uint64_t nb = ops / b ? ops / b : 1, m = nb * b;
+	uint64_t id0 = PHASE_BATCH_ID0 + b * PHASE_BATCH_ID_STEP;
+	char what[64];
+
+	if (b > w->n)
+		bench_die("batch of %llu: only %llu keys", (unsigned long long)b, (unsigned long long)w->n);
+	struct amora_op *op = bench_malloc(m * sizeof(*op));
+	char *vals = bench_malloc(m * VLEN);
+	for (uint64_t k = 0; k < m; k++) {
+		uint32_t i = w->hit_idx[k % w->n];
+		workload_val(vals + k * VLEN, id0 + i);
+		op[k] = (struct amora_op){ AMORA_OP_SET, w->keys + (uint64_t)i * KLEN, KLEN, vals + k * VLEN,
+					   VLEN };
+	}
+	uint64_t t0 = shm_now_ns();
+	for (uint64_t j = 0; j < nb; j++) {
+		uint64_t a = shm_now_ns();
+		e->put_batch(e, op + j * b, b);
+		samples_push(&s, shm_now_ns() - a);
+	}
+	struct fig f = fig_of(&s, m, shm_now_ns() - t0);
+
+	snprintf(what, sizeof(what), "%s batch %llu", e->name, (unsigned long long)b);
+	phase_batch_sample(e, w, what, m, b, id0, 0);
+	for (uint64_t k = 0; k < m && k < w->n; k++)
+		e->put_buffered(e, w->hit_keys + k * KLEN, KLEN, w->hit_vals + k * VLEN, VLEN);
+	e->flush(e);
+	snprintf(what, sizeof(what), "%s batch %llu, keys set back", e->name, (unsigned long long)b);
+	phase_batch_sample(e, w, what, m, b, id0, 1);
+	free(op);
+	free(vals);
+	return f;
 }
 
 struct fig phase_scan_all(struct engine *e, const struct workload *w)

@@ -4,8 +4,8 @@
  * (perf/lib/workload.h). Each returns the phase's figure; any wrong value
  * or store error dies. The phases expect the order amora-bench runs them
  * in: buffered set (new keys), buffered update, sync set, get hit, get
- * miss, delete, then the scans (full scan, seek + 10) on the n keys left;
- * always on a fresh store. The random-order buffered set runs alone on a
+ * miss, delete, then the scans (full scan, seek + 10) and the batches on
+ * the n keys left; always on a fresh store. The random-order buffered set runs alone on a
  * fresh store of its own, the tagged load and its seeks on another.
  */
 #ifndef AMORA_PERF_PHASES_H
@@ -20,6 +20,14 @@
 #define PHASE_SAMPLE_MASK 63 /* reads: every 64th op is timed */
 #define PHASE_SEEK_LIMIT 10  /* seek + 10: entries a seek reads */
 #define PHASE_SEEK_PREFIX 14 /* seek + 10: bytes of a key its prefix takes */
+/* batch B: the value id of a batch's set of key i is PHASE_BATCH_ID0 +
+ * B * PHASE_BATCH_ID_STEP + i (no key's own, no tagged key's: i < 10^8) */
+#define PHASE_BATCH_ID0 300000000000ull
+#define PHASE_BATCH_ID_STEP 100000000ull
+/* batch B: every 63rd set is checked; 63 is prime to 10, 100 and 1000, so
+ * the sample meets every position in a batch (64 would meet only even
+ * ones) */
+#define PHASE_BATCH_STRIDE 63
 
 /* The n keys in key order with put_buffered; flush every `batch` puts
  * and at the end (0: only at the end). One latency sample per flush: the
@@ -48,6 +56,17 @@ struct fig phase_dels(struct engine *e, const struct workload *w);
 /* puts of the first a keys of the random order, existing keys with
  * their own values; every op timed (for a store opened durable). */
 struct fig phase_always(struct engine *e, const struct workload *w);
+
+/* max(1, ops / b) batches of b sets each with put_batch (b <= n), every
+ * batch timed (ops = sets/s: a batch of b counts b). Set k of the phase
+ * is of existing key w->hit_idx[k % n] (random order; a batch's keys are
+ * distinct) with the value of id PHASE_BATCH_ID0 + b * PHASE_BATCH_ID_STEP
+ * + key, not its own, made before the clock starts. Then (not timed)
+ * every PHASE_BATCH_STRIDE-th set and those of the last batch are read
+ * back and checked, the keys are set back to their own values
+ * (put_buffered, one flush) and the same sample checked again: the store
+ * holds the n keys with their own values as before. */
+struct fig phase_batch(struct engine *e, const struct workload *w, uint64_t b, uint64_t ops);
 
 /* One scan of every key in key order (the store must hold exactly the n
  * keys), each entry's key and value copied out; every 64th checked, and

@@ -21,9 +21,16 @@
  * not run on a side (the scans when amora runs without its index) has
  * ops = p50 = p99 = -1 there. */
 enum report_row {
-	R_BUF, R_BUF_RAND, R_BUF_NOIX, R_BUF_RAND_NOIX, R_BUF_END, R_SYNC, R_HIT, R_MISS, R_SCAN,
-	R_SEEK, R_SEEK_TAG, R_DEL, R_MIX_R1, R_MIX_R2, R_MIX_W, R_ALWAYS, NROWS
+	R_BUF, R_BUF_RAND, R_BUF_NOIX, R_BUF_RAND_NOIX, R_BUF_END, R_SYNC, R_BATCH10, R_BATCH100,
+	R_BATCH1000, R_HIT, R_MISS, R_SCAN, R_SEEK, R_SEEK_TAG, R_DEL, R_MIX_R1, R_MIX_R2, R_MIX_W,
+	R_ALWAYS, NROWS
 };
+/* A batch row's sets per batch (R_BATCH10: 10, R_BATCH100: 100,
+ * R_BATCH1000: 1000); 0 for any other row. */
+static inline uint64_t report_batch_size(int row)
+{
+	return row == R_BATCH10 ? 10 : row == R_BATCH100 ? 100 : row == R_BATCH1000 ? 1000 : 0;
+}
 enum report_side { AM, LM }; /* amora, LMDB */
 enum report_cpu { C_SYNC, C_DEL, NCPU };   /* the rows with CPU per op */
 /* The N-key loads RAM is measured after (the index-off ones: amora only) */
@@ -56,6 +63,7 @@ struct results {
 	struct report_mem mem[NLOADS][2][FIG_MAXRUNS];
 	double run_s[FIG_MAXRUNS];       /* the whole run, in s */
 	uint64_t seeks;                  /* ops of each seek + 10 row */
+	uint64_t batch_ops;              /* sets each batch row asks for (phase_batch's ops) */
 };
 
 /* What the JSON says of the setup besides the figures (strings may be
@@ -79,9 +87,11 @@ void report_print(const struct results *r, int runs, const struct workload *w, i
  *    "mixed_seconds":M,"clock_ns":C,"amorad":..,"shards":..,"memory":..,
  *    "lmdb":..,"fs":..,"cpus":..,"load_start":..,"load_end":..,
  *    "run_seconds":[..],
- *    "sorted_index":"on"|"off","tagged_keys":T,"seeks":K,
+ *    "sorted_index":"on"|"off","tagged_keys":T,"seeks":K,"batch_ops":B,
  *    "phases":[{"id":"sync_set","label":"sync set","name":"<the table's row>",
  *               "durability":"periodic"|"always","sorted_index":"on"|"off",
+ *               ("ops_per_batch":10,"batches":.. only in batch_10, batch_100
+ *                and batch_1000: ops count sets, latencies are per batch)
  *               "amora":{"ops":..,"p50_ns":..,"p99_ns":..,
  *                        "cpu_ns_per_op":{"client":..,"shards":..,"amorad":..},
  *                        "runs":[{"ops":..,"p50_ns":..,"p99_ns":..,
