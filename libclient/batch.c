@@ -261,8 +261,6 @@ static int batch_try(amora *db, const struct amora_op *ops, struct plan *p, uint
 		resolve_hint(db, p, &b); /* aborted: the parts go back */
 		return rc;
 	}
-	if (rc == AMORA_OK)
-		resolve_hint(db, p, &b);
 	return rc;
 }
 

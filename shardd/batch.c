@@ -223,17 +223,6 @@ int batch_request(struct batches *b, const struct batch_round *r, const struct s
 	}
 }
 
-void batch_round_logged(struct batches *b)
-{
-	for (size_t i = 0; i < b->ndecided; i++) {
-		uint64_t ref = b->decided[i];
-
-		shm_batch_commit(b->seg, shm_batch_word(b->seg, ref), ref, b->shard);
-		b->committed++;
-	}
-	b->ndecided = 0;
-}
-
 /* ---------- resolution ---------- */
 
 /* Stage the resolution of every key of p that still holds its intent,
@@ -281,73 +270,137 @@ static void part_drop(struct batches *b, size_t i)
 	b->parts[i] = b->parts[--b->n];
 }
 
-/* One part's step; returns 1 if it waits for something timed, 0 if not
- * (a request or a registry change wakes the shard), -1 (no memory). min:
- * shm_epoch_min, loaded once per sweep when a part needs it. */
-static int part_step(struct batches *b, const struct batch_round *r, struct batch_part *p,
-		     uint64_t *min, bool *have_min)
+/* A part whose word may have become final: committed, its first grace
+ * begins (resolved in part_grace); aborted (by anybody, or now by us: a
+ * client gone before its decision), resolved at once. Returns 1 if it
+ * waits for something timed, 0 if not (a request or a registry change
+ * wakes the shard), -1 (no memory). */
+static int part_news(struct batches *b, const struct batch_round *r, struct batch_part *p)
 {
 	struct shm_batch_word *bw = shm_batch_word(b->seg, p->ref);
 	uint64_t c = 0;
 
-	if (!*have_min && (p->phase == GRACE1 || p->phase == GRACE2)) {
-		*min = shm_epoch_min(r->readers, r->nreaders);
-		*have_min = true;
+	switch (shm_batch_status(bw, p->ref, &c, NULL)) {
+	case SHM_BATCH_COMMITTED:
+		p->committed = true;
+		p->commit = c;
+		p->epoch = shm_epoch_bump(b->seg->hdr);
+		p->phase = GRACE1;
+		return 1;
+	case SHM_BATCH_UNDECIDED:
+		if (r->alive(r->arg, shm_batch_ref_slot(p->ref), p->gen))
+			return 1;
+		if (!shm_batch_abort(bw, p->ref, b->shard))
+			return 1;
+		b->aborted++;
+		/* fall through */
+	case SHM_BATCH_ABORTED:
+		p->committed = false;
+		return part_resolve(b, r, p) < 0 ? -1 : 1;
+	default: /* COMMITTING, CLAIMING: the primary is at it */
+		return 1;
 	}
+}
+
+/* A part in a grace (min: shm_epoch_min, loaded after every bump of this
+ * sweep): resolved once its first grace allows; 0 once its second is over
+ * (to drop); 1 while it waits; -1 (no memory). */
+static int part_grace(struct batches *b, const struct batch_round *r, struct batch_part *p, uint64_t min)
+{
 	switch (p->phase) {
-	case OPEN:
-		switch (shm_batch_status(bw, p->ref, &c, NULL)) {
-		case SHM_BATCH_COMMITTED:
-			p->committed = true;
-			p->commit = c;
-			p->epoch = shm_epoch_bump(b->seg->hdr);
-			p->phase = GRACE1;
-			return 1;
-		case SHM_BATCH_UNDECIDED:
-			/* A client gone before its decision: nobody will commit. */
-			if (r->alive(r->arg, shm_batch_ref_slot(p->ref), p->gen))
-				return 0;
-			if (!shm_batch_abort(bw, p->ref, b->shard))
-				return 1;
-			b->aborted++;
-			/* fall through */
-		case SHM_BATCH_ABORTED:
-			p->committed = false;
-			return part_resolve(b, r, p) < 0 ? -1 : 1;
-		default: /* COMMITTING, CLAIMING: the primary is at it */
-			return 1;
-		}
 	case GRACE1:
-		if (!shm_batch_settle_ready(r->readers, r->nreaders, *min, p->epoch, p->commit))
+		if (!shm_batch_settle_ready(r->readers, r->nreaders, min, p->epoch, p->commit))
 			return 1;
 		return part_resolve(b, r, p) < 0 ? -1 : 1;
-	case SETTLED: /* published since: readers that saw its intents may be inside */
-		p->epoch = shm_epoch_bump(b->seg->hdr);
-		p->phase = GRACE2;
-		return 1;
 	case GRACE2:
-		return *min >= p->epoch ? 0 : 1;
+		return min >= p->epoch ? 0 : 1;
+	default: /* not in a grace */
+		return 1;
 	}
-	return 0;
+}
+
+/* After a round: drop the parts whose second grace is over; returns how
+ * many are still in a grace. */
+static int parts_drop_done(struct batches *b, const struct batch_round *r)
+{
+	uint64_t min = shm_epoch_min(r->readers, r->nreaders);
+	int waiting = 0;
+
+	for (size_t i = 0; i < b->n;) {
+		if (b->parts[i].phase == GRACE2 && min >= b->parts[i].epoch) {
+			part_drop(b, i);
+			continue;
+		}
+		waiting += b->parts[i].phase == GRACE1 || b->parts[i].phase == GRACE2;
+		i++;
+	}
+	return waiting;
+}
+
+int batch_round_logged(struct batches *b, const struct batch_round *r)
+{
+	bool settled = false;
+
+	b->again = false;
+	for (size_t i = 0; i < b->ndecided; i++) {
+		uint64_t ref = b->decided[i];
+
+		shm_batch_commit(b->seg, shm_batch_word(b->seg, ref), ref, b->shard);
+		b->committed++;
+		b->again |= part_find(b, ref) != NULL; /* our own part: resolvable now */
+	}
+	b->ndecided = 0;
+	/* Parts resolved in this round are published now: their second
+	 * grace begins, and is often over at once (no reader inside). */
+	for (size_t i = 0; i < b->n; i++) {
+		struct batch_part *p = &b->parts[i];
+
+		if (p->phase == SETTLED) {
+			p->epoch = shm_epoch_bump(b->seg->hdr);
+			p->phase = GRACE2;
+			settled = true;
+		}
+	}
+	return settled ? parts_drop_done(b, r) : 0;
 }
 
 int batch_sweep(struct batches *b, const struct batch_round *r)
 {
-	uint64_t min = 0;
-	bool have_min = false;
-	int waiting = 0;
+	bool graces = false;
+	int waiting = 0, rc;
+
+	/* First every word's news (bumping the epoch for first graces), then
+	 * one shm_epoch_min for every grace: one that began in this sweep is
+	 * often over at once. */
+	for (size_t i = 0; i < b->n; i++) {
+		struct batch_part *p = &b->parts[i];
+
+		if (p->phase == OPEN) {
+			if ((rc = part_news(b, r, p)) < 0)
+				return -1;
+			waiting += rc > 0 && p->phase == OPEN;
+		} else if (p->phase == SETTLED) { /* published by the last round */
+			p->epoch = shm_epoch_bump(b->seg->hdr);
+			p->phase = GRACE2;
+		}
+		graces |= p->phase == GRACE1 || p->phase == GRACE2;
+	}
+	if (!graces)
+		return waiting;
+	uint64_t min = shm_epoch_min(r->readers, r->nreaders);
 
 	for (size_t i = 0; i < b->n;) {
 		struct batch_part *p = &b->parts[i];
-		int rc = part_step(b, r, p, &min, &have_min);
+		bool grace = p->phase == GRACE1 || p->phase == GRACE2;
 
-		if (rc < 0)
+		if (grace && (rc = part_grace(b, r, p, min)) < 0)
 			return -1;
-		if (rc == 0 && p->phase == GRACE2) {
+		if (grace && rc == 0) {
 			part_drop(b, i);
 			continue;
 		}
-		waiting += rc;
+		/* one resolved now (SETTLED) waits for its round instead */
+		waiting += p->phase == GRACE1 || p->phase == GRACE2;
 		i++;
 	}
 	return waiting;

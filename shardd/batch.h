@@ -21,9 +21,19 @@
  * The sweep (batch_sweep, before each round gathers requests): each open
  * part whose word is final is resolved in that round (stage_settle of
  * each of its keys still holding its intent, a RESOLVED record), a
- * committed one only once shm_batch_settle_ready allows; an undecided one
- * whose client is gone is aborted (CAS). After a second epoch grace the
- * part leaves the holders and is forgotten.
+ * committed one only once shm_batch_settle_ready allows (its grace begins
+ * in the sweep that sees COMMITTED, and is checked in the same sweep); an
+ * undecided one whose client is gone is aborted (CAS). After a second
+ * epoch grace, begun once the round has published the resolution
+ * (batch_round_logged) and checked at once, the part leaves the holders
+ * and is forgotten. So with no reader inside a read section, a part costs
+ * its requests' rounds and the one round that resolves it.
+ *
+ * Participants are not told the outcome (no request wakes them for it):
+ * while a shard holds open parts it looks at their words every
+ * millisecond it would otherwise sleep (batch_sweep counts them as
+ * waiting), and at every round it runs anyway. The primary resolves its
+ * own part in the round right after the commit's (`again`).
  *
  * Private memory of the shard process; one user.
  */
@@ -49,6 +59,8 @@ struct batches {
 	uint64_t *decided;        /* refs of the round's COMMITs: (p1)-(p3) after its log write */
 	size_t ndecided, cap_decided;
 	uint64_t committed, aborted; /* batches this shard decided as primary (INFO) */
+	bool again; /* the last round committed a batch this shard holds a part of:
+		     * run the next round at once, to resolve it while awake */
 };
 
 /* Whether client `slot` of attach generation `gen` is still attached. */
@@ -75,8 +87,10 @@ int batch_request(struct batches *b, const struct batch_round *r, const struct s
 		  uint32_t slot, uint32_t gen, uint64_t *seq);
 
 /* The round's log write succeeded and its writes are published: the
- * COMMITs decided in it become visible. */
-void batch_round_logged(struct batches *b);
+ * COMMITs decided in it become visible, and the parts it resolved begin
+ * their second grace (dropped at once if no reader is inside). Returns
+ * how many parts wait for a grace (as batch_sweep). */
+int batch_round_logged(struct batches *b, const struct batch_round *r);
 
 /* Stage what can be resolved now in the round about to gather (above).
  * Returns how many parts wait for something timed (a grace, a decision):

@@ -928,8 +928,13 @@ static int finish_round(struct shardd *d)
 		log_error("a staged write could not be published (a bug); restarting");
 		exit(SHARDD_EXIT_CRASH);
 	}
-	if (!fatal)
-		batch_round_logged(&d->batch); /* decisions visible before they are answered */
+	if (!fatal) {
+		struct batch_round r = batch_round_of(d);
+
+		/* decisions visible before they are answered */
+		if (batch_round_logged(&d->batch, &r) > 0)
+			d->batch_waiting = true;
+	}
 	if (!fatal)
 		mark_decided(d);
 	/* Counted before any completion is visible (struct shm_shard_counters). */
@@ -1247,7 +1252,7 @@ static void serve(struct shardd *d)
 			exit(SHARDD_EXIT_IO);
 		}
 		count_log(d); /* a periodic sync */
-		if (more) {
+		if (more || d->batch.again) {
 			watch_follow(d);
 			continue;
 		}
