@@ -177,6 +177,48 @@ Test(failed, corrupt_log_at_start_fails_its_keys_not_found)
 	amora_close(db);
 }
 
+/* A batch with a key on the stopped shard fails whole: AMORA_EFAILED
+ * naming the shard, and its keys on the serving shard keep their values;
+ * a batch of the serving shard alone goes through. */
+Test(failed, a_batch_touching_a_failed_shard_changes_nothing)
+{
+	static char k0[32], k1[32], k1b[32];
+	struct amora_op ops[3];
+	char got[64];
+	size_t vlen = 0;
+	amora *db;
+	int i = 0;
+
+	start_with_shard0_corrupt();
+	db = proc_open();
+	amora_set_timeout(db, 2000);
+	while (k0[0] == 0 || k1[0] == 0 || k1b[0] == 0) {
+		char k[32];
+
+		proc_key(k, "c", i++);
+		if (shard_of(k, 2) == 0)
+			snprintf(k0, sizeof(k0), "%s", k0[0] ? k0 : k);
+		else if (k1[0] == 0)
+			snprintf(k1, sizeof(k1), "%s", k);
+		else
+			snprintf(k1b, sizeof(k1b), "%s", k);
+	}
+	/* the serving shard's keys first: its part is prepared before the
+	 * stopped shard's refusal is known */
+	ops[0] = (struct amora_op){ AMORA_OP_SET, k1, strlen(k1), "batch", 5 };
+	ops[1] = (struct amora_op){ AMORA_OP_DEL, k1b, strlen(k1b), NULL, 0 };
+	ops[2] = (struct amora_op){ AMORA_OP_SET, k0, strlen(k0), "batch", 5 };
+	expect_stopped(db, amora_batch(db, ops, 3), "batch", k0, "corrupt log");
+	cr_assert_eq(amora_get(db, k1, strlen(k1), got, sizeof(got), &vlen), AMORA_OK, "%s", amora_errmsg(db));
+	cr_assert(vlen < 5 || memcmp(got, "batch", 5) != 0, "%s was written by the failed batch", k1);
+	cr_assert_eq(amora_has(db, k1b, strlen(k1b)), 1, "%s was deleted by the failed batch", k1b);
+	cr_assert_eq(amora_batch(db, ops, 2), AMORA_OK, "%s", amora_errmsg(db));
+	cr_assert_eq(amora_get(db, k1, strlen(k1), got, sizeof(got), &vlen), AMORA_OK);
+	cr_assert(vlen == 5 && memcmp(got, "batch", 5) == 0);
+	cr_assert_eq(amora_has(db, k1b, strlen(k1b)), 0);
+	amora_close(db);
+}
+
 /* Write 1 MiB values to a 1-shard store until it holds over 72 MiB, then
  * restart amorad with --memory 64M: the shard cannot rebuild and stops
  * for lack of memory, which must not be called a corrupt log. */

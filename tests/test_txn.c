@@ -3,8 +3,8 @@
  * over every shard applied whole, validation that changes nothing, a
  * later op of a key winning, deletes, a mget that never sees a batch in
  * part while another process commits batches, conflicting batches from
- * two processes ending all-A or all-B, and EFULL in one shard changing
- * nothing anywhere.
+ * two processes ending all-A or all-B, EFULL in one shard and failed log
+ * writes changing nothing anywhere, batches across shard restarts.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -296,6 +296,53 @@ Test(txn, efull_in_one_shard_changes_nothing_anywhere)
 	cr_assert_eq(amora_has(db, names[19], strlen(names[19])), 1);
 	free(names);
 	free(mb);
+	amora_close(db);
+}
+
+/* Log writes that fail (the fault plan: each shard's 25th write, again
+ * after each restart, a few times in all: amorad's restarts back off
+ * when a shard keeps failing): a batch either commits or returns
+ * AMORA_EIO and changes nothing anywhere; the failed shard restarts and
+ * the next batches go through. */
+Test(txn, a_failed_log_write_fails_the_batch_and_changes_nothing)
+{
+	char last[32] = "0:0";
+	int eio = 0, ok = 0;
+	amora *db;
+
+	proc_start_env(&D, "AMORA_WAL_FAULT=write:25:eio", "--shards", SHARDS, "--memory", "64M", NULL);
+	db = proc_open();
+	amora_set_timeout(db, 3000);
+	cr_assert_eq(write_round(db, 0, 0, NK), AMORA_OK, "%s", amora_errmsg(db));
+	for (int r = 1; r <= 50; r++) {
+		int rc = write_round(db, 0, r, NK);
+		const char *f;
+
+		if (rc == AMORA_OK) {
+			snprintf(last, sizeof(last), "0:%d", r);
+			ok++;
+		} else {
+			cr_assert_eq(rc, AMORA_EIO, "round %d: %s %s", r, amora_strerror(rc), amora_errmsg(db));
+			cr_assert(strstr(amora_errmsg(db), "could not write its log"), "%s", amora_errmsg(db));
+			eio++;
+		}
+		for (uint64_t t0 = proc_now_ms(); amora_heartbeat(db) != AMORA_OK; usleep(5000))
+			cr_assert(proc_now_ms() - t0 < 5000, "the failed shard did not come back");
+		f = fractured(db);
+		cr_assert_null(f, "round %d (%s): %s", r, amora_strerror(rc), f);
+		expect(db, "k0", last);
+	}
+	cr_log_info("%d batches committed, %d failed with EIO", ok, eio);
+	cr_assert_gt(eio, 0, "the injected fault never surfaced");
+	cr_assert_gt(ok, 25);
+	cr_assert(proc_log_has(&D, "log write failed"));
+	amora_close(db);
+	/* and after a restart without faults, the same */
+	cr_assert_eq(proc_stop(&D, SIGTERM), 0);
+	proc_start(&D, "--shards", SHARDS, "--memory", "64M", NULL);
+	db = proc_open();
+	cr_assert_null(fractured(db));
+	expect(db, "k0", last);
 	amora_close(db);
 }
 
