@@ -185,28 +185,27 @@ Test(txn_log, a_part_without_a_decision_is_aborted)
 	expect_outcome(&k, false, 1);
 }
 
-Test(txn_log, a_decision_in_the_primarys_log_commits_the_part)
+/* A part, and its DECISION in the primary's log, cut bytes short of it. */
+static void part_and_decision(uint64_t ref, size_t cut, bool committed)
 {
-	uint64_t ref = shm_batch_ref(7, 0, 2);
 	struct rec decision = { WALFMT_OP_DECISION, NULL, NULL, ref, B, 0 };
 	struct keys k;
 
 	setup(&k);
 	append_part(&k, ref);
-	append_frame(B, &decision, 1, 0);
-	expect_outcome(&k, true, 1);
+	append_frame(B, &decision, 1, cut);
+	expect_outcome(&k, committed, 1);
+}
+
+Test(txn_log, a_decision_in_the_primarys_log_commits_the_part)
+{
+	part_and_decision(shm_batch_ref(7, 0, 2), 0, true);
 }
 
 Test(txn_log, a_torn_decision_is_no_decision)
 {
-	uint64_t ref = shm_batch_ref(7, 0, 3);
-	struct rec decision = { WALFMT_OP_DECISION, NULL, NULL, ref, B, 0 };
-	struct keys k;
-
-	setup(&k);
-	append_part(&k, ref);
-	append_frame(B, &decision, 1, 8); /* its last 8 bytes never reached the disk */
-	expect_outcome(&k, false, 1);
+	/* its last 8 bytes never reached the disk */
+	part_and_decision(shm_batch_ref(7, 0, 3), 8, false);
 }
 
 Test(txn_log, a_resolved_record_decides_its_part)
