@@ -182,7 +182,7 @@ Test(failed, corrupt_log_at_start_fails_its_keys_not_found)
  * a batch of the serving shard alone goes through. */
 Test(failed, a_batch_touching_a_failed_shard_changes_nothing)
 {
-	static char k0[32], k1[32], k1b[32];
+	char k0[32] = "", k1[32] = "", k1b[32] = "";
 	struct amora_op ops[3];
 	char got[64];
 	size_t vlen = 0;
@@ -197,11 +197,9 @@ Test(failed, a_batch_touching_a_failed_shard_changes_nothing)
 
 		proc_key(k, "c", i++);
 		if (shard_of(k, 2) == 0)
-			snprintf(k0, sizeof(k0), "%s", k0[0] ? k0 : k);
-		else if (k1[0] == 0)
-			snprintf(k1, sizeof(k1), "%s", k);
+			memcpy(k0, k, sizeof(k));
 		else
-			snprintf(k1b, sizeof(k1b), "%s", k);
+			memcpy(k1[0] ? k1b : k1, k, sizeof(k));
 	}
 	/* the serving shard's keys first: its part is prepared before the
 	 * stopped shard's refusal is known */
