@@ -28,6 +28,8 @@ CPPFLAGS += -I. -MMD -MP -D_GNU_SOURCE \
 	-DAMORA_BUILD_DIR='"$(BUILD)"' -DAMORA_EXTRA_LDFLAGS='"$(EXTRA_LDFLAGS)"'
 LDFLAGS += $(EXTRA_LDFLAGS)
 SHM_LIBS = -lisal -lpthread
+# The engine's own: checkpoints are LZ4 frames (shardd/ckptfile.c).
+ENGINE_LIBS = -llz4
 
 # The version's one home is shm/version.h; the shared library is
 # libamora.so.MAJOR.MINOR.PATCH with SONAME libamora.so.MAJOR.
@@ -125,7 +127,7 @@ $(BUILD)/include/amora.h: libclient/amora.h shm/version.h
 	mv $@.tmp $@
 
 $(AMORAD): $(BUILD)/coordinator/main.o $(LIBENGINE) $(LIBSHM)
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(ENGINE_LIBS) $(SHM_LIBS) -o $@
 
 $(CLI): $(BUILD)/libclient/amora-cli.o $(LIBAMORA)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
@@ -134,7 +136,7 @@ $(CLI): $(BUILD)/libclient/amora-cli.o $(LIBAMORA)
 # temp dir (tests/test_install.c), so they depend on what that installs.
 $(TESTS): $(TEST_OBJ) $(DAEMON_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) $(AMORAD) $(CLI) $(LIBAMORA_SO) \
 		$(BUILD)/include/amora.h
-	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_OBJ) $(DAEMON_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) -lcriterion $(SHM_LIBS) -o $@
+	$(CC) $(CFLAGS) $(LDFLAGS) $(TEST_OBJ) $(DAEMON_OBJ) $(LIBENGINE) $(LIBAMORA) $(LIBSHM) -lcriterion $(ENGINE_LIBS) $(SHM_LIBS) -o $@
 
 $(BUILD)/tests/stress_%: $(BUILD)/tests/stress_%.o $(LIBSHM)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(SHM_LIBS) -o $@
@@ -247,7 +249,7 @@ fuzz: deps
 	@mkdir -p $(BUILD)/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 		clang -O1 -g -std=gnu11 -msse4.2 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined \
-			$$f $(SHM_SRC) $(ENGINE_SRC) $(SHM_LIBS) -o $(BUILD)/fuzz/$$n || exit 1; \
+			$$f $(SHM_SRC) $(ENGINE_SRC) $(ENGINE_LIBS) $(SHM_LIBS) -o $(BUILD)/fuzz/$$n || exit 1; \
 		echo "== $$n ($(FUZZ_SECONDS) s)"; \
 		$(BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; done
 

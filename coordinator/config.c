@@ -239,6 +239,20 @@ static int set_sorted_index(struct amorad_config *c, const char *v, char *why, s
 	return 0;
 }
 
+static int set_ckpt_min_log(struct amorad_config *c, const char *v, char *why, size_t n)
+{
+	return set_size(&c->ckpt_min_log, v, CONFIG_MIN_CKPT_LOG, CONFIG_MAX_CKPT_LOG, "64M",
+			"64K and 1T", why, n);
+}
+
+static int set_ckpt_factor(struct amorad_config *c, const char *v, char *why, size_t n)
+{
+	if (parse_range(v, 0, CONFIG_MAX_CKPT_FACTOR, &c->ckpt_factor) < 0)
+		return refuse(why, n, "must be a number between 0 (only on request and at shutdown) and %u",
+			      CONFIG_MAX_CKPT_FACTOR);
+	return 0;
+}
+
 static int set_max_clients(struct amorad_config *c, const char *v, char *why, size_t n)
 {
 	if (parse_range(v, 1, CONFIG_MAX_CLIENTS, &c->max_clients) < 0)
@@ -414,6 +428,8 @@ static const struct opt opts[] = {
 	{ "sync-interval-ms", OPT_VALUE, set_sync_interval },
 	{ "fast-wakeups", OPT_VALUE, set_fast_wakeups },
 	{ "sorted-index", OPT_VALUE, set_sorted_index },
+	{ "checkpoint-min-log", OPT_VALUE, set_ckpt_min_log },
+	{ "checkpoint-factor", OPT_VALUE, set_ckpt_factor },
 	{ "max-clients", OPT_VALUE, set_max_clients },
 	{ "reader-timeout-ms", OPT_VALUE, set_reader_timeout },
 	{ "max-connections", OPT_VALUE, set_max_connections },
@@ -458,6 +474,13 @@ void config_usage(FILE *out)
 		"  --sorted-index on|off   keep a sorted index of the keys, for ordered\n"
 		"                          scans (default on; off saves its memory and\n"
 		"                          write cost, and scans then fail)\n"
+		"  --checkpoint-min-log SIZE\n"
+		"                          a shard checkpoints once its log on disk passes\n"
+		"                          max(SIZE / shards, FACTOR x its live bytes);\n"
+		"                          64K..1T (default 64M)\n"
+		"  --checkpoint-factor N   that FACTOR, 0..%u; 0: checkpoints only on\n"
+		"                          request (AMORA.CHECKPOINT) and at shutdown\n"
+		"                          (default %u)\n"
 		"  --max-clients N         attached clients at once, 1..%u (default %u)\n"
 		"  --reader-timeout-ms N   cut off a client whose epoch slot keeps memory\n"
 		"                          from being freed for N ms (stuck inside a read),\n"
@@ -492,8 +515,8 @@ void config_usage(FILE *out)
 		"Options may also be written --name=VALUE.\n",
 		CONFIG_DEFAULT_DATA_DIR, CONFIG_SOCKET_NAME, CONFIG_MAX_SHARDS,
 		CONFIG_DEFAULT_SHARDS, CONFIG_MAX_SYNC_INTERVAL_MS,
-		CONFIG_DEFAULT_SYNC_INTERVAL_MS, CONFIG_MAX_CLIENTS,
-		CONFIG_DEFAULT_MAX_CLIENTS, CONFIG_MIN_TIMEOUT_MS, CONFIG_MAX_TIMEOUT_MS,
+		CONFIG_DEFAULT_SYNC_INTERVAL_MS, CONFIG_MAX_CKPT_FACTOR, CONFIG_DEFAULT_CKPT_FACTOR,
+		CONFIG_MAX_CLIENTS, CONFIG_DEFAULT_MAX_CLIENTS, CONFIG_MIN_TIMEOUT_MS, CONFIG_MAX_TIMEOUT_MS,
 		CONFIG_DEFAULT_READER_TIMEOUT_MS, CONFIG_OWNER_RESERVE, CONFIG_MIN_TIMEOUT_MS,
 		CONFIG_MAX_TIMEOUT_MS, CONFIG_DEFAULT_REQUEST_TIMEOUT_MS, (unsigned)geteuid());
 }
@@ -697,6 +720,8 @@ static void set_defaults(struct amorad_config *c)
 		.n_uids = 1,
 		.log_level = LOG_INFO,
 		.sorted_index = true,
+		.ckpt_min_log = CONFIG_DEFAULT_CKPT_LOG,
+		.ckpt_factor = CONFIG_DEFAULT_CKPT_FACTOR,
 	};
 }
 

@@ -73,6 +73,13 @@
 #define CONFIG_MIN_INPUT_BUDGET (32ull << 20)     /* one request may take 16 MiB */
 #define CONFIG_MAX_INPUT_BUDGET (64ull << 30)
 
+/* Checkpoints (shardd/ckpt.h). */
+#define CONFIG_DEFAULT_CKPT_LOG (64ull << 20)
+#define CONFIG_MIN_CKPT_LOG (64ull << 10)
+#define CONFIG_MAX_CKPT_LOG (1ull << 40)
+#define CONFIG_DEFAULT_CKPT_FACTOR 2u
+#define CONFIG_MAX_CKPT_FACTOR 100u
+
 /* --fast-wakeups (coordinator/wakeups.c). */
 enum wake_mode { WAKE_AUTO, WAKE_ON, WAKE_OFF };
 
@@ -108,6 +115,13 @@ struct amorad_config {
 	int log_level;               /* enum log_level from log.h, default LOG_INFO */
 	enum wake_mode fast_wakeups; /* auto (default) | on | off (wakeups.c) */
 	bool sorted_index;           /* --sorted-index on (default) | off */
+	uint64_t ckpt_min_log;       /* --checkpoint-min-log: the store's log floor
+				      * before a checkpoint, split among the
+				      * shards; default 64 MiB, 64K..1T */
+	uint32_t ckpt_factor;        /* --checkpoint-factor: a shard checkpoints past
+				      * this many times its live bytes of log;
+				      * default 2, 0..100 (0: only on request and
+				      * at shutdown) */
 };
 
 /* Defaults, then the config file (if --config FILE given), then the command

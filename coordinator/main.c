@@ -234,6 +234,8 @@ static void engine_config_of(const struct amorad_config *c, struct engine_config
 	e->sync_interval_ms = c->sync_interval_ms;
 	e->placement = SHM_PLACE_TAGS; /* a data directory may say otherwise (datadir.c) */
 	e->sorted_index = c->sorted_index;
+	e->ckpt_floor = c->ckpt_min_log;
+	e->ckpt_factor = c->ckpt_factor;
 }
 
 int main(int argc, char **argv)

@@ -22,6 +22,7 @@ struct batch_part {
 	bool committed;
 	uint64_t commit; /* C (GRACE1) */
 	uint64_t epoch;  /* the grace's epoch (GRACE1, GRACE2) */
+	uint64_t first_seq; /* its first PSET/PDEL record's (a checkpoint replays from below it) */
 	uint8_t *keys;   /* u32 klen, then the key, for each key it staged an intent of */
 	size_t kbytes, kcap;
 };
@@ -53,6 +54,11 @@ static int push_ref(uint64_t **v, size_t *n, size_t *cap, uint64_t ref)
 	}
 	(*v)[(*n)++] = ref;
 	return 0;
+}
+
+uint64_t batch_part_first_seq(const struct batches *b, size_t i)
+{
+	return b->parts[i].first_seq;
 }
 
 static struct batch_part *part_find(struct batches *b, uint64_t ref)
@@ -167,6 +173,7 @@ static int stage_part_op(struct batches *b, const struct batch_round *r, const s
 	if (p == NULL) {
 		if ((p = part_open(b, ref, v->batch.primary, gen)) == NULL)
 			return -1;
+		p->first_seq = s->seq;
 		/* Counted now, with the first intent staged: a restart finds
 		 * its PSET/PDEL in the log exactly when this happened (unless
 		 * the log write fails: the count is then lost with the word). */

@@ -98,4 +98,8 @@ int batch_round_logged(struct batches *b, const struct batch_round *r);
  * memory. */
 int batch_sweep(struct batches *b, const struct batch_round *r);
 
+/* The seq of the first record open part i (0 .. b->n - 1) logged: a
+ * checkpoint's log replay must start below it (ckpt.c). */
+uint64_t batch_part_first_seq(const struct batches *b, size_t i);
+
 #endif

@@ -71,6 +71,8 @@ struct engine_config {
 	uint32_t sync_interval_ms;
 	uint32_t placement;          /* enum shm_placement: the data directory's (datadir.c) */
 	bool sorted_index;           /* shards keep a sorted index (--sorted-index) */
+	uint64_t ckpt_floor;         /* --checkpoint-min-log (the store's, bytes) */
+	uint32_t ckpt_factor;        /* --checkpoint-factor */
 };
 
 struct engine {

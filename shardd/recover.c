@@ -40,6 +40,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "shardd/ckptfile.h"
 #include "shardd/log.h"
 #include "shardd/recover.h"
 #include "shardd/shardd.h"
@@ -225,26 +226,43 @@ static void batches_free(struct batches_seen *bs)
 	free(bs->fx);
 }
 
-static int note_effect(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
-		       const void *key, uint32_t klen, const void *val, uint32_t vlen)
+/* The key's effect at seq, unless the index holds a later one (the log
+ * comes in seq order; a checkpoint's entries do not). */
+static int index_note(struct index *ix, XXH128_hash_t h, uint64_t seq, uint64_t op)
 {
-	struct pass1 *p1 = arg;
-	struct index *ix = &p1->ix;
-	XXH128_hash_t h;
 	struct last_effect *e;
 
-	(void)val;
-	(void)vlen;
-	if (op >= WALFMT_OP_PSET)
-		return note_batch(&p1->bs, seq, op, b, key, klen);
-	h = XXH3_128bits(key, klen);
 	if ((ix->n + 1) * 2 > ix->cap && index_grow(ix) != 0)
 		return -1;
 	e = index_slot(ix, h);
 	if (e->seq == 0)
 		ix->n++;
-	*e = (struct last_effect){ h.low64, h.high64, seq, (uint64_t)op };
+	if (e->seq < seq)
+		*e = (struct last_effect){ h.low64, h.high64, seq, op };
 	return 0;
+}
+
+static int note_effect(void *arg, uint64_t seq, int op, const struct walfmt_batch *b,
+		       const void *key, uint32_t klen, const void *val, uint32_t vlen)
+{
+	struct pass1 *p1 = arg;
+
+	(void)val;
+	(void)vlen;
+	if (op >= WALFMT_OP_PSET)
+		return note_batch(&p1->bs, seq, op, b, key, klen);
+	return index_note(&p1->ix, XXH3_128bits(key, klen), seq, (uint64_t)op);
+}
+
+/* A checkpoint's entry: a set with its seq, or a decision it carries. */
+static int note_ckpt_entry(void *arg, const struct ckpt_entry *e)
+{
+	struct pass1 *p1 = arg;
+	struct walfmt_batch b = { e->boot, e->ref, e->primary, 0 };
+
+	if (e->type == CKPT_DECISION)
+		return note_batch(&p1->bs, 0, WALFMT_OP_DECISION, &b, NULL, 0);
+	return index_note(&p1->ix, XXH3_128bits(e->key, e->klen), e->seq, WALFMT_OP_SET);
 }
 
 /* ---------- passes 2 and 3: correcting the table ---------- */
@@ -306,6 +324,13 @@ static int fix_from_log(void *arg, uint64_t seq, int op, const struct walfmt_bat
 		return -1;
 	f->written++;
 	return 0;
+}
+
+static int fix_from_ckpt(void *arg, const struct ckpt_entry *c)
+{
+	if (c->type != CKPT_KV)
+		return 0;
+	return fix_from_log(arg, c->seq, WALFMT_OP_SET, NULL, c->key, c->klen, c->val, c->vlen);
 }
 
 static int drop_unlogged(void *arg, const struct shm_kv *kv)
@@ -435,9 +460,40 @@ static int found_decision(void *arg, uint64_t seq, int op, const struct walfmt_b
 	return 0;
 }
 
-/* Parts whose primary's log decides: read it once that shard has read it
- * itself (its torn tail cut: a DECISION there is for good). No DECISION:
- * aborted. */
+static int found_ckpt_decision(void *arg, const struct ckpt_entry *e)
+{
+	struct walfmt_batch b = { e->boot, e->ref, e->primary, 0 };
+
+	if (e->type != CKPT_DECISION)
+		return 0;
+	return found_decision(arg, 0, WALFMT_OP_DECISION, &b, NULL, 0, NULL, 0);
+}
+
+/* The decisions the primary's checkpoints carry (DESIGN.md §17: those
+ * its log may have dropped). A damaged one is skipped: each entry has its
+ * own checksum, and the other checkpoint or the log may hold the rest. */
+static int primary_checkpoints(const char *dir, struct lookup *l)
+{
+	struct ckpt_file *v;
+	char name[CKPT_NAME_LEN + 1], why[600];
+	size_t n;
+
+	if (ckpt_list(dir, 0, &v, &n, why, sizeof(why)) != CKPT_OK) {
+		log_error("cannot list the checkpoints of shard %u: %s", l->primary, why);
+		return SHARDD_EXIT_CRASH;
+	}
+	for (size_t i = 0; i < n; i++) {
+		ckpt_name(name, v[i].covered, v[i].replay);
+		if (ckpt_read(dir, name, l->primary, found_ckpt_decision, l, NULL, why, sizeof(why)) != CKPT_OK)
+			log_warn("batch decisions: %s", why);
+	}
+	free(v);
+	return 0;
+}
+
+/* Parts whose primary's log decides: read it (and its checkpoints) once
+ * that shard has read it itself (its torn tail cut: a DECISION there is
+ * for good). No DECISION: aborted. */
 static int decide_by_primary(const struct shard_recovery *r, struct batches_seen *bs, uint32_t p)
 {
 	struct shm_shard *sh = shm_shard_at(r->seg, p);
@@ -457,6 +513,8 @@ static int decide_by_primary(const struct shard_recovery *r, struct batches_seen
 		log_error("cannot read the log of shard %u for batch decisions: %s", p, why);
 		return SHARDD_EXIT_CRASH;
 	}
+	if (primary_checkpoints(dir, &l) != 0)
+		return SHARDD_EXIT_CRASH;
 	for (size_t i = 0; i < bs->n; i++) {
 		struct bx *x = &bs->v[i];
 
@@ -581,34 +639,167 @@ static int close_batches(const struct shard_recovery *r, struct batches_seen *bs
 	return 0;
 }
 
+/* ---------- the checkpoint to start from ---------- */
+
+struct chosen {
+	bool found;
+	char name[CKPT_NAME_LEN + 1];
+	struct ckpt_info info;
+};
+
+static int pass1_init(struct pass1 *p1)
+{
+	memset(p1, 0, sizeof(*p1));
+	return index_grow(&p1->ix);
+}
+
+static void pass1_free(struct pass1 *p1)
+{
+	free(p1->ix.e);
+	batches_free(&p1->bs);
+}
+
+/* The newest checkpoint that reads back whole goes into pass 1's index
+ * (its entries are effects with their seqs); a damaged one is reported
+ * and the next older one tried, which needs a longer log (DESIGN.md §17). */
+static int load_checkpoint(const struct shard_recovery *r, struct pass1 *p1, struct chosen *ck)
+{
+	const char *dir = r->wal->dir;
+	struct ckpt_file *v;
+	char why[600];
+	size_t n;
+	int rc = 0;
+
+	if (ckpt_list(dir, 1, &v, &n, why, sizeof(why)) != CKPT_OK) {
+		log_error("%s", why);
+		return SHARDD_EXIT_CRASH;
+	}
+	for (size_t i = n; i-- > 0 && rc == 0;) {
+		int crc;
+
+		ckpt_name(ck->name, v[i].covered, v[i].replay);
+		crc = ckpt_read(dir, ck->name, r->id, note_ckpt_entry, p1, &ck->info, why, sizeof(why));
+		if (crc == CKPT_OK) {
+			ck->found = true;
+			break;
+		}
+		pass1_free(p1);
+		if (pass1_init(p1) != 0 || crc == CKPT_ENOMEM || crc == CKPT_EAPPLY) {
+			log_error("out of memory reading checkpoint %s", ck->name);
+			rc = SHARDD_EXIT_CRASH;
+		} else if (crc == CKPT_EIO) {
+			log_error("cannot read a checkpoint: %s", why);
+			rc = SHARDD_EXIT_CRASH;
+		} else {
+			log_warn("checkpoint unusable: %s; %s", why,
+				 i > 0 ? "trying the older one, with a longer log" : "trying the whole log");
+		}
+	}
+	free(v);
+	return rc;
+}
+
+/* The log must hold every record after the checkpoint's replay seq (or,
+ * without one, from seq 1). */
+static int check_reach(const struct shard_recovery *r, const struct chosen *ck)
+{
+	uint64_t from = ck->found ? ck->info.replay : 0;
+
+	if (r->wal->base_seq <= from)
+		return 0;
+	if (ck->found)
+		log_error("checkpoint %s needs the log from seq %llu on, but it begins after seq %llu",
+			  ck->name, (unsigned long long)from + 1, (unsigned long long)r->wal->base_seq);
+	else
+		log_error("no usable checkpoint, and the log begins after seq %llu (older segments were "
+			  "deleted after a checkpoint): cannot recover", (unsigned long long)r->wal->base_seq);
+	return SHARDD_EXIT_CORRUPT;
+}
+
+/* Decisions of earlier boots this shard logged or carried as primary:
+ * later checkpoints carry them while a part elsewhere may need them. */
+static int keep_old_decisions(const struct shard_recovery *r, const struct batches_seen *bs)
+{
+	struct old_decisions *od = r->old;
+
+	for (size_t i = 0; od != NULL && i < bs->n; i++) {
+		const struct bx *x = &bs->v[i];
+
+		if (!x->decision || x->boot == r->seg->hdr->boot || x->primary != r->id)
+			continue;
+		if (od->n == od->cap) {
+			size_t c = od->cap ? od->cap * 2 : 64;
+			struct walfmt_batch *nv = realloc(od->v, c * sizeof(*nv));
+
+			if (nv == NULL)
+				return SHARDD_EXIT_CRASH;
+			od->v = nv;
+			od->cap = c;
+		}
+		od->v[od->n++] = (struct walfmt_batch){ x->boot, x->ref, x->primary, 0 };
+	}
+	return 0;
+}
+
+/* Pass 2 over the checkpoint, then the log. */
+static int fix_table(struct shm_writer *w, const struct shard_recovery *r, const struct chosen *ck,
+		     struct fix *f)
+{
+	char why[600];
+	int rc;
+
+	if (ck->found &&
+	    (rc = ckpt_read(r->wal->dir, ck->name, r->id, fix_from_ckpt, f, NULL, why, sizeof(why))) != CKPT_OK) {
+		if (rc == CKPT_EAPPLY)
+			return WAL_EAPPLY;
+		log_error("checkpoint changed while it was read: %s", why);
+		return WAL_ECORRUPT;
+	}
+	rc = wal_replay(r->wal, fix_from_log, f);
+	if (rc == WAL_OK && shm_writer_each(w, drop_unlogged, f) != 0)
+		rc = WAL_EAPPLY;
+	return rc;
+}
+
 static int replay_log(struct shm_writer *w, const struct shard_recovery *r, uint64_t *last)
 {
-	struct pass1 p1 = { 0 };
+	struct pass1 p1;
 	struct fix f = { .w = w, .ix = &p1.ix };
-	int rc, xrc = 0;
+	struct chosen ck = { 0 };
+	int rc = WAL_OK, xrc;
 
 	wal_set_note(r->wal, log_wal_note, NULL);
-	rc = index_grow(&p1.ix) != 0 ? WAL_EAPPLY : wal_recover(r->wal, note_effect, &p1, last);
-	if (rc == WAL_OK) {
+	xrc = pass1_init(&p1) != 0 ? SHARDD_EXIT_CRASH : load_checkpoint(r, &p1, &ck);
+	if (xrc == 0)
+		rc = wal_recover_from(r->wal, ck.found ? ck.info.replay : 0, note_effect, &p1, last);
+	if (rc == WAL_OK && xrc == 0)
+		xrc = check_reach(r, &ck);
+	if (rc == WAL_OK && xrc == 0) {
 		/* Our decisions are final now: others may look them up. */
 		atomic_store_explicit(&w->sh->log_read, 1, memory_order_release);
 		xrc = decide_batches(w, r, &p1);
 	}
+	if (rc == WAL_OK && xrc == 0)
+		xrc = keep_old_decisions(r, &p1.bs);
+	/* No record may carry a seq above the shard's: a checkpoint may hold
+	 * writes a power cut took from the log's unsynced end. */
+	if (ck.found && ck.info.max_seq > *last)
+		*last = ck.info.max_seq;
+	if (ck.found && ck.info.covered > *last)
+		*last = ck.info.covered;
 	f.last = *last;
 	if (rc == WAL_OK && xrc == 0)
-		rc = wal_replay(r->wal, fix_from_log, &f);
-	if (rc == WAL_OK && xrc == 0 && shm_writer_each(w, drop_unlogged, &f) != 0)
-		rc = WAL_EAPPLY;
+		rc = fix_table(w, r, &ck, &f);
 	if (rc == WAL_OK && xrc == 0)
 		xrc = close_batches(r, &p1.bs, last);
-	free(p1.ix.e);
-	batches_free(&p1.bs);
+	pass1_free(&p1);
 	if (rc != WAL_OK)
 		return failed_pass(r, rc, &f);
 	if (xrc != 0)
 		return xrc;
 	log_msg(f.written + f.removed ? LOG_INFO : LOG_DEBUG,
-		"log: %zu keys; table: %llu kept, %llu rewritten, %llu removed", p1.ix.n,
+		"%s%s%slog: %zu keys; table: %llu kept, %llu rewritten, %llu removed",
+		ck.found ? "checkpoint " : "", ck.found ? ck.name : "", ck.found ? " + " : "", p1.ix.n,
 		(unsigned long long)f.kept, (unsigned long long)f.written,
 		(unsigned long long)f.removed);
 	return 0;

@@ -14,6 +14,14 @@
 #include "shm/shard.h"
 #include "shardd/wal.h"
 
+/* Batch decisions of earlier boots this shard logged as primary (found in
+ * its log or its checkpoint): its checkpoints carry them while a part of
+ * another shard may still need them (DESIGN.md §17). malloc'ed. */
+struct old_decisions {
+	struct walfmt_batch *v;
+	size_t n, cap;
+};
+
 struct shard_recovery {
 	struct shm_seg *seg;
 	uint32_t id;
@@ -21,6 +29,7 @@ struct shard_recovery {
 	enum wal_sync_mode mode;
 	struct shm_readers readers; /* every client that may read, for reclamation */
 	const char *data_dir;       /* where every shard's log lives (shard-NN) */
+	struct old_decisions *old;  /* filled by recovery (NULL: not wanted) */
 };
 
 /* Atomic batches (DESIGN.md §16): a part the log holds with no RESOLVED

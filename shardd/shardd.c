@@ -58,6 +58,7 @@
 #include "shm/shard.h"
 #include "shardd/recover.h"
 #include "shardd/batch.h"
+#include "shardd/ckpt.h"
 #include "shardd/shardd.h"
 #include "shardd/stage.h"
 #include "shardd/wal.h"
@@ -117,7 +118,10 @@ struct chanmap {
 struct shardd {
 	struct engine *e;
 	struct chanmap *chans;
-	struct shm_epoch_slot **readers; /* each client's epoch slot, for reclamation */
+	struct shm_epoch_slot **readers; /* each client's epoch slot, for reclamation,
+					  * and the checkpoint walker's last */
+	size_t nreaders;                 /* max_clients + 1 */
+	struct ckpt ckpt;                /* checkpoints (ckpt.h) */
 	uint32_t id;
 	struct shm_shard *sh;
 	struct shm_writer w;
@@ -663,8 +667,7 @@ static bool peer_alive(void *arg, uint32_t slot, uint32_t gen)
 
 static struct batch_round batch_round_of(struct shardd *d)
 {
-	return (struct batch_round){ &d->w, &d->stage, &d->wal, d->readers, d->e->cfg.max_clients,
-				     peer_alive, d };
+	return (struct batch_round){ &d->w, &d->stage, &d->wal, d->readers, d->nreaders, peer_alive, d };
 }
 
 /* A batch's request (batch.h). */
@@ -997,6 +1000,8 @@ static int work_ready(void *arg)
 
 	if (stop_requested)
 		return 1;
+	if (d->ckpt.running && atomic_load_explicit(&d->ckpt.done, memory_order_acquire))
+		return 1;
 	if (atomic_load_explicit(&d->e->reg->version, memory_order_acquire) != d->seen_version)
 		return 1;
 	for (uint32_t w = 0; w < (d->e->cfg.max_clients + 63) / 64; w++) {
@@ -1120,13 +1125,18 @@ static int lock_dir(const char *dir)
 	return 0; /* held until the process exits */
 }
 
+static void shard_dir(const struct shardd *d, char dir[4200])
+{
+	snprintf(dir, 4200, "%s/shard-%02u", d->e->cfg.data_dir, d->id);
+}
+
 /* A log directory that cannot be created, locked or opened is not fixed
  * by a restart: the shard stops for good (SHARDD_EXIT_START). */
 static int open_log(struct shardd *d)
 {
 	char dir[4200];
 
-	snprintf(dir, sizeof(dir), "%s/shard-%02u", d->e->cfg.data_dir, d->id);
+	shard_dir(d, dir);
 	if (d->e->cfg.sync != WAL_SYNC_NONE) {
 		if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
 			log_error("cannot create %s: %s", dir, strerror(errno));
@@ -1145,7 +1155,8 @@ static int open_log(struct shardd *d)
 static int recover(struct shardd *d)
 {
 	struct shard_recovery r = { &d->e->seg, d->id, &d->wal, d->e->cfg.sync,
-				    { d->readers, d->e->cfg.max_clients, refresh_readers, d }, d->e->cfg.data_dir };
+				    { d->readers, d->nreaders, refresh_readers, d }, d->e->cfg.data_dir,
+				    &d->ckpt.old };
 	uint64_t last = 0, t0 = shm_now_ns();
 	int rc = open_log(d);
 
@@ -1156,12 +1167,13 @@ static int recover(struct shardd *d)
 	log_msg(last ? LOG_INFO : LOG_DEBUG, "recovered to seq %llu in %.1f ms",
 		(unsigned long long)last, (double)(shm_now_ns() - t0) / 1e6);
 	wal_batch_begin(&d->wal);
+	ckpt_measure(&d->ckpt, &d->wal);
 	return 0;
 }
 
 static int setup(struct shardd *d, struct engine *e, uint32_t id)
 {
-	char tag[32];
+	char tag[32], dir[4200];
 	struct sigaction sa = { 0 };
 	int rc;
 
@@ -1177,11 +1189,16 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 	d->sh = shm_shard_at(&e->seg, id);
 	d->peers = calloc(e->cfg.max_clients, sizeof(*d->peers));
 	d->chans = calloc(e->cfg.max_clients, sizeof(*d->chans));
-	d->readers = calloc(e->cfg.max_clients, sizeof(*d->readers));
-	if (d->chans == NULL || d->readers == NULL) {
+	d->nreaders = e->cfg.max_clients + 1;
+	d->readers = calloc(d->nreaders, sizeof(*d->readers));
+	shard_dir(d, dir);
+	if (d->chans == NULL || d->readers == NULL ||
+	    ckpt_init(&d->ckpt, &e->seg, &d->w, id, e->cfg.shards, e->cfg.sync == WAL_SYNC_NONE ? NULL : dir,
+		      e->cfg.ckpt_floor, e->cfg.ckpt_factor) != 0) {
 		log_error("out of memory at start");
 		return SHARDD_EXIT_CRASH;
 	}
+	d->readers[e->cfg.max_clients] = &d->ckpt.slot;
 	/* Channels amorad had mapped when it forked us are mapped here too. */
 	for (uint32_t i = 0; i < e->cfg.max_clients; i++) {
 		d->chans[i].incoming = -1;
@@ -1212,6 +1229,7 @@ static int setup(struct shardd *d, struct engine *e, uint32_t id)
 		log_error("cannot start the watcher thread: %s", strerror(rc));
 		return SHARDD_EXIT_CRASH;
 	}
+	d->ckpt.wake = &d->watch->rang; /* the loop sleeps on it */
 	/* A previous incarnation killed asleep left its flag set (clients
 	 * would make wake-up calls nobody waits for until our first sleep). */
 	atomic_store_explicit(&d->sh->sleeping, 0, memory_order_relaxed);
@@ -1228,6 +1246,14 @@ static void watch_follow(struct shardd *d)
 
 	if (rang != d->watch->rang_seen)
 		watch_rebuild(d, rang);
+}
+
+/* Between rounds: a checkpoint finished, or one is due (ckpt.h). */
+static void ckpt_step(struct shardd *d)
+{
+	ckpt_poll(&d->ckpt, &d->wal);
+	if (ckpt_wanted(&d->ckpt, &d->wal) && ckpt_start(&d->ckpt, &d->wal, &d->batch) != 0)
+		exit(SHARDD_EXIT_IO); /* the log could not be rotated: as a failed log write */
 }
 
 static void serve(struct shardd *d)
@@ -1252,6 +1278,7 @@ static void serve(struct shardd *d)
 			exit(SHARDD_EXIT_IO);
 		}
 		count_log(d); /* a periodic sync */
+		ckpt_step(d);
 		if (more || d->batch.again) {
 			watch_follow(d);
 			continue;
@@ -1285,7 +1312,11 @@ int shardd_run(struct engine *e, uint32_t id)
 	}
 	atomic_store_explicit(&d.sh->state, SHM_SHARD_READY, memory_order_release);
 	serve(&d);
-	/* Drained: every request taken was answered. Make it all durable. */
+	/* Drained: every request taken was answered. A last checkpoint, so
+	 * that the next start reads it and no log. */
+	ckpt_wait(&d.ckpt, &d.wal);
+	if (ckpt_final(&d.ckpt, &d.wal) && ckpt_start(&d.ckpt, &d.wal, &d.batch) == 0)
+		ckpt_wait(&d.ckpt, &d.wal);
 	if (wal_sync(&d.wal) != WAL_OK) {
 		log_error("final log sync failed: %s", wal_errmsg(&d.wal));
 		return SHARDD_EXIT_IO;

@@ -548,10 +548,21 @@ static int recover_segment(struct wal *w, uint64_t seq, int first, int last, wal
 	return rc;
 }
 
-int wal_recover(struct wal *w, walfmt_apply_fn fn, void *arg, uint64_t *last_seq)
+/* The first of the n segments recovery reads: the one holding seq
+ * from + 1 (segment i holds seqs below segs[i + 1]); never past the last. */
+static size_t first_needed(const uint64_t *segs, size_t n, uint64_t from)
+{
+	size_t i = 0;
+
+	while (i + 1 < n && segs[i + 1] - 1 <= from)
+		i++;
+	return i;
+}
+
+int wal_recover_from(struct wal *w, uint64_t from, walfmt_apply_fn fn, void *arg, uint64_t *last_seq)
 {
 	uint64_t *segs = NULL;
-	size_t n = 0;
+	size_t n = 0, i0;
 	int rc = WAL_OK;
 
 	*last_seq = 0;
@@ -563,13 +574,20 @@ int wal_recover(struct wal *w, walfmt_apply_fn fn, void *arg, uint64_t *last_seq
 		return fail(w, WAL_EINVAL, "wal_recover: log not open or already recovered");
 	if ((rc = list_segments(w, &segs, &n)) != WAL_OK)
 		return rc;
-	for (size_t i = 0; i < n && rc == WAL_OK; i++)
-		rc = recover_segment(w, segs[i], i == 0, i + 1 == n, fn, arg);
+	i0 = first_needed(segs, n, from);
+	w->from_seg = n > 0 ? segs[i0] : 0;
+	for (size_t i = i0; i < n && rc == WAL_OK; i++)
+		rc = recover_segment(w, segs[i], i == i0, i + 1 == n, fn, arg);
 	free(segs);
 	*last_seq = w->last_seq;
 	if (rc == WAL_OK)
 		w->recovered = 1;
 	return rc;
+}
+
+int wal_recover(struct wal *w, walfmt_apply_fn fn, void *arg, uint64_t *last_seq)
+{
+	return wal_recover_from(w, 0, fn, arg, last_seq);
 }
 
 /* Replay one segment again, read-only, up to where recovery left it (the
@@ -607,8 +625,12 @@ int wal_replay(struct wal *w, walfmt_apply_fn fn, void *arg)
 		return fail(w, WAL_EINVAL, "wal_replay: only after wal_recover and before appends");
 	if ((rc = list_segments(w, &segs, &n)) != WAL_OK)
 		return rc;
-	for (size_t i = 0; i < n && rc == WAL_OK; i++)
-		rc = replay_segment(w, segs[i], i == 0, &prev, fn, arg);
+	for (size_t i = 0, first = 1; i < n && rc == WAL_OK; i++) {
+		if (segs[i] < w->from_seg)
+			continue; /* before what wal_recover_from read */
+		rc = replay_segment(w, segs[i], first, &prev, fn, arg);
+		first = 0;
+	}
 	free(segs);
 	return rc;
 }
@@ -847,11 +869,54 @@ int64_t wal_next_sync_ns(const struct wal *w)
 	return (int64_t)(w->dirty_since_ns + w->sync_interval_ns);
 }
 
-int wal_drop_upto(struct wal *w, uint64_t seq)
+int wal_rotate(struct wal *w)
 {
+	if (w->mode == WAL_SYNC_NONE)
+		return WAL_OK;
+	if (w->failed)
+		return WAL_EIO;
+	return seg_finish(w);
+}
+
+int wal_drop_dir(const char *dir, uint64_t seq, uint64_t *left_bytes, char *why, size_t whylen)
+{
+	struct wal tmp = { .dir = (char *)dir, .fd = -1 };
 	uint64_t *segs = NULL;
 	size_t n = 0, dropped = 0;
 	char name[WALFMT_NAME_LEN + 1];
+	struct stat st;
+	int rc;
+
+	*left_bytes = 0;
+	tmp.dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (tmp.dirfd < 0) {
+		snprintf(why, whylen, "%s: cannot open directory: %s", dir, strerror(errno));
+		return WAL_EIO;
+	}
+	rc = list_segments(&tmp, &segs, &n);
+	/* Segment i holds seqs below segs[i+1]; the newest is never dropped. */
+	for (size_t i = 0; rc == WAL_OK && i < n; i++) {
+		walfmt_seg_name(name, segs[i]);
+		if (i + 1 < n && segs[i + 1] - 1 <= seq) {
+			if (unlinkat(tmp.dirfd, name, 0) < 0)
+				rc = fail(&tmp, WAL_EIO, "%s/%s: unlink: %s", dir, name, strerror(errno));
+			dropped++;
+		} else if (fstatat(tmp.dirfd, name, &st, 0) == 0) {
+			*left_bytes += (uint64_t)st.st_size;
+		}
+	}
+	free(segs);
+	if (rc == WAL_OK && dropped > 0 && fsync(tmp.dirfd) != 0)
+		rc = fail(&tmp, WAL_EIO, "%s: fsync: %s", dir, strerror(errno));
+	if (rc != WAL_OK)
+		snprintf(why, whylen, "%s", tmp.err);
+	close(tmp.dirfd);
+	return rc;
+}
+
+int wal_drop_upto(struct wal *w, uint64_t seq)
+{
+	uint64_t left;
 	int rc;
 
 	if (w->mode == WAL_SYNC_NONE)
@@ -860,18 +925,8 @@ int wal_drop_upto(struct wal *w, uint64_t seq)
 		return WAL_EIO;
 	if (w->dirfd < 0)
 		return fail(w, WAL_EINVAL, "log not open");
-	if ((rc = list_segments(w, &segs, &n)) != WAL_OK)
-		return rc;
-	/* Segment i holds seqs below segs[i+1]; the newest is never dropped. */
-	for (size_t i = 0; i + 1 < n && segs[i + 1] - 1 <= seq; i++, dropped++) {
-		walfmt_seg_name(name, segs[i]);
-		if (unlinkat(w->dirfd, name, 0) < 0) {
-			free(segs);
-			return fail(w, WAL_EIO, "%s/%s: unlink: %s", w->dir, name, strerror(errno));
-		}
-	}
-	free(segs);
-	if (dropped > 0 && (rc = walio_fsync_dir(w->dirfd)) < 0)
-		return fail(w, WAL_EIO, "%s: fsync: %s", w->dir, strerror(-rc));
-	return WAL_OK;
+	rc = wal_drop_dir(w->dir, seq, &left, w->err, sizeof(w->err));
+	if (rc == WAL_EIO)
+		w->failed = 1;
+	return rc;
 }

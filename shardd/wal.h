@@ -89,6 +89,8 @@ struct wal {
 	uint64_t base_seq;        /* after recovery: the log holds every record after
 				     this seq (older segments were dropped); a checkpoint
 				     below it would leave a hole */
+	uint64_t from_seg;        /* first seq of the first segment wal_recover_from read:
+				     wal_replay reads from there too */
 	int recovered;            /* appends are allowed only after wal_recover */
 	int failed;               /* sticky after WAL_EIO */
 	int dirty;                /* written but not yet fdatasync'ed (periodic) */
@@ -129,6 +131,13 @@ void wal_set_note(struct wal *w, wal_note_fn fn, void *arg);
  * WAL_ECORRUPT for damage inside the log, WAL_EAPPLY when fn fails,
  * WAL_EIO. Once only. */
 int wal_recover(struct wal *w, walfmt_apply_fn fn, void *arg, uint64_t *last_seq);
+/* The same from a checkpoint: segments holding only seqs <= from are not
+ * read (not even checked), the first one read is not chained to the one
+ * before, and wal_replay skips the same ones. Every record of the
+ * segments read is passed to fn, some may be <= from. base_seq then says
+ * whether the log reaches back far enough (base_seq <= from). */
+int wal_recover_from(struct wal *w, uint64_t from, walfmt_apply_fn fn, void *arg,
+		     uint64_t *last_seq);
 
 /* Replay the recovered log again, oldest first, read-only (recovery that
  * needs two passes). Only after wal_recover and before any commit.
@@ -184,6 +193,15 @@ int wal_sync(struct wal *w);
 /* Delete whole segments holding only seqs <= seq (after a checkpoint that
  * covers them). Never deletes the segment being appended to. */
 int wal_drop_upto(struct wal *w, uint64_t seq);
+/* The same on a log directory without its struct wal, so another thread
+ * than the log's writer may do it (the checkpoint thread, ckpt.c): the
+ * newest segment is never deleted, the writer may append meanwhile.
+ * *left_bytes: the sizes of the segments left. WAL_EIO with why. */
+int wal_drop_dir(const char *dir, uint64_t seq, uint64_t *left_bytes, char *why, size_t whylen);
+/* Close the current segment (trimmed, synced) so that the next commit
+ * starts a new one: a checkpoint begins at a segment boundary, so the
+ * segments before it can later be deleted whole. WAL_EIO. */
+int wal_rotate(struct wal *w);
 /* Closes files and frees memory; does not sync (call wal_sync first). */
 void wal_close(struct wal *w);
 const char *wal_errmsg(const struct wal *w);

@@ -67,7 +67,7 @@
 #include "shm/slab.h"
 
 #define SHM_MAGIC 0x4d48534152524f4dULL /* "MORRASHM" */
-#define SHM_VERSION 6u /* 6: batch words, commit_no, boot; intents (record.h) */
+#define SHM_VERSION 7u /* 6: batch words, commit_no, boot; intents (record.h); 7: checkpoint words */
 #define SHM_CHUNK_SHIFT 21
 #define SHM_CHUNK_SIZE (1ULL << SHM_CHUNK_SHIFT) /* 2 MiB */
 #define SHM_MAX_SIZE (64ULL << 30)
@@ -162,6 +162,9 @@ struct shm_amorad_counters {
 						* stored after each command and each close,
 						* so a client that just attached may read
 						* the count from before its attach */
+	_Atomic uint64_t ckpt_requested;       /* checkpoint requests (AMORA.CHECKPOINT):
+						* a shard whose ckpt_served is below it
+						* writes one (shardd/ckpt.h) */
 };
 
 /* Per-shard descriptor. Written by the shard's writer, except state,
@@ -181,6 +184,13 @@ struct shm_shard {
 	_Atomic uint32_t restarts;  /* times the shard process was restarted */
 	_Atomic uint32_t cause;     /* enum shm_fail_cause while state is FAILED, else 0 */
 	_Atomic uint32_t sleeping;  /* 1 while the shard sleeps (or is about to): clients wake it */
+	/* Checkpoints (shardd/ckpt.h), stored by the shard when one is done
+	 * (or failed: only ckpt_served): */
+	_Atomic uint64_t ckpt_served; /* amorad's ckpt_requested when it began */
+	_Atomic uint64_t ckpt_seq;    /* the log position the newest one covers */
+	_Atomic uint64_t ckpt_bytes;  /* its file's size */
+	_Atomic uint64_t log_disk;    /* log bytes on disk then (an estimate) */
+	_Atomic uint64_t checkpoints; /* written since amorad started (one writer) */
 	_Atomic uint32_t log_read;  /* 1 once this incarnation has read its log (and cut a torn
 				     * tail): the batch decisions in it are final, and other
 				     * shards may look them up (shardd/recover.c); 0 from its

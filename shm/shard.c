@@ -64,6 +64,9 @@ static bool bloom_kept(const struct shm_writer *w)
  * finish on the previous one). */
 static void set_table(struct shm_writer *w, uint64_t off)
 {
+	atomic_fetch_add(&w->tables, 1); /* before the store: a walker that
+					  * loads the new table_off, then
+					  * `tables`, sees the bump */
 	w->table_off = off;
 	atomic_store_explicit(&w->sh->table_off, off, memory_order_release);
 }

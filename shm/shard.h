@@ -63,6 +63,10 @@ struct shm_writer {
 	void (*refresh)(void *arg);
 	void *refresh_arg;
 	uint64_t table_off;     /* the shard's table */
+	/* Tables published (set_table), bumped before each publication: the
+	 * one field another thread of the writer's process may load (the
+	 * checkpoint walk, shardd/ckpt.c, starts over when it moved). */
+	_Atomic uint64_t tables;
 	uint64_t index_off;     /* its sorted index (shard_index.h), 0: none kept */
 	bool index_stale;       /* the index lacks keys: build a complete one */
 	uint64_t rng;           /* node heights (skiplist.h) */

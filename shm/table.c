@@ -296,6 +296,15 @@ void shm_table_prefetch_group(const struct shm_seg *seg, const struct shm_table 
 	__builtin_prefetch(g + 64, 1);
 }
 
+uint64_t shm_table_view_record(const struct shm_table_view *v, uint64_t g, unsigned i)
+{
+	/* acquire: pairs with the release store of the control byte that
+	 * made the slot full (insert), so the slot word is the one it holds */
+	if (atomic_load_explicit(&v->groups[g].ctrl[i], memory_order_acquire) & 0x80)
+		return 0;
+	return (atomic_load_explicit(&v->groups[g].slot[i], memory_order_acquire) & SLOT_OFF_MASK) << 4;
+}
+
 uint64_t shm_table_record(const struct shm_seg *seg, const struct shm_table *t, shm_slot_pos pos)
 {
 	const struct shm_group *g = &groups_of(seg, t)[pos / SHM_GROUP_SLOTS];

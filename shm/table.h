@@ -133,6 +133,12 @@ struct shm_table_view {
 /* Validate the table at `off` and fill *v. Errors: SHM_ECORRUPT. */
 int shm_table_view(const struct shm_seg *seg, uint64_t off, struct shm_table_view *v);
 
+/* A reader walking a table (a checkpoint, shardd/ckpt.c): the record in
+ * slot i of group g of the view, 0 when the slot is empty or deleted. The
+ * record may be replaced or deleted right after; it stays readable until
+ * the reader leaves its section. */
+uint64_t shm_table_view_record(const struct shm_table_view *v, uint64_t g, unsigned i);
+
 /* A reader's memo of the last view it validated for one shard: off 0 is
  * none. Zero-initialised is empty. */
 struct shm_table_memo {
