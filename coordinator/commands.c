@@ -167,6 +167,8 @@ static void info_persistence(struct info *in)
 		 mean_batch(ss->w.log_records, ss->w.log_writes));
 	info_add(in, "batches_committed:%llu\r\nbatches_aborted:%llu\r\nbatch_parts_recovered:%llu\r\n",
 		 ull(ss->w.batches_committed), ull(ss->w.batches_aborted), ull(ss->w.batch_parts_recovered));
+	info_add(in, "checkpoints:%llu\r\ncheckpoint_bytes:%llu\r\nlog_disk_bytes:%llu\r\n",
+		 ull(ss->ck.checkpoints), ull(ss->ck.bytes), ull(ss->ck.log_disk));
 }
 
 static void info_stats(struct info *in)
@@ -191,11 +193,12 @@ static void info_shards(struct info *in)
 
 		shm_shard_stats(&in->a->e.seg, s, &st);
 		info_add(in, "shard%u:state=%s,cause=%s,keys=%llu,used_memory=%llu,requests=%llu,log_writes=%llu,"
-			 "log_records=%llu,log_bytes=%llu,log_syncs=%llu,mean_batch=%.2f,restarts=%u\r\n", s,
+			 "log_records=%llu,log_bytes=%llu,log_syncs=%llu,mean_batch=%.2f,restarts=%u,"
+			 "checkpoints=%llu,checkpoint_seq=%llu,log_disk_bytes=%llu\r\n", s,
 			 shm_shard_state_name(st.state), shm_fail_cause_token(st.cause), ull(st.keys),
 			 ull(st.used_bytes), ull(st.w.requests), ull(st.w.log_writes), ull(st.w.log_records),
 			 ull(st.w.log_bytes), ull(st.w.log_syncs), mean_batch(st.w.log_records, st.w.log_writes),
-			 st.restarts);
+			 st.restarts, ull(st.ck.checkpoints), ull(st.ck.seq), ull(st.ck.log_disk));
 	}
 }
 
@@ -287,6 +290,25 @@ static void cmd_shutdown(struct amorad *a, struct conn *c, const struct resp_cmd
 	amorad_begin_stop(a, "SHUTDOWN command");
 }
 
+/* AMORA.CHECKPOINT: every shard writes a checkpoint holding every write
+ * acknowledged before this command (shardd/ckpt.h). The reply, at once,
+ * is the request's number N; a shard's ckpt_served reaches N once its
+ * checkpoint is on disk (amora_checkpoint waits for that). */
+static void cmd_checkpoint(struct amorad *a, struct conn *c, const struct resp_cmd *cmd)
+{
+	uint64_t n;
+
+	(void)cmd;
+	if (a->e.cfg.sync == WAL_SYNC_NONE) {
+		resp_add_error(&c->out, "ERR no checkpoints with --sync none: nothing is kept on disk");
+		return;
+	}
+	/* release: a shard that sees the number (acquire) runs after it */
+	n = atomic_fetch_add_explicit(&a->e.seg.hdr->amorad.ckpt_requested, 1, memory_order_release) + 1;
+	engine_wake_shards(&a->e);
+	resp_add_int(&c->out, (int64_t)n);
+}
+
 /* ---------- the table ---------- */
 
 static const struct command commands[] = {
@@ -296,6 +318,7 @@ static const struct command commands[] = {
 	{ "quit", -1, CMD_CLOSES, cmd_quit },
 	{ "shutdown", -1, CMD_ADMIN | CMD_CLOSES, cmd_shutdown },
 	{ "amora.attach", 1, CMD_UNATTACHED, cmd_attach },
+	{ "amora.checkpoint", 1, CMD_ADMIN, cmd_checkpoint },
 };
 
 static const struct command *cmd_lookup(const char *name, size_t len)

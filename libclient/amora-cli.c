@@ -88,6 +88,9 @@ static void usage(FILE *out)
 		"                  'name:value' lines, a line for each shard: 'shard3:state=failed,\n"
 		"                  cause=corrupt_log,...'), read from shared memory\n"
 		"  ping            check that amorad and every shard are up; prints PONG\n"
+		"  checkpoint      make every shard write a checkpoint of what it holds and\n"
+		"                  wait until all are on disk (the next start reads them\n"
+		"                  instead of the log); prints OK\n"
 		"\n"
 		"Options:\n"
 		"  -s SOCKET       amorad's control socket (default $AMORA_SOCKET, else\n"
@@ -676,7 +679,8 @@ static int cmd_stats(amora *db, char **args, int from_stdin)
 	       "# Clients\nconnected_clients:%u\nattached_clients:%u\nblocked_clients:0\n\n"
 	       "# Memory\nused_memory:%llu\nmemory_limit:%llu\nrecord_bytes:%llu\nfragmentation:%.4f\n\n"
 	       "# Persistence\nloading:%d\nlog_writes:%llu\nlog_records:%llu\nlog_bytes:%llu\nlog_syncs:%llu\n"
-	       "mean_batch:%.2f\nbatches_committed:%llu\nbatches_aborted:%llu\nbatch_parts_recovered:%llu\n\n"
+	       "mean_batch:%.2f\nbatches_committed:%llu\nbatches_aborted:%llu\nbatch_parts_recovered:%llu\n"
+	       "checkpoints:%llu\ncheckpoint_bytes:%llu\nlog_disk_bytes:%llu\n\n"
 	       "# Stats\ntotal_connections_received:%llu\ntotal_commands_processed:%llu\n"
 	       "rejected_connections:%llu\ntotal_requests:%llu\n\n# Keyspace\n",
 	       st.shards, st.shards_ready, st.shards_failed, sv.connected_clients, sv.attached_clients,
@@ -686,7 +690,8 @@ static int cmd_stats(amora *db, char **args, int from_stdin)
 	       (unsigned long long)sv.writes.log_bytes, (unsigned long long)sv.writes.log_syncs,
 	       mean_batch(sv.writes.log_records, sv.writes.log_writes),
 	       (unsigned long long)sv.batches_committed, (unsigned long long)sv.batches_aborted,
-	       (unsigned long long)sv.batch_parts_recovered,
+	       (unsigned long long)sv.batch_parts_recovered, (unsigned long long)sv.checkpoints,
+	       (unsigned long long)sv.checkpoint_bytes, (unsigned long long)sv.log_disk_bytes,
 	       (unsigned long long)sv.connections_received, (unsigned long long)sv.commands_processed,
 	       (unsigned long long)sv.connections_rejected, (unsigned long long)sv.writes.requests);
 	if (st.keys > 0)
@@ -699,11 +704,14 @@ static int cmd_stats(amora *db, char **args, int from_stdin)
 		if ((rc = amora_shard_stats(db, s, &sh, sizeof(sh))) < 0)
 			return fail(db, "stats", rc);
 		printf("shard%u:state=%s,cause=%s,keys=%llu,used_memory=%llu,requests=%llu,log_writes=%llu,"
-		       "log_records=%llu,log_bytes=%llu,log_syncs=%llu,mean_batch=%.2f,restarts=%u\n", s,
+		       "log_records=%llu,log_bytes=%llu,log_syncs=%llu,mean_batch=%.2f,restarts=%u,"
+		       "checkpoints=%llu,checkpoint_seq=%llu,log_disk_bytes=%llu\n", s,
 		       sh.state, sh.cause, (unsigned long long)sh.keys, (unsigned long long)sh.memory_used,
 		       (unsigned long long)w->requests, (unsigned long long)w->log_writes,
 		       (unsigned long long)w->log_records, (unsigned long long)w->log_bytes,
-		       (unsigned long long)w->log_syncs, mean_batch(w->log_records, w->log_writes), sh.restarts);
+		       (unsigned long long)w->log_syncs, mean_batch(w->log_records, w->log_writes), sh.restarts,
+		       (unsigned long long)sh.checkpoints, (unsigned long long)sh.checkpoint_seq,
+		       (unsigned long long)sh.log_disk_bytes);
 	}
 	return out_bytes(NULL, 0);
 }
@@ -716,6 +724,16 @@ static int cmd_ping(amora *db, char **args, int from_stdin)
 	if (rc < 0)
 		return fail(db, "ping", rc);
 	return out_line("PONG");
+}
+
+static int cmd_checkpoint(amora *db, char **args, int from_stdin)
+{
+	int rc = amora_checkpoint(db);
+
+	(void)args, (void)from_stdin;
+	if (rc < 0)
+		return fail(db, "checkpoint", rc);
+	return out_line("OK");
 }
 
 /* ---------- command table and main ---------- */
@@ -740,6 +758,7 @@ static const struct command commands[] = {
 	{ "batch", 0, "", cmd_batch, batch_parse },
 	{ "stats", 0, "", cmd_stats, NULL },
 	{ "ping", 0, "", cmd_ping, NULL },
+	{ "checkpoint", 0, "", cmd_checkpoint, NULL },
 };
 
 static const struct command *find_command(const char *name)

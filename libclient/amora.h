@@ -528,6 +528,14 @@ struct amora_server_stats {
 	uint64_t batch_parts_recovered; /* batch_parts_recovered: parts a shard's
 					 * restart found undecided in its log and
 					 * decided */
+	/* checkpoints (INFO's # Persistence; amora_checkpoint) */
+	uint64_t checkpoints;           /* checkpoints: written by the shards since
+					 * amorad started */
+	uint64_t checkpoint_bytes;      /* checkpoint_bytes: the newest checkpoint
+					 * files' sizes, summed */
+	uint64_t log_disk_bytes;        /* log_disk_bytes: log bytes on disk, an
+					 * estimate each shard updates after each
+					 * checkpoint */
 };
 
 /* Fill the first `size` bytes of *out (size: sizeof(*out)). Errors:
@@ -549,12 +557,30 @@ struct amora_shard_stats {
 	uint32_t restarts;    /* restarts=: times amorad restarted it */
 	uint64_t batches_committed, batches_aborted, batch_parts_recovered; /* as in
 			       * amora_server_stats: this shard's (as primary) */
+	uint64_t checkpoints;    /* checkpoints=: as in amora_server_stats, this shard's */
+	uint64_t checkpoint_seq; /* checkpoint_seq=: the log position its newest
+				  * checkpoint of this amorad's run covers (0: none) */
+	uint64_t log_disk_bytes; /* log_disk_bytes=: this shard's */
 };
 
 /* Fill the first `size` bytes of *out with shard `shard` (0 .. shards - 1;
  * the strings are static). Errors: AMORA_EINVAL (out is NULL, size too
  * small, no such shard). */
 AMORA_API int amora_shard_stats(amora *db, uint32_t shard, struct amora_shard_stats *out, size_t size);
+
+/* Make every shard write a checkpoint holding every write acknowledged
+ * before the call (DESIGN.md §17), and wait until each is on disk: the
+ * next start then reads the checkpoints and little or no log. Shards
+ * also checkpoint by themselves (amorad's --checkpoint-min-log and
+ * --checkpoint-factor) and when amorad stops. Returns 0, AMORA_EGONE
+ * (coordinator gone), AMORA_EPROTO, AMORA_EFAILED (a shard stopped for
+ * good before it was done; amora_errmsg names it), AMORA_EINVAL (the
+ * store runs with --sync none: no files), AMORA_ETIMEDOUT (no answer
+ * within the handle's timeout; the checkpoint itself may take longer and
+ * is waited for as long as the shards are alive and make progress). A
+ * checkpoint that failed (a full disk) is logged by the shard and counts
+ * as done: the log is then kept whole. */
+AMORA_API int amora_checkpoint(amora *db);
 
 /* Ask the coordinator whether it and every shard are up (one round trip
  * on the control socket). Returns 0, AMORA_EGONE (coordinator gone),

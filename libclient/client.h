@@ -281,6 +281,9 @@ int client_wait_done(amora *db, uint32_t s, uint64_t upto, uint64_t want, int *s
  * waits for the bulk area, for in-flight requests (down to half the CQ)
  * and for SQ space. Errors as client_wait_done. */
 int client_wait_room(amora *db, uint32_t s, size_t klen, size_t vlen);
+/* Whether the control socket is still open (a poll, no blocking); sets
+ * db->gone once it is not. */
+bool client_coordinator_alive(amora *db);
 
 /* The first failure kept since the last call (its message into errmsg),
  * or 0; forgets it. */

@@ -5,6 +5,8 @@
  * trip to amorad on the control socket (amora_heartbeat).
  */
 #include <poll.h>
+#include <stdlib.h>
+#include <time.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -91,6 +93,9 @@ int amora_server_stats(amora *db, struct amora_server_stats *out, size_t size)
 		.batches_committed = ss.w.batches_committed,
 		.batches_aborted = ss.w.batches_aborted,
 		.batch_parts_recovered = ss.w.batch_parts_recovered,
+		.checkpoints = ss.ck.checkpoints,
+		.checkpoint_bytes = ss.ck.bytes,
+		.log_disk_bytes = ss.ck.log_disk,
 	};
 	fill_sized(out, size, &st, sizeof(st));
 	return AMORA_OK;
@@ -120,6 +125,9 @@ int amora_shard_stats(amora *db, uint32_t shard, struct amora_shard_stats *out, 
 		.batches_committed = ss.w.batches_committed,
 		.batches_aborted = ss.w.batches_aborted,
 		.batch_parts_recovered = ss.w.batch_parts_recovered,
+		.checkpoints = ss.ck.checkpoints,
+		.checkpoint_seq = ss.ck.seq,
+		.log_disk_bytes = ss.ck.log_disk,
 	};
 	fill_sized(out, size, &st, sizeof(st));
 	return AMORA_OK;
@@ -164,6 +172,63 @@ int amora_heartbeat(amora *db)
 					 shm_shard_state_name(st));
 	}
 	return rc;
+}
+
+/* One reply line of the control socket (up to \r\n, which is cut). */
+static int control_line(amora *db, const char *what, char *buf, size_t cap)
+{
+	size_t got = 0;
+
+	while (got < 2 || buf[got - 2] != '\r' || buf[got - 1] != '\n') {
+		struct pollfd p = { .fd = db->sock, .events = POLLIN };
+		ssize_t n;
+
+		if (got + 1 >= cap)
+			return client_fail(db, AMORA_EPROTO, "answer to %s too long", what);
+		if (poll(&p, 1, db->timeout_ms) <= 0)
+			return client_fail(db, AMORA_ETIMEDOUT, "no answer to %s within %d ms", what, db->timeout_ms);
+		if ((n = recv(db->sock, buf + got, 1, 0)) <= 0) {
+			db->gone = true;
+			return client_fail(db, AMORA_EGONE, "the coordinator closed the connection");
+		}
+		got += (size_t)n;
+	}
+	buf[got - 2] = '\0';
+	return AMORA_OK;
+}
+
+int amora_checkpoint(amora *db)
+{
+	static const char req[] = "*1\r\n$16\r\nAMORA.CHECKPOINT\r\n";
+	struct timespec nap = { 0, 2000000 };
+	char line[256], *end;
+	unsigned long long n;
+	int rc;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	if (db->gone || send(db->sock, req, sizeof(req) - 1, MSG_NOSIGNAL) != sizeof(req) - 1)
+		return client_fail(db, AMORA_EGONE, "the coordinator closed the connection");
+	if ((rc = control_line(db, "AMORA.CHECKPOINT", line, sizeof(line))) != AMORA_OK)
+		return rc;
+	if (line[0] == '-')
+		return client_fail(db, strstr(line, "--sync none") ? AMORA_EINVAL : AMORA_EPROTO, "%s", line + 1);
+	n = strtoull(line + 1, &end, 10);
+	if (line[0] != ':' || *end != '\0' || n == 0)
+		return client_fail(db, AMORA_EPROTO, "unexpected answer to AMORA.CHECKPOINT");
+	for (uint32_t s = 0; s < db->shards; s++) {
+		const struct shm_shard *sh = shm_shard_at(&db->seg, s);
+
+		/* acquire: pairs with the shard's release store once the file is renamed */
+		while (atomic_load_explicit(&sh->ckpt_served, memory_order_acquire) < n) {
+			if (atomic_load_explicit(&sh->state, memory_order_acquire) == SHM_SHARD_FAILED)
+				return client_fail_shard_stopped(db, s);
+			if (!client_coordinator_alive(db))
+				return client_fail(db, AMORA_EGONE, "the coordinator went away during the checkpoint");
+			nanosleep(&nap, NULL);
+		}
+	}
+	return AMORA_OK;
 }
 
 _Static_assert((int)AMORA_SHARD_STARTING == (int)SHM_SHARD_STARTING &&

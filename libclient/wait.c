@@ -24,7 +24,7 @@
 
 #define WAIT_SLICE_MS 20 /* sleep at most this long between checks */
 
-static bool coordinator_alive(amora *db)
+bool client_coordinator_alive(amora *db)
 {
 	struct pollfd p = { .fd = db->sock, .events = POLLIN | POLLRDHUP };
 	char c;
@@ -49,7 +49,7 @@ static int wait_problem(amora *db, uint32_t s, uint64_t start)
 				   "section for seconds (stopped or stuck) while writers waited");
 	if (cut != 0)
 		return client_fail(db, AMORA_EBADRING, "shard %u cut this client off", cut - 1);
-	if (!coordinator_alive(db))
+	if (!client_coordinator_alive(db))
 		return client_fail(db, AMORA_EGONE, "the coordinator closed the connection");
 	if (st == SHM_SHARD_FAILED)
 		return client_fail_shard_stopped(db, s);

@@ -793,6 +793,10 @@ void shm_shard_stats(const struct shm_seg *seg, uint32_t i, struct shm_shard_sta
 	out->w.batches_committed = atomic_load_explicit(&c->batches_committed, memory_order_relaxed);
 	out->w.batches_aborted = atomic_load_explicit(&c->batches_aborted, memory_order_relaxed);
 	out->w.batch_parts_recovered = atomic_load_explicit(&c->batch_parts_recovered, memory_order_relaxed);
+	out->ck.checkpoints = atomic_load_explicit(&sh->checkpoints, memory_order_relaxed);
+	out->ck.seq = atomic_load_explicit(&sh->ckpt_seq, memory_order_relaxed);
+	out->ck.bytes = atomic_load_explicit(&sh->ckpt_bytes, memory_order_relaxed);
+	out->ck.log_disk = atomic_load_explicit(&sh->log_disk, memory_order_relaxed);
 }
 
 void shm_store_stats(const struct shm_seg *seg, struct shm_store_stats *out)
@@ -816,5 +820,8 @@ void shm_store_stats(const struct shm_seg *seg, struct shm_store_stats *out)
 		out->w.batches_committed += st.w.batches_committed;
 		out->w.batches_aborted += st.w.batches_aborted;
 		out->w.batch_parts_recovered += st.w.batch_parts_recovered;
+		out->ck.checkpoints += st.ck.checkpoints;
+		out->ck.bytes += st.ck.bytes;
+		out->ck.log_disk += st.ck.log_disk;
 	}
 }

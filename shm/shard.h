@@ -268,6 +268,14 @@ struct shm_write_counts {
 	uint64_t batches_committed, batches_aborted, batch_parts_recovered;
 };
 
+/* A shard's checkpoint words (segment.h, struct shm_shard: ckpt_*). */
+struct shm_ckpt_counts {
+	uint64_t checkpoints;  /* written since amorad started */
+	uint64_t seq;          /* the newest one covers (summed: meaningless) */
+	uint64_t bytes;        /* its file's size */
+	uint64_t log_disk;     /* log bytes on disk (an estimate) */
+};
+
 /* One shard as INFO's # Shards line and amora_shard_stats report it. The
  * table is validated before its header is read; hold an epoch (a reader)
  * so that a table freed meanwhile is not read. Each field is loaded on its
@@ -280,6 +288,7 @@ struct shm_shard_stats {
 	uint64_t used_bytes;      /* segment bytes it has written (slab.h) */
 	uint64_t requested_bytes; /* bytes asked for by its records and tables */
 	struct shm_write_counts w;
+	struct shm_ckpt_counts ck;
 };
 /* Shard i (< shard_count) of seg. */
 void shm_shard_stats(const struct shm_seg *seg, uint32_t i, struct shm_shard_stats *out);
@@ -292,6 +301,7 @@ struct shm_store_stats {
 	uint32_t ready, failed;   /* shards in those states */
 	uint32_t loading;         /* shards STARTING or RESTARTING (recovering their log) */
 	struct shm_write_counts w; /* summed */
+	struct shm_ckpt_counts ck; /* summed (but seq) */
 };
 void shm_store_stats(const struct shm_seg *seg, struct shm_store_stats *out);
 
