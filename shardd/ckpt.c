@@ -49,10 +49,14 @@ int ckpt_measure(struct ckpt *c, const struct wal *wal)
 		c->newest = n > 0 ? v[n - 1].covered : 0;
 		free(v);
 	}
-	if (wal_drop_dir(c->dir, 0, &c->disk_base, why, sizeof(why)) != WAL_OK) {
+	/* closed segments, and what the current one holds */
+	if (wal_drop_dir(c->dir, 0, wal->fd >= 0 ? wal->seg_first_seq : UINT64_MAX, &c->disk_base, why,
+			 sizeof(why)) != WAL_OK) {
 		log_warn("cannot measure the log: %s", why);
 		return -1;
 	}
+	if (wal->fd >= 0)
+		c->disk_base += wal->write_off;
 	atomic_store_explicit(&shm_shard_at(c->seg, c->id)->log_disk, c->disk_base, memory_order_relaxed);
 	c->since_base = wal->stat_bytes - c->disk_base; /* the log found counts as new */
 	return 0;
@@ -257,9 +261,10 @@ static int prune(struct ckpt *c)
 		if (unlink(path) != 0 && errno != ENOENT)
 			log_warn("cannot remove old checkpoint %s: %s", path, strerror(errno));
 	}
-	if (n >= KEEP && wal_drop_dir(c->dir, v[n - KEEP].replay, &c->left_bytes, c->why, sizeof(c->why)) != WAL_OK)
-		rc = CKPT_EIO;
-	else if (n < KEEP && wal_drop_dir(c->dir, 0, &c->left_bytes, c->why, sizeof(c->why)) != WAL_OK)
+	/* the segments closed at ckpt_start are counted; what follows them is
+	 * the log's stat_bytes since (ckpt_poll) */
+	if (wal_drop_dir(c->dir, n >= KEEP ? v[n - KEEP].replay : 0, c->covered + 1, &c->left_bytes, c->why,
+			 sizeof(c->why)) != WAL_OK)
 		rc = CKPT_EIO;
 	free(v);
 	return rc;
@@ -383,10 +388,10 @@ int ckpt_poll(struct ckpt *c, struct wal *wal)
 		atomic_store_explicit(&sh->ckpt_served, c->req, memory_order_release);
 		return 1;
 	}
-	/* What the walker found left after deleting (appends between its
-	 * measure and now are not counted: an estimate, for the trigger). */
+	/* What the walker found left of the segments closed at ckpt_start,
+	 * and everything logged since. */
 	c->disk_base = c->left_bytes;
-	c->stat_base = wal->stat_bytes;
+	c->stat_base = c->since_base;
 	log_msg(LOG_DEBUG, "checkpoint at seq %" PRIu64 " (replay from %" PRIu64 "): %" PRIu64
 		" keys, %" PRIu64 " bytes (%" PRIu64 " raw), %.1f ms, %" PRIu64 " walks",
 		c->covered, c->replay, c->kvs, c->file_bytes, c->raw_bytes,

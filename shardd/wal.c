@@ -878,7 +878,8 @@ int wal_rotate(struct wal *w)
 	return seg_finish(w);
 }
 
-int wal_drop_dir(const char *dir, uint64_t seq, uint64_t *left_bytes, char *why, size_t whylen)
+int wal_drop_dir(const char *dir, uint64_t seq, uint64_t count_below, uint64_t *left_bytes, char *why,
+		 size_t whylen)
 {
 	struct wal tmp = { .dir = (char *)dir, .fd = -1 };
 	uint64_t *segs = NULL;
@@ -901,7 +902,7 @@ int wal_drop_dir(const char *dir, uint64_t seq, uint64_t *left_bytes, char *why,
 			if (unlinkat(tmp.dirfd, name, 0) < 0)
 				rc = fail(&tmp, WAL_EIO, "%s/%s: unlink: %s", dir, name, strerror(errno));
 			dropped++;
-		} else if (fstatat(tmp.dirfd, name, &st, 0) == 0) {
+		} else if (segs[i] < count_below && fstatat(tmp.dirfd, name, &st, 0) == 0) {
 			*left_bytes += (uint64_t)st.st_size;
 		}
 	}
@@ -925,7 +926,7 @@ int wal_drop_upto(struct wal *w, uint64_t seq)
 		return WAL_EIO;
 	if (w->dirfd < 0)
 		return fail(w, WAL_EINVAL, "log not open");
-	rc = wal_drop_dir(w->dir, seq, &left, w->err, sizeof(w->err));
+	rc = wal_drop_dir(w->dir, seq, 0, &left, w->err, sizeof(w->err));
 	if (rc == WAL_EIO)
 		w->failed = 1;
 	return rc;

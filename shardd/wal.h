@@ -196,8 +196,11 @@ int wal_drop_upto(struct wal *w, uint64_t seq);
 /* The same on a log directory without its struct wal, so another thread
  * than the log's writer may do it (the checkpoint thread, ckpt.c): the
  * newest segment is never deleted, the writer may append meanwhile.
- * *left_bytes: the sizes of the segments left. WAL_EIO with why. */
-int wal_drop_dir(const char *dir, uint64_t seq, uint64_t *left_bytes, char *why, size_t whylen);
+ * *left_bytes: the sizes of the segments left whose first seq is below
+ * count_below (closed ones: the one appended to is preallocated ahead).
+ * WAL_EIO with why. */
+int wal_drop_dir(const char *dir, uint64_t seq, uint64_t count_below, uint64_t *left_bytes, char *why,
+		 size_t whylen);
 /* Close the current segment (trimmed, synced) so that the next commit
  * starts a new one: a checkpoint begins at a segment boundary, so the
  * segments before it can later be deleted whole. WAL_EIO. */
