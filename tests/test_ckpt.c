@@ -285,32 +285,46 @@ static void damage_newest(int shard, int which_from_newest)
 	close(fd);
 }
 
-static void two_checkpoints_then_stop(void)
+/* Two checkpoints or more, then writes in a log segment after the newest,
+ * then kill -9 (no checkpoint at the end): the newest needs the last
+ * segment, the older one the segments before it too. */
+static void two_checkpoints_then_kill(void)
 {
 	amora *db;
 
 	proc_start(&D, "--shards", "2", "--memory", "128M", SMALL_LOG, NULL);
 	db = proc_open();
-	overwrite(db, 1000, 20, 1);
+	overwrite(db, 1000, 21, 1);
 	for (uint64_t t0 = proc_now_ms(); count_files(0, "ckpt-") < 2; usleep(10000))
 		cr_assert_lt(proc_now_ms() - t0, 10000, "no two checkpoints");
-	overwrite(db, 1000, 1, 21);
+	usleep(300000); /* a checkpoint the last writes began is done */
+	cr_assert_eq(amora_set(db, "last", 4, "1", 1), AMORA_OK); /* in a segment after it */
 	amora_close(db);
-	cr_assert_eq(proc_stop(&D, SIGTERM), 0);
+	daemon_kill(&D);
+}
+
+static void expect_all(amora *db)
+{
+	char got[8];
+	size_t gl;
+
+	for (int i = 0; i < 1000; i++)
+		expect_value(db, "w", i, 21);
+	cr_assert_eq(amora_get(db, "last", 4, got, sizeof(got), &gl), AMORA_OK);
 }
 
 Test(ckpt, a_damaged_newest_falls_back_to_the_older_one)
 {
 	amora *db;
 
-	two_checkpoints_then_stop();
+	two_checkpoints_then_kill();
 	damage_newest(0, 0);
+	damage_newest(1, 0);
 	proc_start(&D, "--shards", "2", "--memory", "128M", SMALL_LOG, NULL);
 	cr_assert(proc_log_has(&D, "checkpoint unusable"), "no warning about the damaged checkpoint");
 	cr_assert(proc_log_has(&D, "byte "), "the warning does not name the offset");
 	db = proc_open();
-	for (int i = 0; i < 1000; i++)
-		expect_value(db, "w", i, 21);
+	expect_all(db);
 	cr_assert_eq(amora_heartbeat(db), AMORA_OK, "%s", amora_errmsg(db));
 	amora_close(db);
 }
@@ -320,7 +334,7 @@ Test(ckpt, no_usable_checkpoint_and_a_cut_log_stops_the_shard)
 	amora *db;
 	int failed = 0;
 
-	two_checkpoints_then_stop();
+	two_checkpoints_then_kill();
 	damage_newest(0, 0);
 	damage_newest(0, 1);
 	proc_start(&D, "--shards", "2", "--memory", "128M", SMALL_LOG, NULL);
