@@ -94,10 +94,9 @@
  *     applied again after the restart and reports AMORA_ENOTFOUND.
  *   - Reads do not notice that amorad is gone: they answer from the
  *     mapping as the store was when it went (writes fail with AMORA_EGONE).
- *   - The store's own limits (README, "Known limits"): until checkpoints
- *     exist the logs grow without end and recovery reads the whole log
- *     twice, keeping 64 to 128 bytes of private memory per distinct key
- *     the log has ever held; a shard killed in the instant between taking
+ *   - The store's own limits (README, "Known limits"): recovery keeps 64
+ *     to 128 bytes of private memory per distinct key of a shard's newest
+ *     checkpoint and the log after it; a shard killed in the instant between taking
  *     a 2 MiB chunk from the pool and recording it as its own (or between
  *     the reverse steps) loses that chunk until amorad restarts; tables
  *     larger than 2 MiB take runs of chunks that come only from never-used

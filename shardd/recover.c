@@ -7,14 +7,16 @@
  * references, so memory the dead process had retired but not freed comes
  * back). The log is the truth; the table is corrected to match it:
  *
- *   pass 1 (wal_recover): for every key, the seq and op of its last effect
- *          in the log. This index is private memory: 32-byte entries, at
- *          most half full, so 64 to 128 bytes per distinct key the log
- *          holds (checkpoints will bound the log; until then this is the
- *          memory recovery needs beyond the shared segment).
- *   pass 2 (wal_replay): each record that is its key's last effect is
- *          applied unless the table already holds it (same seq): a SET
- *          writes the value, a DEL removes the key.
+ *   pass 1 (load_checkpoint, wal_recover_from): for every key, the seq
+ *          and op of its last effect in the newest usable checkpoint
+ *          (ckpt.h; a damaged one is reported and the older one used) and
+ *          the log after its replay seq: the largest seq wins. This index
+ *          is private memory: 32-byte entries, at most half full, so 64 to
+ *          128 bytes per distinct key they hold.
+ *   pass 2 (fix_table: the checkpoint again, then wal_replay): each entry
+ *          or record that is its key's last effect is applied unless the
+ *          table already holds it (same seq): a SET writes the value, a DEL
+ *          removes the key.
  *   pass 3: a key in the table that the log does not end with (never
  *          logged, or logged as deleted) is removed. A safeguard: writes
  *          are published only after their log write, so only a log that

@@ -40,10 +40,14 @@
  * Files
  * -----
  * DIR/wal-XXXXXXXXXXXXXXXX.log (walfmt.h, "Names"). Other files in DIR
- * (checkpoints) are not ours and are ignored. A segment is created when
+ * (checkpoints, ckptfile.h) are not ours and are ignored; a checkpoint
+ * rotates the log (wal_rotate), recovery then reads only the segments
+ * after its replay seq (wal_recover_from), and the checkpoint thread
+ * deletes whole segments before the older checkpoint (wal_drop_dir). A segment is created when
  * a batch is committed and there is no current segment or the batch would
  * take the current one past segment_bytes (64 MiB by default). Its size
- * grows ahead of the writes by fallocate in steps of WAL_PREALLOC_STEP
+ * grows ahead of the writes by fallocate in steps as large as the file,
+ * from WAL_PREALLOC_MIN up to WAL_PREALLOC_STEP
  * (fdatasync into allocated space is cheaper: README, "Costs behind the
  * design"), so the file normally ends in zeros after the last frame.
  *
@@ -197,13 +201,20 @@ static int io_fail(struct wal *w, const char *what, uint64_t off, int neg_errno)
 		    what, off, strerror(-neg_errno));
 }
 
-/* Make the file at least `need` bytes of allocated space, ahead by a step. */
+/* Make the file at least `need` bytes of allocated space, ahead by a step:
+ * as large as the file is (doubling, from WAL_PREALLOC_MIN) up to
+ * WAL_PREALLOC_STEP, so a small log (64 shards, a checkpoint rotating
+ * each often) is not mostly preallocated zeros. */
 static int seg_grow(struct wal *w, uint64_t need)
 {
-	uint64_t step = w->segment_bytes < WAL_PREALLOC_STEP ? w->segment_bytes : WAL_PREALLOC_STEP;
-	uint64_t target = (w->alloc_end / step + 1) * step; /* the next step boundary */
+	uint64_t step = WAL_PREALLOC_MIN, target;
 	int rc;
 
+	while (step < w->alloc_end && step < WAL_PREALLOC_STEP)
+		step *= 2;
+	if (step > w->segment_bytes)
+		step = w->segment_bytes;
+	target = (w->alloc_end / step + 1) * step; /* the next step boundary */
 	if (!w->prealloc_ok || need <= w->alloc_end)
 		return WAL_OK;
 	if (target > w->segment_bytes)

@@ -58,7 +58,8 @@ enum wal_err {
 
 #define WAL_DEFAULT_SEGMENT_BYTES (64ull << 20)
 #define WAL_DEFAULT_SYNC_MS 100u
-#define WAL_PREALLOC_STEP (4ull << 20) /* segments grow by fallocate in these steps */
+#define WAL_PREALLOC_STEP (4ull << 20) /* segments grow by fallocate in steps up to this, */
+#define WAL_PREALLOC_MIN (256ull << 10) /* ... from this, as large as the file (wal.c) */
 
 /* Replay callbacks are walfmt_apply_fn: one record of a valid batch,
  * oldest first; key/val point into the log's mapping and are valid only
