@@ -382,9 +382,8 @@ int ckpt_poll(struct ckpt *c, struct wal *wal)
 	pthread_join(c->thread, NULL);
 	c->running = false;
 	if (c->rc != CKPT_OK) {
-		/* Tried again after as much log again (the bound doubles). */
+		/* Tried again once half the bound more was logged (since_base). */
 		log_warn("checkpoint failed, the log is kept whole: %s", c->why);
-		c->floor = disk_now(c, wal) * 2;
 		atomic_store_explicit(&sh->ckpt_served, c->req, memory_order_release);
 		return 1;
 	}
