@@ -150,8 +150,15 @@ static int stage_part_op(struct batches *b, const struct batch_round *r, const s
 	if (p == NULL) {
 		/* The first of its part here: the word must be on the batch
 		 * before it, and nobody may hold that one any more. */
-		if (shm_batch_status(bw, ref, &c, NULL) != SHM_BATCH_UNDECIDED)
-			return SHM_CHAN_EINVAL; /* decided already: a stale or forged request */
+		int st = shm_batch_status(bw, ref, &c, NULL);
+
+		/* Aborted already: a participant that restarted before the
+		 * decision aborted it (recover.c, release_strays) while this
+		 * part was on its way; the client tries again. */
+		if (st == SHM_BATCH_ABORTED)
+			return SHM_CHAN_EABORTED;
+		if (st != SHM_BATCH_UNDECIDED)
+			return SHM_CHAN_EINVAL; /* committed already: a stale or forged request */
 		if (!shm_batch_reusable(bw, ref) &&
 		    atomic_load_explicit(&bw->holders, memory_order_acquire) != shm_batch_ref_tag(ref))
 			return SHM_CHAN_EBUSY;

@@ -10,7 +10,8 @@
  *               shard in the word's holders. A PDEL of an absent key
  *               stages nothing. Busy (SHM_CHAN_EBUSY) when the key holds
  *               any batch's intent or the word still serves an earlier
- *               batch.
+ *               batch; SHM_CHAN_EABORTED when the batch was aborted
+ *               already (a participant restarted before the decision).
  *   COMMIT      the primary moves the word to COMMITTING (CAS: refused,
  *               SHM_CHAN_EABORTED, if somebody aborted it) and logs
  *               DECISION; after the log write, (p1)-(p3) make it visible.

@@ -192,8 +192,9 @@ enum shm_chan_status {
 	SHM_CHAN_EBUSY = -64,    /* PSET/PDEL: the key holds another batch's
 				  * unresolved intent, or the word still serves
 				  * an unresolved batch */
-	SHM_CHAN_EABORTED = -65, /* COMMIT: the batch was aborted (a shard holding
-				  * part of it restarted) */
+	SHM_CHAN_EABORTED = -65, /* COMMIT, or a part's first PSET/PDEL: the batch
+				  * was aborted (a shard holding part of it
+				  * restarted) */
 };
 
 /* A completion answers `count` requests: ids id - count + 1 .. id, all

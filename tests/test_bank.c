@@ -10,7 +10,8 @@
  * (a transfer seen in half changes it), while it kills a shard, a writer
  * (respawned), and amorad (restarted; everyone reconnects). At the end,
  * after a clean restart, the total is exact and every acknowledged
- * transfer's id key is there.
+ * transfer's id key is there. Once more with checkpoints every few hundred
+ * transfers (DESIGN.md §17).
  */
 #include <signal.h>
 #include <stdatomic.h>
@@ -191,7 +192,9 @@ static int check_for(amora **db, int ms)
 	return reads;
 }
 
-static void bank(const char *sync)
+/* ckpt_log: --checkpoint-min-log (64K: checkpoints every few hundred
+ * transfers, each carrying open parts and decisions, DESIGN.md §17). */
+static void bank(const char *sync, const char *ckpt_log)
 {
 	struct amora_op ops[500];
 	pid_t w[WRITERS], shards[16];
@@ -202,7 +205,8 @@ static void bank(const char *sync)
 	S = mmap(NULL, sizeof(*S), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	cr_assert_neq(S, MAP_FAILED);
 	keys_init();
-	proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--sync", sync, NULL);
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--sync", sync, "--checkpoint-min-log", ckpt_log,
+		   NULL);
 	db = proc_open();
 	snprintf(v, sizeof(v), "%d", START);
 	for (int i = 0; i < ACCOUNTS; i += 500) {
@@ -221,7 +225,8 @@ static void bank(const char *sync)
 			w[0] = spawn(0);
 		} else if (round == 5) {
 			cr_assert_eq(proc_stop(&D, SIGKILL), -SIGKILL);
-			proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--sync", sync, NULL);
+			proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--sync", sync, "--checkpoint-min-log",
+				   ckpt_log, NULL);
 		} else {
 			int n = proc_children(D.pid, shards, 16);
 
@@ -240,7 +245,8 @@ static void bank(const char *sync)
 	}
 	amora_close(db);
 	cr_assert_eq(proc_stop(&D, SIGTERM), 0);
-	proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--sync", sync, NULL);
+	proc_start(&D, "--shards", SHARDS, "--memory", "256M", "--sync", sync, "--checkpoint-min-log", ckpt_log,
+		   NULL);
 	db = proc_open();
 	cr_assert_eq(total(&db), (long)ACCOUNTS * START, "total after a clean restart");
 	for (int i = 0; i < WRITERS; i++) {
@@ -265,10 +271,16 @@ static void bank(const char *sync)
 
 Test(bank, transfers_survive_kills_periodic)
 {
-	bank("periodic");
+	bank("periodic", "64M");
 }
 
 Test(bank, transfers_survive_kills_always)
 {
-	bank("always");
+	bank("always", "64M");
+}
+
+Test(bank, transfers_survive_kills_with_checkpoints)
+{
+	bank("periodic", "64K");
+	cr_assert(proc_log_has(&D, "checkpoint ckpt-"), "no restart read a checkpoint");
 }
