@@ -235,10 +235,12 @@ Test(ckpt, checkpoints_bound_the_log_and_recovery_reads_them)
 	proc_start(&D, "--shards", "2", "--memory", "128M", SMALL_LOG, "--log-level", "debug", NULL);
 	db = proc_open();
 	overwrite(db, 2000, 30, 1);
-	for (uint64_t t0 = proc_now_ms(); count_files(0, "ckpt-") < 2; usleep(10000))
-		cr_assert_lt(proc_now_ms() - t0, 10000, "no two checkpoints after 60 000 overwrites");
-	cr_assert_leq(count_files(0, "ckpt-"), 2, "at most two checkpoints are kept");
-	cr_assert_lt(count_files(0, "wal-"), 4, "old log segments are deleted");
+	/* Two checkpoints kept, old segments deleted (a third checkpoint lives
+	 * only from its rename to the deletion right after it). */
+	for (uint64_t t0 = proc_now_ms(); count_files(0, "ckpt-") != 2 || count_files(0, "wal-") >= 4;
+	     usleep(10000))
+		cr_assert_lt(proc_now_ms() - t0, 10000, "after 60 000 overwrites: %d checkpoints, %d log segments",
+			     count_files(0, "ckpt-"), count_files(0, "wal-"));
 	cr_assert_eq(amora_server_stats(db, &sv, sizeof(sv)), AMORA_OK);
 	cr_assert_geq(sv.checkpoints, 2);
 	cr_assert_lt(sv.log_disk_bytes, 30 * 2000 * 100, "the log on disk is bounded");
