@@ -2,13 +2,14 @@
  * store.c — the store's state as a client sees it (amora.h): counters and
  * shard states read from the data segment (amora_stats,
  * amora_server_stats, amora_shard_stats, amora_shard_status), and a round
- * trip to amorad on the control socket (amora_heartbeat).
+ * trip to amorad on the control socket (amora_heartbeat; amora_checkpoint,
+ * which then waits for every shard's checkpoint in the segment).
  */
 #include <poll.h>
-#include <stdlib.h>
-#include <time.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 
 #include "libclient/client.h"
@@ -133,47 +134,6 @@ int amora_shard_stats(amora *db, uint32_t shard, struct amora_shard_stats *out, 
 	return AMORA_OK;
 }
 
-int amora_heartbeat(amora *db)
-{
-	static const char ping[] = "*1\r\n$4\r\nPING\r\n";
-	struct pollfd p;
-	char buf[16];
-	size_t got = 0;
-	int rc = AMORA_OK;
-
-	if (db == NULL)
-		return AMORA_EINVAL;
-	if (db->gone || send(db->sock, ping, sizeof(ping) - 1, MSG_NOSIGNAL) != sizeof(ping) - 1)
-		return client_fail(db, AMORA_EGONE, "the coordinator closed the connection");
-	while (got < 7) {
-		ssize_t n;
-
-		p = (struct pollfd){ .fd = db->sock, .events = POLLIN };
-		if (poll(&p, 1, db->timeout_ms) <= 0)
-			return client_fail(db, AMORA_ETIMEDOUT, "no answer to PING within %d ms", db->timeout_ms);
-		n = recv(db->sock, buf + got, 7 - got, 0);
-		if (n <= 0) {
-			db->gone = true;
-			return client_fail(db, AMORA_EGONE, "the coordinator closed the connection");
-		}
-		got += (size_t)n;
-	}
-	if (memcmp(buf, "+PONG\r\n", 7) != 0)
-		return client_fail(db, AMORA_EPROTO, "unexpected answer to PING");
-	/* A shard stopped for good outweighs one that is coming back. */
-	for (uint32_t s = 0; s < db->shards; s++) {
-		const struct shm_shard *sh = shm_shard_at(&db->seg, s);
-		uint32_t st = atomic_load_explicit(&sh->state, memory_order_acquire);
-
-		if (st == SHM_SHARD_FAILED)
-			return client_fail_shard_stopped(db, s);
-		if (st != SHM_SHARD_READY && rc == AMORA_OK)
-			rc = client_fail(db, AMORA_ERESTARTING, "shard %u is %s, not serving yet", s,
-					 shm_shard_state_name(st));
-	}
-	return rc;
-}
-
 /* One reply line of the control socket (up to \r\n, which is cut). */
 static int control_line(amora *db, const char *what, char *buf, size_t cap)
 {
@@ -195,6 +155,34 @@ static int control_line(amora *db, const char *what, char *buf, size_t cap)
 	}
 	buf[got - 2] = '\0';
 	return AMORA_OK;
+}
+
+int amora_heartbeat(amora *db)
+{
+	static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+	char buf[64];
+	int rc;
+
+	if (db == NULL)
+		return AMORA_EINVAL;
+	if (db->gone || send(db->sock, ping, sizeof(ping) - 1, MSG_NOSIGNAL) != sizeof(ping) - 1)
+		return client_fail(db, AMORA_EGONE, "the coordinator closed the connection");
+	if ((rc = control_line(db, "PING", buf, sizeof(buf))) != AMORA_OK)
+		return rc;
+	if (strcmp(buf, "+PONG") != 0)
+		return client_fail(db, AMORA_EPROTO, "unexpected answer to PING");
+	/* A shard stopped for good outweighs one that is coming back. */
+	for (uint32_t s = 0; s < db->shards; s++) {
+		const struct shm_shard *sh = shm_shard_at(&db->seg, s);
+		uint32_t st = atomic_load_explicit(&sh->state, memory_order_acquire);
+
+		if (st == SHM_SHARD_FAILED)
+			return client_fail_shard_stopped(db, s);
+		if (st != SHM_SHARD_READY && rc == AMORA_OK)
+			rc = client_fail(db, AMORA_ERESTARTING, "shard %u is %s, not serving yet", s,
+					 shm_shard_state_name(st));
+	}
+	return rc;
 }
 
 int amora_checkpoint(amora *db)

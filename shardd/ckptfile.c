@@ -96,9 +96,8 @@
 #include "shm/crc32c.h"
 #include "shm/record.h"
 #include "shardd/ckptfile.h"
+#include "shardd/fmtbytes.h"
 #include "shardd/walfmt.h"
-
-_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the checkpoint format is little-endian");
 
 #define CKPT_MAGIC 0x4b434d41u
 #define CKPT_VERSION 1u
@@ -109,13 +108,6 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the checkpoint format
 
 _Static_assert(IN_FLUSH + ENTRY_MAX <= IN_CAP, "an entry always fits the queue");
 _Static_assert(2 * ENTRY_MAX <= WINDOW, "the window holds an entry and what precedes it");
-
-static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline uint64_t ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static inline void st16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static inline void st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static inline void st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
 static int whyf(char *why, size_t len, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -149,22 +141,6 @@ const char *ckpt_strerror(int code)
 void ckpt_name(char out[CKPT_NAME_LEN + 1], uint64_t covered, uint64_t replay)
 {
 	snprintf(out, CKPT_NAME_LEN + 1, "ckpt-%016" PRIx64 "-%016" PRIx64 ".lz4", covered, replay);
-}
-
-static int hex16(const char *s, uint64_t *v)
-{
-	*v = 0;
-	for (int i = 0; i < 16; i++) {
-		char c = s[i];
-
-		if (c >= '0' && c <= '9')
-			*v = *v << 4 | (uint64_t)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			*v = *v << 4 | (uint64_t)(c - 'a' + 10);
-		else
-			return 0;
-	}
-	return 1;
 }
 
 int ckpt_name_parse(const char *name, uint64_t *covered, uint64_t *replay)

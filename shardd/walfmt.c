@@ -11,21 +11,14 @@
 
 #include "shm/crc32c.h"
 #include "shm/record.h"
+#include "shardd/fmtbytes.h"
 #include "shardd/walfmt.h"
-
-_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the WAL format is little-endian");
 
 #define SEG_MAGIC 0x4c574d41u   /* "AMWL" */
 #define SEG_VERSION 1u
 #define FRAME_MAGIC 0x46574d41u /* "AMWF" */
 #define REC_MIN (WALFMT_REC_HDR + 1u)
 
-static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline uint64_t ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static inline void st16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static inline void st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static inline void st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static inline uint64_t align8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
 
 /* =====================================================================
@@ -39,20 +32,8 @@ void walfmt_seg_name(char out[WALFMT_NAME_LEN + 1], uint64_t first_seq)
 
 int walfmt_seg_name_parse(const char *name, uint64_t *first_seq)
 {
-	uint64_t v = 0;
-
-	if (strlen(name) != WALFMT_NAME_LEN || strncmp(name, "wal-", 4) != 0 ||
-	    strcmp(name + 20, ".log") != 0)
-		return 0;
-	for (int i = 4; i < 20; i++) {
-		char c = name[i];
-		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-		if (d < 0)
-			return 0;
-		v = v << 4 | (uint64_t)d;
-	}
-	*first_seq = v;
-	return 1;
+	return strlen(name) == WALFMT_NAME_LEN && strncmp(name, "wal-", 4) == 0 &&
+	       strcmp(name + 20, ".log") == 0 && hex16(name + 4, first_seq);
 }
 
 /* =====================================================================

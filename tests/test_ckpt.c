@@ -10,15 +10,13 @@
 #include <sys/mman.h>
 
 #include "shardd/ckptfile.h"
+#include "shardd/fmtbytes.h"
 #include "shm/crc32c.h"
 #include "tests/proc.h"
 
 TestSuite(ckpt, .init = proc_init, .fini = proc_fini, .timeout = 120);
 
 /* ---------- the format ---------- */
-
-static void le32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void le64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
 /* A checkpoint of shard 3 built byte by byte as ckptfile.c's top comment
  * says: header, KV "k\0y" = "" (seq 7), KV "a" = "b" (seq 9), a DECISION,
@@ -29,30 +27,27 @@ static size_t hand_built(uint8_t *out, size_t cap)
 	uint32_t crc = 0;
 	LZ4F_preferences_t pr = { .frameInfo = { .contentChecksumFlag = LZ4F_contentChecksumEnabled,
 						 .blockChecksumFlag = LZ4F_blockChecksumEnabled } };
-	uint8_t *e1, *e2, *e3;
+	uint8_t *e1;
 	size_t n;
 
-	le32(p, 0x4b434d41), le32(p + 4, 1), le32(p + 8, 3), le32(p + 12, 64);
-	le64(p + 16, 10), le64(p + 24, 8), le64(p + 32, 0xb007), le64(p + 40, 1);
-	le32(p + 60, shm_crc32c(p, 60));
+	st32(p, 0x4b434d41), st32(p + 4, 1), st32(p + 8, 3), st32(p + 12, 64);
+	st64(p + 16, 10), st64(p + 24, 8), st64(p + 32, 0xb007), st64(p + 40, 1);
+	st32(p + 60, shm_crc32c(p, 60));
 	p += 64;
 	e1 = p;
-	p[4] = 1, p[6] = 3, le32(p + 8, 0), le64(p + 12, 7), memcpy(p + 20, "k\0y", 3);
-	le32(p, shm_crc32c(p + 4, 19));
+	p[4] = 1, p[6] = 3, st32(p + 8, 0), st64(p + 12, 7), memcpy(p + 20, "k\0y", 3);
+	st32(p, shm_crc32c(p + 4, 19));
 	p += 23;
-	e2 = p;
-	p[4] = 1, p[6] = 1, le32(p + 8, 1), le64(p + 12, 9), p[20] = 'a', p[21] = 'b';
-	le32(p, shm_crc32c(p + 4, 18));
+	p[4] = 1, p[6] = 1, st32(p + 8, 1), st64(p + 12, 9), p[20] = 'a', p[21] = 'b';
+	st32(p, shm_crc32c(p + 4, 18));
 	p += 22;
-	e3 = p;
-	p[4] = 2, le32(p + 8, 3), le64(p + 12, 0xb007), le64(p + 20, 0x10041);
-	le32(p, shm_crc32c(p + 4, 24));
+	p[4] = 2, st32(p + 8, 3), st64(p + 12, 0xb007), st64(p + 20, 0x10041);
+	st32(p, shm_crc32c(p + 4, 24));
 	p += 28;
 	crc = shm_crc32c(e1, (size_t)(p - e1));
-	(void)e2, (void)e3;
-	p[4] = 0xff, le64(p + 8, 2), le64(p + 16, 1), le64(p + 24, 7), le64(p + 32, 9);
-	le64(p + 40, (uint64_t)(p - e1)), le32(p + 48, crc);
-	le32(p, shm_crc32c(p + 4, 52));
+	p[4] = 0xff, st64(p + 8, 2), st64(p + 16, 1), st64(p + 24, 7), st64(p + 32, 9);
+	st64(p + 40, (uint64_t)(p - e1)), st32(p + 48, crc);
+	st32(p, shm_crc32c(p + 4, 52));
 	p += 56;
 	n = LZ4F_compressFrame(out, cap, raw, (size_t)(p - raw), &pr);
 	cr_assert(!LZ4F_isError(n), "%s", LZ4F_getErrorName(n));
