@@ -169,6 +169,19 @@ Test(config, sorted_index)
 	cr_assert(cfg.sorted_index);
 }
 
+Test(config, checkpoints)
+{
+	expect_ok(LOAD("--shards", "1"));
+	cr_assert_eq(cfg.ckpt_min_log, 64ull << 20, "64M by default");
+	cr_assert_eq(cfg.ckpt_factor, 2, "2 by default");
+	expect_ok(LOAD("--checkpoint-min-log", "64K", "--checkpoint-factor", "0"));
+	cr_assert_eq(cfg.ckpt_min_log, 64ull << 10);
+	cr_assert_eq(cfg.ckpt_factor, 0);
+	expect_ok(LOAD("--checkpoint-min-log=1T", "--checkpoint-factor=100"));
+	cr_assert_eq(cfg.ckpt_min_log, 1ull << 40);
+	cr_assert_eq(cfg.ckpt_factor, 100);
+}
+
 Test(config, max_clients)
 {
 	expect_ok(LOAD("--max-clients", "1"));
@@ -336,6 +349,8 @@ Test(config, deploy_example_loads)
 	cr_assert_eq(cfg.input_budget, def.input_budget);
 	cr_assert_eq(cfg.max_connections, def.max_connections);
 	cr_assert_eq(cfg.max_conns_per_uid, def.max_conns_per_uid);
+	cr_assert_eq(cfg.ckpt_min_log, def.ckpt_min_log);
+	cr_assert_eq(cfg.ckpt_factor, def.ckpt_factor);
 }
 
 Test(config, command_line_overrides_file)
@@ -441,6 +456,9 @@ Test(config, bad_values)
 		{ "--fast-wakeups", "yes", "--fast-wakeups yes: must be auto, on or off" },
 		{ "--fast-wakeups", "AUTO", "--fast-wakeups AUTO: must be auto, on or off" },
 		{ "--sorted-index", "yes", "--sorted-index yes: must be on or off" },
+		{ "--checkpoint-min-log", "32K", "--checkpoint-min-log 32K: must be between 64K and 1T" },
+		{ "--checkpoint-min-log", "big", "--checkpoint-min-log big: expected a size in bytes with an optional K, M, G or T suffix (powers of 1024), such as 64M" },
+		{ "--checkpoint-factor", "101", "--checkpoint-factor 101: must be a number between 0 (only on request and at shutdown) and 100" },
 		{ "--reader-timeout-ms", "99", "--reader-timeout-ms 99: must be a number of milliseconds between 100 and 3600000" },
 		{ "--reader-timeout-ms", "3600001", "--reader-timeout-ms 3600001: must be a number of milliseconds between 100 and 3600000" },
 		{ "--request-timeout-ms", "0", "--request-timeout-ms 0: must be a number of milliseconds between 100 and 3600000" },
@@ -562,7 +580,7 @@ Test(config, help_lists_every_option, .init = cr_redirect_stdout)
 		"--log-level LEVEL", "--config FILE", "--help", "--version",
 		"--reader-timeout-ms N", "--max-connections N", "--max-connections-per-uid N",
 		"--request-timeout-ms N", "--input-buffer-budget SIZE", "--fast-wakeups MODE",
-		"--sorted-index on|off", "(default on;",
+		"--sorted-index on|off", "(default on;", "--checkpoint-min-log SIZE", "--checkpoint-factor N",
 		"(default auto)", "(default amora-data)", "(default 4G)", "(default 64)", "(default periodic)",
 		"(default 100)", "(default info)", "(default 10000)", "(default 2 x max-clients + 16)",
 		"(default max-clients + 8)", "(default 64M)",
