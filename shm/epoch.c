@@ -225,6 +225,18 @@ void shm_epoch_wait(struct shm_epoch_slot *const *slots, size_t n, uint64_t e)
 		nanosleep(&ms, NULL);
 }
 
+bool shm_epoch_wait_for(struct shm_epoch_slot *const *slots, size_t n, uint64_t e, uint64_t ns)
+{
+	struct timespec step = { 0, SHM_EPOCH_WAIT_STEP_NS };
+
+	for (uint64_t waited = 0; shm_epoch_min(slots, n) < e; waited += SHM_EPOCH_WAIT_STEP_NS) {
+		if (waited >= ns)
+			return false;
+		nanosleep(&step, NULL);
+	}
+	return true;
+}
+
 void shm_retire_init(struct shm_retire_list *l)
 {
 	memset(l, 0, sizeof(*l));

@@ -92,6 +92,10 @@ uint64_t shm_epoch_min(struct shm_epoch_slot *const *slots, size_t n);
  * (coordinator/slots.c, cut_stuck_reader). */
 uint64_t shm_epoch_bump(struct shm_header *hdr);
 void shm_epoch_wait(struct shm_epoch_slot *const *slots, size_t n, uint64_t e);
+/* The same wait bounded to about `ns` (polls every SHM_EPOCH_WAIT_STEP_NS):
+ * true once every slot shows >= E, false if one still did not at the end. */
+#define SHM_EPOCH_WAIT_STEP_NS 200000
+bool shm_epoch_wait_for(struct shm_epoch_slot *const *slots, size_t n, uint64_t e, uint64_t ns);
 
 struct shm_retired {
 	uint64_t off;

@@ -287,6 +287,21 @@ size_t shm_writer_reclaim(struct shm_writer *w)
 	return shm_retire_collect(&w->retired, w->seg, &w->sh->slab, w->readers, w->nreaders);
 }
 
+bool shm_writer_reclaim_wait(struct shm_writer *w)
+{
+	uint64_t e;
+
+	if (w->retired.n == 0)
+		return false;
+	if (shm_writer_reclaim(w) > 0)
+		return true;
+	e = shm_epoch_bump(w->seg->hdr);
+	if (w->refresh != NULL)
+		w->refresh(w->refresh_arg);
+	shm_epoch_wait_for(w->readers, w->nreaders, e, SHM_WRITER_ROOM_WAIT_NS);
+	return shm_writer_reclaim(w) > 0;
+}
+
 /* Queue a block just unlinked (or about to be) for freeing. */
 static int retire(struct shm_writer *w, uint64_t off, uint64_t size)
 {
@@ -416,7 +431,7 @@ int shm_writer_stage_set(struct shm_writer *w, const void *key, uint32_t klen, u
 
 	*s = (struct shm_staged){ .seq = next_seq(w), .h = h, .del = false };
 	rc = stage_set_once(w, key, klen, h, val, vlen, prev, s);
-	if (rc == SHM_ENOMEM && w->retired.n > 0 && shm_writer_reclaim(w) > 0)
+	if (rc == SHM_ENOMEM && shm_writer_reclaim_wait(w))
 		rc = stage_set_once(w, key, klen, h, val, vlen, prev, s);
 	if (rc != SHM_OK)
 		return rc;
@@ -606,7 +621,7 @@ int shm_writer_stage_intent(struct shm_writer *w, const void *key, uint32_t klen
 		return SHM_ENOTFOUND;
 	*s = (struct shm_staged){ .seq = next_seq(w), .h = h, .old = cur, .kind = SHM_STAGED_INTENT };
 	rc = stage_intent_once(w, key, klen, val, del ? 0 : vlen, del, ref, s);
-	if (rc == SHM_ENOMEM && w->retired.n > 0 && shm_writer_reclaim(w) > 0)
+	if (rc == SHM_ENOMEM && shm_writer_reclaim_wait(w))
 		rc = stage_intent_once(w, key, klen, val, del ? 0 : vlen, del, ref, s);
 	if (rc != SHM_OK)
 		return rc;
@@ -631,7 +646,7 @@ int shm_writer_stage_settle(struct shm_writer *w, uint64_t intent, bool commit, 
 	rc = shm_retire_reserve(&w->retired, 3 * (w->staged + 1));
 	if (rc == SHM_OK && commit && !tomb) {
 		rc = shm_record_new(w->seg, &w->sh->slab, r->data, klen, r->data + klen, r->vlen, r->seq, &rec);
-		if (rc == SHM_ENOMEM && w->retired.n > 0 && shm_writer_reclaim(w) > 0)
+		if (rc == SHM_ENOMEM && shm_writer_reclaim_wait(w))
 			rc = shm_record_new(w->seg, &w->sh->slab, r->data, klen, r->data + klen, r->vlen,
 					    r->seq, &rec);
 	} else if (!commit) {

@@ -193,7 +193,7 @@ void shm_writer_stage_mark(struct shm_writer *w, struct shm_staged *s);
 void shm_writer_prefetch(struct shm_writer *w, const struct shm_staged *s);
 
 /* Stage and publish at once. Insert or replace. Out of memory (for the record or a bigger table), it
- * first frees what readers no longer see (shm_writer_reclaim) and tries
+ * first frees what readers no longer see (shm_writer_reclaim_wait) and tries
  * once more. Errors: SHM_EINVAL (klen 0
  * or > SHM_KEY_MAX, vlen > SHM_VALUE_MAX), SHM_ENOMEM (nothing changed). */
 int shm_writer_set(struct shm_writer *w, const void *key, uint32_t klen, const void *val,
@@ -214,6 +214,14 @@ int shm_writer_each(struct shm_writer *w, int (*fn)(void *arg, const struct shm_
 /* Seal pending retirements and free what readers can no longer see.
  * Returns the number of blocks freed. */
 size_t shm_writer_reclaim(struct shm_writer *w);
+
+/* After an allocation failed: free what readers no longer see; if they
+ * still see all of it, wait up to SHM_WRITER_ROOM_WAIT_NS for them to
+ * leave the sections they are in (a lookup, a checkpoint's walk step: a
+ * reader preempted inside one must not make a store with room look full),
+ * then free again. True if a block was freed (worth trying once more). */
+#define SHM_WRITER_ROOM_WAIT_NS 100000000ull
+bool shm_writer_reclaim_wait(struct shm_writer *w);
 
 /* Free everything retired, waiting for readers to leave the sections they
  * are in (shm_epoch_wait): for a writer that ran out of memory while much

@@ -409,7 +409,7 @@ int shm_writer_index_build(struct shm_writer *w)
 	uint64_t old = w->index_off, off = 0;
 	int rc = build(w, &off);
 
-	if (rc == SHM_ENOMEM && w->retired.n > 0 && shm_writer_reclaim(w) > 0)
+	if (rc == SHM_ENOMEM && shm_writer_reclaim_wait(w))
 		rc = build(w, &off);
 	if (rc != SHM_OK)
 		return rc;

@@ -5,9 +5,13 @@
  * memo of its validated view, exhaustion.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "shm/shard.h"
 
@@ -423,6 +427,67 @@ Test(shard, out_of_memory_changes_nothing, .timeout = 60)
 		cr_assert_eq(shm_writer_del(&w, k, (uint32_t)key_of(k, i)), SHM_OK);
 	shm_writer_reclaim(&w);
 	cr_assert_eq(shm_writer_set(&w, k, (uint32_t)key_of(k, n), v, sizeof(v)), SHM_OK);
+	shm_writer_close(&w);
+	shm_seg_close(&seg);
+}
+
+/* A reader preempted inside a read section holds back what the writer
+ * retired; a store with room must not look full for that. The writer
+ * waits (shm_writer_reclaim_wait) up to SHM_WRITER_ROOM_WAIT_NS for the
+ * reader to leave, and only a reader that stays longer makes it ENOMEM. */
+static struct shm_epoch_slot held;
+
+static void *hold_section(void *ms)
+{
+	uintptr_t n = (uintptr_t)ms;
+	struct timespec t = { (time_t)(n / 1000), (long)(n % 1000) * 1000000 };
+
+	nanosleep(&t, NULL);
+	shm_epoch_leave(&held);
+	return NULL;
+}
+
+static int overwrite_until_full(const char *k, const char *v, size_t len, int times)
+{
+	int i = 0;
+
+	while (i < times && shm_writer_set(&w, k, (uint32_t)strlen(k), v, (uint32_t)len) == SHM_OK)
+		i++;
+	return i;
+}
+
+Test(shard, a_reader_inside_a_section_delays_full_but_does_not_fake_it, .timeout = 60)
+{
+	struct shm_epoch_slot *slots[1] = { &held };
+	const struct shm_readers r = { slots, 1, NULL, NULL };
+	char k[32];
+	static char v[16 << 10];
+	pthread_t t;
+	int n = 0;
+
+	cr_assert_eq(shm_seg_create(&seg, 32 * MiB, 1), SHM_OK);
+	shm_epoch_slot_init(&held, getpid());
+	cr_assert_eq(shm_writer_open(&w, &seg, 0, 0, &r, NULL), SHM_OK);
+	memset(v, 'v', sizeof(v));
+	while (shm_writer_set(&w, k, (uint32_t)key_of(k, n), v, sizeof(v)) == SHM_OK)
+		n++;
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(shm_writer_del(&w, k, (uint32_t)key_of(k, i)), SHM_OK);
+	shm_writer_reclaim(&w);
+	key_of(k, 30);
+	/* Room for about 20 values (the slab is full, not the table); 200
+	 * overwrites need the retired ones. */
+	shm_epoch_enter(&held, seg.hdr);
+	cr_assert_eq(pthread_create(&t, NULL, hold_section, (void *)(uintptr_t)20), 0);
+	cr_assert_eq(overwrite_until_full(k, v, sizeof(v), 200), 200, "full while a reader was inside for 20 ms");
+	pthread_join(t, NULL);
+	/* A reader that stays inside for longer than the wait: ENOMEM, and the
+	 * store goes on once it leaves. */
+	shm_epoch_enter(&held, seg.hdr);
+	cr_assert_eq(pthread_create(&t, NULL, hold_section, (void *)(uintptr_t)1000), 0);
+	cr_assert_lt(overwrite_until_full(k, v, sizeof(v), 200), 200);
+	pthread_join(t, NULL);
+	cr_assert_eq(overwrite_until_full(k, v, sizeof(v), 200), 200);
 	shm_writer_close(&w);
 	shm_seg_close(&seg);
 }
